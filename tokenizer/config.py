@@ -1,0 +1,248 @@
+"""Typed, validated, JSON round-trippable configuration of the RVQ codec and of its training."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from .errors import ConfigError
+
+T = TypeVar("T", bound="_JsonConfig")
+
+
+class _JsonConfig:
+    """Mixin: `to_dict`/`from_dict` with nested dataclasses, and JSON files written atomically."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)  # type: ignore[call-overload]
+
+    @classmethod
+    def from_dict(cls: type[T], data: dict[str, Any]) -> T:
+        if not isinstance(data, dict):
+            raise ConfigError(f"{cls.__name__} expects a JSON object, got {type(data).__name__}")
+        fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        unknown = sorted(set(data) - set(fields))
+        if unknown:
+            raise ConfigError(f"{cls.__name__} got unknown keys {unknown}; known keys are {sorted(fields)}")
+        kwargs = {}
+        for name, value in data.items():
+            sub = _NESTED.get((cls.__name__, name))
+            if sub is not None and isinstance(value, dict):
+                value = sub.from_dict(value)
+            elif isinstance(value, list) and name in _TUPLE_FIELDS:
+                value = tuple(value)
+            kwargs[name] = value
+        return cls(**kwargs)
+
+    def to_json_string(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+
+    def to_json_file(self, path: str | os.PathLike) -> None:
+        """Write the config as JSON, atomically (a failure leaves no partial file)."""
+        path = Path(path)
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        tmp.write_text(self.to_json_string())
+        os.replace(tmp, path)
+
+    @classmethod
+    def from_json_file(cls: type[T], path: str | os.PathLike) -> T:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {str(path)!r} does not exist")
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"config file {str(path)!r} is not valid JSON: {e}") from e
+        return cls.from_dict(data)
+
+
+def _check(cond: bool, message: str) -> None:
+    if not cond:
+        raise ConfigError(message)
+
+
+@dataclass
+class QuantizerConfig(_JsonConfig):
+    """Residual vector quantizer.
+
+    kind="ema": EnCodec/AudioCraft codebooks learned by exponential moving averages, k-means initialised
+    from the first batch, dead codes replaced by random vectors of the current batch.
+    kind="factorized": DAC codebooks, learned by gradient in a low-dimensional (`codebook_dim`),
+    L2-normalised space behind linear projections.
+    """
+
+    kind: str = "ema"
+    num_codebooks: int = 8
+    codebook_size: int = 1024
+    codebook_dim: int | None = None  # factorized: projection size (DAC uses 8); ema: must be None
+    decay: float = 0.99
+    kmeans_init: bool = True
+    kmeans_iters: int = 10
+    dead_code_threshold: float = 2.0  # EMA usage (vectors per batch) below which a code counts as dead
+    quantizer_dropout: float = 1.0  # fraction of training items that use a random number of codebooks
+
+    def __post_init__(self) -> None:
+        _check(self.kind in ("ema", "factorized"), f"quantizer.kind must be 'ema' or 'factorized', got {self.kind!r}")
+        _check(isinstance(self.num_codebooks, int) and self.num_codebooks >= 1,
+               f"quantizer.num_codebooks must be an integer >= 1, got {self.num_codebooks!r}")
+        _check(isinstance(self.codebook_size, int) and self.codebook_size >= 2,
+               f"quantizer.codebook_size must be an integer >= 2, got {self.codebook_size!r}")
+        if self.kind == "ema":
+            _check(self.codebook_dim is None, "quantizer.codebook_dim is only used by kind='factorized'; set it to null")
+        else:
+            _check(self.codebook_dim is None or self.codebook_dim >= 1,
+                   f"quantizer.codebook_dim must be >= 1 or null, got {self.codebook_dim!r}")
+        _check(0.0 < self.decay < 1.0, f"quantizer.decay must be in (0, 1), got {self.decay!r}")
+        _check(self.kmeans_iters >= 0, f"quantizer.kmeans_iters must be >= 0, got {self.kmeans_iters!r}")
+        _check(self.dead_code_threshold >= 0, f"quantizer.dead_code_threshold must be >= 0, got {self.dead_code_threshold!r}")
+        _check(0.0 <= self.quantizer_dropout <= 1.0,
+               f"quantizer.quantizer_dropout must be in [0, 1], got {self.quantizer_dropout!r}")
+
+    @property
+    def bits_per_codebook(self) -> float:
+        return math.log2(self.codebook_size)
+
+
+@dataclass
+class CodecTrainingConfig(_JsonConfig):
+    """How `train_codec` trains a codec. Stored with the checkpoint; not part of its fingerprint."""
+
+    batch_size: int = 8
+    segment_seconds: float = 1.0
+    max_steps: int = 10_000
+    learning_rate: float = 3e-4
+    discriminator_learning_rate: float = 3e-4
+    betas: tuple[float, float] = (0.5, 0.9)
+    lr_decay: float = 0.999996  # exponential LR decay per step, as DAC
+    warmup_steps: int = 0
+    grad_clip: float = 1000.0
+    # Loss weights (fixed, EnCodec/DAC-like magnitudes).
+    mel_weight: float = 15.0
+    stft_weight: float = 1.0
+    commitment_weight: float = 0.25
+    codebook_weight: float = 1.0  # factorized quantizer: codebook loss
+    adversarial_weight: float = 1.0
+    feature_weight: float = 2.0
+    # The adversarial stage starts after a reconstruction-only warm-up; -1 never starts it.
+    adversarial_start_step: int = -1
+    disc_filters: int = 32
+    disc_n_ffts: tuple[int, ...] = (1024, 512, 256)
+    mixed_precision: str = "no"
+    seed: int = 0
+    log_every: int = 50
+    save_every: int = 500
+
+    def __post_init__(self) -> None:
+        _check(self.batch_size >= 1, f"training.batch_size must be >= 1, got {self.batch_size!r}")
+        _check(self.segment_seconds > 0, f"training.segment_seconds must be > 0, got {self.segment_seconds!r}")
+        _check(self.max_steps >= 1, f"training.max_steps must be >= 1, got {self.max_steps!r}")
+        _check(self.learning_rate > 0, f"training.learning_rate must be > 0, got {self.learning_rate!r}")
+        _check(len(self.betas) == 2, f"training.betas must have two values, got {self.betas!r}")
+        _check(self.adversarial_start_step >= -1,
+               f"training.adversarial_start_step must be >= 0, or -1 for never, got {self.adversarial_start_step!r}")
+        _check(self.mixed_precision in ("no", "fp16", "bf16"),
+               f"training.mixed_precision must be 'no', 'fp16' or 'bf16', got {self.mixed_precision!r}")
+        _check(len(self.disc_n_ffts) >= 1 and all(n >= 16 for n in self.disc_n_ffts),
+               f"training.disc_n_ffts must list FFT sizes >= 16, got {self.disc_n_ffts!r}")
+        self.betas = tuple(self.betas)
+        self.disc_n_ffts = tuple(self.disc_n_ffts)
+
+
+@dataclass
+class CodecConfig(_JsonConfig):
+    """The RVQ codec: a SEANet encoder, a residual vector quantizer and a mirrored decoder.
+
+    `strides` are the encoder's downsampling factors in order; the decoder upsamples in reverse.
+    One frame of codes covers `hop_length = prod(strides)` samples.
+    """
+
+    name: str = "rvqaudio-codec"
+    sample_rate: int = 24_000
+    channels: int = 1
+    n_filters: int = 32
+    strides: tuple[int, ...] = (2, 4, 5, 8)
+    dimension: int = 128
+    n_residual_layers: int = 1
+    residual_kernel_size: int = 3
+    dilation_base: int = 2
+    kernel_size: int = 7
+    last_kernel_size: int = 7
+    compress: int = 2
+    lstm_layers: int = 0
+    causal: bool = True
+    norm: str = "weight_norm"
+    activation: str = "elu"
+    chunk_seconds: float = 30.0  # inputs longer than this are encoded/decoded chunk by chunk
+    quantizer: QuantizerConfig = field(default_factory=QuantizerConfig)
+    training: CodecTrainingConfig = field(default_factory=CodecTrainingConfig)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.quantizer, dict):
+            self.quantizer = QuantizerConfig.from_dict(self.quantizer)
+        if isinstance(self.training, dict):
+            self.training = CodecTrainingConfig.from_dict(self.training)
+        self.strides = tuple(self.strides)
+        _check(isinstance(self.sample_rate, int) and self.sample_rate >= 1000,
+               f"sample_rate must be an integer >= 1000 Hz, got {self.sample_rate!r}")
+        _check(self.channels in (1, 2), f"channels must be 1 (mono) or 2 (stereo), got {self.channels!r}")
+        _check(self.n_filters >= 1, f"n_filters must be >= 1, got {self.n_filters!r}")
+        _check(len(self.strides) >= 1 and all(isinstance(s, int) and s >= 1 for s in self.strides),
+               f"strides must be a non-empty list of integers >= 1, got {list(self.strides)!r}")
+        _check(self.dimension >= 1, f"dimension must be >= 1, got {self.dimension!r}")
+        _check(self.n_residual_layers >= 0, f"n_residual_layers must be >= 0, got {self.n_residual_layers!r}")
+        for name in ("residual_kernel_size", "kernel_size", "last_kernel_size"):
+            _check(getattr(self, name) >= 1, f"{name} must be >= 1, got {getattr(self, name)!r}")
+        _check(self.dilation_base >= 1, f"dilation_base must be >= 1, got {self.dilation_base!r}")
+        _check(self.compress >= 1, f"compress must be >= 1, got {self.compress!r}")
+        _check(self.lstm_layers >= 0, f"lstm_layers must be >= 0, got {self.lstm_layers!r}")
+        _check(self.norm in ("weight_norm", "none"), f"norm must be 'weight_norm' or 'none', got {self.norm!r}")
+        _check(self.activation in ("elu", "snake"), f"activation must be 'elu' or 'snake', got {self.activation!r}")
+        _check(self.chunk_seconds > 0, f"chunk_seconds must be > 0, got {self.chunk_seconds!r}")
+        if self.quantizer.kind == "factorized" and self.quantizer.codebook_dim is None:
+            self.quantizer.codebook_dim = 8
+
+    # Derived values.
+    @property
+    def hop_length(self) -> int:
+        """Samples per frame of codes."""
+        return math.prod(self.strides)
+
+    @property
+    def frame_rate(self) -> float:
+        """Frames of codes per second (Hz)."""
+        return self.sample_rate / self.hop_length
+
+    @property
+    def num_codebooks(self) -> int:
+        return self.quantizer.num_codebooks
+
+    @property
+    def codebook_size(self) -> int:
+        return self.quantizer.codebook_size
+
+    def bitrate(self, num_codebooks: int | None = None) -> float:
+        """Bitrate in kbps when `num_codebooks` codebooks (default: all) are transmitted."""
+        k = self.num_codebooks if num_codebooks is None else num_codebooks
+        return k * self.quantizer.bits_per_codebook * self.frame_rate / 1000.0
+
+    @property
+    def fingerprint(self) -> str:
+        """Identifies the code space: every field that changes what codes mean, nothing about training."""
+        data = self.to_dict()
+        for key in ("training", "chunk_seconds", "name"):
+            data.pop(key)
+        digest = hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+        return digest[:16]
+
+
+_NESTED: dict[tuple[str, str], type[_JsonConfig]] = {
+    ("CodecConfig", "quantizer"): QuantizerConfig,
+    ("CodecConfig", "training"): CodecTrainingConfig,
+}
+_TUPLE_FIELDS = {"strides", "betas", "disc_n_ffts"}
