@@ -1,0 +1,237 @@
+"""Properties of the codec: shapes, round trips, quantizer invariants, chunking and checkpoints."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from tokenizer import CodecConfig, RVQCodec
+from tokenizer.quantization import ResidualVectorQuantizer
+
+from .conftest import tiny_config, tone
+
+
+# ---- config --------------------------------------------------------------------------------------
+
+def test_config_round_trips_through_json(tmp_path):
+    config = tiny_config(causal=False, activation="snake", quantizer={"kind": "factorized", "codebook_dim": 4})
+    path = tmp_path / "codec.json"
+    config.to_json_file(path)
+    assert CodecConfig.from_json_file(path) == config
+    assert config.hop_length == 8 and config.frame_rate == 1000.0
+    assert config.bitrate(2) == pytest.approx(2 * 5 * 1000 / 1000)  # 2 codebooks x log2(32) bits x 1000 Hz
+
+
+def test_fingerprint_ignores_training_settings_but_not_the_code_space():
+    a = tiny_config()
+    b = tiny_config()
+    b.training.learning_rate = 1.0
+    assert a.fingerprint == b.fingerprint
+    assert a.fingerprint != tiny_config(quantizer={"codebook_size": 64}).fingerprint
+
+
+# ---- shapes --------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("num_samples", [8, 9, 100, 4000, 4003])
+def test_frame_counts_and_output_lengths(codec, num_samples):
+    wav = torch.randn(2, 1, num_samples) * 0.1
+    codes = codec.encode(wav)
+    frames = math.ceil(num_samples / codec.hop_length)
+    assert codes.shape == (2, codec.num_codebooks, frames) and codes.dtype == torch.long
+    assert codec.decode(codes).shape == (2, 1, frames * codec.hop_length)
+    assert codec(wav).audio.shape == wav.shape
+
+
+def test_encode_accepts_1d_2d_and_3d_input(codec):
+    wav = torch.randn(400) * 0.1
+    expected = codec.encode(wav[None, None])
+    assert torch.equal(codec.encode(wav), expected)
+    assert torch.equal(codec.encode(wav[None]), expected)
+
+
+def test_encode_resamples_to_the_codec_rate(codec):
+    wav = torch.randn(1, 1, 16000) * 0.1  # one second at 16 kHz
+    codes = codec.encode(wav, sample_rate=16000)
+    assert codes.shape[-1] == math.ceil(8000 / codec.hop_length)
+
+
+def test_stereo_codec_takes_stereo_and_upmixes_mono():
+    torch.manual_seed(0)
+    codec = RVQCodec(tiny_config(channels=2)).eval()
+    stereo = torch.randn(1, 2, 800) * 0.1
+    assert codec.decode(codec.encode(stereo)).shape == (1, 2, 800)
+    mono = stereo[:, :1]
+    assert torch.equal(codec.encode(mono), codec.encode(mono.expand(-1, 2, -1)))
+
+
+@pytest.mark.parametrize("num_codebooks", [1, 2, 4])
+def test_encode_with_fewer_codebooks_is_a_prefix(codec, num_codebooks):
+    codec.train()
+    codec(torch.randn(2, 1, 800) * 0.1)  # k-means init of the codebooks
+    codec.eval()
+    wav = torch.randn(1, 1, 800) * 0.1
+    full = codec.encode(wav)
+    assert torch.equal(codec.encode(wav, num_codebooks=num_codebooks), full[:, :num_codebooks])
+
+
+# ---- quantizer -----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("kind", ["ema", "factorized"])
+def test_straight_through_gradient_reaches_the_input(kind):
+    torch.manual_seed(0)
+    config = tiny_config(quantizer={"kind": kind, "quantizer_dropout": 0.0}).quantizer
+    rvq = ResidualVectorQuantizer(16, config).train()
+    x = torch.randn(2, 16, 10, requires_grad=True)
+    rvq(x).quantized.sum().backward()
+    assert x.grad is not None and bool(torch.isfinite(x.grad).all())
+    if kind == "ema":
+        # The whole RVQ is the identity for the backward pass: d(sum quantized)/dx = 1.
+        assert torch.allclose(x.grad, torch.ones_like(x))
+    else:
+        assert x.grad.abs().sum() > 0
+        assert rvq.levels[0].in_proj.parametrizations.weight.original1.grad is not None
+
+
+@pytest.mark.parametrize("kind", ["ema", "factorized"])
+def test_eval_quantized_latent_equals_lookup_of_its_codes(kind):
+    torch.manual_seed(0)
+    rvq = ResidualVectorQuantizer(16, tiny_config(quantizer={"kind": kind}).quantizer)
+    rvq.train()(torch.randn(4, 16, 20))  # initialise the codebooks
+    rvq.eval()
+    x = torch.randn(3, 16, 7)
+    result = rvq(x)
+    assert torch.equal(result.quantized, rvq.decode(result.codes))
+    assert torch.equal(result.codes, rvq.encode(x))
+
+
+def test_kmeans_init_places_codes_on_the_data():
+    torch.manual_seed(0)
+    rvq = ResidualVectorQuantizer(16, tiny_config(quantizer={"num_codebooks": 1, "codebook_size": 8}).quantizer)
+    # Data drawn from 8 tight clusters: after k-means init the first level's error is tiny.
+    centers = torch.randn(8, 16) * 3
+    x = (centers[torch.randint(0, 8, (200,))] + 0.01 * torch.randn(200, 16)).T[None]  # (1, 16, 200)
+    rvq.train()(x)
+    rvq.eval()
+    error = (rvq(x).quantized - x).pow(2).mean() / x.pow(2).mean()
+    assert error < 0.05
+
+
+def test_dead_codes_are_replaced_and_reported():
+    torch.manual_seed(0)
+    config = tiny_config(quantizer={"num_codebooks": 1, "codebook_size": 16, "kmeans_init": False,
+                                    "dead_code_threshold": 1.0}).quantizer
+    rvq = ResidualVectorQuantizer(4, config).train()
+    level = rvq.levels[0]
+    # Random codes far from the data: most never win a vector and must be replaced by data vectors.
+    level.embed.mul_(100)
+    x = torch.randn(2, 4, 50)
+    rvq(x)
+    data = x.transpose(1, 2).reshape(-1, 4)
+    dists = torch.cdist(level.embed, data).min(dim=1).values
+    assert (dists < 1e-5).sum() >= 8
+    stats = rvq.stats()
+    assert len(stats) == 1 and set(stats[0]) == {"usage", "perplexity", "dead_fraction"}
+    assert 1.0 <= stats[0]["perplexity"] <= 16
+
+
+def test_quantizer_dropout_uses_fewer_codebooks_for_some_items():
+    torch.manual_seed(0)
+    rvq = ResidualVectorQuantizer(16, tiny_config(quantizer={"quantizer_dropout": 1.0}).quantizer).train()
+    counts = rvq(torch.randn(64, 16, 5)).num_codebooks
+    assert counts.min() == 1 and counts.max() == 4
+    rvq.eval()
+    assert bool((rvq(torch.randn(8, 16, 5)).num_codebooks == 4).all())
+
+
+# ---- a trained tiny codec ----------------------------------------------------------------------------
+
+def test_round_trip_reconstructs_the_trained_clip(trained_codec):
+    clip = tone(0.5)[None]
+    recon = trained_codec.decode(trained_codec.encode(clip))[..., : clip.shape[-1]]
+    snr = 10 * torch.log10(clip.pow(2).sum() / (recon - clip).pow(2).sum())
+    assert snr > 5.0, f"round-trip SNR {snr:.1f} dB"
+
+
+def test_error_does_not_grow_with_more_codebooks(trained_codec):
+    clip = tone(0.5)[None]
+    codes = trained_codec.encode(clip)
+    errors = []
+    for k in range(1, trained_codec.num_codebooks + 1):
+        recon = trained_codec.decode(codes[:, :k])[..., : clip.shape[-1]]
+        assert recon.shape == clip.shape and bool(torch.isfinite(recon).all())
+        errors.append(float((recon - clip).pow(2).mean()))
+    assert all(b <= a * 1.05 for a, b in zip(errors, errors[1:])), errors
+    assert errors[-1] < errors[0]
+
+
+def test_chunked_encode_and_decode_equal_one_pass_for_a_causal_codec(trained_codec):
+    assert trained_codec.config.causal and trained_codec.config.lstm_layers == 0
+    long = torch.cat([tone(0.5), tone(0.5).flip(-1), tone(0.7)], dim=-1)[None]  # (1, 1, 13600)
+    whole = trained_codec.encode(long)
+    whole_audio = trained_codec.decode(whole)
+    old = trained_codec.config.chunk_seconds
+    try:
+        trained_codec.config.chunk_seconds = 0.123  # 123 frames per chunk, chunk edges mid-clip
+        assert torch.equal(trained_codec.encode(long), whole)
+        assert torch.allclose(trained_codec.decode(whole), whole_audio, atol=1e-5)
+    finally:
+        trained_codec.config.chunk_seconds = old
+
+
+def test_chunked_encode_equals_one_pass_for_a_non_causal_codec():
+    torch.manual_seed(0)
+    codec = RVQCodec(tiny_config(causal=False))
+    codec.train()(tone(0.5)[None])
+    codec.eval()
+    long = tone(1.7)[None]
+    whole = codec.encode(long)
+    codec.config.chunk_seconds = 0.2
+    assert torch.equal(codec.encode(long), whole)
+
+
+# ---- checkpoints ---------------------------------------------------------------------------------
+
+def test_save_then_load_gives_bit_identical_codes_and_audio(trained_codec, tmp_path):
+    trained_codec.save_pretrained(tmp_path / "codec")
+    assert sorted(p.name for p in (tmp_path / "codec").iterdir()) == ["config.json", "model.safetensors"]
+    loaded = RVQCodec.from_pretrained(tmp_path / "codec")
+    clip = tone(0.3)[None]
+    codes = trained_codec.encode(clip)
+    assert torch.equal(loaded.encode(clip), codes)
+    assert torch.equal(loaded.decode(codes), trained_codec.decode(codes))
+    assert loaded.fingerprint == trained_codec.fingerprint
+
+
+def test_fp16_checkpoint_is_smaller_and_loads_as_float32(trained_codec, tmp_path):
+    trained_codec.save_pretrained(tmp_path / "fp32")
+    trained_codec.save_pretrained(tmp_path / "fp16", dtype=torch.float16)
+    size = lambda d: (tmp_path / d / "model.safetensors").stat().st_size  # noqa: E731
+    assert size("fp16") < 0.6 * size("fp32")
+    loaded = RVQCodec.from_pretrained(tmp_path / "fp16")
+    assert next(loaded.parameters()).dtype == torch.float32
+    clip = tone(0.3)[None]
+    assert (loaded.encode(clip) == trained_codec.encode(clip)).float().mean() > 0.9
+
+
+def test_saving_over_an_existing_checkpoint_replaces_it(trained_codec, codec, tmp_path):
+    codec.save_pretrained(tmp_path / "c")
+    trained_codec.save_pretrained(tmp_path / "c")
+    loaded = RVQCodec.from_pretrained(tmp_path / "c")
+    clip = tone(0.2)[None]
+    assert torch.equal(loaded.encode(clip), trained_codec.encode(clip))
+    assert [p.name for p in tmp_path.iterdir()] == ["c"]  # no temporary folders left behind
+
+
+def test_failed_save_leaves_no_partial_checkpoint(codec, tmp_path, monkeypatch):
+    import tokenizer.checkpoint as checkpoint
+
+    def broken_save_file(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(checkpoint, "save_file", broken_save_file)
+    with pytest.raises(OSError, match="disk full"):
+        codec.save_pretrained(tmp_path / "c")
+    assert list(tmp_path.iterdir()) == []

@@ -1,0 +1,210 @@
+"""Audio files in and out of the codec: load, save, resample, change channel count, read a duration.
+
+Waveforms are float32 ``[C, N]`` (channels, samples) here; batches ``[B, C, N]`` pass through `resample` and
+`to_channels` unchanged in layout. wav, flac and ogg go through soundfile (libsndfile); mp3, opus, m4a and
+anything else ffmpeg reads go through torchcodec. Every failure is an `AudioInputError` naming the file.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+import torchaudio.functional as AF
+
+from .errors import AudioInputError
+
+# Suffixes read and written with soundfile; the format name soundfile uses to write each.
+_SOUNDFILE_FORMATS = {".wav": "WAV", ".flac": "FLAC", ".ogg": "OGG"}
+
+
+def load_audio(
+    path: str | os.PathLike, sample_rate: int | None = None, channels: int | None = None
+) -> tuple[torch.Tensor, int]:
+    """Decode an audio file to FloatTensor[C, N] and its sample rate in Hz.
+
+    PCM and compressed files decode to [-1, 1]; float files are returned as stored (not clipped, so their
+    level is not silently changed). `sample_rate` resamples (torchaudio's sinc resampler) when it differs from
+    the file's; `channels` converts as `to_channels` does (1: mean down-mix; 2 from mono: duplicate).
+    wav/flac/ogg are read with soundfile, falling back to torchcodec for codecs libsndfile lacks; other
+    suffixes (mp3, opus, m4a, ...) are read with torchcodec.
+    Raises AudioInputError if the file is missing or cannot be decoded (with the decoder's message).
+    """
+    path = Path(path)
+    _check_exists(path)
+    if sample_rate is not None:
+        _check_rate(sample_rate, "sample_rate")
+    if channels is not None and channels not in (1, 2):
+        raise AudioInputError(f"channels must be 1 (mono) or 2 (stereo), got {channels}")
+
+    if path.suffix.lower() in _SOUNDFILE_FORMATS:
+        try:
+            wav, sr = _read_soundfile(path)
+        except Exception as sf_exc:  # libsndfile lacks some codecs in these containers: let ffmpeg try
+            try:
+                wav, sr = _read_torchcodec(path)
+            except Exception as tc_exc:
+                raise AudioInputError(
+                    f"cannot decode {str(path)!r}: soundfile said: {sf_exc}; torchcodec said: {tc_exc}"
+                ) from sf_exc
+    else:
+        try:
+            wav, sr = _read_torchcodec(path)
+        except Exception as exc:
+            raise AudioInputError(f"cannot decode {str(path)!r} with torchcodec (ffmpeg): {exc}") from exc
+
+    if sample_rate is not None and sample_rate != sr:
+        wav, sr = resample(wav, sr, sample_rate), sample_rate
+    if channels is not None:
+        wav = to_channels(wav, channels)
+    return wav.contiguous(), sr
+
+
+def save_audio(
+    path: str | os.PathLike, wav: torch.Tensor, sample_rate: int, subtype: str = "PCM_16"
+) -> None:
+    """Write FloatTensor[C, N] (or [N], mono) at `sample_rate` Hz to a wav, flac or ogg file.
+
+    The format follows the suffix. Samples are clipped to [-1, 1] first. `subtype` is soundfile's
+    ("PCM_16", "PCM_24", "FLOAT", ...); ogg is always lossy, so a PCM subtype there means Vorbis.
+    The file is written to a temporary file in the same folder and moved into place with `os.replace`,
+    so a failed save leaves no partial file and an existing file untouched. A missing parent folder is created.
+    Raises AudioInputError for a bad suffix, shape, dtype, NaN/inf samples, rate or subtype.
+    """
+    path = Path(path)
+    fmt = _SOUNDFILE_FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise AudioInputError(
+            f"cannot save {str(path)!r}: save_audio writes {sorted(_SOUNDFILE_FORMATS)}; "
+            f"write a .wav and convert it with ffmpeg for other formats"
+        )
+    _check_rate(sample_rate, "sample_rate")
+    if not isinstance(wav, torch.Tensor):
+        raise AudioInputError(f"wav must be a torch.Tensor, got {type(wav).__name__}")
+    if not wav.is_floating_point():
+        raise AudioInputError(f"wav must be a float tensor in [-1, 1], got dtype {wav.dtype}; convert it first")
+    if wav.dim() == 1:
+        wav = wav.unsqueeze(0)
+    if wav.dim() != 2:
+        raise AudioInputError(f"wav must be [C, N] or [N], got shape {tuple(wav.shape)}")
+    if not torch.isfinite(wav).all():
+        raise AudioInputError(f"wav has NaN or infinite samples; refusing to write {str(path)!r}")
+    if fmt == "OGG" and subtype.upper().startswith("PCM"):
+        subtype = "VORBIS"
+    if not sf.check_format(fmt, subtype):
+        raise AudioInputError(
+            f"subtype {subtype!r} is not valid for {fmt}; valid ones are {sorted(sf.available_subtypes(fmt))}"
+        )
+
+    # soundfile wants [N, C]: samples first.
+    data = wav.detach().to("cpu", torch.float32).T.contiguous().numpy()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        sf.write(tmp, data, sample_rate, subtype=subtype, format=fmt)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a saved audio file should be readable like any other
+        os.replace(tmp, path)
+    except sf.LibsndfileError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise AudioInputError(f"cannot write {str(path)!r} as {fmt}/{subtype} at {sample_rate} Hz: {exc}") from exc
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def resample(wav: torch.Tensor, orig_sr: int, new_sr: int) -> torch.Tensor:
+    """Resample FloatTensor[..., N] from `orig_sr` to `new_sr` Hz -> [..., ceil(N * new_sr / orig_sr)].
+
+    A thin wrapper over `torchaudio.functional.resample` (windowed sinc); returns `wav` itself when the
+    rates are equal.
+    """
+    _check_rate(orig_sr, "orig_sr")
+    _check_rate(new_sr, "new_sr")
+    if orig_sr == new_sr:
+        return wav
+    if not wav.is_floating_point():
+        raise AudioInputError(f"resample needs a float waveform, got dtype {wav.dtype}")
+    if wav.shape[-1] == 0:  # torchaudio cannot reshape an empty signal
+        return wav.new_zeros(*wav.shape[:-1], 0)
+    return AF.resample(wav, orig_sr, new_sr)
+
+
+def to_channels(wav: torch.Tensor, channels: int) -> torch.Tensor:
+    """Convert FloatTensor[..., C, N] to [..., channels, N].
+
+    1: the mean of all channels (a down-mix that keeps the level of correlated channels);
+    2 from mono: the channel duplicated; same count: `wav` itself. Anything else raises AudioInputError,
+    since no up- or down-mix between other counts is obviously right.
+    """
+    if wav.dim() < 2:
+        raise AudioInputError(f"to_channels needs [..., C, N], got shape {tuple(wav.shape)}")
+    current = wav.shape[-2]
+    if channels == current:
+        return wav
+    if channels == 1:
+        return wav.mean(dim=-2, keepdim=True)
+    if channels == 2 and current == 1:
+        return wav.expand(*wav.shape[:-2], 2, wav.shape[-1]).clone()
+    raise AudioInputError(
+        f"cannot convert {current} channels to {channels}; supported: any count to 1 (mean), 1 to 2 (duplicate)"
+    )
+
+
+def audio_duration(path: str | os.PathLike) -> float:
+    """Duration of an audio file in seconds, read from its header where the format has one.
+
+    wav/flac/ogg use soundfile's frame count; other formats use ffmpeg's stream metadata (for mp3 an estimate
+    from the header), and decode the file only when the container states no duration.
+    """
+    path = Path(path)
+    _check_exists(path)
+    if path.suffix.lower() in _SOUNDFILE_FORMATS:
+        try:
+            info = sf.info(str(path))
+            if info.samplerate > 0:
+                return info.frames / info.samplerate
+        except Exception:
+            pass  # fall through to ffmpeg, which reads more codecs in these containers
+    try:
+        from torchcodec.decoders import AudioDecoder
+
+        decoder = AudioDecoder(str(path))
+        meta = decoder.metadata
+        for seconds in (meta.duration_seconds_from_header, meta.duration_seconds):
+            if seconds is not None and math.isfinite(seconds) and seconds >= 0:
+                return float(seconds)
+        samples = decoder.get_all_samples()
+        return samples.data.shape[-1] / samples.sample_rate
+    except Exception as exc:
+        raise AudioInputError(f"cannot read the duration of {str(path)!r}: {exc}") from exc
+
+
+def _read_soundfile(path: Path) -> tuple[torch.Tensor, int]:
+    data, sr = sf.read(str(path), dtype="float32", always_2d=True)  # (N, C)
+    return torch.from_numpy(np.ascontiguousarray(data.T)), int(sr)  # (C, N)
+
+
+def _read_torchcodec(path: Path) -> tuple[torch.Tensor, int]:
+    # Imported here: torchcodec loads FFmpeg's shared libraries, which wav/flac-only users never need.
+    from torchcodec.decoders import AudioDecoder
+
+    samples = AudioDecoder(str(path)).get_all_samples()
+    return samples.data.to(torch.float32), int(samples.sample_rate)  # (C, N)
+
+
+def _check_exists(path: Path) -> None:
+    if not path.exists():
+        raise AudioInputError(f"audio file {str(path)!r} does not exist")
+    if not path.is_file():
+        raise AudioInputError(f"{str(path)!r} is not a file")
+
+
+def _check_rate(rate: int, name: str) -> None:
+    if isinstance(rate, bool) or not isinstance(rate, (int, np.integer)) or rate <= 0:
+        raise AudioInputError(f"{name} must be a positive integer number of Hz, got {rate!r}")

@@ -1,0 +1,89 @@
+"""Checkpoint folders: `config.json` + `model.safetensors`, written atomically, never pickled."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from .errors import CheckpointError
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+
+
+def save_checkpoint(directory: str | os.PathLike, config_json: str, state_dict: dict[str, torch.Tensor],
+                    dtype: torch.dtype | None = None, extra_files: dict[str, str] | None = None) -> Path:
+    """Write `directory/{config.json, model.safetensors}` so that a failure leaves the old folder intact.
+
+    Everything is written into a temporary sibling folder which then replaces `directory`.
+    Floating-point tensors are cast to `dtype` when given (e.g. torch.float16 for shipping).
+    """
+    directory = Path(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {
+        k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).detach().contiguous().cpu()
+        for k, v in state_dict.items()
+    }
+    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
+    try:
+        save_file(tensors, str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
+        (tmp / CONFIG_NAME).write_text(config_json)
+        for name, text in (extra_files or {}).items():
+            (tmp / name).write_text(text)
+        if directory.exists():
+            old = directory.with_name(f".{directory.name}.old-{os.getpid()}")
+            os.replace(directory, old)
+            os.replace(tmp, directory)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, directory)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return directory
+
+
+def load_checkpoint(directory: str | os.PathLike) -> tuple[dict, dict[str, torch.Tensor]]:
+    """Read a checkpoint folder: (config as a dict, state dict). Errors name the folder and the missing part."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise CheckpointError(f"checkpoint folder {str(directory)!r} does not exist")
+    config_path, weights_path = directory / CONFIG_NAME, directory / WEIGHTS_NAME
+    for path in (config_path, weights_path):
+        if not path.is_file():
+            raise CheckpointError(
+                f"checkpoint folder {str(directory)!r} has no {path.name}; a checkpoint holds "
+                f"{CONFIG_NAME} and {WEIGHTS_NAME} (written by save_pretrained)")
+    try:
+        config = json.loads(config_path.read_text())
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{str(config_path)!r} is not valid JSON: {e}") from e
+    try:
+        state = load_file(str(weights_path))
+    except (SafetensorError, OSError) as e:
+        raise CheckpointError(f"{str(weights_path)!r} is not a readable safetensors file: {e}") from e
+    return config, state
+
+
+def check_state_dict(expected: dict[str, torch.Tensor], found: dict[str, torch.Tensor], where: str) -> None:
+    """Raise CheckpointError naming missing/unexpected keys and shape mismatches between two state dicts."""
+    missing = sorted(set(expected) - set(found))
+    unexpected = sorted(set(found) - set(expected))
+    shapes = [f"{k}: checkpoint {tuple(found[k].shape)}, model {tuple(v.shape)}"
+              for k, v in expected.items() if k in found and found[k].shape != v.shape]
+    problems = []
+    if missing:
+        problems.append(f"missing tensors {missing[:5]}{' ...' if len(missing) > 5 else ''}")
+    if unexpected:
+        problems.append(f"unexpected tensors {unexpected[:5]}{' ...' if len(unexpected) > 5 else ''}")
+    if shapes:
+        problems.append(f"shape mismatches {shapes[:5]}{' ...' if len(shapes) > 5 else ''}")
+    if problems:
+        raise CheckpointError(f"weights in {where} do not match its config.json: " + "; ".join(problems))

@@ -1,0 +1,148 @@
+"""Losses of codec training: spectral reconstruction, hinge adversarial and feature matching.
+
+Every reconstruction loss takes `(estimate, target)` waveforms `FloatTensor[B, C, N]` of the same shape and returns
+a scalar that is exactly 0 when they are equal. Adversarial losses take the per-scale outputs of a discriminator
+(see `tokenizer.discriminator`): a list of logits tensors, and a list (per scale) of lists of feature maps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torchaudio
+from torch import Tensor, nn
+
+from .errors import AudioInputError
+
+# DAC's multi-scale mel loss: seven windows, ~6.4 frequency bins per mel band at every scale.
+MEL_WINDOWS = (32, 64, 128, 256, 512, 1024, 2048)
+MEL_BANDS = (5, 10, 20, 40, 80, 160, 320)
+STFT_SIZES = (2048, 1024, 512)
+
+
+def _check_pair(estimate: Tensor, target: Tensor, min_length: int, what: str) -> None:
+    if estimate.shape != target.shape or estimate.dim() != 3:
+        raise AudioInputError(
+            f"{what} expects estimate and target of the same shape [B, C, N], got {tuple(estimate.shape)} "
+            f"and {tuple(target.shape)}"
+        )
+    if target.shape[-1] <= min_length:
+        raise AudioInputError(
+            f"{what} needs more than {min_length} samples per waveform (its largest window), got {target.shape[-1]}; "
+            "train on longer segments or pass smaller windows"
+        )
+
+
+class MultiScaleMelLoss(nn.Module):
+    """L1 distance between log-mel spectrograms at several window sizes, summed over scales (as DAC).
+
+    Per scale: magnitude mel spectrogram (Hann window, hop = window / 4), `log10(clamp(mel, eps) ** 2)`, mean L1.
+    Inputs: waveforms `FloatTensor[B, C, N]` at `sample_rate` Hz with N > max(windows) / 2. Output: scalar.
+    """
+
+    def __init__(
+        self,
+        sample_rate: int,
+        windows: Sequence[int] = MEL_WINDOWS,
+        n_mels: Sequence[int] = MEL_BANDS,
+        clamp_eps: float = 1e-5,
+    ) -> None:
+        super().__init__()
+        if len(windows) != len(n_mels) or not windows:
+            raise ValueError(f"windows {tuple(windows)} and n_mels {tuple(n_mels)} must be non-empty and of equal length")
+        self.clamp_eps = clamp_eps
+        self.max_window = max(windows)
+        self.mels = nn.ModuleList(
+            torchaudio.transforms.MelSpectrogram(
+                sample_rate=sample_rate, n_fft=w, win_length=w, hop_length=w // 4, n_mels=m, power=1.0,
+                center=True, pad_mode="reflect", norm="slaney", mel_scale="slaney",
+            )
+            for w, m in zip(windows, n_mels)
+        )
+
+    def forward(self, estimate: Tensor, target: Tensor) -> Tensor:
+        _check_pair(estimate, target, self.max_window // 2, "MultiScaleMelLoss")
+        estimate, target = estimate.float(), target.float()
+        loss = estimate.new_zeros(())
+        for mel in self.mels:
+            log_est = mel(estimate).clamp(min=self.clamp_eps).pow(2).log10()  # (B, C, n_mels, frames)
+            log_tgt = mel(target).clamp(min=self.clamp_eps).pow(2).log10()
+            loss = loss + (log_est - log_tgt).abs().mean()
+        return loss
+
+
+class MultiResolutionSTFTLoss(nn.Module):
+    """Spectral convergence plus log-magnitude L1 at several FFT sizes (Parallel WaveGAN), averaged over sizes.
+
+    Per size n: Hann window of n samples, hop n / 4. Spectral convergence is `||S_t - S_e||_F / ||S_t||_F` per
+    waveform, averaged over batch and channels; magnitudes are floored at ~3e-4 so silence stays finite.
+    Inputs: waveforms `FloatTensor[B, C, N]` with N > max(n_ffts) / 2. Output: scalar.
+    """
+
+    def __init__(self, n_ffts: Sequence[int] = STFT_SIZES, power_floor: float = 1e-7) -> None:
+        super().__init__()
+        if not n_ffts:
+            raise ValueError("n_ffts must list at least one FFT size")
+        self.n_ffts = tuple(n_ffts)
+        self.power_floor = power_floor
+        for n in self.n_ffts:
+            self.register_buffer(f"window_{n}", torch.hann_window(n), persistent=False)
+
+    def _magnitude(self, x: Tensor, n_fft: int) -> Tensor:
+        window = getattr(self, f"window_{n_fft}")
+        spec = torch.stft(x.reshape(-1, x.shape[-1]), n_fft, hop_length=n_fft // 4, window=window,
+                          center=True, pad_mode="reflect", return_complex=True)
+        # sqrt of a floored power, not |z|: the gradient of |z| is undefined at z = 0 (digital silence).
+        power = torch.view_as_real(spec).pow(2).sum(-1)
+        return power.clamp(min=self.power_floor).sqrt()  # (B * C, freqs, frames)
+
+    def forward(self, estimate: Tensor, target: Tensor) -> Tensor:
+        _check_pair(estimate, target, max(self.n_ffts) // 2, "MultiResolutionSTFTLoss")
+        estimate, target = estimate.float(), target.float()
+        loss = estimate.new_zeros(())
+        for n in self.n_ffts:
+            mag_est, mag_tgt = self._magnitude(estimate, n), self._magnitude(target, n)
+            convergence = (mag_tgt - mag_est).flatten(1).norm(dim=1) / mag_tgt.flatten(1).norm(dim=1)
+            log_mag = (mag_tgt.log() - mag_est.log()).abs().mean()
+            loss = loss + convergence.mean() + log_mag
+        return loss / len(self.n_ffts)
+
+
+def discriminator_hinge_loss(real_logits: Sequence[Tensor], fake_logits: Sequence[Tensor]) -> Tensor:
+    """Hinge loss of the discriminator: mean over scales of `mean(relu(1 - D(x))) + mean(relu(1 + D(x_hat)))`.
+
+    `real_logits[k]`, `fake_logits[k]`: logits of scale k, any shape (the MS-STFT-D gives `[B, 1, frames, freqs]`).
+    Pass logits of detached reconstructions so that only the discriminator gets gradients.
+    """
+    if len(real_logits) != len(fake_logits) or not real_logits:
+        raise ValueError(f"expected the same non-zero number of scales, got {len(real_logits)} and {len(fake_logits)}")
+    loss = sum(torch.relu(1 - r).mean() + torch.relu(1 + f).mean() for r, f in zip(real_logits, fake_logits))
+    return loss / len(real_logits)
+
+
+def generator_hinge_loss(fake_logits: Sequence[Tensor]) -> Tensor:
+    """Adversarial loss of the generator (EnCodec): mean over scales of `mean(relu(1 - D(x_hat)))`."""
+    if not fake_logits:
+        raise ValueError("expected the logits of at least one scale")
+    return sum(torch.relu(1 - f).mean() for f in fake_logits) / len(fake_logits)
+
+
+def feature_matching_loss(
+    real_features: Sequence[Sequence[Tensor]], fake_features: Sequence[Sequence[Tensor]], eps: float = 1e-8
+) -> Tensor:
+    """Relative feature matching (EnCodec eq. 3): mean over scales and layers of `L1(f_hat, f) / mean(|f|)`.
+
+    `real_features[k][l]`: feature map l of scale k for the real audio (detached here: it is the target);
+    `fake_features[k][l]`: the same for the reconstruction, any shape equal to the real one's.
+    """
+    if len(real_features) != len(fake_features) or not real_features:
+        raise ValueError(f"expected the same non-zero number of scales, got {len(real_features)} and {len(fake_features)}")
+    terms = []
+    for reals, fakes in zip(real_features, fake_features):
+        if len(reals) != len(fakes):
+            raise ValueError(f"expected the same number of feature maps per scale, got {len(reals)} and {len(fakes)}")
+        for real, fake in zip(reals, fakes):
+            real = real.detach()
+            terms.append((fake - real).abs().mean() / (real.abs().mean() + eps))
+    return torch.stack(terms).mean()

@@ -1,0 +1,233 @@
+"""`RVQCodec`: waveform (B, C, N) <-> codes (B, K, T), the audio tokenizer of rvqaudio."""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torchaudio.functional as AF
+from torch import nn
+
+from .checkpoint import check_state_dict, load_checkpoint, save_checkpoint
+from .config import CodecConfig
+from .errors import AudioInputError, CheckpointError, CodecError, CodesError
+from .modules import SEANetDecoder, SEANetEncoder, receptive_field
+from .quantization import ResidualVectorQuantizer
+
+
+@dataclass
+class CodecOutput:
+    audio: torch.Tensor  # (B, C, N) reconstruction, same length as the input
+    codes: torch.Tensor  # (B, K, T)
+    commit_loss: torch.Tensor  # scalar
+    codebook_loss: torch.Tensor  # scalar
+    num_codebooks: torch.Tensor  # (B,) codebooks each item was reconstructed from
+
+
+class RVQCodec(nn.Module):
+    """SEANet encoder → residual vector quantizer → SEANet decoder.
+
+    Public interface (what the LM and pipelines rely on): `encode`, `decode`, `sample_rate`, `channels`,
+    `frame_rate`, `num_codebooks`, `codebook_size`, `fingerprint`.
+    """
+
+    def __init__(self, config: CodecConfig):
+        super().__init__()
+        self.config = config
+        self.encoder = SEANetEncoder(config)
+        self.quantizer = ResidualVectorQuantizer(config.dimension, config.quantizer)
+        self.decoder = SEANetDecoder(config)
+        # Context (in frames) each chunk of a chunked encode/decode needs so that it equals one pass.
+        self._encoder_context = math.ceil(receptive_field(self.encoder) / config.hop_length) + 1
+        self._decoder_context = math.ceil(receptive_field(self.decoder)) + 1
+
+    # ---- the narrow interface -------------------------------------------------------------------
+    @property
+    def sample_rate(self) -> int:
+        return self.config.sample_rate
+
+    @property
+    def channels(self) -> int:
+        return self.config.channels
+
+    @property
+    def hop_length(self) -> int:
+        return self.config.hop_length
+
+    @property
+    def frame_rate(self) -> float:
+        return self.config.frame_rate
+
+    @property
+    def num_codebooks(self) -> int:
+        return self.config.num_codebooks
+
+    @property
+    def codebook_size(self) -> int:
+        return self.config.codebook_size
+
+    @property
+    def fingerprint(self) -> str:
+        return self.config.fingerprint
+
+    def bitrate(self, num_codebooks: int | None = None) -> float:
+        """kbps when transmitting the first `num_codebooks` codebooks (default: all)."""
+        return self.config.bitrate(num_codebooks)
+
+    # ---- training forward -----------------------------------------------------------------------
+    def forward(self, wav: torch.Tensor) -> CodecOutput:
+        """Reconstruct wav (B, C, N). In train() mode, quantizer dropout picks each item's codebook count."""
+        n = wav.shape[-1]
+        x = self._pad_to_hop(wav)
+        latent = self.encoder(x)  # (B, D, T)
+        q = self.quantizer(latent)
+        audio = self.decoder(q.quantized)[..., :n]
+        return CodecOutput(audio, q.codes, q.commit_loss, q.codebook_loss, q.num_codebooks)
+
+    # ---- inference ------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def encode(self, wav: torch.Tensor, sample_rate: int | None = None,
+               num_codebooks: int | None = None) -> torch.Tensor:
+        """Waveform -> codes LongTensor (B, K, T) with T = ceil(N / hop_length) at the codec's rate.
+
+        Args:
+            wav: float waveform in [-1, 1], shaped (N,), (C, N) or (B, C, N). Mono input is duplicated
+                for a stereo codec.
+            sample_rate: rate of `wav` in Hz; it is resampled when it differs from `self.sample_rate`.
+            num_codebooks: K, how many codebooks to return (default all; bitrate = `bitrate(K)` kbps).
+
+        Inputs longer than `config.chunk_seconds` are encoded chunk by chunk in bounded memory; for a
+        causal codec without LSTM the codes equal those of one pass.
+        """
+        k = self._check_num_codebooks(num_codebooks)
+        wav = self._prepare_waveform(wav, sample_rate)
+        x = self._pad_to_hop(wav)
+        frames = x.shape[-1] // self.hop_length
+
+        def encode_span(span: torch.Tensor) -> torch.Tensor:
+            return self.quantizer.encode(self.encoder(span), k)
+
+        return self._chunked(encode_span, x, frames, self._encoder_context, self.hop_length, 1)
+
+    @torch.inference_mode()
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        """Codes (B, K', T) with 1 <= K' <= num_codebooks -> waveform FloatTensor (B, C, T * hop_length)."""
+        codes = self._check_codes(codes)
+        frames = codes.shape[-1]
+
+        def decode_span(span: torch.Tensor) -> torch.Tensor:
+            return self.decoder(self.quantizer.decode(span))
+
+        return self._chunked(decode_span, codes, frames, self._decoder_context, 1, self.hop_length)
+
+    def _chunked(self, fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, frames: int,
+                 context: int, in_per_frame: int, out_per_frame: int) -> torch.Tensor:
+        """Apply `fn` to spans of `x` of at most `chunk_seconds` frames plus `context` frames on each side
+        (only the left for a causal model), keeping each span's middle. Every output frame then sees its
+        whole receptive field, so the result equals `fn(x)` while memory stays bounded."""
+        chunk = max(1, int(self.config.chunk_seconds * self.frame_rate))
+        if frames <= chunk:
+            return fn(x)
+        right_context = 0 if self.config.causal else context
+        pieces = []
+        for start in range(0, frames, chunk):
+            end = min(start + chunk, frames)
+            lo, hi = max(0, start - context), min(frames, end + right_context)
+            y = fn(x[..., lo * in_per_frame: hi * in_per_frame])
+            pieces.append(y[..., (start - lo) * out_per_frame: (end - lo) * out_per_frame])
+        return torch.cat(pieces, dim=-1)
+
+    # ---- validation at the boundary -------------------------------------------------------------
+    def _pad_to_hop(self, wav: torch.Tensor) -> torch.Tensor:
+        pad = (-wav.shape[-1]) % self.hop_length
+        return torch.nn.functional.pad(wav, (0, pad)) if pad else wav
+
+    def _check_num_codebooks(self, num_codebooks: int | None) -> int:
+        if num_codebooks is None:
+            return self.num_codebooks
+        if not isinstance(num_codebooks, int) or not 1 <= num_codebooks <= self.num_codebooks:
+            raise CodecError(f"num_codebooks must be an integer in [1, {self.num_codebooks}], got {num_codebooks!r}")
+        return num_codebooks
+
+    def _prepare_waveform(self, wav: torch.Tensor, sample_rate: int | None) -> torch.Tensor:
+        if not isinstance(wav, torch.Tensor):
+            raise AudioInputError(f"expected a torch.Tensor waveform, got {type(wav).__name__}")
+        if not wav.is_floating_point():
+            raise AudioInputError(
+                f"expected a floating-point waveform in [-1, 1], got dtype {wav.dtype}; "
+                "convert integer PCM first (e.g. int16 / 32768)")
+        if wav.dim() == 1:
+            wav = wav[None, None]
+        elif wav.dim() == 2:
+            wav = wav[None]
+        elif wav.dim() != 3:
+            raise AudioInputError(f"expected a waveform shaped (N,), (C, N) or (B, C, N), got shape {tuple(wav.shape)}")
+        if wav.shape[0] == 0:
+            raise AudioInputError(f"got an empty batch, shape {tuple(wav.shape)}")
+        channels = wav.shape[1]
+        if channels != self.channels:
+            if channels == 1:
+                wav = wav.expand(-1, self.channels, -1)
+            else:
+                raise AudioInputError(
+                    f"waveform has {channels} channels but this codec takes {self.channels}; "
+                    "down-mix it first (e.g. wav.mean(dim=-2, keepdim=True))")
+        if sample_rate is not None and sample_rate != self.sample_rate:
+            if not isinstance(sample_rate, int) or sample_rate <= 0:
+                raise AudioInputError(f"sample_rate must be a positive integer in Hz, got {sample_rate!r}")
+            wav = AF.resample(wav.float(), sample_rate, self.sample_rate)
+        if wav.shape[-1] < self.hop_length:
+            raise AudioInputError(
+                f"audio has {wav.shape[-1]} samples at {self.sample_rate} Hz; the codec needs at least one frame, "
+                f"{self.hop_length} samples ({1000 * self.hop_length / self.sample_rate:.1f} ms)")
+        if not bool(torch.isfinite(wav).all()):
+            raise AudioInputError("waveform contains NaN or infinite samples")
+        param = next(self.parameters())
+        return wav.to(device=param.device, dtype=param.dtype)
+
+    def _check_codes(self, codes: torch.Tensor) -> torch.Tensor:
+        if not isinstance(codes, torch.Tensor):
+            raise CodesError(f"expected codes as a LongTensor (B, K, T), got {type(codes).__name__}")
+        if codes.is_floating_point() or codes.is_complex() or codes.dtype == torch.bool:
+            raise CodesError(f"expected integer codes (B, K, T), got dtype {codes.dtype}")
+        if codes.dim() != 3:
+            raise CodesError(f"expected codes shaped (B, K, T), got shape {tuple(codes.shape)}"
+                             + ("; add a batch axis with codes[None]" if codes.dim() == 2 else ""))
+        b, k, t = codes.shape
+        if b == 0 or t == 0:
+            raise CodesError(f"codes are empty, shape {tuple(codes.shape)}")
+        if not 1 <= k <= self.num_codebooks:
+            raise CodesError(f"codes have K={k} codebooks; this codec has {self.num_codebooks} (K must be in [1, {self.num_codebooks}])")
+        lo, hi = int(codes.min()), int(codes.max())
+        if lo < 0 or hi >= self.codebook_size:
+            raise CodesError(f"codes must lie in [0, {self.codebook_size - 1}], got values in [{lo}, {hi}]")
+        return codes.to(device=next(self.parameters()).device, dtype=torch.long)
+
+    # ---- checkpoints ----------------------------------------------------------------------------
+    def save_pretrained(self, directory: str | os.PathLike, dtype: torch.dtype | None = None) -> Path:
+        """Write `directory/config.json` and `directory/model.safetensors` atomically.
+
+        `dtype=torch.float16` halves the file; `from_pretrained` loads it back as float32.
+        """
+        return save_checkpoint(directory, self.config.to_json_string(), self.state_dict(), dtype=dtype)
+
+    @classmethod
+    def from_pretrained(cls, directory: str | os.PathLike, device: str | torch.device = "cpu") -> "RVQCodec":
+        """Load a folder written by `save_pretrained`, in eval mode."""
+        config_dict, state = load_checkpoint(directory)
+        try:
+            config = CodecConfig.from_dict(config_dict)
+        except CodecError as e:
+            raise CheckpointError(f"config.json in {str(directory)!r} is not a valid codec config: {e}") from e
+        model = cls(config)
+        expected = model.state_dict()
+        check_state_dict(expected, state, repr(str(directory)))
+        model.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()})
+        return model.to(device).eval()
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
