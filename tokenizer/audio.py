@@ -102,7 +102,7 @@ def save_audio(
         )
 
     # soundfile wants [N, C]: samples first.
-    data = wav.detach().to("cpu", torch.float32).T.contiguous().numpy()
+    data = wav.detach().to("cpu", torch.float32).clamp(-1.0, 1.0).T.contiguous().numpy()
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
