@@ -4,7 +4,7 @@
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
-APT_PACKAGES := ffmpeg sox
+APT_PACKAGES := ffmpeg sox espeak-ng
 STAMP := $(VENV)/.setup-stamp
 TEST_ARGS ?=
 

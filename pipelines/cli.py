@@ -1,0 +1,72 @@
+"""The `rvqaudio` command: each subcommand calls one public function with the same arguments."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+
+def _encode(args: argparse.Namespace) -> None:
+    from .codec_files import encode_file
+
+    out = encode_file(args.input, args.output, codec=args.codec, num_codebooks=args.num_codebooks)
+    print(f"wrote {out}")
+
+
+def _decode(args: argparse.Namespace) -> None:
+    from .codec_files import decode_file
+
+    out = decode_file(args.input, args.output, codec=args.codec)
+    print(f"wrote {out}")
+
+
+def _train_codec(args: argparse.Namespace) -> None:
+    from tokenizer import CodecConfig
+    from tokenizer.training import train_codec
+
+    out = train_codec(CodecConfig.from_json_file(args.config), args.data, args.out,
+                      max_steps=args.max_steps, resume=args.resume)
+    print(f"saved the trained codec to {out}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rvqaudio", description="Token-based generative audio.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("encode", help="encode an audio file to codes (.npz)")
+    p.add_argument("input", help="audio file (wav, flac, ogg, mp3, opus, ...)")
+    p.add_argument("-o", "--output", required=True, help="codes file to write (.npz)")
+    p.add_argument("--codec", default=None, help="codec folder (default: the bundled codec)")
+    p.add_argument("--num-codebooks", type=int, default=None, help="codebooks to keep (sets the bitrate)")
+    p.set_defaults(func=_encode)
+
+    p = sub.add_parser("decode", help="decode a codes file (.npz) to a wav file")
+    p.add_argument("input", help="codes file written by `rvqaudio encode`")
+    p.add_argument("-o", "--output", required=True, help="audio file to write (.wav or .flac)")
+    p.add_argument("--codec", default=None, help="codec folder (default: the bundled codec)")
+    p.set_defaults(func=_decode)
+
+    p = sub.add_parser("train-codec", help="train a codec from a folder of audio files or a saved dataset")
+    p.add_argument("--config", required=True, help="codec config JSON, e.g. configs/codec_small.json")
+    p.add_argument("--data", required=True, help="folder of audio files, or a dataset saved with save_to_disk")
+    p.add_argument("--out", required=True, help="output folder (checkpoints and the final codec)")
+    p.add_argument("--max-steps", type=int, default=None, help="override training.max_steps")
+    p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
+    p.set_defaults(func=_train_codec)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    func: Callable[[argparse.Namespace], None] = args.func
+    try:
+        func(args)
+    except (ValueError, FileNotFoundError) as e:  # our errors are ValueErrors that speak to the user
+        print(f"rvqaudio {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

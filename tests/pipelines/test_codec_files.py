@@ -1,0 +1,93 @@
+"""`rvqaudio encode` / `rvqaudio decode`: files in, files out, metadata checked, nothing half-written."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from pipelines import decode_file, encode_file, read_codes
+from pipelines.cli import main
+from tokenizer import CodecConfig, CodesError, RVQCodec
+
+
+def _codec(**quantizer) -> RVQCodec:
+    torch.manual_seed(0)
+    config = CodecConfig(sample_rate=8000, n_filters=4, strides=(2, 4), dimension=16,
+                         quantizer={"num_codebooks": 4, "codebook_size": 32, **quantizer})
+    codec = RVQCodec(config)
+    codec.train()(torch.randn(2, 1, 800) * 0.1)  # k-means init
+    return codec.eval()
+
+
+@pytest.fixture
+def codec_dir(tmp_path):
+    _codec().save_pretrained(tmp_path / "codec")
+    return tmp_path / "codec"
+
+
+@pytest.fixture
+def wav_file(tmp_path):
+    t = np.arange(11025) / 22050  # half a second at 22.05 kHz, stereo: the codec is 8 kHz mono
+    wav = np.stack([np.sin(2 * np.pi * 330 * t), np.sin(2 * np.pi * 440 * t)], axis=1) * 0.3
+    sf.write(tmp_path / "in.wav", wav, 22050)
+    return tmp_path / "in.wav"
+
+
+def test_cli_encode_then_decode_restores_length_and_rate(tmp_path, codec_dir, wav_file):
+    assert main(["encode", str(wav_file), "-o", str(tmp_path / "c.npz"), "--codec", str(codec_dir),
+                 "--num-codebooks", "2"]) == 0
+    codes, meta = read_codes(tmp_path / "c.npz")
+    assert codes.shape == (1, 2, 500) and meta["num_samples"] == 4000 and meta["sample_rate"] == 8000
+    assert meta["fingerprint"] == RVQCodec.from_pretrained(codec_dir).fingerprint
+    assert main(["decode", str(tmp_path / "c.npz"), "-o", str(tmp_path / "out.wav"), "--codec", str(codec_dir)]) == 0
+    info = sf.info(tmp_path / "out.wav")
+    assert info.samplerate == 8000 and info.frames == 4000 and info.channels == 1
+
+
+def test_codes_in_the_file_equal_encode(tmp_path, codec_dir, wav_file):
+    from tokenizer.audio import load_audio
+
+    codec = RVQCodec.from_pretrained(codec_dir)
+    encode_file(wav_file, tmp_path / "c.npz", codec=codec)
+    wav, _ = load_audio(wav_file, sample_rate=8000, channels=1)
+    assert torch.equal(read_codes(tmp_path / "c.npz")[0], codec.encode(wav[None]))
+
+
+def test_decoding_with_another_codec_is_refused(tmp_path, codec_dir, wav_file):
+    encode_file(wav_file, tmp_path / "c.npz", codec=codec_dir)
+    other = _codec(codebook_size=64)
+    with pytest.raises(CodesError, match="fingerprint .* but the codec given has fingerprint"):
+        decode_file(tmp_path / "c.npz", tmp_path / "out.wav", codec=other)
+    assert not (tmp_path / "out.wav").exists()
+
+
+def test_cli_reports_bad_input_without_a_traceback(tmp_path, codec_dir, capsys):
+    (tmp_path / "bad.wav").write_bytes(b"RIFF" + bytes(100))
+    assert main(["encode", str(tmp_path / "bad.wav"), "-o", str(tmp_path / "c.npz"), "--codec", str(codec_dir)]) == 2
+    assert "bad.wav" in capsys.readouterr().err
+    assert not (tmp_path / "c.npz").exists()
+    assert main(["decode", str(tmp_path / "nope.npz"), "-o", str(tmp_path / "o.wav"), "--codec", str(codec_dir)]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_failed_write_leaves_no_partial_codes_file(tmp_path, codec_dir, wav_file, monkeypatch):
+    import pipelines.codec_files as codec_files
+
+    def broken_replace(src, dst):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(codec_files.os, "replace", broken_replace)
+    with pytest.raises(OSError):
+        encode_file(wav_file, tmp_path / "c.npz", codec=codec_dir)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["codec", "in.wav"]
+
+
+def test_without_a_bundled_codec_the_error_says_what_to_pass(tmp_path, wav_file, monkeypatch):
+    import pipelines.defaults as defaults
+
+    monkeypatch.setattr(defaults, "DEFAULT_CODEC_DIR", tmp_path / "none")
+    defaults.default_codec.cache_clear()
+    with pytest.raises(ValueError, match="--codec DIR"):
+        encode_file(wav_file, tmp_path / "c.npz")
