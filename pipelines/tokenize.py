@@ -409,15 +409,7 @@ class _Encoder:
         lengths = [w.shape[-1] for w in wavs]
         longest = max(lengths)
         x = torch.stack([torch.nn.functional.pad(w, (0, longest - w.shape[-1])) for w in wavs])  # (B, C, N)
-        # oneDNN's CPU convolutions round differently for different batch sizes (~1e-7), enough to flip a code
-        # near a tie; ATen's own convolution is batch- and padding-invariant, so the codes do not depend on
-        # batch_size, num_proc or sharding. Its cost is measured in benchmarks/tokenize_speed.py.
-        onednn = torch.backends.mkldnn.enabled
-        torch.backends.mkldnn.enabled = False
-        try:
-            codes = self.codec.encode(x, num_codebooks=self.k).cpu()  # (B, K, T)
-        finally:
-            torch.backends.mkldnn.enabled = onednn
+        codes = self.codec.encode(x, num_codebooks=self.k).cpu()  # (B, K, T); batch-invariant (see RVQCodec)
         return [(codes[b, :, : -(-n // self.hop)].numpy().astype(self.dtype), n / self.rate, None)
                 for b, n in enumerate(lengths)]
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 import torchaudio.functional as AF
@@ -17,6 +18,19 @@ from .config import CodecConfig
 from .errors import AudioInputError, CheckpointError, CodecError, CodesError
 from .modules import SEANetDecoder, SEANetEncoder, receptive_field
 from .quantization import ResidualVectorQuantizer
+
+
+@contextlib.contextmanager
+def _invariant_convolutions() -> Iterator[None]:
+    """Inference runs ATen's own CPU convolutions instead of oneDNN's: oneDNN rounds differently (~1e-7) for
+    different batch sizes and lengths, enough to flip a code near a tie, so codes would depend on batching,
+    chunking or sharding. Measured: faster at batch 1, ~10% slower at batch 8 (benchmarks/tokenize_speed.py)."""
+    enabled = torch.backends.mkldnn.enabled
+    torch.backends.mkldnn.enabled = False
+    try:
+        yield
+    finally:
+        torch.backends.mkldnn.enabled = enabled
 
 
 @dataclass
@@ -111,7 +125,8 @@ class RVQCodec(nn.Module):
         def encode_span(span: torch.Tensor) -> torch.Tensor:
             return self.quantizer.encode(self.encoder(span), k)
 
-        return self._chunked(encode_span, x, frames, self._encoder_context, self.hop_length, 1)
+        with _invariant_convolutions():
+            return self._chunked(encode_span, x, frames, self._encoder_context, self.hop_length, 1)
 
     @torch.inference_mode()
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
@@ -122,7 +137,8 @@ class RVQCodec(nn.Module):
         def decode_span(span: torch.Tensor) -> torch.Tensor:
             return self.decoder(self.quantizer.decode(span))
 
-        return self._chunked(decode_span, codes, frames, self._decoder_context, 1, self.hop_length)
+        with _invariant_convolutions():
+            return self._chunked(decode_span, codes, frames, self._decoder_context, 1, self.hop_length)
 
     def _chunked(self, fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, frames: int,
                  context: int, in_per_frame: int, out_per_frame: int) -> torch.Tensor:
