@@ -30,6 +30,17 @@ def _train_codec(args: argparse.Namespace) -> None:
     print(f"saved the trained codec to {out}")
 
 
+def _tokenize(args: argparse.Namespace) -> None:
+    from .tokenize import tokenize_dataset
+
+    dataset = tokenize_dataset(
+        args.source, codec=args.codec, output=args.output, audio_column=args.audio_column,
+        text_column=args.text_column, batch_size=args.batch_size, num_codebooks=args.num_codebooks,
+        num_shards=args.num_shards, shard_index=args.shard_index, num_proc=args.num_proc,
+        resume=not args.no_resume, progress=not args.no_progress, part_size=args.part_size)
+    print(f"tokenized {len(dataset)} rows into {args.output} (report: {args.output}/tokenize_report.json)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rvqaudio", description="Token-based generative audio.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -46,6 +57,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="audio file to write (.wav or .flac)")
     p.add_argument("--codec", default=None, help="codec folder (default: the bundled codec)")
     p.set_defaults(func=_decode)
+
+    p = sub.add_parser("tokenize", help="encode an audio dataset or folder to a dataset of codes")
+    p.add_argument("source", help="saved dataset, audiofolder, or folder of audio files (+ metadata.csv/jsonl)")
+    p.add_argument("-o", "--output", required=True, help="output folder (shards, report)")
+    p.add_argument("--codec", default=None, help="codec folder (default: the bundled codec)")
+    p.add_argument("--audio-column", default=None, help="default: the first Audio column")
+    p.add_argument("--text-column", default=None, help="default: text, transcript, caption or sentence")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--num-codebooks", type=int, default=None, help="codebooks to keep (default: all)")
+    p.add_argument("--num-shards", type=int, default=1, help="split the work across this many processes/machines")
+    p.add_argument("--shard-index", type=int, default=None, help="this process's shard (default: from torchrun)")
+    p.add_argument("--num-proc", type=int, default=1, help="worker processes on this machine")
+    p.add_argument("--part-size", type=int, default=1000, help="rows per resumable part")
+    p.add_argument("--no-resume", action="store_true", help="redo parts that are already finished")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_tokenize)
 
     p = sub.add_parser("train-codec", help="train a codec from a folder of audio files or a saved dataset")
     p.add_argument("--config", required=True, help="codec config JSON, e.g. configs/codec_small.json")

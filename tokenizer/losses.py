@@ -75,17 +75,22 @@ class MultiScaleMelLoss(nn.Module):
 class MultiResolutionSTFTLoss(nn.Module):
     """Spectral convergence plus log-magnitude L1 at several FFT sizes (Parallel WaveGAN), averaged over sizes.
 
-    Per size n: Hann window of n samples, hop n / 4. Spectral convergence is `||S_t - S_e||_F / ||S_t||_F` per
-    waveform, averaged over batch and channels; magnitudes are floored at ~3e-4 so silence stays finite.
+    Per size n: Hann window of n samples, hop n / 4, scaled so that a bin's magnitude is on the scale of the
+    signal's RMS (white noise of RMS s gives |S| ~ s). Spectral convergence is `||S_t - S_e||_F / ||S_t||_F` per
+    waveform, averaged over batch and channels, with `||S_t||` counted as at least that of `silence_rms` white
+    noise: digital silence in the data would otherwise divide by ~0. Magnitudes are floored at
+    `sqrt(power_floor)` (~ -70 dBFS) before the log.
     Inputs: waveforms `FloatTensor[B, C, N]` with N > max(n_ffts) / 2. Output: scalar.
     """
 
-    def __init__(self, n_ffts: Sequence[int] = STFT_SIZES, power_floor: float = 1e-7) -> None:
+    def __init__(self, n_ffts: Sequence[int] = STFT_SIZES, power_floor: float = 1e-7,
+                 silence_rms: float = 1e-3) -> None:
         super().__init__()
         if not n_ffts:
             raise ValueError("n_ffts must list at least one FFT size")
         self.n_ffts = tuple(n_ffts)
         self.power_floor = power_floor
+        self.silence_rms = silence_rms
         for n in self.n_ffts:
             self.register_buffer(f"window_{n}", torch.hann_window(n), persistent=False)
 
@@ -94,7 +99,7 @@ class MultiResolutionSTFTLoss(nn.Module):
         spec = torch.stft(x.reshape(-1, x.shape[-1]), n_fft, hop_length=n_fft // 4, window=window,
                           center=True, pad_mode="reflect", return_complex=True)
         # sqrt of a floored power, not |z|: the gradient of |z| is undefined at z = 0 (digital silence).
-        power = torch.view_as_real(spec).pow(2).sum(-1)
+        power = torch.view_as_real(spec).pow(2).sum(-1) / window.pow(2).sum()
         return power.clamp(min=self.power_floor).sqrt()  # (B * C, freqs, frames)
 
     def forward(self, estimate: Tensor, target: Tensor) -> Tensor:
@@ -103,7 +108,8 @@ class MultiResolutionSTFTLoss(nn.Module):
         loss = estimate.new_zeros(())
         for n in self.n_ffts:
             mag_est, mag_tgt = self._magnitude(estimate, n), self._magnitude(target, n)
-            convergence = (mag_tgt - mag_est).flatten(1).norm(dim=1) / mag_tgt.flatten(1).norm(dim=1)
+            floor = self.silence_rms * mag_tgt[0].numel() ** 0.5
+            convergence = (mag_tgt - mag_est).flatten(1).norm(dim=1) / mag_tgt.flatten(1).norm(dim=1).clamp(min=floor)
             log_mag = (mag_tgt.log() - mag_est.log()).abs().mean()
             loss = loss + convergence.mean() + log_mag
         return loss / len(self.n_ffts)

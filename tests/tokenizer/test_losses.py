@@ -1,0 +1,145 @@
+"""Properties of the training losses and of the MS-STFT discriminator."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from tokenizer import AudioInputError, CodecConfig
+from tokenizer.discriminator import MultiScaleSTFTDiscriminator
+from tokenizer.losses import (MultiResolutionSTFTLoss, MultiScaleMelLoss, discriminator_hinge_loss,
+                              feature_matching_loss, generator_hinge_loss)
+
+SR = 16000
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One intra-op thread: on a shared 2-core machine, two threads spin against other jobs (9x slower measured)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _clip(batch: int = 2, channels: int = 1, seconds: float = 0.25, seed: int = 0) -> torch.Tensor:
+    """Harmonic tones with a noise floor, (batch, channels, N): energy at every frequency, like real audio."""
+    g = torch.Generator().manual_seed(seed)
+    t = torch.arange(int(seconds * SR)) / SR
+    f0 = 150 + 100 * torch.rand(batch, channels, 1, generator=g)
+    wav = sum((0.3 / k) * torch.sin(2 * math.pi * k * f0 * t) for k in range(1, 12))
+    return wav + 0.01 * torch.randn(batch, channels, t.numel(), generator=g)
+
+
+@pytest.fixture(scope="module")
+def spectral_losses():
+    return {"mel": MultiScaleMelLoss(SR), "stft": MultiResolutionSTFTLoss()}
+
+
+@pytest.mark.parametrize("name", ["mel", "stft"])
+def test_reconstruction_loss_is_zero_for_identical_inputs(spectral_losses, name):
+    target = _clip()
+    assert spectral_losses[name](target.clone(), target).item() == 0.0
+    silence = torch.zeros(1, 1, 4000)
+    assert spectral_losses[name](silence, silence.clone()).item() == 0.0
+
+
+@pytest.mark.parametrize("name", ["mel", "stft"])
+def test_reconstruction_loss_falls_as_the_estimate_approaches_the_target(spectral_losses, name):
+    target = _clip(channels=2)
+    noise = torch.randn(target.shape, generator=torch.Generator().manual_seed(1))
+    other = _clip(channels=2, seed=7)
+    losses = [spectral_losses[name](target + a * (other - target) + 0.1 * a * noise, target).item()
+              for a in (1.0, 0.5, 0.2, 0.05, 0.01)]
+    assert all(x > 0 for x in losses)
+    assert all(a > b for a, b in zip(losses, losses[1:])), losses
+
+
+@pytest.mark.parametrize("name", ["mel", "stft"])
+def test_reconstruction_loss_gradients_are_finite_even_on_digital_silence(spectral_losses, name):
+    target = _clip()
+    estimate = torch.zeros_like(target, requires_grad=True)  # |STFT| = 0 everywhere: the non-smooth point of |z|
+    spectral_losses[name](estimate, target).backward()
+    assert torch.isfinite(estimate.grad).all()  # zero (below the floors), but never NaN
+    for start in (1e-3 * _clip(seed=3), 0.5 * target):
+        estimate = start.requires_grad_()
+        spectral_losses[name](estimate, target).backward()
+        assert torch.isfinite(estimate.grad).all() and estimate.grad.abs().sum() > 0
+
+
+def test_stft_loss_on_a_silent_target_is_large_but_bounded(spectral_losses):
+    """Digital silence in the data: spectral convergence is measured against a -60 dBFS floor, not ~0."""
+    noise = 0.1 * torch.randn(1, 1, 8000, generator=torch.Generator().manual_seed(0))  # -20 dBFS
+    loss = spectral_losses["stft"](noise, torch.zeros_like(noise)).item()
+    assert 50 < loss < 300  # ~ 0.1 / 1e-3 from the convergence term; ~1e5 without the floor
+    assert loss > 10 * spectral_losses["stft"](noise, noise.roll(1000, -1)).item()
+
+
+def test_reconstruction_losses_reject_mismatched_or_too_short_inputs(spectral_losses):
+    with pytest.raises(AudioInputError, match="same shape"):
+        spectral_losses["mel"](torch.zeros(1, 1, 4000), torch.zeros(1, 1, 3999))
+    with pytest.raises(AudioInputError, match="more than 1024 samples"):
+        spectral_losses["stft"](torch.zeros(1, 1, 1000), torch.zeros(1, 1, 1000))
+
+
+def test_hinge_losses_have_their_textbook_values_and_gradients():
+    far_real, far_fake = [torch.full((2, 1, 3, 4), 2.0)], [torch.full((2, 1, 3, 4), -2.0)]
+    assert discriminator_hinge_loss(far_real, far_fake).item() == 0.0  # both beyond the margin
+    zeros = [torch.zeros(2, 1, 3, 4), torch.zeros(2, 1, 5, 2)]
+    assert discriminator_hinge_loss(zeros, zeros).item() == pytest.approx(2.0)
+    assert generator_hinge_loss([torch.full((2, 1, 3, 4), 3.0)]).item() == 0.0
+    fake = [torch.full((2, 1, 3, 4), -0.5, requires_grad=True)]
+    loss = generator_hinge_loss(fake)
+    assert loss.item() == pytest.approx(1.5)
+    loss.backward()
+    assert (fake[0].grad < 0).all()  # raising the fake logits lowers the generator's loss
+
+
+def test_feature_matching_is_relative_zero_at_equality_and_only_trains_the_fake_side():
+    g = torch.Generator().manual_seed(0)
+    real = [[torch.randn(2, 4, 5, 6, generator=g) for _ in range(3)] for _ in range(2)]
+    fake = [[(r + 0.1 * torch.randn(r.shape, generator=g)).requires_grad_() for r in rs] for rs in real]
+    for rs in real:
+        for r in rs:
+            r.requires_grad_()
+    assert feature_matching_loss(real, [[r.detach().clone() for r in rs] for rs in real]).item() == 0.0
+    loss = feature_matching_loss(real, fake)
+    assert loss.item() > 0
+    scaled = feature_matching_loss([[10 * r for r in rs] for rs in real], [[10 * f for f in fs] for fs in fake])
+    assert scaled.item() == pytest.approx(loss.item(), rel=1e-5)  # normalised by the real features' scale
+    loss.backward()
+    assert all(f.grad is not None and f.grad.abs().sum() > 0 for fs in fake for f in fs)
+    assert all(r.grad is None for rs in real for r in rs)
+
+
+@pytest.mark.parametrize("channels", [1, 2])
+def test_discriminator_shapes_per_scale_and_gradient_to_the_input(channels):
+    torch.manual_seed(0)
+    disc = MultiScaleSTFTDiscriminator(channels=channels, filters=4, n_ffts=(256, 128))
+    x = _clip(batch=3, channels=channels, seconds=0.1).requires_grad_()  # 1600 samples
+    logits, features = disc(x)
+    assert len(logits) == len(features) == 2
+    for n_fft, logit, feats in zip((256, 128), logits, features):
+        frames = (x.shape[-1] - n_fft) // (n_fft // 4) + 1
+        freqs = n_fft // 2 + 1
+        assert len(feats) == 5  # first conv, three dilated convs, last conv
+        assert feats[0].shape == (3, 4, frames, freqs)
+        assert logit.shape[:3] == (3, 1, frames)
+        assert logit.shape[3] == math.ceil(freqs / 8)  # three stride-2 convs along frequency
+    sum(logit.mean() for logit in logits).backward()
+    assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+
+
+def test_discriminator_from_config_and_items_are_independent():
+    config = CodecConfig(sample_rate=SR, training={"disc_filters": 4, "disc_n_ffts": [512, 256, 128]})
+    disc = MultiScaleSTFTDiscriminator.from_config(config).eval()
+    assert [d.n_fft for d in disc.discriminators] == [512, 256, 128]
+    x = _clip(batch=2, seconds=0.1)
+    logits, _ = disc(x)
+    single, _ = disc(x[1:])
+    for batched, alone in zip(logits, single):
+        torch.testing.assert_close(batched[1:], alone, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="at least 512 samples"):
+        disc(torch.zeros(1, 1, 500))

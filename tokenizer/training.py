@@ -1,0 +1,404 @@
+"""Training of the RVQ codec on one process or several (DDP through accelerate), resumable exactly.
+
+    codec_dir = train_codec(CodecConfig.from_json_file("configs/codec_small.json"), "data/", "runs/small")
+
+From a shell, on one process or several CPU processes (DDP over gloo):
+
+    python -m tokenizer.training configs/codec_small.json data/ runs/small [--max-steps N] [--resume]
+    torchrun --standalone --nproc_per_node 2 -m tokenizer.training configs/codec_small.json data/ runs/small
+    accelerate launch --multi_gpu --num_processes 2 -m tokenizer.training configs/codec_small.json data/ runs/small
+
+(`accelerate launch --multi_gpu` is its torchrun path and gives CPU processes where there is no GPU; its `--cpu`
+starts one process only.) Every process draws its own crops, so the effective batch is `batch_size × processes`.
+On a machine with GPUs the same launchers give one GPU per process over NCCL. Exact resume needs the same number of
+processes and of intra-op threads (reductions are summed in a different order otherwise).
+
+Stages: steps `[0, adversarial_start_step)` train on reconstruction only (multi-scale mel + multi-resolution
+STFT + commitment/codebook losses); from `adversarial_start_step` on, each step first updates the MS-STFT
+discriminator (hinge loss on the detached reconstruction), then the codec with the added hinge and
+feature-matching losses against the updated discriminator. Loss weights are fixed, from `config.training`.
+
+What is written to `out`:
+    log.jsonl       one JSON record per `log_every` steps: loss terms, learning rate, gradient norm and, per
+                    codebook level, usage, perplexity, dead-code fraction and the fraction of codes in the batch
+    checkpoint/     every `save_every` steps and at the end, replaced atomically: accelerate's state (weights,
+                    optimizers, schedulers), `train_state.json` and `config.json`
+    final/          the trained codec (`RVQCodec.save_pretrained`), written by `train_codec`
+
+Exact resume: a step's randomness (crops, quantizer dropout, k-means init, dead-code replacement) is seeded from
+(seed, step, rank), so `resume=True` after an interruption ends with the same weights as an uninterrupted run
+with the same number of processes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import logging
+import os
+import shutil
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from accelerate import Accelerator, PartialState
+from accelerate.utils import DistributedDataParallelKwargs, gather_object, set_seed
+from tqdm.auto import tqdm
+
+from .config import CodecConfig, CodecTrainingConfig
+from .data import AudioCrops
+from .discriminator import MultiScaleSTFTDiscriminator
+from .errors import CheckpointError
+from .losses import (MultiResolutionSTFTLoss, MultiScaleMelLoss, discriminator_hinge_loss, feature_matching_loss,
+                     generator_hinge_loss)
+from .model import RVQCodec
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_DIR = "checkpoint"
+FINAL_DIR = "final"
+LOG_NAME = "log.jsonl"
+STATE_NAME = "train_state.json"
+
+
+@dataclass
+class TrainState:
+    """Where training stands; saved next to accelerate's state in every checkpoint."""
+
+    step: int = 0  # optimisation steps done
+    num_processes: int = 1
+    skipped_files: list[str] = field(default_factory=list)  # clips that could not be read, on any process
+
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps(dataclasses.asdict(self), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: Path) -> TrainState:
+        return cls(**json.loads(path.read_text()))
+
+
+def train_codec(config: CodecConfig, data: str | os.PathLike, out: str | os.PathLike, max_steps: int | None = None,
+                resume: bool = False) -> Path:
+    """Train a codec on `data` and save it to `out/final`; returns that folder.
+
+    Args:
+        config: architecture and `config.training` (batch size per process, segment length, optimiser, loss
+            weights, stages, seed, log and save intervals).
+        data: a folder of audio files (searched recursively), one audio file, or a saved HF dataset (see `AudioCrops`).
+        out: run folder; holds `log.jsonl`, `checkpoint/` and, at the end, `final/`.
+        max_steps: total optimisation steps (default `config.training.max_steps`), counted from step 0 on resume.
+        resume: continue from `out/checkpoint`. Without it, a run folder that already holds a checkpoint or a
+            final model is refused rather than overwritten.
+
+    Raises CheckpointError for the cases above, AudioInputError when the data holds no readable audio.
+    """
+    codec = fit_codec(config, data, out, max_steps=max_steps, resume=resume)
+    final = Path(out) / FINAL_DIR
+    processes = PartialState()  # the distributed state fit_codec set up
+    if processes.is_main_process:
+        codec.save_pretrained(final)
+    processes.wait_for_everyone()
+    return final
+
+
+def fit_codec(config: CodecConfig, data: str | os.PathLike, out: str | os.PathLike, max_steps: int | None = None,
+              resume: bool = False) -> RVQCodec:
+    """The training loop of `train_codec`, without the final save: returns this process's trained codec (eval mode).
+
+    Under DDP every process returns its own copy; they are checked to be identical at every checkpoint.
+    """
+    tc = config.training
+    total = tc.max_steps if max_steps is None else max_steps
+    if total < 1:
+        raise ValueError(f"max_steps must be >= 1, got {total}")
+    out = Path(out)
+    # Without cpu=True accelerate ignores a torchrun world on a machine without GPUs (DistributedType.NO).
+    # broadcast_buffers=False: EMA codebooks are buffers that the quantizer itself keeps in sync (all-reduced
+    # statistics); DDP's default would re-send every buffer from rank 0 before each forward.
+    accelerator = Accelerator(
+        cpu=not torch.cuda.is_available(), mixed_precision=tc.mixed_precision,
+        kwargs_handlers=[DistributedDataParallelKwargs(broadcast_buffers=False)],
+    )
+    main = accelerator.is_main_process
+    checkpoint = out / CHECKPOINT_DIR
+    _check_run_folder(out, resume)
+    crops = AudioCrops.from_config(config, data)  # bad data fails here, before anything is written
+    accelerator.wait_for_everyone()  # every process has looked before the main one changes anything
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        _recover_interrupted_swap(out)
+    accelerator.wait_for_everyone()
+
+    set_seed(tc.seed)  # the same initial weights on every process
+    codec = RVQCodec(config)
+    opt_g = torch.optim.AdamW(codec.parameters(), lr=tc.learning_rate, betas=tc.betas)
+    sched_g = torch.optim.lr_scheduler.LambdaLR(opt_g, _lr_factor(tc))
+    adversarial_from = tc.adversarial_start_step if tc.adversarial_start_step >= 0 else None
+    codec, opt_g = _prepare(accelerator, codec, opt_g)
+    # Schedulers stay out of prepare(): accelerate would step them once per process per call.
+    accelerator.register_for_checkpointing(sched_g)
+    disc = opt_d = sched_d = None
+    if adversarial_from is not None:
+        disc = MultiScaleSTFTDiscriminator.from_config(config)
+        opt_d = torch.optim.AdamW(disc.parameters(), lr=tc.discriminator_learning_rate, betas=tc.betas)
+        sched_d = torch.optim.lr_scheduler.LambdaLR(opt_d, _lr_factor(tc))
+        disc, opt_d = _prepare(accelerator, disc, opt_d)
+        accelerator.register_for_checkpointing(sched_d)
+    mel_loss = MultiScaleMelLoss(config.sample_rate).to(accelerator.device)
+    stft_loss = MultiResolutionSTFTLoss().to(accelerator.device)
+    model = accelerator.unwrap_model(codec)
+
+    state = TrainState(num_processes=accelerator.num_processes)
+    if resume:
+        state = _load_checkpoint(accelerator, checkpoint, config)
+        crops.skipped.update((name, "reported before the resume") for name in state.skipped_files)
+        if state.step >= total and main:
+            logger.warning("the checkpoint is at step %d, max_steps is %d: nothing to train", state.step, total)
+    if main:
+        # Records past the checkpoint (or of a run that died before its first one) are about to be redone.
+        _truncate_log(out / LOG_NAME, state.step)
+        logger.info("training %s (%d parameters) on %d clips from %s, steps %d -> %d, %d process(es)",
+                    config.name, model.num_parameters(), len(crops), data, state.step, total,
+                    accelerator.num_processes)
+
+    rank = accelerator.process_index
+    sums: dict[str, float] = {}
+    counts: dict[str, int] = {}  # per term: the adversarial ones exist only from adversarial_start_step
+    steps, tick, reported = 0, time.perf_counter(), set(crops.skipped)
+    bar = tqdm(total=total, initial=state.step, disable=not main, desc="codec", dynamic_ncols=True)
+    for step in range(state.step, total):
+        # Everything random in this step follows from (seed, step, rank): resume needs no RNG history.
+        torch.manual_seed(_step_seed(tc.seed, step, rank))
+        wav = crops.batch(step, tc.batch_size, rank).to(accelerator.device)  # (B, C, N)
+        codec.train()
+        res = codec(wav)
+        terms = {
+            "mel": mel_loss(res.audio, wav),
+            "stft": stft_loss(res.audio, wav),
+            "commit": res.commit_loss,
+            "codebook": res.codebook_loss,
+        }
+        loss = (tc.mel_weight * terms["mel"] + tc.stft_weight * terms["stft"]
+                + tc.commitment_weight * terms["commit"] + tc.codebook_weight * terms["codebook"])
+        if disc is not None and step >= adversarial_from:
+            batch = wav.shape[0]
+            logits, _ = disc(torch.cat([wav, res.audio.detach()]))  # one pass over real and fake
+            terms["disc"] = discriminator_hinge_loss([x[:batch] for x in logits], [x[batch:] for x in logits])
+            opt_d.zero_grad(set_to_none=True)
+            accelerator.backward(terms["disc"])
+            terms["disc_grad_norm"] = accelerator.clip_grad_norm_(disc.parameters(), tc.grad_clip)
+            opt_d.step()
+            sched_d.step()
+            # The generator's pass through the updated discriminator leaves gradients on it that the next
+            # zero_grad discards: no need to all-reduce them.
+            with accelerator.no_sync(disc):
+                logits, features = disc(torch.cat([wav, res.audio]))
+            terms["adv"] = generator_hinge_loss([x[batch:] for x in logits])
+            terms["feat"] = feature_matching_loss([[f[:batch] for f in fs] for fs in features],
+                                                  [[f[batch:] for f in fs] for fs in features])
+            loss = loss + tc.adversarial_weight * terms["adv"] + tc.feature_weight * terms["feat"]
+        terms["loss"] = loss
+        opt_g.zero_grad(set_to_none=True)
+        accelerator.backward(loss)
+        terms["grad_norm"] = accelerator.clip_grad_norm_(codec.parameters(), tc.grad_clip)
+        opt_g.step()
+        sched_g.step()
+        state.step = step + 1
+        bar.update(1)
+
+        for name, value in terms.items():
+            sums[name] = sums.get(name, 0.0) + float(value.detach())
+            counts[name] = counts.get(name, 0) + 1
+        steps += 1
+        if state.step % tc.log_every == 0 or state.step == total:
+            means = {name: sums[name] / counts[name] for name in sums}
+            record = _log_record(accelerator, model, means, steps, res.codes, state.step, opt_g, tick)
+            new_skips = gather_object([name for name in crops.skipped if name not in reported])
+            reported.update(new_skips)
+            state.skipped_files.extend(n for n in dict.fromkeys(new_skips) if n not in state.skipped_files)
+            if main:
+                record["skipped_files"] = len(state.skipped_files)
+                with open(out / LOG_NAME, "a") as f:
+                    f.write(json.dumps(record) + "\n")
+                bar.set_postfix(loss=f"{record['loss']:.3f}", mel=f"{record['mel']:.3f}")
+                for name in dict.fromkeys(new_skips):
+                    logger.warning("skipped unreadable clip %s: %s", name, crops.skipped.get(name, "see its process"))
+            sums, counts, steps, tick = {}, {}, 0, time.perf_counter()
+        if state.step % tc.save_every == 0 or state.step == total:
+            _save_checkpoint(accelerator, out, state, config, model)
+    bar.close()
+    if state.skipped_files and main:
+        logger.warning("%d clip(s) could not be read and were skipped: %s", len(state.skipped_files),
+                       ", ".join(state.skipped_files[:20]) + (" ..." if len(state.skipped_files) > 20 else ""))
+    return model.eval()
+
+
+def _prepare(accelerator: Accelerator, model: torch.nn.Module, optimizer: torch.optim.Optimizer):
+    with warnings.catch_warnings():
+        # torch 2.14 renames DDP's broadcast_buffers to forward_sync_buffers, which accelerate cannot pass yet;
+        # the old name still works (and its removal would fail loudly, as a TypeError).
+        warnings.filterwarnings("ignore", message=".*broadcast_buffers.* is deprecated", category=FutureWarning)
+        return accelerator.prepare(model, optimizer)
+
+
+def _lr_factor(tc: CodecTrainingConfig):
+    """LR multiplier after `s` scheduler steps: linear warm-up over `warmup_steps`, exponential decay throughout."""
+    def factor(s: int) -> float:
+        warm = min(1.0, (s + 1) / tc.warmup_steps) if tc.warmup_steps > 0 else 1.0
+        return warm * tc.lr_decay ** s
+    return factor
+
+
+def _step_seed(seed: int, step: int, rank: int) -> int:
+    return int(np.random.SeedSequence([seed, step, rank, 1]).generate_state(1, np.uint64)[0] >> 1)
+
+
+def _log_record(accelerator: Accelerator, model: RVQCodec, means: dict[str, float], steps: int, codes: torch.Tensor,
+                step: int, optimizer: torch.optim.Optimizer, tick: float) -> dict:
+    """Loss terms averaged over the interval and the processes, learning rate, speed and codebook statistics."""
+    names = sorted(means)
+    values = torch.tensor([means[n] for n in names], dtype=torch.float64, device=accelerator.device)
+    values = accelerator.reduce(values, reduction="mean")
+    record: dict = {"step": step, **{n: float(v) for n, v in zip(names, values)}}
+    record["lr"] = optimizer.param_groups[0]["lr"]
+    record["seconds_per_step"] = (time.perf_counter() - tick) / steps
+    stats = model.quantizer.stats()
+    for key in ("usage", "perplexity", "dead_fraction"):
+        record[key] = [round(s[key], 4) for s in stats]
+    # Distinct codes in this process's last batch, per level: a direct view of collapse, independent of EMAs.
+    record["batch_usage"] = [round(codes[:, k].unique().numel() / model.codebook_size, 4)
+                             for k in range(codes.shape[1])]
+    return record
+
+
+# ---- run folder and checkpoints -----------------------------------------------------------------
+
+def _check_run_folder(out: Path, resume: bool) -> None:
+    checkpoint, final = out / CHECKPOINT_DIR, out / FINAL_DIR
+    interrupted = out / f".{CHECKPOINT_DIR}.old"
+    if not resume:
+        for existing in (checkpoint, interrupted, final):
+            if existing.exists():
+                raise CheckpointError(
+                    f"{str(out)!r} already holds a training run ({existing.name}/); pass resume=True to continue "
+                    "it, or choose another output folder (nothing is overwritten)")
+    elif not (checkpoint / STATE_NAME).is_file() and not (interrupted / STATE_NAME).is_file():
+        raise CheckpointError(f"cannot resume: {str(checkpoint)!r} holds no checkpoint ({STATE_NAME} is missing); "
+                              "start the run without resume=True")
+
+
+def _recover_interrupted_swap(out: Path) -> None:
+    """A save killed between its two renames leaves the previous checkpoint as `.checkpoint.old`: put it back."""
+    checkpoint, old = out / CHECKPOINT_DIR, out / f".{CHECKPOINT_DIR}.old"
+    if old.exists():
+        if checkpoint.exists():
+            shutil.rmtree(old)
+        else:
+            os.replace(old, checkpoint)
+    shutil.rmtree(out / f".{CHECKPOINT_DIR}.tmp", ignore_errors=True)
+
+
+def _save_checkpoint(accelerator: Accelerator, out: Path, state: TrainState, config: CodecConfig,
+                     model: RVQCodec) -> None:
+    """Write the checkpoint into a temporary folder, then swap it in: a crash leaves the previous one usable."""
+    _check_processes_agree(accelerator, model)
+    tmp, checkpoint, old = out / f".{CHECKPOINT_DIR}.tmp", out / CHECKPOINT_DIR, out / f".{CHECKPOINT_DIR}.old"
+    if accelerator.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    with _quiet("accelerate"):
+        accelerator.save_state(str(tmp))  # every process writes its RNG state; weights come from the main one
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        state.save(tmp / STATE_NAME)
+        config.to_json_file(tmp / "config.json")
+        if checkpoint.exists():
+            os.replace(checkpoint, old)
+        os.replace(tmp, checkpoint)
+        shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
+
+
+def _load_checkpoint(accelerator: Accelerator, checkpoint: Path, config: CodecConfig) -> TrainState:
+    saved = CodecConfig.from_json_file(checkpoint / "config.json")
+    if saved.fingerprint != config.fingerprint:
+        diff = sorted(k for k, v in config.to_dict().items() if k != "training" and saved.to_dict()[k] != v)
+        raise CheckpointError(f"cannot resume from {str(checkpoint)!r}: its codec differs from this config in {diff}")
+    changed = sorted(k for k, v in dataclasses.asdict(config.training).items()
+                     if k != "max_steps" and dataclasses.asdict(saved.training)[k] != v)
+    if changed and accelerator.is_main_process:
+        logger.warning("resuming with changed training settings %s: the run will differ from an uninterrupted one",
+                       changed)
+    state = TrainState.load(checkpoint / STATE_NAME)
+    if state.num_processes != accelerator.num_processes:
+        raise CheckpointError(
+            f"the checkpoint in {str(checkpoint)!r} was written by {state.num_processes} process(es); resume it "
+            f"with the same number (got {accelerator.num_processes}), since weights are stored as wrapped then")
+    with _quiet("accelerate"):
+        accelerator.load_state(str(checkpoint))
+    return state
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    """Drop records of steps after `step`: they are about to be trained (and logged) again."""
+    if path.exists():
+        kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
+        path.write_text("".join(line + "\n" for line in kept))
+
+
+def _check_processes_agree(accelerator: Accelerator, model: RVQCodec) -> None:
+    """Every process must hold the same weights and codebooks; DDP syncs gradients, the quantizer its buffers."""
+    if accelerator.num_processes == 1:
+        return
+    differing = []
+    for name, tensor in model.state_dict().items():
+        mine = tensor.detach().to(torch.float64)
+        reference = mine.clone()
+        dist.broadcast(reference, src=0)
+        if not torch.equal(mine, reference):
+            differing.append(name)
+    flags = gather_object([differing])
+    bad = sorted({name for names in flags for name in names})
+    if bad:
+        raise RuntimeError(f"processes disagree on {len(bad)} tensors of the codec, e.g. {bad[:5]}: a "
+                           "synchronisation bug (codebooks must be all-reduced or broadcast under DDP)")
+
+
+@contextlib.contextmanager
+def _quiet(name: str):
+    """accelerate logs every file it saves at INFO; keep the training log readable."""
+    log = logging.getLogger(name)
+    level = log.level
+    log.setLevel(max(level, logging.WARNING))
+    try:
+        yield
+    finally:
+        log.setLevel(level)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m tokenizer.training CONFIG DATA OUT [--max-steps N] [--resume]`: `train_codec`, for launchers.
+
+    torchrun and `accelerate launch` start one such process per worker (see the module docstring).
+    """
+    parser = argparse.ArgumentParser(prog="python -m tokenizer.training", description=train_codec.__doc__.split("\n")[0])
+    parser.add_argument("config", help="codec config JSON, e.g. configs/codec_small.json")
+    parser.add_argument("data", help="folder of audio files, one audio file, or a saved Hugging Face dataset")
+    parser.add_argument("out", help="run folder: log.jsonl, checkpoint/ and final/")
+    parser.add_argument("--max-steps", type=int, default=None, help="total steps (default: the config's max_steps)")
+    parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    final = train_codec(CodecConfig.from_json_file(args.config), args.data, args.out, args.max_steps, args.resume)
+    if PartialState().is_main_process:
+        print(final)
+
+
+if __name__ == "__main__":
+    main()
