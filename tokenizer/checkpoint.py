@@ -33,10 +33,13 @@ def save_checkpoint(directory: str | os.PathLike, config_json: str, state_dict: 
     }
     tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
     try:
+        os.chmod(tmp, 0o755)  # mkdtemp makes it private; a checkpoint is meant to be shared
         save_file(tensors, str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
         (tmp / CONFIG_NAME).write_text(config_json)
         for name, text in (extra_files or {}).items():
             (tmp / name).write_text(text)
+        for path in tmp.iterdir():
+            os.chmod(path, 0o644)
         if directory.exists():
             old = directory.with_name(f".{directory.name}.old-{os.getpid()}")
             os.replace(directory, old)

@@ -134,6 +134,7 @@ def test_dead_codes_are_replaced_and_reported():
     assert (dists < 1e-5).sum() >= 8
     stats = rvq.stats()
     assert len(stats) == 1 and set(stats[0]) == {"usage", "perplexity", "dead_fraction"}
+    assert stats[0]["dead_fraction"] >= 0.5  # the far-away codes were found dead at this step
     assert 1.0 <= stats[0]["perplexity"] <= 16
 
 

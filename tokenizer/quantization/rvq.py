@@ -100,8 +100,10 @@ class ResidualVectorQuantizer(nn.Module):
             total = counts.sum()
             p = counts / total if total > 0 else torch.full_like(counts, 1.0 / counts.numel())
             entropy = -(p * torch.log(p.clamp(min=1e-12))).sum()
-            threshold = getattr(level, "dead_code_threshold", 0.0) or 1e-3
-            dead = (counts < threshold).float().mean()
+            if hasattr(level, "dead_fraction"):  # EMA: codes found dead (and replaced) at the last step
+                dead = level.dead_fraction
+            else:  # factorized: codes that receive (almost) no vectors any more
+                dead = (counts < 1e-3).float().mean()
             out.append({
                 "usage": float(entropy.exp()) / counts.numel(),
                 "perplexity": float(entropy.exp()),

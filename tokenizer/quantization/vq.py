@@ -103,6 +103,7 @@ class EMAVectorQuantizer(nn.Module):
         self.register_buffer("embed", embed)
         self.register_buffer("cluster_size", torch.zeros(codebook_size))
         self.register_buffer("embed_sum", embed.clone())
+        self.register_buffer("dead_fraction", torch.zeros(()))  # codes replaced at the last training step
 
     @property
     def codebook(self) -> torch.Tensor:
@@ -162,6 +163,7 @@ class EMAVectorQuantizer(nn.Module):
         if self.dead_code_threshold <= 0:
             return
         dead = self.cluster_size < self.dead_code_threshold
+        self.dead_fraction.copy_(dead.float().mean())
         if not bool(dead.any()):
             return
         replacement = _broadcast(_sample_vectors(flat, self.codebook_size))
