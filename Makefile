@@ -4,7 +4,9 @@
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
-APT_PACKAGES := ffmpeg sox espeak-ng
+# ffmpeg: torchcodec's libraries. The rest: the speech and music data recipes (pipelines/data).
+APT_PACKAGES := ffmpeg sox espeak-ng espeak-ng-data flite festival festlex-cmu festvox-kallpc16k \
+	festvox-kdlpc16k festvox-us-slt-hts fortunes bible-kjv libfluidsynth3 fluid-soundfont-gm timgm6mb-soundfont
 STAMP := $(VENV)/.setup-stamp
 TEST_ARGS ?=
 

@@ -41,6 +41,16 @@ def _tokenize(args: argparse.Namespace) -> None:
     print(f"tokenized {len(dataset)} rows into {args.output} (report: {args.output}/tokenize_report.json)")
 
 
+def _data(args: argparse.Namespace) -> None:
+    from .data import make_music_dataset, make_speech_dataset
+
+    make = make_speech_dataset if args.kind == "speech" else make_music_dataset
+    dataset = make(args.output, hours=args.hours, seed=args.seed, sample_rate=args.sample_rate,
+                   num_proc=args.num_proc, test_fraction=args.test_fraction, overwrite=args.overwrite)
+    sizes = ", ".join(f"{split}: {len(ds)} clips" for split, ds in dataset.items())
+    print(f"wrote the {args.kind} dataset to {args.output} ({sizes}); recipe in {args.output}/recipe.json")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rvqaudio", description="Token-based generative audio.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -74,6 +84,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_tokenize)
 
+    p = sub.add_parser("data", help="synthesize a captioned speech or music dataset (offline, deterministic)")
+    p.add_argument("kind", choices=["speech", "music"])
+    p.add_argument("--hours", type=float, required=True, help="hours of audio to make")
+    p.add_argument("-o", "--output", required=True, help="folder for the dataset (save_to_disk layout)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--sample-rate", type=int, default=24000)
+    p.add_argument("--num-proc", type=int, default=1, help="worker processes")
+    p.add_argument("--test-fraction", type=float, default=0.1, help="share of clips in the held-out split")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    p.set_defaults(func=_data)
+
     p = sub.add_parser("train-codec", help="train a codec from a folder of audio files or a saved dataset")
     p.add_argument("--config", required=True, help="codec config JSON, e.g. configs/codec_small.json")
     p.add_argument("--data", required=True, help="folder of audio files, or a dataset saved with save_to_disk")
@@ -89,7 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     func: Callable[[argparse.Namespace], None] = args.func
     try:
         func(args)
-    except (ValueError, FileNotFoundError) as e:  # our errors are ValueErrors that speak to the user
+    except (ValueError, FileNotFoundError, FileExistsError) as e:  # our errors are ValueErrors that speak to the user
         print(f"rvqaudio {args.command}: error: {e}", file=sys.stderr)
         return 2
     return 0
