@@ -35,8 +35,9 @@ $(STAMP): pyproject.toml
 demo: setup
 	$(PY) -m pipelines.demo
 
+# Two pytest workers with one torch thread each use both cores better than one worker with two threads.
 test: setup
-	$(PY) -m pytest -q $(TEST_ARGS)
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n 2 $(TEST_ARGS)
 
 bench: setup
 	$(PY) benchmarks/codec_speed.py
