@@ -3,7 +3,7 @@
 Writes a synthetic folder of `--files` wav files of `--seconds` s each at the codec's rate (default 60 x 5 s at
 24 kHz), builds the codec from `--config` (random weights, k-means initialised: speed does not depend on training)
 and tokenizes the folder into a fresh output folder for every batch size x num_proc, after one small warm-up run.
-Then two measurements behind choices in pipelines/tokenize.py:
+Then two measurements behind choices in pipelines/tokenize/:
   - codec.encode alone with oneDNN's convolution on and off (tokenize_dataset turns it off: oneDNN's results change
     with the batch size, ATen's do not);
   - decoding + resampling 16 kHz stereo files to the codec's rate and channels, with `load_audio` (soundfile +
