@@ -1,0 +1,41 @@
+"""The language model over codec codes: text (a transcript or a caption) -> codes LongTensor[B, K, T].
+
+    from lm import AudioLM, GenerationConfig
+    lm = AudioLM.from_pretrained("checkpoints/lm", codec=codec)
+    codes = lm.generate(["a calm piano melody"], GenerationConfig(duration=5.0, task="music", seed=0))
+
+It depends only on the narrow codec interface in `lm.codec_interface`.
+"""
+
+from .codec_interface import AudioTokenizer
+from .config import AudioLMConfig
+from .generation import PAD_FRAME, AudioLM, GenerationConfig, sample_logits, split_items
+from .model import AudioLMModel, AudioLMOutput
+from .patterns import (
+    CoarseFirstPattern,
+    CodebookPattern,
+    DelayPattern,
+    FlattenPattern,
+    ParallelPattern,
+    build_pattern,
+)
+from .text import TextTokenizer
+
+__all__ = [
+    "AudioLM",
+    "AudioLMConfig",
+    "AudioLMModel",
+    "AudioLMOutput",
+    "AudioTokenizer",
+    "CodebookPattern",
+    "CoarseFirstPattern",
+    "DelayPattern",
+    "FlattenPattern",
+    "GenerationConfig",
+    "PAD_FRAME",
+    "ParallelPattern",
+    "TextTokenizer",
+    "build_pattern",
+    "sample_logits",
+    "split_items",
+]

@@ -1,0 +1,343 @@
+"""The transformer of the audio LM: a decoder-only model over [text prefix | audio steps].
+
+    sequence   [t_0 .. t_{L-1}] [start, step_0, step_1, ..., step_{S-2}]
+    predicts                     step_0, step_1, ..., step_{S-1}
+
+Text tokens have their own embedding table. An audio step is K slots, one per codebook (the layout comes from
+`lm.patterns`); its input embedding is the sum of K per-codebook embeddings, whose vocabularies hold the
+codec's codes plus three specials (empty slot, end of audio, pad, see `lm.config`). K linear heads predict
+the next step's slots, each over the codes plus end of audio.
+
+Pre-norm blocks (RMSNorm), rotary positions, attention through `scaled_dot_product_attention`, and a key/value
+cache preallocated for the whole generation. Positions count only real tokens, so a left-padded text (or a
+null condition whose dropped tokens are masked) gives the same numbers as the unpadded sequence.
+
+`AudioLMModel` is a `transformers.PreTrainedModel`: `save_pretrained`/`from_pretrained` write and read
+config.json + model.safetensors, and accelerate and peft see ordinary `nn.Linear`/`nn.Embedding` modules.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import PreTrainedModel
+from transformers.utils import ModelOutput
+
+from .config import AudioLMConfig
+from .patterns import CodebookPattern
+
+
+# ----------------------------------------------------------------------------------------- rotary positions
+
+
+def rotary_cos_sin(positions: torch.Tensor, head_dim: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """positions LongTensor[B, S] -> cos, sin FloatTensor[B, 1, S, head_dim / 2] (broadcast over heads)."""
+    # Computed per call rather than kept as a buffer: it is tiny, and never stale after meta-device loading.
+    inv_freq = theta ** (-torch.arange(0, head_dim, 2, device=positions.device, dtype=torch.float32) / head_dim)
+    angles = positions.unsqueeze(-1).float() * inv_freq  # (B, S, Dh/2)
+    return angles.cos().unsqueeze(1), angles.sin().unsqueeze(1)
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate pairs (x[..., i], x[..., i + Dh/2]) of x [B, H, S, Dh] by the angles in cos/sin [B, 1, S, Dh/2]."""
+    x1, x2 = x.chunk(2, dim=-1)
+    cos, sin = cos.to(x.dtype), sin.to(x.dtype)
+    return torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)
+
+
+# ----------------------------------------------------------------------------------------- key/value cache
+
+
+class KVCache:
+    """Keys and values of every layer, preallocated for `max_length` positions.
+
+    Also remembers which positions are real tokens (`valid`, so later queries skip padding) and how many real
+    tokens each row has seen (the next rotary position).
+    """
+
+    def __init__(self, config: AudioLMConfig, batch_size: int, max_length: int,
+                 device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> None:
+        shape = (batch_size, config.num_attention_heads, max_length, config.head_dim)
+        self.keys = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.num_hidden_layers)]
+        self.values = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.num_hidden_layers)]
+        self.valid = torch.zeros(batch_size, max_length, dtype=torch.bool, device=device)  # (B, max_length)
+        self.num_valid = torch.zeros(batch_size, dtype=torch.long, device=device)  # (B,)
+        self.length = 0
+        self.max_length = max_length
+
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store k, v [B, H, S, Dh] at positions length..length+S-1; return all keys/values so far [B, H, length+S, Dh]."""
+        end = self.length + k.shape[2]
+        self.keys[layer][:, :, self.length:end] = k
+        self.values[layer][:, :, self.length:end] = v
+        return self.keys[layer][:, :, :end], self.values[layer][:, :, :end]
+
+
+# ----------------------------------------------------------------------------------------- transformer block
+
+
+class Attention(nn.Module):
+    def __init__(self, config: AudioLMConfig) -> None:
+        super().__init__()
+        self.num_heads = config.num_attention_heads
+        self.head_dim = config.head_dim
+        self.dropout = config.dropout
+        self.qkv = nn.Linear(config.hidden_size, 3 * config.hidden_size, bias=False)
+        self.out = nn.Linear(config.hidden_size, config.hidden_size, bias=False)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | None,
+                is_causal: bool, cache: KVCache | None, layer: int) -> torch.Tensor:
+        B, S, D = x.shape
+        q, k, v = self.qkv(x).view(B, S, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)  # 3 x (B, H, S, Dh)
+        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        if cache is not None:
+            k, v = cache.update(layer, k, v)  # (B, H, S_past + S, Dh)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal,
+                                           dropout_p=self.dropout if self.training else 0.0)  # (B, H, S, Dh)
+        return self.out(y.transpose(1, 2).reshape(B, S, D))
+
+
+class MLP(nn.Module):
+    def __init__(self, config: AudioLMConfig) -> None:
+        super().__init__()
+        self.fc = nn.Linear(config.hidden_size, config.intermediate_size, bias=False)
+        self.proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(F.gelu(self.fc(x), approximate="tanh"))
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block: x + attention(norm(x)), then x + mlp(norm(x))."""
+
+    def __init__(self, config: AudioLMConfig) -> None:
+        super().__init__()
+        self.attention_norm = nn.RMSNorm(config.hidden_size, eps=config.norm_eps)
+        self.attention = Attention(config)
+        self.mlp_norm = nn.RMSNorm(config.hidden_size, eps=config.norm_eps)
+        self.mlp = MLP(config)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | None,
+                is_causal: bool, cache: KVCache | None, layer: int) -> torch.Tensor:
+        x = x + self.dropout(self.attention(self.attention_norm(x), cos, sin, mask, is_causal, cache, layer))
+        return x + self.dropout(self.mlp(self.mlp_norm(x)))
+
+
+def attention_mask(key_valid: torch.Tensor, query_start: int, num_queries: int) -> torch.Tensor:
+    """BoolTensor[B, 1, Sq, Sk] (True = attend) for queries at positions query_start.. over keys 0..Sk-1.
+
+    Causal, skipping invalid keys (padding, dropped text), except that every query sees itself: a padding
+    query then attends to one key instead of none, which keeps its (unused) output finite on every SDPA
+    backend (some give NaN for a row with no key), and a NaN would leak into real rows through 0 * NaN in the
+    next layer's attention.
+    """
+    num_keys = key_valid.shape[1]
+    query_index = torch.arange(query_start, query_start + num_queries, device=key_valid.device).unsqueeze(1)
+    key_index = torch.arange(num_keys, device=key_valid.device).unsqueeze(0)
+    causal = key_index <= query_index  # (Sq, Sk)
+    own = key_index == query_index  # (Sq, Sk)
+    return (causal & (key_valid.unsqueeze(1) | own)).unsqueeze(1)  # (B, 1, Sq, Sk)
+
+
+# ----------------------------------------------------------------------------------------- the model
+
+
+@dataclass
+class AudioLMOutput(ModelOutput):
+    """loss: mean over codebooks of each codebook's cross-entropy (None when no targets).
+    logits: FloatTensor[B, K, S, codebook_size + 1], the last index being end of audio.
+    codebook_losses: FloatTensor[K]. targets: LongTensor[B, K, S] (logit indices). target_mask: BoolTensor[B, K, S].
+    """
+
+    loss: torch.Tensor | None = None
+    logits: torch.Tensor | None = None
+    codebook_losses: torch.Tensor | None = None
+    targets: torch.Tensor | None = None
+    target_mask: torch.Tensor | None = None
+
+
+class AudioLMModel(PreTrainedModel):
+    """Text-conditioned transformer over codec codes [B, K, T] (see the module docstring)."""
+
+    config_class = AudioLMConfig
+    base_model_prefix = "audio_lm"
+    main_input_name = "text_ids"
+    _no_split_modules = ["Block"]
+    supports_gradient_checkpointing = False
+
+    def __init__(self, config: AudioLMConfig) -> None:
+        config.require_bound()
+        super().__init__(config)
+        K, D = config.num_codebooks, config.hidden_size
+        self.pattern = config.build_pattern()
+        self.text_embedding = nn.Embedding(config.text_vocab_size, D)
+        self.code_embeddings = nn.ModuleList(nn.Embedding(config.input_vocab_size, D) for _ in range(K))
+        self.layers = nn.ModuleList(Block(config) for _ in range(config.num_hidden_layers))
+        self.norm = nn.RMSNorm(D, eps=config.norm_eps)
+        self.heads = nn.ModuleList(nn.Linear(D, config.num_logits, bias=False) for _ in range(K))
+        self.post_init()
+
+    # -- pieces ---------------------------------------------------------------------------------------------
+
+    def embed_steps(self, steps: torch.Tensor) -> torch.Tensor:
+        """steps LongTensor[B, K, S] (codes or special ids) -> FloatTensor[B, S, D], the sum of K embeddings."""
+        return sum(embedding(steps[:, k]) for k, embedding in enumerate(self.code_embeddings))
+
+    def start_step(self, batch_size: int) -> torch.Tensor:
+        """LongTensor[B, K, 1]: the step fed before the first audio step (every slot empty)."""
+        return torch.full((batch_size, self.config.num_codebooks, 1), self.config.empty_id,
+                          dtype=torch.long, device=self.device)
+
+    def null_condition(self, text_ids: torch.Tensor, text_mask: torch.Tensor) -> torch.Tensor:
+        """The text mask [B, L] of the null condition: only the task tag and end of text stay visible.
+
+        Training drops a text this way and generation builds its unconditional branch the same way. Positions
+        count visible tokens, so this equals feeding the short sequence [tag, eos] on its own.
+        """
+        keep = torch.isin(text_ids, torch.tensor(self.config.null_condition_ids, device=text_ids.device))
+        return text_mask & keep
+
+    def _run(self, hidden: torch.Tensor, valid: torch.Tensor, cache: KVCache | None) -> torch.Tensor:
+        """hidden [B, S, D] with valid [B, S] (False = padding) through all blocks; returns normed [B, S, D]."""
+        S = hidden.shape[1]
+        start = 0 if cache is None else cache.length
+        seen = torch.zeros_like(valid[:, 0], dtype=torch.long) if cache is None else cache.num_valid
+        positions = (seen.unsqueeze(1) + valid.long().cumsum(1) - 1).clamp(min=0)  # (B, S)
+        cos, sin = rotary_cos_sin(positions, self.config.head_dim, self.config.rope_theta)
+        if cache is not None:
+            if start + S > cache.max_length:
+                raise ValueError(f"KV cache holds {cache.max_length} positions, asked for {start + S}")
+            cache.valid[:, start:start + S] = valid
+            key_valid = cache.valid[:, :start + S]
+        else:
+            key_valid = valid
+        # Fast paths: SDPA's own causal mask, or no mask for one query over a padding-free past.
+        mask, is_causal = None, False
+        if not bool(key_valid.all()):
+            mask = attention_mask(key_valid, start, S)
+        elif S > 1:
+            if start == 0:
+                is_causal = True
+            else:
+                mask = attention_mask(key_valid, start, S)
+        for index, layer in enumerate(self.layers):
+            hidden = layer(hidden, cos, sin, mask, is_causal, cache, index)
+        if cache is not None:
+            cache.length += S
+            cache.num_valid += valid.sum(1)
+        return self.norm(hidden)
+
+    def _heads(self, hidden: torch.Tensor) -> torch.Tensor:
+        """hidden [B, S, D] -> logits [B, K, S, codebook_size + 1]."""
+        return torch.stack([head(hidden) for head in self.heads], dim=1)
+
+    # -- uncached: whole sequences -------------------------------------------------------------------------
+
+    def logits(self, text_ids: torch.Tensor, text_mask: torch.Tensor | None, step_inputs: torch.Tensor,
+               step_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits of every audio step, recomputed from scratch (no cache).
+
+        text_ids LongTensor[B, L], text_mask BoolTensor[B, L] (None: all real), step_inputs LongTensor[B, K, S]
+        with step_inputs[:, :, 0] the start step and step_inputs[:, :, s] = step s - 1, step_mask BoolTensor[B, S]
+        (None: all real). Returns FloatTensor[B, K, S, codebook_size + 1]: position s predicts step s.
+        """
+        B, L = text_ids.shape
+        text_mask = torch.ones_like(text_ids, dtype=torch.bool) if text_mask is None else text_mask.bool()
+        if step_mask is None:
+            step_mask = torch.ones(B, step_inputs.shape[2], dtype=torch.bool, device=step_inputs.device)
+        hidden = torch.cat([self.text_embedding(text_ids), self.embed_steps(step_inputs)], dim=1)  # (B, L + S, D)
+        hidden = self._run(hidden, torch.cat([text_mask, step_mask], dim=1), cache=None)
+        return self._heads(hidden[:, L:])
+
+    def forward(self, text_ids: torch.Tensor, text_mask: torch.Tensor | None, codes: torch.Tensor,
+                code_lengths: torch.Tensor | None = None) -> AudioLMOutput:
+        """Teacher-forced logits and the training loss for text -> codes pairs.
+
+        text_ids LongTensor[B, L] and text_mask BoolTensor[B, L] (padding either side); codes LongTensor[B, K, T]
+        with code_lengths LongTensor[B] real frames per item (None: all T). Each item's codes get an
+        end-of-audio frame, are laid out by the pattern, and the loss is the cross-entropy of every filled slot
+        (codes and end of audio; not empty slots, not padding), averaged per codebook, then over codebooks.
+        In training mode each item's text is replaced by the null condition with probability
+        `config.condition_dropout`.
+        """
+        text_mask = torch.ones_like(text_ids, dtype=torch.bool) if text_mask is None else text_mask.bool()
+        if self.training and self.config.condition_dropout > 0:
+            drop = torch.rand(text_ids.shape[0], device=text_ids.device) < self.config.condition_dropout  # (B,)
+            text_mask = torch.where(drop.unsqueeze(1), self.null_condition(text_ids, text_mask), text_mask)
+        steps, step_mask = codes_to_steps(codes, code_lengths, self.config, self.pattern)  # (B, K, S), (B, S)
+        step_inputs = torch.cat([self.start_step(codes.shape[0]), steps[:, :, :-1]], dim=2)  # (B, K, S)
+        logits = self.logits(text_ids, text_mask, step_inputs, step_mask)  # (B, K, S, V)
+        return step_loss(logits, steps, self.config)
+
+    # -- cached: generation ----------------------------------------------------------------------------------
+
+    def prefill(self, text_ids: torch.Tensor, text_mask: torch.Tensor, step_inputs: torch.Tensor,
+                cache: KVCache) -> torch.Tensor:
+        """Run the text and the first step inputs [B, K, S0] into an empty cache; logits of the next step [B, K, V]."""
+        hidden = torch.cat([self.text_embedding(text_ids), self.embed_steps(step_inputs)], dim=1)  # (B, L + S0, D)
+        valid = torch.cat([text_mask.bool(), torch.ones_like(step_inputs[:, 0], dtype=torch.bool)], dim=1)
+        hidden = self._run(hidden, valid, cache)
+        return self._heads(hidden[:, -1:])[:, :, 0]
+
+    def decode_step(self, step: torch.Tensor, cache: KVCache) -> torch.Tensor:
+        """Feed one step LongTensor[B, K] after what the cache holds; logits of the following step [B, K, V]."""
+        hidden = self.embed_steps(step.unsqueeze(2))  # (B, 1, D)
+        valid = torch.ones(step.shape[0], 1, dtype=torch.bool, device=step.device)
+        hidden = self._run(hidden, valid, cache)
+        return self._heads(hidden)[:, :, 0]
+
+
+# ----------------------------------------------------------------------------------------- targets and loss
+
+
+def codes_to_steps(codes: torch.Tensor, code_lengths: torch.Tensor | None, config: AudioLMConfig,
+                   pattern: CodebookPattern) -> tuple[torch.Tensor, torch.Tensor]:
+    """Codes [B, K, T] (+ lengths [B]) -> steps LongTensor[B, K, S] and step_mask BoolTensor[B, S].
+
+    Item b is its first lengths[b] frames plus one end-of-audio frame, laid out by the pattern (empty slots =
+    `config.empty_id`); steps past its layout are `config.pad_id` and masked out.
+    """
+    B, K, T = codes.shape
+    if K != config.num_codebooks:
+        raise ValueError(f"codes have {K} codebooks, the LM was built for num_codebooks={config.num_codebooks}")
+    lengths = torch.full((B,), T, dtype=torch.long) if code_lengths is None else code_lengths.long().cpu()
+    if lengths.shape != (B,) or bool((lengths < 0).any()) or bool((lengths > T).any()):
+        raise ValueError(f"code_lengths must be [B={B}] values in [0, T={T}], got {lengths.tolist()}")
+    longest = int(lengths.max()) if B else 0
+    if longest > config.max_audio_frames:
+        raise ValueError(f"codes are {longest} frames long, more than max_audio_frames={config.max_audio_frames}; "
+                         "cut them into shorter segments")
+    real = torch.arange(T, device=codes.device) < lengths.to(codes.device).unsqueeze(1)  # (B, T)
+    real_codes = codes.masked_select(real.unsqueeze(1))
+    if real_codes.numel() and (int(real_codes.min()) < 0 or int(real_codes.max()) >= config.codebook_size):
+        raise ValueError(f"codes must lie in [0, codebook_size={config.codebook_size}), got values in "
+                         f"[{int(real_codes.min())}, {int(real_codes.max())}]")
+    S = pattern.num_steps(longest + 1)
+    steps = torch.full((B, K, S), config.pad_id, dtype=torch.long, device=codes.device)
+    step_mask = torch.zeros(B, S, dtype=torch.bool, device=codes.device)
+    eos = torch.full((1, K, 1), config.eos_id, dtype=torch.long, device=codes.device)
+    for b in range(B):  # items differ in length, so in layout; B is small next to the transformer's work
+        n = int(lengths[b])
+        item = torch.cat([codes[b:b + 1, :, :n], eos], dim=2)  # (1, K, n + 1)
+        laid = pattern.apply(item, empty=config.empty_id)  # (1, K, S_b)
+        steps[b, :, :laid.shape[2]] = laid[0]
+        step_mask[b, :laid.shape[2]] = True
+    return steps, step_mask
+
+
+def step_loss(logits: torch.Tensor, steps: torch.Tensor, config: AudioLMConfig) -> AudioLMOutput:
+    """Cross-entropy of logits [B, K, S, V] against target steps [B, K, S], over filled slots only."""
+    is_code = steps < config.codebook_size
+    is_eos = steps == config.eos_id
+    target_mask = is_code | is_eos  # (B, K, S): empty slots and padding are not targets
+    targets = torch.where(is_eos, config.num_logits - 1, torch.where(is_code, steps, 0))  # logit indices
+    nll = F.cross_entropy(logits.float().flatten(0, 2), targets.flatten(), reduction="none").view_as(targets)
+    counts = target_mask.sum(dim=(0, 2))  # (K,)
+    codebook_losses = (nll * target_mask).sum(dim=(0, 2)) / counts.clamp(min=1)  # (K,)
+    loss = codebook_losses[counts > 0].mean()
+    return AudioLMOutput(loss=loss, logits=logits, codebook_losses=codebook_losses, targets=targets,
+                         target_mask=target_mask)
