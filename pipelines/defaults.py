@@ -1,15 +1,28 @@
-"""The bundled default models, and turning a `codec=` argument (object, folder or None) into a codec."""
+"""The bundled default models, self-contained LM folders, and turning `codec=`/`model=` arguments into models.
+
+A self-contained LM folder is what `train-lm`, `finetune` and `generate` exchange:
+
+    lm_dir/config.json, model.safetensors, text_tokenizer.model   # AudioLM.save_pretrained
+    lm_dir/codec/config.json, model.safetensors                    # the codec whose codes the LM models
+
+so `generate(model=lm_dir)` needs nothing else.
+"""
 
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from functools import lru_cache
 from pathlib import Path
 
+from lm import AudioLM
 from tokenizer import CheckpointError, RVQCodec
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 DEFAULT_CODEC_DIR = ASSETS / "codec"
+DEFAULT_LM_DIR = ASSETS / "lm"
+CODEC_SUBDIR = "codec"
 
 
 @lru_cache(maxsize=1)
@@ -22,6 +35,16 @@ def default_codec() -> RVQCodec:
     return RVQCodec.from_pretrained(DEFAULT_CODEC_DIR)
 
 
+@lru_cache(maxsize=1)
+def default_lm() -> AudioLM:
+    """The LM that ships inside the package (`pipelines/assets/lm`), with its codec, loaded once."""
+    if not (DEFAULT_LM_DIR / "config.json").is_file():
+        raise CheckpointError(
+            f"no bundled LM at {DEFAULT_LM_DIR}: this build of rvqaudio ships none yet. Pass a model folder "
+            "instead (--model DIR / model=DIR), e.g. one written by `rvqaudio train-lm` or `rvqaudio finetune`")
+    return load_lm(DEFAULT_LM_DIR)
+
+
 def resolve_codec(codec: RVQCodec | str | os.PathLike | None) -> RVQCodec:
     """An `RVQCodec` as is, a checkpoint folder loaded with `from_pretrained`, or the bundled default."""
     if codec is None:
@@ -29,3 +52,49 @@ def resolve_codec(codec: RVQCodec | str | os.PathLike | None) -> RVQCodec:
     if isinstance(codec, RVQCodec):
         return codec.eval()
     return RVQCodec.from_pretrained(codec)
+
+
+def resolve_lm(model: AudioLM | str | os.PathLike | None) -> AudioLM:
+    """An `AudioLM` (which must carry its codec), a self-contained LM folder, or the bundled default."""
+    if model is None:
+        return default_lm()
+    if isinstance(model, AudioLM):
+        if model.codec is None:
+            raise ValueError("this AudioLM carries no codec; build it with AudioLM(model, text_tokenizer, codec) "
+                             "or load a self-contained folder with pipelines.load_lm")
+        return model
+    return load_lm(model)
+
+
+def save_lm(lm: AudioLM, codec: RVQCodec, directory: str | os.PathLike) -> Path:
+    """Write a self-contained LM folder (the LM, its text tokenizer and its codec), atomically."""
+    lm.config.check_codec(codec)
+    directory = Path(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
+    try:
+        os.chmod(tmp, 0o755)
+        lm.save_pretrained(tmp)
+        codec.save_pretrained(tmp / CODEC_SUBDIR)
+        if directory.exists():
+            old = directory.with_name(f".{directory.name}.old-{os.getpid()}")
+            os.replace(directory, old)
+            os.replace(tmp, directory)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, directory)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return directory
+
+
+def load_lm(directory: str | os.PathLike, device: str | None = None) -> AudioLM:
+    """Load a self-contained LM folder: the LM with its text tokenizer and codec (checked to match)."""
+    directory = Path(directory)
+    if not (directory / CODEC_SUBDIR / "config.json").is_file():
+        raise CheckpointError(
+            f"{str(directory)!r} is not a self-contained LM folder: it has no {CODEC_SUBDIR}/ with the codec "
+            "whose codes the LM models (write one with pipelines.save_lm, `rvqaudio train-lm` or `finetune`)")
+    codec = RVQCodec.from_pretrained(directory / CODEC_SUBDIR, device=device or "cpu")
+    return AudioLM.from_pretrained(directory, codec=codec, device=device)
