@@ -68,6 +68,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--codec", default=None, help="codec folder (default: the bundled codec)")
     p.set_defaults(func=_decode)
 
+    from .generate import add_generate_arguments, add_voices_arguments, run_generate, run_voices
+
+    p = sub.add_parser("generate", help="generate audio from text (music or speech)")
+    add_generate_arguments(p)
+    p.set_defaults(func=run_generate)
+
+    p = sub.add_parser("voices", help="list the voices of an LM")
+    add_voices_arguments(p)
+    p.set_defaults(func=run_voices)
+
     p = sub.add_parser("tokenize", help="encode an audio dataset or folder to a dataset of codes")
     p.add_argument("source", help="saved dataset, audiofolder, or folder of audio files (+ metadata.csv/jsonl)")
     p.add_argument("-o", "--output", required=True, help="output folder (shards, report)")

@@ -88,6 +88,12 @@ class RVQCodec(nn.Module):
     def fingerprint(self) -> str:
         return self.config.fingerprint
 
+    @property
+    def decoder_context(self) -> int:
+        """Frames of codes around a frame (before it only, for a causal codec) that its decoded samples depend
+        on; decoding new frames with this much left context reproduces a whole-sequence decode (streaming)."""
+        return self._decoder_context
+
     def bitrate(self, num_codebooks: int | None = None) -> float:
         """kbps when transmitting the first `num_codebooks` codebooks (default: all)."""
         return self.config.bitrate(num_codebooks)

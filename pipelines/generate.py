@@ -1,0 +1,472 @@
+"""Text -> audio with a self-contained LM folder: `generate` (whole clips) and `generate_stream` (as it is made).
+
+    from pipelines import generate
+    clip = generate("a calm piano melody", duration=8.0, seed=0, model="checkpoints/lm")
+    clip.save("melody.wav")
+
+The LM samples codes LongTensor[B, k, T] (see `lm.AudioLM.generate`); the LM folder's codec decodes them to
+FloatTensor[C, N] at its sample rate. The conditioning text is built with `condition_text`, exactly as in
+training, so a voice means what it meant there. A progress bar counts generated frames: the LM is run through
+`AudioLM.stream`, whose chunks concatenate to what `AudioLM.generate` returns.
+
+Streaming decodes frames as the LM completes them. The codec's decoder sees a bounded window of frames (its
+receptive field), so decoding each new span with that much left context (and, for a non-causal codec, that
+much look-ahead, held back until it exists) gives the samples that decoding all the codes at once gives.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import soundfile as sf
+import torch
+from tqdm.auto import tqdm
+
+from lm import AudioLM, GenerationConfig, split_items
+from tokenizer.audio import load_audio, save_audio
+
+from .codec_files import read_codes
+from .conditioning import condition_text, known_voices
+from .defaults import resolve_lm
+
+# What `GeneratedAudio.save` and `AudioStream.save` write: lossless formats, whose bytes a seed fixes.
+AUDIO_SUFFIXES = (".wav", ".flac")
+_FORMATS = {".wav": "WAV", ".flac": "FLAC"}
+_SUBTYPE = "PCM_16"  # save_audio's default, so streamed and whole files hold the same samples
+
+
+@dataclass
+class GeneratedAudio:
+    """One generated clip.
+
+    waveform: FloatTensor[C, N] at `sample_rate` Hz (N = T * hop_length; with an audio prompt, the continuation
+        only). prompt: the text as given (without the voice tag). ended_by_itself: the LM sampled end of audio
+        before the requested duration (the clip is then shorter). codes: LongTensor[k, T], the codes decoded.
+    seed: the generator seed (drawn when none was given; pass it back to get the same clip). voice: the voice
+        spoken with (speech only; the LM's default when none was asked for).
+    """
+
+    waveform: torch.Tensor
+    sample_rate: int
+    prompt: str
+    ended_by_itself: bool
+    codes: torch.Tensor
+    seed: int
+    voice: str | None = None
+
+    @property
+    def duration(self) -> float:
+        """Length in seconds."""
+        return self.waveform.shape[-1] / self.sample_rate
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write a .wav or .flac file (16-bit PCM, samples clipped to [-1, 1]) atomically; returns the path."""
+        path = Path(path)
+        check_output_path(path)
+        save_audio(path, self.waveform, self.sample_rate, subtype=_SUBTYPE)
+        return path
+
+
+def generate(prompt: str | list[str], *, task: str | None = "music", duration: float = 10.0, seed: int | None = None,
+             temperature: float = 1.0, top_k: int | None = 250, top_p: float = 1.0, guidance_scale: float = 3.0,
+             voice: str | None = None, num_codebooks: int | None = None,
+             model: AudioLM | str | os.PathLike | None = None,
+             audio_prompt: torch.Tensor | str | os.PathLike | None = None,
+             progress: bool = True) -> GeneratedAudio | list[GeneratedAudio]:
+    """Generate audio for a text, or for each text of a list (one batch).
+
+    prompt: a caption (music) or a transcript (speech); a list gives a list of results, each trimmed to its own
+        length. In a batch, one generator serves all items, so an item's audio depends on its place in it.
+    task, duration (seconds of new audio, at most), seed, temperature, top_k, top_p, guidance_scale,
+        num_codebooks: as in `lm.GenerationConfig`. seed=None draws one (kept in the result).
+    voice: task="speech" only; one of the LM's voices (`voices(model)`); None takes `default_voice(model)`.
+    model: an `AudioLM` carrying its codec, a self-contained LM folder, or None for the bundled LM.
+    audio_prompt: audio to continue, the same for every text: a waveform FloatTensor[C, N] or [N] at the
+        codec's sample rate, an audio file (any rate), or a codes file (.npz) from `rvqaudio encode`. The result
+        holds only the continuation, decoded with the prompt as left context so that it joins seamlessly.
+    progress: show a tqdm bar of generated frames (on stderr).
+    """
+    request = _Request(prompt, task, duration, seed, temperature, top_k, top_p, guidance_scale, voice,
+                       num_codebooks, model, audio_prompt)
+    chunks = list(request.frames(progress))
+    codes = torch.cat(chunks, dim=2) if chunks else request.no_frames()  # (B, k, T), PAD_FRAME past an end
+    results = []
+    for text, item in zip(request.texts, split_items(codes)):
+        decoder = _StreamDecoder(request.lm.codec, request.prompt_codes)
+        waveform = torch.cat([decoder.push(item), decoder.flush()], dim=-1)
+        results.append(request.result(text, waveform, item[0]))
+    return results if request.batched else results[0]
+
+
+def generate_stream(prompt: str, *, task: str | None = "music", duration: float = 10.0, seed: int | None = None,
+                    temperature: float = 1.0, top_k: int | None = 250, top_p: float = 1.0,
+                    guidance_scale: float = 3.0, voice: str | None = None, num_codebooks: int | None = None,
+                    model: AudioLM | str | os.PathLike | None = None,
+                    audio_prompt: torch.Tensor | str | os.PathLike | None = None, progress: bool = True,
+                    chunk_frames: int | None = None) -> AudioStream:
+    """Like `generate` for one text, but yield FloatTensor[C, n] pieces of the waveform as frames complete.
+
+    chunk_frames: decode once this many new frames are ready (None: whenever any are). Concatenated, the pieces
+    equal `generate(...).waveform` for the same arguments. Every argument is checked here, before the first
+    frame; the returned `AudioStream` tells the sample rate and, once consumed, `codes` and `ended_by_itself`.
+    """
+    if not isinstance(prompt, str):
+        raise ValueError(f"generate_stream takes one prompt (a str), got {type(prompt).__name__}; "
+                         "call it once per prompt, or use generate() for a batch")
+    if chunk_frames is not None and (isinstance(chunk_frames, bool) or not isinstance(chunk_frames, int)
+                                     or chunk_frames < 1):
+        raise ValueError(f"chunk_frames must be an integer >= 1 or None, got {chunk_frames!r}")
+    request = _Request(prompt, task, duration, seed, temperature, top_k, top_p, guidance_scale, voice,
+                       num_codebooks, model, audio_prompt)
+    return AudioStream(request, progress, chunk_frames or 1)
+
+
+class AudioStream:
+    """An iterator of waveform pieces FloatTensor[C, n] (see `generate_stream`), with what a writer needs."""
+
+    def __init__(self, request: _Request, progress: bool, chunk_frames: int) -> None:
+        codec = request.lm.codec
+        self.sample_rate: int = int(codec.sample_rate)
+        self.channels: int = int(codec.channels)
+        self.prompt, self.seed, self.voice = request.texts[0], request.config.seed, request.voice
+        self._request = request
+        self._pieces = self._run(progress, chunk_frames)
+        self._codes: list[torch.Tensor] = []
+        self._started = self._finished = False
+
+    def __iter__(self) -> AudioStream:
+        return self
+
+    def __next__(self) -> torch.Tensor:
+        self._started = True
+        return next(self._pieces)
+
+    def _run(self, progress: bool, chunk_frames: int) -> Iterator[torch.Tensor]:
+        decoder = _StreamDecoder(self._request.lm.codec, self._request.prompt_codes, chunk_frames)
+        for chunk in self._request.frames(progress):
+            self._codes.append(chunk)
+            piece = decoder.push(chunk)
+            if piece.shape[-1]:
+                yield piece
+        piece = decoder.flush()
+        self._finished = True
+        if piece.shape[-1]:
+            yield piece
+
+    @property
+    def codes(self) -> torch.Tensor:
+        """LongTensor[k, T]: the frames generated so far."""
+        codes = torch.cat(self._codes, dim=2) if self._codes else self._request.no_frames()
+        return codes[0]
+
+    @property
+    def duration(self) -> float:
+        """Seconds of audio generated so far."""
+        return self.codes.shape[1] / self._request.lm.config.frame_rate
+
+    @property
+    def ended_by_itself(self) -> bool:
+        """Whether the LM sampled end of audio before the requested duration (only known once consumed)."""
+        if not self._finished:
+            raise RuntimeError("the stream is not finished yet; read it to the end first")
+        return self.codes.shape[1] < self._request.max_frames
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the pieces to a .wav or .flac file as they come, then move it into place.
+
+        The file grows under a temporary name next to `path`; an error or an interruption removes it, so `path`
+        is either the whole clip or untouched. Same format and samples as `GeneratedAudio.save`.
+        """
+        path = Path(path)
+        check_output_path(path)
+        if self._started:
+            raise ValueError(f"cannot save to {str(path)!r}: this stream has already been read from, so the file "
+                             "would miss its start; save a fresh stream from generate_stream")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(fd)
+        try:
+            with sf.SoundFile(tmp, "w", samplerate=self.sample_rate, channels=self.channels, subtype=_SUBTYPE,
+                              format=_FORMATS[path.suffix.lower()]) as out:
+                for piece in self:
+                    if not bool(torch.isfinite(piece).all()):
+                        raise ValueError(f"the codec decoded NaN or infinite samples; refusing to write {str(path)!r}")
+                    out.write(piece.clamp(-1.0, 1.0).T.numpy())  # soundfile wants [n, C]
+                    out.flush()
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return path
+
+
+def voices(model: AudioLM | str | os.PathLike | None = None) -> list[str]:
+    """The voices the LM was trained with (sorted), for `generate(..., task="speech", voice=...)`."""
+    return known_voices(resolve_lm(model).config)
+
+
+def default_voice(model: AudioLM | str | os.PathLike | None = None) -> str | None:
+    """The voice speech uses when none is named: the config's `default_voice`, else the first known voice, else
+    None (an LM trained without voices)."""
+    config = resolve_lm(model).config
+    known = known_voices(config)
+    chosen = getattr(config, "default_voice", None)
+    if chosen is None:
+        return known[0] if known else None
+    if chosen not in known:
+        raise ValueError(f"the LM's config names default_voice={chosen!r}, which is not one of its voices {known}; "
+                         "fix default_voice in its config.json")
+    return chosen
+
+
+def check_output_path(path: str | os.PathLike) -> None:
+    """ValueError unless `path` ends in a suffix generation writes (.wav or .flac)."""
+    if Path(path).suffix.lower() not in AUDIO_SUFFIXES:
+        raise ValueError(f"cannot write {str(path)!r}: generated audio is written as {list(AUDIO_SUFFIXES)}; "
+                         "convert a .wav with ffmpeg for other formats")
+
+
+# ----------------------------------------------------------------------------------------- one request
+
+
+class _Request:
+    """Every argument of a generate call, checked and resolved: texts, settings, LM, voice, prompt codes."""
+
+    def __init__(self, prompt, task, duration, seed, temperature, top_k, top_p, guidance_scale, voice,
+                 num_codebooks, model, audio_prompt) -> None:
+        self.batched = not isinstance(prompt, str)
+        self.texts = _check_prompts(prompt)
+        if seed is None:
+            seed = secrets.randbits(32)
+        # Settings first: a bad value is reported before a model is loaded. The LM checks its own limits later.
+        self.config = GenerationConfig(duration=duration, temperature=temperature, top_k=top_k, top_p=top_p,
+                                       guidance_scale=guidance_scale, seed=seed, task=task,
+                                       num_codebooks=num_codebooks)
+        if voice is not None and task != "speech":
+            raise ValueError(f"voice={voice!r} is for task='speech'; task={task!r} has no voice: drop the voice or "
+                             "use task='speech'")
+        self.lm = resolve_lm(model)
+        self.voice = _pick_voice(self.lm, voice) if task == "speech" else None
+        self.prompt_codes, self.prompt_fingerprint = _prompt_codes(self.lm, audio_prompt)
+        self.max_frames = round(duration * self.lm.config.frame_rate)  # as AudioLM counts them
+
+    def frames(self, progress: bool) -> Iterator[torch.Tensor]:
+        """Run the LM: yield codes LongTensor[B, k, t_new] (on the CPU) as they complete, with a progress bar."""
+        texts = [condition_text(text, self.voice) for text in self.texts]
+        prompt = self.prompt_codes
+        if prompt is not None:
+            prompt = prompt.expand(len(texts), -1, -1)  # the same prompt for every text
+        chunks = self.lm.stream(texts, self.config, audio_prompt=prompt, prompt_fingerprint=self.prompt_fingerprint)
+        with tqdm(total=self.max_frames, desc="generating", unit="frame", disable=not progress,
+                  dynamic_ncols=True) as bar:
+            for chunk in chunks:
+                bar.update(chunk.shape[2])
+                yield chunk.cpu()
+
+    def no_frames(self) -> torch.Tensor:
+        """LongTensor[B, k, 0]: the codes when every item ended before its first frame."""
+        k = self.config.num_codebooks or self.lm.config.num_codebooks
+        return torch.zeros(len(self.texts), k, 0, dtype=torch.long)
+
+    def result(self, text: str, waveform: torch.Tensor, codes: torch.Tensor) -> GeneratedAudio:
+        return GeneratedAudio(waveform=waveform, sample_rate=int(self.lm.codec.sample_rate), prompt=text,
+                              ended_by_itself=codes.shape[1] < self.max_frames, codes=codes,
+                              seed=self.config.seed, voice=self.voice)
+
+
+def _check_prompts(prompt: str | list[str]) -> list[str]:
+    if isinstance(prompt, str):
+        texts = [prompt]
+    elif isinstance(prompt, (list, tuple)):
+        texts = list(prompt)
+        if not texts:
+            raise ValueError("prompt is an empty list; give at least one text")
+    else:
+        raise ValueError(f"prompt must be a str or a list of str, got {type(prompt).__name__}")
+    for index, text in enumerate(texts):
+        which = "prompt" if isinstance(prompt, str) else f"prompt {index}"
+        if not isinstance(text, str):
+            raise ValueError(f"{which} must be a str, got {type(text).__name__}")
+        # Checked here, not only by the LM: a voice tag would make an empty text look non-empty to it.
+        if not text.strip():
+            raise ValueError(f"{which} is empty ({text!r}); describe the audio (music) or give the words (speech)")
+    return texts
+
+
+def _pick_voice(lm: AudioLM, voice: str | None) -> str | None:
+    if voice is None:
+        return default_voice(lm)
+    known = known_voices(lm.config)
+    if not known:
+        raise ValueError(f"voice={voice!r}, but this LM was trained without voices; drop the voice")
+    if voice not in known:
+        raise ValueError(f"unknown voice {voice!r}; this LM knows the voices {known}")
+    return voice
+
+
+def _prompt_codes(lm: AudioLM, audio_prompt: torch.Tensor | str | os.PathLike | None
+                  ) -> tuple[torch.Tensor | None, str | None]:
+    """An audio prompt -> (codes LongTensor[1, K, T_p] on the CPU, the fingerprint of the codec that made them)."""
+    codec = lm.codec
+    if audio_prompt is None:
+        return None, None
+    if isinstance(audio_prompt, (str, os.PathLike)):
+        path = Path(audio_prompt)
+        if path.suffix.lower() == ".npz":
+            codes, meta = read_codes(path)
+            return codes, str(meta["fingerprint"])
+        wav, _ = load_audio(path, sample_rate=codec.sample_rate, channels=codec.channels)  # (C, N)
+    elif isinstance(audio_prompt, torch.Tensor) and audio_prompt.is_floating_point() and audio_prompt.dim() in (1, 2):
+        wav = audio_prompt if audio_prompt.dim() == 2 else audio_prompt[None]
+    else:
+        raise ValueError(f"audio_prompt must be a waveform FloatTensor[C, N] at the codec's {codec.sample_rate} Hz, "
+                         f"an audio file or a codes file (.npz), got "
+                         f"{getattr(audio_prompt, 'dtype', type(audio_prompt).__name__)} "
+                         f"{list(getattr(audio_prompt, 'shape', []))}")
+    return codec.encode(wav[None]).cpu(), codec.fingerprint  # encode checks channels, length and values
+
+
+# ----------------------------------------------------------------------------------------- decoding as frames come
+
+
+class _StreamDecoder:
+    """Decode codes [1, k, t] pushed piece by piece into samples equal to decoding them all at once.
+
+    A span of frames decodes exactly when it brings `lookback` frames of left context (the decoder's receptive
+    field) and, for a non-causal codec, `lookahead` frames of right context; frames waiting for look-ahead are
+    held back until it arrives or `flush` ends the codes. Without a known finite receptive field (an LSTM, or a
+    codec that does not say) the decoder re-decodes from the start, and a non-causal one waits for the end.
+    """
+
+    def __init__(self, codec, context: torch.Tensor | None = None, chunk_frames: int = 1) -> None:
+        self.codec, self.chunk_frames = codec, chunk_frames
+        self.hop = int(getattr(codec, "hop_length", None) or round(codec.sample_rate / codec.frame_rate))
+        config = getattr(codec, "config", None)
+        causal = bool(getattr(config, "causal", False))
+        # RVQCodec's own chunked decode uses this window; it is exact for convolutions, not for an LSTM.
+        window = getattr(codec, "decoder_context", None)
+        if getattr(config, "lstm_layers", 0):
+            window = None
+        self.lookback = window  # None: from the first frame
+        self.lookahead = 0 if causal else window  # None: only at the end
+        self.codes = None if context is None else context.cpu()
+        self.done = 0 if context is None else context.shape[2]  # frames whose samples are out (or are the prompt)
+
+    def push(self, codes: torch.Tensor) -> torch.Tensor:
+        """Add frames [1, k, t]; return the samples FloatTensor[C, n] now final (n may be 0)."""
+        if self.codes is None:
+            self.codes = codes
+        else:
+            self.codes = torch.cat([self.codes[:, :codes.shape[1]], codes], dim=2)
+        if self.lookahead is None:  # a non-causal decoder of unknown reach: nothing is final before the end
+            return self._empty()
+        ready = self.codes.shape[2] - self.lookahead
+        if ready - self.done < self.chunk_frames:
+            return self._empty()
+        return self._decode(ready)
+
+    def flush(self) -> torch.Tensor:
+        """The samples of every frame not yet returned."""
+        if self.codes is None:
+            return self._empty()
+        return self._decode(self.codes.shape[2])
+
+    def _decode(self, end: int) -> torch.Tensor:
+        if end <= self.done:
+            return self._empty()
+        total = self.codes.shape[2]
+        start = 0 if self.lookback is None else max(0, self.done - self.lookback)
+        stop = total if self.lookahead is None else min(total, end + self.lookahead)
+        wav = self.codec.decode(self.codes[:, :, start:stop])[0].cpu()  # (C, (stop - start) * hop)
+        piece = wav[:, (self.done - start) * self.hop:(end - start) * self.hop]
+        self.done = end
+        return piece
+
+    def _empty(self) -> torch.Tensor:
+        return torch.zeros(int(self.codec.channels), 0)
+
+
+# ----------------------------------------------------------------------------------------- command line
+
+
+def add_generate_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of `rvqaudio generate`."""
+    parser.add_argument("prompt", nargs="+", help="caption (music) or transcript (speech); several give a batch")
+    parser.add_argument("-o", "--output", required=True,
+                        help="file to write (.wav or .flac); with several prompts, a folder (existing, or ending "
+                             "in /: files 0.wav, 1.wav, ...) or a name containing {i} (replaced by 0, 1, ...)")
+    parser.add_argument("--task", default="music", choices=["music", "speech"])
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds to generate at most (default 10)")
+    parser.add_argument("--seed", type=int, default=None, help="same seed and settings, same audio (default: random)")
+    parser.add_argument("--temperature", type=float, default=1.0)
+    parser.add_argument("--top-k", type=int, default=250, help="sample among the k likeliest codes (1: greedy)")
+    parser.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling in (0, 1] (1: off)")
+    parser.add_argument("--guidance-scale", type=float, default=3.0, help="classifier-free guidance (1: none)")
+    parser.add_argument("--voice", default=None, help="speech only: a voice of the LM (see `rvqaudio voices`)")
+    parser.add_argument("--num-codebooks", type=int, default=None, help="decode only the first K codebooks")
+    parser.add_argument("--model", default=None, help="self-contained LM folder (default: the bundled LM)")
+    parser.add_argument("--audio-prompt", default=None, help="audio file or codes file (.npz) to continue")
+    parser.add_argument("--stream", action="store_true",
+                        help="write the file while generating (one prompt); it appears at -o when complete")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def run_generate(args: argparse.Namespace) -> None:
+    """`rvqaudio generate`: calls `generate` (or `generate_stream` with --stream) with the same arguments."""
+    outputs = output_paths(args.output, len(args.prompt))  # before generating: a bad path costs nothing
+    settings = dict(task=args.task, duration=args.duration, seed=args.seed, temperature=args.temperature,
+                    top_k=args.top_k, top_p=args.top_p, guidance_scale=args.guidance_scale, voice=args.voice,
+                    num_codebooks=args.num_codebooks, model=args.model, audio_prompt=args.audio_prompt,
+                    progress=not args.no_progress)
+    if args.stream:
+        if len(args.prompt) != 1:
+            raise ValueError(f"--stream writes one file; got {len(args.prompt)} prompts: drop --stream or give one")
+        stream = generate_stream(args.prompt[0], **settings)
+        stream.save(outputs[0])
+        clips = [(outputs[0], stream.duration, stream.ended_by_itself, stream.seed, stream.voice)]
+    else:
+        results = generate(list(args.prompt), **settings)
+        clips = [(result.save(path), result.duration, result.ended_by_itself, result.seed, result.voice)
+                 for path, result in zip(outputs, results)]
+    for path, seconds, ended, seed, voice in clips:
+        how = "ended by itself" if ended else "full length"
+        print(f"wrote {path} ({seconds:.2f} s, {how}, seed {seed}" + (f", voice {voice})" if voice else ")"))
+
+
+def output_paths(output: str, count: int) -> list[Path]:
+    """The files `rvqaudio generate -o OUTPUT` writes for `count` prompts (see the -o help)."""
+    if "{i}" in output:
+        paths = [Path(output.replace("{i}", str(i))) for i in range(count)]
+    elif output.endswith(("/", os.sep)) or Path(output).is_dir():
+        width = len(str(count - 1))
+        paths = [Path(output) / f"{i:0{width}d}.wav" for i in range(count)]
+    elif count > 1:
+        raise ValueError(f"{count} prompts need {count} files: give -o a folder (e.g. {output!r}/ ) or a name "
+                         f"with {{i}} (e.g. 'clip_{{i}}.wav'), not the single file {output!r}")
+    else:
+        paths = [Path(output)]
+    for path in paths:
+        check_output_path(path)
+    return paths
+
+
+def add_voices_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of `rvqaudio voices`."""
+    parser.add_argument("--model", default=None, help="self-contained LM folder (default: the bundled LM)")
+
+
+def run_voices(args: argparse.Namespace) -> None:
+    """`rvqaudio voices`: print the LM's voices, one a line, the default marked."""
+    lm = resolve_lm(args.model)
+    names, default = voices(lm), default_voice(lm)
+    if not names:
+        print("this LM was trained without voices: speech is generated without --voice")
+    for name in names:
+        print(f"{name} (default)" if name == default else name)
