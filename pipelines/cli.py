@@ -41,6 +41,18 @@ def _tokenize(args: argparse.Namespace) -> None:
     print(f"tokenized {len(dataset)} rows into {args.output} (report: {args.output}/tokenize_report.json)")
 
 
+def _train_lm(args: argparse.Namespace) -> None:
+    from .finetune import run_train_lm
+
+    run_train_lm(args)
+
+
+def _finetune(args: argparse.Namespace) -> None:
+    from .finetune import run_finetune
+
+    run_finetune(args)
+
+
 def _data(args: argparse.Namespace) -> None:
     from .data import make_music_dataset, make_speech_dataset
 
@@ -77,6 +89,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("voices", help="list the voices of an LM")
     add_voices_arguments(p)
     p.set_defaults(func=run_voices)
+
+    from .finetune import add_finetune_arguments, add_train_lm_arguments
+
+    p = sub.add_parser("train-lm", help="train a text tokenizer and an LM from scratch on a tokenized dataset")
+    add_train_lm_arguments(p)
+    p.set_defaults(func=_train_lm)
+
+    p = sub.add_parser("finetune", help="continue training an LM folder on a tokenized dataset")
+    add_finetune_arguments(p)
+    p.set_defaults(func=_finetune)
 
     p = sub.add_parser("tokenize", help="encode an audio dataset or folder to a dataset of codes")
     p.add_argument("source", help="saved dataset, audiofolder, or folder of audio files (+ metadata.csv/jsonl)")
@@ -120,7 +142,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     func: Callable[[argparse.Namespace], None] = args.func
     try:
         func(args)
-    except (ValueError, FileNotFoundError, FileExistsError) as e:  # our errors are ValueErrors that speak to the user
+    except (ValueError, FileNotFoundError, FileExistsError, ImportError) as e:  # our errors are ValueErrors that speak to the user
         print(f"rvqaudio {args.command}: error: {e}", file=sys.stderr)
         return 2
     return 0

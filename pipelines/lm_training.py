@@ -1,0 +1,466 @@
+"""Training the audio LM from scratch (`train_lm`) or from a trained one (`finetune`), with one accelerate loop.
+
+    final = train_lm("configs/lm_small.json", "data/speech_codes", "runs/lm", codec="runs/codec/final",
+                     training="configs/lm_train_small.json")
+    final = finetune("runs/lm/final", "data/my_voice_codes", "runs/ft", lora=True)
+
+From a shell, on one process, several CPU processes (DDP over gloo) or GPUs (NCCL), with no code change:
+
+    python -m pipelines.finetune train-lm --config configs/lm_small.json --data DATA --codec CODEC --out OUT
+    torchrun --standalone --nproc_per_node 2 -m pipelines.finetune finetune --model LM --data DATA --out OUT
+    accelerate launch --multi_gpu --num_processes 2 -m pipelines.finetune train-lm ...
+
+(`accelerate launch --cpu` starts one process only; `--multi_gpu` is its torchrun path and gives CPU processes
+where there is no GPU.)
+
+`training.batch_size` is the GLOBAL batch: items per optimizer step, over all processes and accumulation steps;
+each process runs `batch_size / (processes * grad_accum)` items per forward. The loss of a step is the loss of
+the whole global batch (every target of every item weighs the same, as `AudioLM.loss` on the batch would give),
+so a run's weights do not depend on how the batch is split: one process and two processes give the same weights
+up to floating-point summation order. Items longer than `training.max_frames` frames are randomly cropped (see
+`lm_data.BatchPlan`).
+
+What is written to `out`:
+    log.jsonl       one record per `log_every` steps (loss, per-codebook losses, lr, grad_norm, speed) and one
+                    per evaluation (eval_loss, eval_codebook_losses, eval_items, eval_source)
+    checkpoint/     every `save_every` steps and at the end, swapped in atomically: accelerate's state (weights,
+                    optimizer, scheduler, RNG), train_state.json, training_config.json and lm/ (the LM's config and
+                    text tokenizer)
+    final/          the self-contained LM folder (`pipelines.defaults.save_lm`) that `load_lm` and generate read
+
+Exact resume: the batches of a step follow from (seed, step) (see `lm_data`) and the model's own randomness
+(dropout) from (seed, step, rank), so `resume=True` after a kill ends with the same weights as an uninterrupted
+run on the same number of processes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from torch import nn
+from tqdm.auto import tqdm
+
+from lm import AudioLM, AudioLMConfig, AudioLMModel, TextTokenizer
+from lm.config import CODEC_FIELDS
+from lm.model import codes_to_steps
+from tokenizer import CheckpointError, RVQCodec
+# The codec trainer's run-folder helpers: the same folder rules and atomic swap for both trainers.
+from tokenizer.training import (_check_run_folder, _prepare, _quiet, _recover_interrupted_swap, _step_seed,
+                                _truncate_log)
+
+from .defaults import load_lm, resolve_codec, save_lm
+from .lm_data import BatchPlan, LMExamples, check_codec_metadata, collate, eval_batches, eval_subset, open_lm_data, \
+    split_held_out
+from .lm_training_config import LMTrainingConfig, lr_factor
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_DIR, FINAL_DIR, LOG_NAME = "checkpoint", "final", "log.jsonl"
+STATE_NAME, TRAINING_CONFIG_NAME, LM_SUBDIR = "train_state.json", "training_config.json", "lm"
+LORA_TARGETS = ["qkv", "out", "fc", "proj"]  # the attention and MLP linear layers of every block
+
+
+@dataclass
+class TrainState:
+    """Where a run stands; saved in every checkpoint."""
+
+    step: int = 0
+    num_processes: int = 1
+    kind: str = "train-lm"  # or "finetune"
+    lora: bool = False
+    data_digest: str = ""  # of the training examples: a resume on other data is warned about
+
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps(dataclasses.asdict(self), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: Path) -> TrainState:
+        return cls(**json.loads(path.read_text()))
+
+
+# ----------------------------------------------------------------------------------------- entry points
+
+
+def train_lm(config: str | os.PathLike | AudioLMConfig, data, out: str | os.PathLike,
+             codec: RVQCodec | str | os.PathLike | None = None, *, training: LMTrainingConfig | str | os.PathLike | None = None,
+             max_steps: int | None = None, resume: bool = False, eval_data=None, task: str | None = None) -> Path:
+    """Train a text tokenizer and a fresh LM on a tokenized dataset; returns `out/final` (a `save_lm` folder).
+
+    Args:
+        config: the LM architecture, an `AudioLMConfig` or a preset path (configs/lm_tiny.json, lm_small.json).
+        data: a `rvqaudio tokenize` output folder, a saved Dataset/DatasetDict (train split; a "validation" or
+            "test" split is the held-out set), or such an object; see `pipelines.lm_data`.
+        out: run folder: log.jsonl, checkpoint/, final/.
+        codec: the codec that tokenized `data` (a folder or an RVQCodec; None: the bundled codec). The dataset
+            records only the codec's fingerprint: a different codec is refused before anything runs.
+        training: an `LMTrainingConfig`, a JSON file (configs/lm_train_*.json) or None for the defaults.
+        max_steps: total optimizer steps (replaces training.max_steps, which the LR schedule spans).
+        resume: continue `out/checkpoint` (the text tokenizer and LM config are taken from it).
+        eval_data: the held-out set, replacing the data's own split or held-out fraction.
+        task: the task of rows without a `task` column ("speech"/"music"; None: speech if there is a `voice`
+            column, else music).
+
+    The tokenizer is trained on the conditioning texts of the training rows (`condition_text(text, voice)`), with
+    at most `training.text_vocab_size` pieces; the voices of the training rows are recorded as `config.voices`.
+    """
+    tc = _training_config(training, max_steps)
+    accelerator = _accelerator(tc)
+    out = Path(out)
+    _check_run_folder(out, resume)
+    codec = resolve_codec(codec)
+    train, held, source = _load_examples(data, eval_data, codec, task, tc)
+    _open_run_folder(accelerator, out)
+    if resume:
+        saved = out / CHECKPOINT_DIR / LM_SUBDIR
+        text_tokenizer = TextTokenizer.from_pretrained(saved)
+        lm_config = AudioLMConfig.from_pretrained(saved)
+        lm_config.check_codec(codec)
+        _check_same_architecture(config, lm_config, saved)
+        lm = AudioLM(AudioLMModel(lm_config), text_tokenizer, codec)  # weights come from the checkpoint
+    else:
+        config = copy.deepcopy(config) if isinstance(config, AudioLMConfig) else AudioLMConfig.from_preset(config)
+        # The config's text_vocab_size, when set, bounds the vocabulary; sentencepiece may learn fewer pieces.
+        vocab_size = config.text_vocab_size or tc.text_vocab_size
+        text_tokenizer = TextTokenizer.train(train.texts, vocab_size=vocab_size, seed=tc.seed)
+        config.text_vocab_size, config.null_condition_ids = None, None  # filled from the tokenizer
+        config.voices = train.voices
+        set_seed(tc.seed)  # the same initial weights on every process
+        lm = AudioLM.from_config(config, text_tokenizer, codec)
+    return _run(accelerator, lm, codec, train, held, source, tc, out, resume, TrainState(kind="train-lm"))
+
+
+def finetune(model: str | os.PathLike, data, out: str | os.PathLike, *,
+             training: LMTrainingConfig | str | os.PathLike | None = None, max_steps: int | None = None,
+             resume: bool = False, lora: bool = False, eval_data=None, task: str | None = None) -> Path:
+    """Continue training a self-contained LM folder on a tokenized dataset; returns `out/final` (a `save_lm` folder).
+
+    `model` is a folder written by `train_lm`/`finetune`/`save_lm`; its text tokenizer is kept, and the data's
+    voices are added to `config.voices`. The data's codec fingerprint must be the LM's codec's: a mismatch is
+    refused before anything runs. With `lora=True` (needs `pip install peft`) only LoRA adapters of rank
+    `training.lora_rank` on the attention and MLP layers are trained, then merged into the weights, so `final/`
+    is a plain LM folder. Other arguments are those of `train_lm`.
+    """
+    tc = _training_config(training, max_steps)
+    if lora:
+        _require_peft()
+    accelerator = _accelerator(tc)
+    out = Path(out)
+    _check_run_folder(out, resume)
+    lm = load_lm(model)
+    codec = lm.codec
+    train, held, source = _load_examples(data, eval_data, codec, task, tc)
+    _open_run_folder(accelerator, out)
+    lm.config.voices = sorted(set(getattr(lm.config, "voices", None) or []) | set(train.voices))
+    return _run(accelerator, lm, codec, train, held, source, tc, out, resume, TrainState(kind="finetune", lora=lora))
+
+
+def _check_same_architecture(config: str | os.PathLike | AudioLMConfig, saved: AudioLMConfig, where: Path) -> None:
+    given = config if isinstance(config, AudioLMConfig) else AudioLMConfig.from_preset(config)
+    filled = set(CODEC_FIELDS) | {"text_vocab_size", "null_condition_ids"}  # from the codec and the tokenizer
+    own = AudioLMConfig.__annotations__  # the LM's fields, not PreTrainedConfig's bookkeeping
+    differ = sorted(name for name in own if name not in filled and getattr(given, name) != getattr(saved, name))
+    if differ:
+        raise CheckpointError(f"cannot resume: the LM config given differs from the checkpoint's ({where}) in "
+                              f"{differ}; resume with the config the run was started with")
+
+
+def _training_config(training, max_steps: int | None) -> LMTrainingConfig:
+    if training is None:
+        tc = LMTrainingConfig()
+    elif isinstance(training, LMTrainingConfig):
+        tc = dataclasses.replace(training)
+    else:
+        tc = LMTrainingConfig.from_json_file(training)
+    if max_steps is not None:
+        tc = dataclasses.replace(tc, max_steps=max_steps)  # validated again
+    return tc
+
+
+def _accelerator(tc: LMTrainingConfig) -> Accelerator:
+    # Without cpu=True accelerate ignores a torchrun world on a machine without GPUs (DistributedType.NO).
+    if tc.mixed_precision == "fp16" and not torch.cuda.is_available():
+        logger.warning("mixed_precision='fp16' needs a GPU; training in float32 on the CPU")
+    return Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=tc.mixed_precision)
+
+
+def _require_peft() -> None:
+    try:
+        import peft  # noqa: F401
+    except ImportError as e:
+        raise ImportError("lora=True needs the peft package: pip install peft (or pip install rvqaudio[lora])") from e
+
+
+def _load_examples(data, eval_data, codec, task: str | None, tc: LMTrainingConfig) -> tuple[LMExamples, LMExamples, str]:
+    """Open the data, check that `codec` made its codes, read its examples and set the evaluation ones apart
+    (a deterministic share of the training rows when the data has no evaluation split); before any step runs."""
+    train_ds, held_ds, source = open_lm_data(data, eval_data)
+    check_codec_metadata(train_ds, codec, "the training data")
+    if held_ds is not None:
+        check_codec_metadata(held_ds, codec, f"the evaluation data ({source})")
+    train = LMExamples.from_dataset(train_ds, task)
+    held = None if held_ds is None else LMExamples.from_dataset(held_ds, task)
+    for name, examples in (("training", train), ("evaluation", held)):
+        if examples is not None and examples.dropped:
+            logger.warning("left out %s rows of the %s data: %s", sum(examples.dropped.values()), name,
+                           ", ".join(f"{n} {why}" for why, n in examples.dropped.items()))
+    if held is None:
+        keep, held_positions = split_held_out(train, tc.eval_fraction, tc.max_eval_items, tc.seed)
+        train, held = train.subset(keep), train.subset(held_positions)
+    else:
+        held = held.subset(eval_subset(len(held), tc.max_eval_items, tc.seed))
+    if len(train) == 0:
+        raise ValueError("the training data has no usable rows (each needs a non-empty text and codes)")
+    return train, held, source
+
+
+def _open_run_folder(accelerator: Accelerator, out: Path) -> None:
+    accelerator.wait_for_everyone()  # every process has checked the data before the main one writes
+    if accelerator.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        _recover_interrupted_swap(out)
+    accelerator.wait_for_everyone()
+
+
+# ----------------------------------------------------------------------------------------- the objective
+
+
+class LMObjective(nn.Module):
+    """The LM's loss terms as one module, so that DDP wraps a single forward.
+
+    forward(text_ids [B, L], text_mask [B, L], drop [B], codes [B, K, T], code_lengths [B], cut [B]) ->
+    (nll [K] summed over the batch's targets, targets [K] counted). The targets are those of `AudioLM.loss`
+    (each frame's codes and the end-of-audio frame, laid out by the pattern), except that an item whose crop
+    stops before its end (`cut`) has no end-of-audio target. `drop` replaces an item's text by the null
+    condition (classifier-free guidance); the draw is the caller's. Dividing by the global target count is
+    the caller's too, so the loss of a batch split over processes sums to the loss of the whole batch.
+    """
+
+    def __init__(self, model: AudioLMModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, text_ids: torch.Tensor, text_mask: torch.Tensor, drop: torch.Tensor, codes: torch.Tensor,
+                code_lengths: torch.Tensor, cut: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        model, cfg = self.model, self.model.config
+        text_mask = torch.where(drop.unsqueeze(1), model.null_condition(text_ids, text_mask), text_mask)
+        steps, step_mask = codes_to_steps(codes, code_lengths, cfg, model.pattern)  # (B, K, S), (B, S)
+        inputs = torch.cat([model.start_step(codes.shape[0]), steps[:, :, :-1]], dim=2)  # (B, K, S)
+        logits = model.logits(text_ids, text_mask, inputs, step_mask)  # (B, K, S, V)
+        is_code, is_eos = steps < cfg.codebook_size, steps == cfg.eos_id
+        mask = is_code | (is_eos & ~cut.view(-1, 1, 1))  # (B, K, S)
+        targets = torch.where(is_eos, cfg.num_logits - 1, torch.where(is_code, steps, 0))
+        nll = F.cross_entropy(logits.float().flatten(0, 2), targets.flatten(), reduction="none").view_as(targets)
+        return (nll * mask).sum(dim=(0, 2)), mask.sum(dim=(0, 2))
+
+
+# ----------------------------------------------------------------------------------------- the loop
+
+
+def _run(accelerator: Accelerator, lm: AudioLM, codec: RVQCodec, train: LMExamples, held: LMExamples,
+         source: str, tc: LMTrainingConfig, out: Path, resume: bool, state: TrainState) -> Path:
+    cfg = lm.config
+    P, A, rank, main = accelerator.num_processes, tc.grad_accum, accelerator.process_index, accelerator.is_main_process
+    if tc.batch_size % (P * A):
+        raise ValueError(f"training.batch_size={tc.batch_size} (the global batch) must be divisible by processes x "
+                         f"grad_accum = {P} x {A}; use a multiple of {P * A}")
+    micro = tc.batch_size // (P * A)
+    max_frames = tc.max_frames or cfg.max_audio_frames
+    if max_frames > cfg.max_audio_frames:
+        raise ValueError(f"training.max_frames={max_frames} is more than the model's max_audio_frames="
+                         f"{cfg.max_audio_frames}; lower it, or use a model config with a longer audio range")
+    train, held = _fitting_texts(lm, train, "training"), _fitting_texts(lm, held, "evaluation")
+    if len(train) == 0:
+        raise ValueError(f"no training rows are left: every text is longer than max_text_tokens="
+                         f"{cfg.max_text_tokens}")
+    plan = BatchPlan(train.frames, tc.batch_size, max_frames, tc.seed, cfg.condition_dropout)
+    state = dataclasses.replace(state, num_processes=P, data_digest=_digest(train))
+
+    peft_model = None
+    if state.lora:
+        from peft import LoraConfig, get_peft_model
+
+        set_seed(tc.seed)  # the adapters' initial weights
+        peft_model = get_peft_model(lm.model, LoraConfig(r=tc.lora_rank, lora_alpha=tc.lora_alpha,
+                                                         target_modules=LORA_TARGETS, lora_dropout=0.0))
+    objective = LMObjective(lm.model)  # with LoRA, lm.model holds the adapters in place of its linear layers
+    params = [p for p in objective.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(
+        [{"params": [p for p in params if p.dim() >= 2], "weight_decay": tc.weight_decay},
+         {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}], lr=tc.lr, betas=tc.betas)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(tc))
+    wrapped, optimizer = _prepare(accelerator, objective, optimizer)
+    accelerator.register_for_checkpointing(scheduler)  # outside prepare(): it would step once per process
+    if resume:
+        state = _load_checkpoint(accelerator, out / CHECKPOINT_DIR, tc, state)
+    if main:
+        _truncate_log(out / LOG_NAME, state.step)  # records past the checkpoint are about to be redone
+        logger.info("%s: %d parameters (%d trained), %d training items, %d held out (%s), steps %d -> %d, "
+                    "%d process(es) x %d items x %d accumulation", state.kind, lm.model.num_parameters(),
+                    sum(p.numel() for p in params), len(train), len(held), source, state.step, tc.max_steps,
+                    P, micro, A)
+
+    device, K = accelerator.device, cfg.num_codebooks
+    sums, steps_done, frames_done, tick = torch.zeros(K, dtype=torch.float64), 0, 0, time.perf_counter()
+    bar = tqdm(total=tc.max_steps, initial=state.step, disable=not main, desc=state.kind, dynamic_ncols=True)
+    for step in range(state.step, tc.max_steps):
+        torch.manual_seed(_step_seed(tc.seed, step, rank))  # dropout: from (seed, step, rank), no RNG history
+        batch = plan.batch(step)
+        count = batch.target_count()  # targets per codebook in the whole global batch, all processes together
+        mine = batch.part(rank * micro * A, (rank + 1) * micro * A)
+        wrapped.train()
+        optimizer.zero_grad(set_to_none=True)
+        for a in range(A):
+            part = collate(train, mine.part(a * micro, (a + 1) * micro))
+            text_ids, text_mask = lm.encode_texts(part.texts, part.tasks)
+            sync = contextlib.nullcontext() if a == A - 1 else accelerator.no_sync(wrapped)
+            with sync:
+                nll, counted = wrapped(text_ids.to(device), text_mask.to(device), part.drop.to(device),
+                                       part.codes.to(device), part.code_lengths.to(device), part.cut.to(device))
+                expected = int(part.code_lengths.sum() + (~part.cut).sum())
+                if not bool((counted == expected).all()):
+                    raise RuntimeError(f"the pattern laid out {counted.tolist()} targets per codebook, expected "
+                                       f"{expected}: every frame must be a target once per codebook")
+                # DDP averages gradients over processes: times P, the sum of the processes' terms is the loss.
+                accelerator.backward(nll.sum() / (count * K) * P)
+            sums += nll.detach().double().cpu() / count
+        grad_norm = accelerator.clip_grad_norm_(params, tc.clip)
+        lr = optimizer.param_groups[0]["lr"]  # this step's
+        optimizer.step()
+        scheduler.step()
+        state.step = step + 1
+        steps_done += 1
+        frames_done += int(batch.length.sum())
+        bar.update(1)
+
+        if state.step % tc.log_every == 0 or state.step == tc.max_steps:
+            per_codebook = accelerator.reduce(sums.to(device), reduction="sum").cpu() / steps_done
+            seconds = (time.perf_counter() - tick) / steps_done
+            record = {"step": state.step, "loss": float(per_codebook.mean()),
+                      "codebook_losses": [round(float(x), 5) for x in per_codebook], "lr": lr,
+                      "grad_norm": float(grad_norm), "epoch": batch.epoch, "seconds_per_step": seconds,
+                      "frames_per_second": frames_done / steps_done / seconds}
+            _append_log(accelerator, out, record)
+            bar.set_postfix(loss=f"{record['loss']:.3f}")
+            sums.zero_()
+            steps_done, frames_done, tick = 0, 0, time.perf_counter()
+        paused = time.perf_counter()  # evaluation and saving are not counted in seconds_per_step
+        if len(held) and (state.step % tc.eval_every == 0 or state.step == tc.max_steps):
+            losses = _evaluate(accelerator, objective, lm, held, micro, max_frames)
+            _append_log(accelerator, out, {"step": state.step, "eval_loss": float(losses.mean()),
+                                           "eval_codebook_losses": [round(float(x), 5) for x in losses],
+                                           "eval_items": len(held), "eval_source": source})
+        if state.step % tc.save_every == 0 or state.step == tc.max_steps:
+            _save_checkpoint(accelerator, out, state, tc, lm)
+        tick += time.perf_counter() - paused
+    bar.close()
+
+    if peft_model is not None:
+        peft_model.merge_and_unload()  # folds the adapters into lm.model's linear layers, in place
+    final = out / FINAL_DIR
+    if main:
+        lm.model.eval()
+        save_lm(AudioLM(lm.model, lm.text_tokenizer, codec), codec, final)
+    accelerator.wait_for_everyone()
+    return final
+
+
+def _fitting_texts(lm: AudioLM, examples: LMExamples, name: str) -> LMExamples:
+    """Leave out (with a warning) examples whose text does not fit the model's max_text_tokens."""
+    limit = lm.config.max_text_tokens
+    fits = [len(lm.text_tokenizer.encode(t, task)) <= limit for t, task in zip(examples.texts, examples.tasks)]
+    if not all(fits):
+        logger.warning("left out %d %s rows whose text is longer than max_text_tokens=%d tokens", fits.count(False),
+                       name, limit)
+        examples = examples.subset(np.flatnonzero(fits))
+    return examples
+
+
+@torch.no_grad()
+def _evaluate(accelerator: Accelerator, objective: LMObjective, lm: AudioLM, held: LMExamples, batch_size: int,
+              max_frames: int) -> torch.Tensor:
+    """Per-codebook loss [K] of the held-out examples (no condition dropout), over all processes' shares."""
+    K, device = lm.config.num_codebooks, accelerator.device
+    totals = torch.zeros(2, K, dtype=torch.float64, device=device)  # nll sums, target counts
+    objective.eval()
+    for part in eval_batches(held, batch_size, max_frames, accelerator.process_index, accelerator.num_processes):
+        text_ids, text_mask = lm.encode_texts(part.texts, part.tasks)
+        with accelerator.autocast():
+            nll, counted = objective(text_ids.to(device), text_mask.to(device), part.drop.to(device),
+                                     part.codes.to(device), part.code_lengths.to(device), part.cut.to(device))
+        totals += torch.stack([nll.double(), counted.double()])
+    totals = accelerator.reduce(totals, reduction="sum").cpu()
+    objective.train()
+    return totals[0] / totals[1].clamp(min=1)
+
+
+def _append_log(accelerator: Accelerator, out: Path, record: dict) -> None:
+    if accelerator.is_main_process:
+        with open(out / LOG_NAME, "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+
+def _digest(examples: LMExamples) -> str:
+    h = hashlib.sha256(examples.frames.tobytes())
+    h.update(examples.rows.tobytes())
+    h.update("\n".join(f"{task}:{text}" for task, text in zip(examples.tasks, examples.texts)).encode())
+    return h.hexdigest()[:16]
+
+
+# ----------------------------------------------------------------------------------------- checkpoints
+
+
+def _save_checkpoint(accelerator: Accelerator, out: Path, state: TrainState, tc: LMTrainingConfig, lm: AudioLM) -> None:
+    """Write the checkpoint into a temporary folder, then swap it in: a crash leaves the previous one usable."""
+    tmp, checkpoint, old = out / f".{CHECKPOINT_DIR}.tmp", out / CHECKPOINT_DIR, out / f".{CHECKPOINT_DIR}.old"
+    if accelerator.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    with _quiet("accelerate"):
+        accelerator.save_state(str(tmp))  # every process writes its RNG state; weights come from the main one
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        state.save(tmp / STATE_NAME)
+        tc.to_json_file(tmp / TRAINING_CONFIG_NAME)
+        lm.config.save_pretrained(tmp / LM_SUBDIR)
+        lm.text_tokenizer.save_pretrained(tmp / LM_SUBDIR)
+        if checkpoint.exists():
+            os.replace(checkpoint, old)
+        os.replace(tmp, checkpoint)
+        shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
+
+
+def _load_checkpoint(accelerator: Accelerator, checkpoint: Path, tc: LMTrainingConfig, current: TrainState) -> TrainState:
+    saved = TrainState.load(checkpoint / STATE_NAME)
+    if (saved.kind, saved.lora) != (current.kind, current.lora):
+        raise CheckpointError(f"cannot resume: {str(checkpoint)!r} is a {saved.kind} run (lora={saved.lora}), this "
+                              f"is a {current.kind} run (lora={current.lora}); resume it the way it was started")
+    if saved.num_processes != current.num_processes:
+        raise CheckpointError(f"the checkpoint in {str(checkpoint)!r} was written by {saved.num_processes} "
+                              f"process(es); resume it with the same number (got {current.num_processes})")
+    if accelerator.is_main_process:
+        old = LMTrainingConfig.from_json_file(checkpoint / TRAINING_CONFIG_NAME).to_dict()
+        changed = sorted(k for k, v in tc.to_dict().items() if old.get(k) != v)
+        if changed:
+            logger.warning("resuming with changed training settings %s: the run will differ from an uninterrupted "
+                           "one (max_steps changes the LR schedule)", changed)
+        if saved.data_digest != current.data_digest:
+            logger.warning("resuming on other training data than the checkpoint's: batches will differ")
+    with _quiet("accelerate"):
+        accelerator.load_state(str(checkpoint))
+    return dataclasses.replace(current, step=saved.step)

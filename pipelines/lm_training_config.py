@@ -1,0 +1,141 @@
+"""How `train_lm` and `finetune` train: `LMTrainingConfig` (validated, JSON round-trippable) and the LR schedule.
+
+Presets: configs/lm_train_tiny.json, configs/lm_train_small.json. Load one with `LMTrainingConfig.from_json_file`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lm import TextTokenizer
+
+SCHEDULES = ("cosine", "linear", "constant")
+
+
+@dataclass
+class LMTrainingConfig:
+    """How `train_lm` and `finetune` train (not part of the model). Presets: configs/lm_train_*.json.
+
+    batch_size: items per optimizer step over ALL processes and accumulation steps (the global batch); it must
+        be divisible by processes * grad_accum.
+    grad_accum: forward/backward passes per optimizer step on each process.
+    lr, betas, weight_decay: AdamW (weight decay on matrices only, not on norms). clip: max gradient L2 norm.
+    warmup_steps: linear warm-up from lr / warmup_steps; then `schedule` ("cosine", "linear" or "constant")
+        decays to min_lr_ratio * lr at max_steps.
+    max_steps: optimizer steps of the run; the schedule spans them.
+    max_frames: items longer than this many frames are randomly cropped to it (None: the model's
+        max_audio_frames, so only items the model cannot hold are cropped).
+    eval_every: steps between evaluations of the held-out loss (and at the end). eval_fraction: share of the
+        training rows held out when the data has no validation/test split. max_eval_items: at most this many
+        items are evaluated (and held out).
+    save_every, log_every: steps between checkpoints / log records (both also at the end).
+    mixed_precision: "no", "bf16" or "fp16" (fp16 needs a GPU; on a CPU it trains in float32).
+    text_vocab_size: upper bound of the text tokenizer's vocabulary that `train_lm` trains.
+    lora_rank, lora_alpha: LoRA adapters of `finetune(lora=True)`.
+    """
+
+    batch_size: int = 16
+    grad_accum: int = 1
+    lr: float = 3e-4
+    betas: tuple[float, float] = (0.9, 0.95)
+    weight_decay: float = 0.1
+    clip: float = 1.0
+    warmup_steps: int = 200
+    schedule: str = "cosine"
+    min_lr_ratio: float = 0.1
+    max_steps: int = 10_000
+    max_frames: int | None = None
+    eval_every: int = 500
+    eval_fraction: float = 0.02
+    max_eval_items: int = 256
+    save_every: int = 500
+    log_every: int = 10
+    seed: int = 0
+    mixed_precision: str = "no"
+    text_vocab_size: int = 1024
+    lora_rank: int = 16
+    lora_alpha: float = 32.0
+
+    def __post_init__(self) -> None:
+        def integer(name: str, low: int) -> None:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"training.{name} must be an integer >= {low}, got {value!r}")
+
+        def number(name: str, low: float, high: float, low_open: bool) -> None:
+            value = getattr(self, name)
+            ok = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+            if not ok or (value <= low if low_open else value < low) or value > high:
+                bounds = f"{'(' if low_open else '['}{low}, {high}]"
+                raise ValueError(f"training.{name} must be a number in {bounds}, got {value!r}")
+
+        for name in ("batch_size", "grad_accum", "max_steps", "eval_every", "max_eval_items", "save_every",
+                     "log_every", "lora_rank"):
+            integer(name, 1)
+        for name in ("warmup_steps", "seed"):
+            integer(name, 0)
+        integer("text_vocab_size", 4 + len(TextTokenizer.TASKS) + 256 + 1)
+        if self.max_frames is not None:
+            integer("max_frames", 1)
+        number("lr", 0.0, 1.0, True)
+        number("weight_decay", 0.0, math.inf, False)
+        number("clip", 0.0, math.inf, True)
+        number("min_lr_ratio", 0.0, 1.0, False)
+        number("eval_fraction", 0.0, 0.5, False)
+        number("lora_alpha", 0.0, math.inf, True)
+        if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
+            raise ValueError(f"training.betas must be two numbers in [0, 1), got {self.betas!r}")
+        self.betas = tuple(float(b) for b in self.betas)
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"training.schedule must be one of {list(SCHEDULES)}, got {self.schedule!r}")
+        if self.mixed_precision not in ("no", "bf16", "fp16"):
+            raise ValueError(f"training.mixed_precision must be 'no', 'bf16' or 'fp16', got {self.mixed_precision!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "betas": list(self.betas)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> LMTrainingConfig:
+        if not isinstance(data, dict):
+            raise ValueError(f"a training config is a JSON object, got {type(data).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known - {"_comment"})
+        if unknown:
+            raise ValueError(f"training config has unknown keys {unknown}; known keys are {sorted(known)}")
+        return cls(**{k: v for k, v in data.items() if k != "_comment"})
+
+    def to_json_file(self, path: str | os.PathLike) -> None:
+        path = Path(path)
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        tmp.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        os.replace(tmp, path)
+
+    @classmethod
+    def from_json_file(cls, path: str | os.PathLike) -> LMTrainingConfig:
+        path = Path(path)
+        if not path.is_file():
+            raise ValueError(f"training config {str(path)!r} does not exist")
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError as e:
+            raise ValueError(f"training config {str(path)!r} is not valid JSON: {e}") from e
+        return cls.from_dict(data)
+
+
+def lr_factor(tc: LMTrainingConfig):
+    """LR multiplier after `s` optimizer steps: linear warm-up, then `tc.schedule` down to min_lr_ratio at max_steps."""
+    def factor(s: int) -> float:
+        if s < tc.warmup_steps:
+            return (s + 1) / tc.warmup_steps
+        if tc.schedule == "constant":
+            return 1.0
+        progress = min(1.0, (s - tc.warmup_steps) / max(1, tc.max_steps - tc.warmup_steps))
+        shape = 0.5 * (1 + math.cos(math.pi * progress)) if tc.schedule == "cosine" else 1 - progress
+        return tc.min_lr_ratio + (1 - tc.min_lr_ratio) * shape
+    return factor
