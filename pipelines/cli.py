@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Callable, Sequence
 
@@ -51,6 +52,30 @@ def _finetune(args: argparse.Namespace) -> None:
     from .finetune import run_finetune
 
     run_finetune(args)
+
+
+def _eval_codec(args: argparse.Namespace) -> None:
+    from .evaluation import evaluate_codec
+
+    report = evaluate_codec(args.data, codec=args.codec, split=args.split, max_clips=args.max_clips,
+                            num_codebooks=args.num_codebooks, opus_kbps=args.opus_kbps, output=args.output,
+                            domain=args.domain)
+    print(report["markdown"])
+
+
+def _train_music_classifier(args: argparse.Namespace) -> None:
+    from .evaluation import train_family_classifier
+
+    classifier = train_family_classifier(args.data, output=args.output, epochs=args.epochs, seed=args.seed)
+    print(f"held-out family accuracy: {classifier.config.heldout['accuracy']:.3f}; saved to {args.output}")
+
+
+def _eval_music(args: argparse.Namespace) -> None:
+    from .evaluation import evaluate_music_references
+
+    report = evaluate_music_references(args.data, args.classifier, split=args.split, max_clips=args.max_clips,
+                                       output=args.output)
+    print(json.dumps(report, indent=2, default=str))
 
 
 def _data(args: argparse.Namespace) -> None:
@@ -127,6 +152,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     p.set_defaults(func=_data)
 
+    p = sub.add_parser("eval-codec", help="codec vs Opus on a held-out split: mel, STFT, SI-SDR, PESQ, STOI")
+    p.add_argument("--data", required=True, help="dataset folder written by `rvqaudio data`")
+    p.add_argument("--codec", default=None, help="codec folder (default: the bundled codec)")
+    p.add_argument("--split", default="test")
+    p.add_argument("--max-clips", type=int, default=None)
+    p.add_argument("--num-codebooks", type=int, nargs="+", default=None, help="bitrates to test (default: every k)")
+    p.add_argument("--opus-kbps", type=float, nargs="*", default=[6.0, 12.0])
+    p.add_argument("--domain", choices=["speech", "music"], default=None, help="default: speech if it has voices")
+    p.add_argument("-o", "--output", default=None, help="report.json (a .md table is written beside it)")
+    p.set_defaults(func=_eval_codec)
+
+    p = sub.add_parser("train-music-classifier", help="instrument-family classifier on rendered clips (for eval-music)")
+    p.add_argument("--data", required=True, help="music dataset folder written by `rvqaudio data music`")
+    p.add_argument("-o", "--output", required=True, help="classifier folder")
+    p.add_argument("--epochs", type=int, default=300)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_train_music_classifier)
+
+    p = sub.add_parser("eval-music", help="caption adherence (family, tempo) and Frechet distance of music clips")
+    p.add_argument("--data", required=True, help="music dataset folder written by `rvqaudio data music`")
+    p.add_argument("--classifier", required=True, help="folder written by train-music-classifier")
+    p.add_argument("--split", default="test")
+    p.add_argument("--max-clips", type=int, default=None)
+    p.add_argument("-o", "--output", default=None, help="report.json")
+    p.set_defaults(func=_eval_music)
+
     p = sub.add_parser("train-codec", help="train a codec from a folder of audio files or a saved dataset")
     p.add_argument("--config", required=True, help="codec config JSON, e.g. configs/codec_small.json")
     p.add_argument("--data", required=True, help="folder of audio files, or a dataset saved with save_to_disk")
@@ -142,7 +193,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     func: Callable[[argparse.Namespace], None] = args.func
     try:
         func(args)
-    except (ValueError, FileNotFoundError, FileExistsError, ImportError) as e:  # our errors are ValueErrors that speak to the user
+    except (ValueError, FileNotFoundError, FileExistsError, ImportError, RuntimeError) as e:  # our errors are ValueErrors that speak to the user
         print(f"rvqaudio {args.command}: error: {e}", file=sys.stderr)
         return 2
     return 0

@@ -2,7 +2,7 @@
 
 rvqaudio does not ship a trained codec yet, so for now the demo shows the codec end to end on a machine with
 nothing downloaded: it speaks a sentence with espeak-ng, trains `configs/codec_tiny.json` on it for a few
-hundred steps (about a minute on 2 cores) with `train_codec`, encodes the clip to a codes file with
+hundred steps (a few minutes on 2 cores) with `train_codec`, encodes the clip to a codes file with
 `encode_file`, decodes it back with `decode_file`, and reports bitrate and reconstruction quality.
 When a codec is bundled it is used instead of training one.
 """
@@ -15,13 +15,12 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-import torch
-
 from tokenizer import CodecConfig, RVQCodec
 from tokenizer.audio import load_audio
 
 from .codec_files import decode_file, encode_file, read_codes
 from .defaults import DEFAULT_CODEC_DIR
+from .evaluation.metrics import mel_distance
 
 REPO = Path(__file__).resolve().parent.parent
 SENTENCE = "rvqaudio turns audio into tokens, and tokens back into audio."
@@ -35,11 +34,7 @@ def speak(text: str, out: Path) -> Path:
     return out
 
 
-def snr_db(reference: torch.Tensor, estimate: torch.Tensor) -> float:
-    return float(10 * torch.log10(reference.pow(2).sum() / (reference - estimate).pow(2).sum().clamp(min=1e-12)))
-
-
-def run_demo(out: Path, steps: int = 400) -> None:
+def run_demo(out: Path, steps: int = 300) -> None:
     out.mkdir(parents=True, exist_ok=True)
     clip = speak(SENTENCE, out / "speech.wav")
 
@@ -66,14 +61,14 @@ def run_demo(out: Path, steps: int = 400) -> None:
         codes, _ = read_codes(codes_path)
         decoded, _ = load_audio(wav_path)
         print(f"  {k} codebooks = {codec.bitrate(k):5.2f} kbps: codes {tuple(codes.shape)} -> {wav_path.name}, "
-              f"SNR {snr_db(reference, decoded):5.1f} dB")
+              f"mel distance {mel_distance(reference, decoded, codec.sample_rate):.3f} (0 = identical)")
     print(f"original: {clip}; decoded files and codes in {out}/")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=REPO / "demo_output")
-    parser.add_argument("--steps", type=int, default=400)
+    parser.add_argument("--steps", type=int, default=300)
     args = parser.parse_args()
     run_demo(args.out, args.steps)
 

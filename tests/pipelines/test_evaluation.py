@@ -1,0 +1,337 @@
+"""Evaluation: metrics against known values, the codec report against its own metrics, Opus' real bitrate and
+alignment, the family classifier's round trip, and the TTS/music evaluations with stand-in generators."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import numpy as np
+import pytest
+import torch
+from datasets import Audio, Dataset, DatasetDict
+
+from pipelines.evaluation import (FamilyClassifier, audio_features, estimate_tempo, evaluate_codec, evaluate_music,
+                                  evaluate_music_generation, evaluate_music_references, evaluate_tts, frechet_distance,
+                                  mel_distance, normalize_text, opus_roundtrip, pesq_wb, si_sdr, stft_distance, stoi,
+                                  tempo_errors, train_family_classifier, transcribe, wer)
+from pipelines.evaluation.metrics import FEATURE_DIM, FEATURE_N_MELS
+from tokenizer import CodecConfig, RVQCodec
+
+SENTENCES = ("The quick brown fox jumps over the lazy dog.", "Please call Stella and ask her to bring these things.",
+             "She sells sea shells by the sea shore.")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    # Small tensors on a shared 2-core machine: a second intra-op thread only adds contention.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def speech_dir(tmp_path_factory):
+    """A recipe-shaped speech dataset: flite's rms voice reading SENTENCES (16 kHz); two test clips, one train."""
+    root = tmp_path_factory.mktemp("speech")
+    paths = []
+    for i, text in enumerate(SENTENCES):
+        path = root / f"{i}.wav"
+        subprocess.run(["flite", "-voice", "rms", "-t", text, "-o", str(path)], check=True, capture_output=True)
+        paths.append(str(path))
+
+    def split(idx):
+        return Dataset.from_dict({"audio": [paths[i] for i in idx], "text": [SENTENCES[i] for i in idx],
+                                  "voice": ["flite-rms"] * len(idx)}).cast_column("audio", Audio())
+
+    DatasetDict({"train": split([2]), "test": split([0, 1])}).save_to_disk(str(root / "ds"))
+    return root / "ds"
+
+
+@pytest.fixture(scope="module")
+def speech_clip(speech_dir):
+    from pipelines.evaluation.data import iter_audio, load_split
+
+    wav, sr, row = next(iter_audio(load_split(speech_dir, "test")))
+    return wav, sr, row["text"]
+
+
+def _codec() -> RVQCodec:
+    torch.manual_seed(0)
+    config = CodecConfig(sample_rate=8000, n_filters=4, strides=(2, 4), dimension=16,
+                         quantizer={"num_codebooks": 4, "codebook_size": 32})
+    codec = RVQCodec(config)
+    codec.train()(torch.randn(2, 1, 800) * 0.1)  # k-means init
+    return codec.eval()
+
+
+def _clicks(bpm: float, sr: int = 22050, seconds: float = 8.0, pitch: float = 0.8) -> np.ndarray:
+    x = np.zeros(int(sr * seconds))
+    click = np.exp(-np.arange(200) / 30) * np.sin(np.arange(200) * pitch)
+    for start in range(0, len(x) - 200, int(round(60 / bpm * sr))):
+        x[start: start + 200] += click
+    return (0.5 * x).astype(np.float32)
+
+
+# ------------------------------------------------------------------------------------------------------- metrics
+def test_si_sdr_known_values():
+    rng = np.random.default_rng(0)
+    s = rng.standard_normal(16000)
+    assert si_sdr(s, s) > 100
+    assert si_sdr(s, 0.3 * s) == pytest.approx(si_sdr(s, s), abs=1e-6)  # scale-invariant
+    noise = rng.standard_normal(16000)
+    noise *= np.linalg.norm(s) / np.linalg.norm(noise) / 10 ** (10 / 20)  # 10 dB SNR
+    assert si_sdr(s, s + noise) == pytest.approx(10.0, abs=0.3)
+    assert si_sdr(torch.from_numpy(s), torch.from_numpy(s + noise)) == pytest.approx(si_sdr(s, s + noise))
+    with pytest.raises(ValueError, match="same shape"):
+        si_sdr(s, s[:-1])
+
+
+def test_spectral_distances_are_zero_for_identical_signals_and_grow_with_noise():
+    rng = np.random.default_rng(0)
+    s = torch.from_numpy(rng.standard_normal(8000).astype(np.float32) * 0.1)
+    small, big = s + 0.01 * torch.randn(8000), s + 0.1 * torch.randn(8000)
+    assert mel_distance(s, s, 16000) == 0 and stft_distance(s, s) == 0
+    assert 0 < mel_distance(s, small, 16000) < mel_distance(s, big, 16000)
+    assert 0 < stft_distance(s, small) < stft_distance(s, big)
+
+
+def test_pesq_and_stoi_of_identical_speech_are_their_maxima(speech_clip):
+    wav, sr, _ = speech_clip
+    assert pesq_wb(wav, wav, sr) == pytest.approx(4.64, abs=0.01)
+    assert stoi(wav, wav, sr) == pytest.approx(1.0, abs=1e-3)
+    noisy = wav + 0.05 * torch.randn(wav.shape, generator=torch.Generator().manual_seed(0))
+    assert pesq_wb(wav, noisy, sr) < 2.5 and stoi(wav, noisy, sr) < 0.95
+
+
+def test_wer_known_cases():
+    assert normalize_text("Well-known, isn't it? \u2018Yes\u2019 -- 42!") == "well known isn't it yes 42"
+    assert wer("The cat sat.", "the cat sat") == 0
+    assert wer("a b c d", "a x c") == 0.5  # one substitution, one deletion
+    assert wer("a", "a b c") == 2.0  # insertions count
+    assert wer("a b", "") == 1.0
+    assert wer(["a b", "c d e f"], ["a b", ""]) == pytest.approx(4 / 6)  # errors summed over the corpus
+    assert wer("in 1611 there were 7 men", "in 1611 there were seven men") == pytest.approx(1 / 6)  # numbers as written
+    with pytest.raises(ValueError, match="no words"):
+        wer(["...", "a"], ["a", "a"])
+
+
+def test_frechet_distance_zero_for_a_set_with_itself_and_mean_shift_squared():
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((500, 8)) @ rng.standard_normal((8, 8))
+    shift = rng.standard_normal(8)
+    assert frechet_distance(a, a) == pytest.approx(0.0, abs=1e-8)
+    assert frechet_distance(a, a + shift) == pytest.approx(float(shift @ shift), rel=1e-6)
+    # against the textbook formula with scipy's sqrtm, on well-conditioned sets
+    import scipy.linalg
+
+    b = rng.standard_normal((400, 8)) * 2 + 1
+    ca, cb = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    expected = ((a.mean(0) - b.mean(0)) ** 2).sum() + np.trace(ca + cb - 2 * scipy.linalg.sqrtm(ca @ cb).real)
+    assert frechet_distance(a, b) == pytest.approx(expected, rel=1e-6)
+    # fewer rows than dimensions: rank-deficient covariances still give a finite, non-negative distance
+    few = frechet_distance(rng.standard_normal((5, 20)), rng.standard_normal((6, 20)))
+    assert np.isfinite(few) and few >= 0
+
+
+@pytest.mark.parametrize("bpm", [90, 120, 140])
+def test_tempo_of_a_click_track(bpm):
+    assert estimate_tempo(_clicks(bpm), 22050) == pytest.approx(bpm, rel=0.04)
+
+
+def test_tempo_on_rendered_music_and_tempo_errors(tmp_path):
+    from pipelines.data import make_music_dataset
+    from pipelines.evaluation.data import iter_audio
+
+    dd = make_music_dataset(tmp_path / "music", hours=0.02, seed=3, progress=False)
+    est, req = [], []
+    for split in dd:
+        for wav, sr, row in iter_audio(dd[split]):
+            est.append(estimate_tempo(wav, sr))
+            req.append(row["tempo"])
+    errors = tempo_errors(est, req)
+    print(f"rendered clips: tempo within 8%: {errors['within']:.2f}, octave-tolerant: {errors['within_octave']:.2f}, "
+          f"estimated {np.round(est, 1).tolist()} for {req}")
+    # held out (140 clips of 2 h): 94% within 8%, 99% octave-tolerant; a few clips here, so looser bounds
+    assert errors["n"] >= 6 and errors["within_octave"] >= 0.8 and errors["within"] >= 0.5
+    assert tempo_errors([60.0, 121.0, 300.0], [120.0, 120.0, 100.0]) == pytest.approx(
+        {"n": 3, "tolerance": 0.08, "relative_error_mean": (0.5 + 1 / 120 + 2) / 3, "relative_error_median": 0.5,
+         "within": 1 / 3, "within_octave": 1.0})
+
+
+def test_audio_features_windows_and_level():
+    wav = 0.1 * torch.randn(48000, generator=torch.Generator().manual_seed(0))  # 3 s, no silent bins
+    feats = audio_features(wav, 16000)
+    assert feats.shape == (5, FEATURE_DIM)  # 1 s windows every 0.5 s over 3 s
+    louder = audio_features(2 * wav, 16000)
+    # the mel means move by the gain in dB; spreads and timbre dynamics do not
+    assert np.allclose(louder[:, :FEATURE_N_MELS] - feats[:, :FEATURE_N_MELS], 20 * np.log10(2), atol=0.05)
+    assert np.allclose(louder[:, FEATURE_N_MELS:], feats[:, FEATURE_N_MELS:], atol=1e-3)
+
+
+# ---------------------------------------------------------------------------------------------------- codec eval
+def test_opus_roundtrip_is_aligned_and_counts_real_bytes(speech_clip):
+    wav, sr, _ = speech_clip
+    result = opus_roundtrip(wav, sr, 12)
+    assert result.audio.shape == wav.shape
+    assert result.kbps == pytest.approx(result.num_bytes * 8 / (wav.shape[-1] / sr) / 1000)
+    assert 10 < result.kbps < 16  # the target plus the Ogg container's overhead on a 2-3 s clip
+    aligned = si_sdr(wav, result.audio)
+    assert aligned > 5
+    assert all(si_sdr(wav[:, :-s], result.audio[:, s:]) < aligned for s in (1, 3))
+    assert all(si_sdr(wav[:, s:], result.audio[:, :-s]) < aligned for s in (1, 3))
+
+
+def test_evaluate_codec_report_matches_the_metrics(speech_dir, tmp_path):
+    from pipelines.evaluation.data import iter_audio, load_split
+    from tokenizer.audio import resample
+
+    codec = _codec()
+    report = evaluate_codec(speech_dir, codec, max_clips=1, num_codebooks=[4, 1], opus_kbps=(6, 12),
+                            output=tmp_path / "r.json", progress=False)
+    assert [s["name"] for s in report["systems"]] == ["codec k=1", "codec k=4", "opus 6 kbps", "opus 12 kbps"]
+    assert report["domain"] == "speech" and report["clips"] == 1 and report["sample_rate"] == 8000
+    assert report["systems"][1]["kbps"] == codec.bitrate(4)
+
+    wav, sr, _ = next(iter_audio(load_split(speech_dir, "test")))
+    ref = resample(wav, sr, 8000)
+    est = codec.decode(codec.encode(ref[None]))[0, :, : ref.shape[-1]]
+    metrics = report["systems"][1]["metrics"]
+    assert metrics["si_sdr"]["mean"] == pytest.approx(si_sdr(ref, est), abs=1e-4)
+    assert metrics["mel_distance"]["mean"] == pytest.approx(mel_distance(ref, est, 8000), rel=1e-5)
+    assert metrics["pesq_wb"]["mean"] == pytest.approx(pesq_wb(ref, est, 8000), rel=1e-5)
+    opus6, opus12 = report["systems"][2], report["systems"][3]
+    assert 5 < opus6["kbps"] < 10 and 10 < opus12["kbps"] < 16  # measured, container included
+    assert opus12["metrics"]["mel_distance"]["mean"] < opus6["metrics"]["mel_distance"]["mean"]
+    assert opus12["metrics"]["pesq_wb"]["mean"] > opus6["metrics"]["pesq_wb"]["mean"]
+
+    saved = json.loads((tmp_path / "r.json").read_text())
+    assert saved["systems"] == report["systems"]
+    table = (tmp_path / "r.md").read_text()
+    assert table == report["markdown"] and "| opus 12 kbps |" in table and "pesq_wb" in table
+
+
+def test_evaluate_codec_music_domain_has_no_speech_metrics(speech_dir):
+    report = evaluate_codec(speech_dir, _codec(), max_clips=1, num_codebooks=[2], opus_kbps=(), domain="music",
+                            progress=False)
+    assert set(report["systems"][0]["metrics"]) == {"mel_distance", "stft_distance", "si_sdr"}
+    with pytest.raises(ValueError, match="1..4"):
+        evaluate_codec(speech_dir, _codec(), num_codebooks=[5], progress=False)
+
+
+# ---------------------------------------------------------------------------------------------------- music eval
+@pytest.fixture(scope="module")
+def toy_music_dir(tmp_path_factory):
+    """Three "families" a classifier must tell apart at any level: low sawtooth notes, high sine notes, noise
+    bursts, pulsing at a known tempo; train and test draw different pitches, tempi and levels."""
+    sr = 16000
+
+    def clip(family: str, rng: np.random.Generator, tempo: int) -> np.ndarray:
+        t = np.arange(int(sr * 4.0)) / sr
+        f0 = rng.uniform(100, 200) if family == "bass" else rng.uniform(1500, 3000)
+        tone = {"bass": 2 * ((t * f0) % 1.0) - 1, "flute": np.sin(2 * np.pi * f0 * t),
+                "drum": rng.standard_normal(len(t))}[family]
+        envelope = np.exp(-((t % (60 / tempo)) / 0.08))  # one decaying note per beat
+        return (rng.uniform(0.1, 0.6) * tone * envelope).astype(np.float32)
+
+    def split(seed: int, n: int) -> Dataset:
+        rng = np.random.default_rng(seed)
+        rows = {"audio": [], "family": [], "tempo": [], "text": []}
+        for i in range(n):
+            family, tempo = ("bass", "flute", "drum")[i % 3], int(rng.integers(80, 150))
+            rows["audio"].append({"array": clip(family, rng, tempo), "sampling_rate": sr})
+            rows["family"].append(family)
+            rows["tempo"].append(tempo)
+            rows["text"].append(f"{family} at {tempo} bpm #{i}")
+        return Dataset.from_dict(rows).cast_column("audio", Audio(sampling_rate=sr))
+
+    root = tmp_path_factory.mktemp("music") / "ds"
+    DatasetDict({"train": split(0, 12), "test": split(1, 6)}).save_to_disk(str(root))
+    return root
+
+
+@pytest.fixture(scope="module")
+def classifier(toy_music_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("classifier")
+    return train_family_classifier(toy_music_dir, output=out, hidden=32, epochs=60, progress=False), out
+
+
+def test_family_classifier_learns_and_round_trips_through_safetensors(classifier, toy_music_dir):
+    model, folder = classifier
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.safetensors"]
+    assert model.config.heldout["accuracy"] == 1.0 and model.config.heldout["n"] == 6
+    loaded = FamilyClassifier.from_pretrained(folder)
+    assert loaded.families == ["bass", "drum", "flute"] and loaded.config.heldout == model.config.heldout
+    feats = audio_features(torch.from_numpy(_clicks(100, 16000, 2.0)), 16000)
+    assert torch.equal(loaded.clip_log_probs(feats), model.clip_log_probs(feats))
+    again = train_family_classifier(toy_music_dir, hidden=32, epochs=60, test_split=None, progress=False)
+    assert all(torch.equal(a, b) for a, b in zip(again.state_dict().values(), model.state_dict().values()))  # same seed
+
+
+def test_evaluate_music_with_real_clips_and_with_noise(classifier, toy_music_dir):
+    from pipelines.evaluation.data import iter_audio, load_split
+
+    model, _ = classifier
+    real = list(iter_audio(load_split(toy_music_dir, "test")))
+    report = evaluate_music(real, toy_music_dir, model, progress=False)
+    assert report["n"] == 6 and report["family"]["accuracy"] == 1.0
+    assert report["frechet_distance"] == pytest.approx(0.0, abs=1e-6)  # the reference set itself
+    assert report["tempo"]["within"] == 1.0
+    rng = np.random.default_rng(0)
+    noise = [(torch.from_numpy(rng.standard_normal(sr * 4).astype(np.float32) * 0.1), sr, meta)
+             for _, sr, meta in real]
+    worse = evaluate_music(noise, toy_music_dir, model, progress=False)
+    assert worse["family"]["accuracy"] < 0.5 and worse["frechet_distance"] > 100
+
+
+def test_evaluate_music_generation_calls_generate_in_batches(classifier, toy_music_dir):
+    from pipelines.evaluation.data import iter_audio, load_split
+
+    audio = {row["text"]: (wav, sr) for wav, sr, row in iter_audio(load_split(toy_music_dir, "test"))}
+    calls = []
+
+    def generate(captions: list[str]) -> list[tuple[torch.Tensor, int]]:
+        calls.append(len(captions))
+        return [audio[c] for c in captions]
+
+    report = evaluate_music_generation(generate, toy_music_dir, classifier[1], batch_size=4, progress=False)
+    assert calls == [4, 2] and report["family"]["accuracy"] == 1.0
+    assert report["frechet_distance"] == pytest.approx(0.0, abs=1e-6)
+    refs = evaluate_music_references(toy_music_dir, classifier[0], progress=False)
+    assert refs["family"]["accuracy"] == 1.0 and refs["frechet_distance_halves"] > 0
+    assert refs["frechet_distance_train"] > 0
+
+
+# ------------------------------------------------------------------------------------------------------ TTS eval
+def test_transcribe_recognises_clear_speech(speech_clip):
+    from tokenizer.audio import resample
+
+    wav, sr, text = speech_clip
+    assert wer(text, transcribe(wav, sr)) < 0.5
+    stereo_24k = resample(wav, sr, 24000).expand(2, -1)  # down-mixed and resampled to 16 kHz inside
+    assert wer(text, transcribe(stereo_24k, 24000)) < 0.5
+
+
+def test_evaluate_tts_with_reference_and_noise_stand_ins(speech_dir):
+    from pipelines.evaluation.data import iter_audio, load_split
+
+    audio = {row["text"]: (wav, sr) for wav, sr, row in iter_audio(load_split(speech_dir, "test"))}
+
+    def reference(texts):
+        return [(*audio[t], True) for t in texts]
+
+    report = evaluate_tts(reference, speech_dir, progress=False)
+    assert report["n"] == 2 and report["wer_generated"] == report["wer_reference"] < 0.5
+    assert report["ended_by_itself"] == 1.0
+
+    gen = torch.Generator().manual_seed(0)
+
+    def garbage(texts):  # 1 s of noise that ended; silence running past 2x the reference (cheaper to decode than noise)
+        first = (0.1 * torch.randn(16000, generator=gen), 16000, True)
+        wav, sr = audio[texts[1]]
+        return [first, (torch.zeros(int(2.2 * wav.shape[-1])), sr, True)]
+
+    worse = evaluate_tts(garbage, speech_dir, progress=False)
+    assert worse["wer_generated"] > 0.8 and worse["ended_by_itself"] == 0.5
+    assert worse["wer_reference"] == report["wer_reference"]  # the yardstick does not depend on the generator
