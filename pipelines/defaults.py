@@ -11,13 +11,12 @@ so `generate(model=lm_dir)` needs nothing else.
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from functools import lru_cache
 from pathlib import Path
 
 from lm import AudioLM
 from tokenizer import CheckpointError, RVQCodec
+from tokenizer.checkpoint import atomic_folder
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 DEFAULT_CODEC_DIR = ASSETS / "codec"
@@ -69,24 +68,10 @@ def resolve_lm(model: AudioLM | str | os.PathLike | None) -> AudioLM:
 def save_lm(lm: AudioLM, codec: RVQCodec, directory: str | os.PathLike) -> Path:
     """Write a self-contained LM folder (the LM, its text tokenizer and its codec), atomically."""
     lm.config.check_codec(codec)
-    directory = Path(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
-    try:
-        os.chmod(tmp, 0o755)
+    with atomic_folder(directory) as tmp:
         lm.save_pretrained(tmp)
         codec.save_pretrained(tmp / CODEC_SUBDIR)
-        if directory.exists():
-            old = directory.with_name(f".{directory.name}.old-{os.getpid()}")
-            os.replace(directory, old)
-            os.replace(tmp, directory)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, directory)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return directory
+    return Path(directory)
 
 
 def load_lm(directory: str | os.PathLike, device: str | None = None) -> AudioLM:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -18,28 +20,16 @@ CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 
 
-def save_checkpoint(directory: str | os.PathLike, config_json: str, state_dict: dict[str, torch.Tensor],
-                    dtype: torch.dtype | None = None, extra_files: dict[str, str] | None = None) -> Path:
-    """Write `directory/{config.json, model.safetensors}` so that a failure leaves the old folder intact.
-
-    Everything is written into a temporary sibling folder which then replaces `directory`.
-    Floating-point tensors are cast to `dtype` when given (e.g. torch.float16 for shipping).
-    """
+@contextlib.contextmanager
+def atomic_folder(directory: str | os.PathLike) -> Iterator[Path]:
+    """Yield an empty temporary sibling of `directory` to fill; when the block succeeds it replaces
+    `directory`, when it fails it is deleted and `directory` is left as it was."""
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
-    tensors = {
-        k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).detach().contiguous().cpu()
-        for k, v in state_dict.items()
-    }
     tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
     try:
         os.chmod(tmp, 0o755)  # mkdtemp makes it private; a checkpoint is meant to be shared
-        save_file(tensors, str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
-        (tmp / CONFIG_NAME).write_text(config_json)
-        for name, text in (extra_files or {}).items():
-            (tmp / name).write_text(text)
-        for path in tmp.iterdir():
-            os.chmod(path, 0o644)
+        yield tmp
         if directory.exists():
             old = directory.with_name(f".{directory.name}.old-{os.getpid()}")
             os.replace(directory, old)
@@ -50,7 +40,27 @@ def save_checkpoint(directory: str | os.PathLike, config_json: str, state_dict: 
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return directory
+
+
+def save_checkpoint(directory: str | os.PathLike, config_json: str, state_dict: dict[str, torch.Tensor],
+                    dtype: torch.dtype | None = None, extra_files: dict[str, str] | None = None) -> Path:
+    """Write `directory/{config.json, model.safetensors}` so that a failure leaves the old folder intact.
+
+    Everything is written into a temporary sibling folder which then replaces `directory`.
+    Floating-point tensors are cast to `dtype` when given (e.g. torch.float16 for shipping).
+    """
+    tensors = {
+        k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).detach().contiguous().cpu()
+        for k, v in state_dict.items()
+    }
+    with atomic_folder(directory) as tmp:
+        save_file(tensors, str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
+        (tmp / CONFIG_NAME).write_text(config_json)
+        for name, text in (extra_files or {}).items():
+            (tmp / name).write_text(text)
+        for path in tmp.iterdir():
+            os.chmod(path, 0o644)
+    return Path(directory)
 
 
 def load_checkpoint(directory: str | os.PathLike) -> tuple[dict, dict[str, torch.Tensor]]:
