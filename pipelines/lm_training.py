@@ -42,7 +42,6 @@ import hashlib
 import json
 import logging
 import os
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,7 +60,7 @@ from lm.model import codes_to_steps
 from tokenizer import CheckpointError, RVQCodec
 # The codec trainer's run-folder helpers: the same folder rules and atomic swap for both trainers.
 from tokenizer.training import (_check_run_folder, _prepare, _quiet, _recover_interrupted_swap, _step_seed,
-                                _truncate_log)
+                                _truncate_log, save_run_checkpoint)
 
 from .defaults import load_lm, resolve_codec, save_lm
 from .lm_data import BatchPlan, LMExamples, check_codec_metadata, collate, eval_batches, eval_subset, open_lm_data, \
@@ -425,24 +424,14 @@ def _digest(examples: LMExamples) -> str:
 
 
 def _save_checkpoint(accelerator: Accelerator, out: Path, state: TrainState, tc: LMTrainingConfig, lm: AudioLM) -> None:
-    """Write the checkpoint into a temporary folder, then swap it in: a crash leaves the previous one usable."""
-    tmp, checkpoint, old = out / f".{CHECKPOINT_DIR}.tmp", out / CHECKPOINT_DIR, out / f".{CHECKPOINT_DIR}.old"
-    if accelerator.is_main_process:
-        shutil.rmtree(tmp, ignore_errors=True)
-    accelerator.wait_for_everyone()
-    with _quiet("accelerate"):
-        accelerator.save_state(str(tmp))  # every process writes its RNG state; weights come from the main one
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        state.save(tmp / STATE_NAME)
-        tc.to_json_file(tmp / TRAINING_CONFIG_NAME)
-        lm.config.save_pretrained(tmp / LM_SUBDIR)
-        lm.text_tokenizer.save_pretrained(tmp / LM_SUBDIR)
-        if checkpoint.exists():
-            os.replace(checkpoint, old)
-        os.replace(tmp, checkpoint)
-        shutil.rmtree(old, ignore_errors=True)
-    accelerator.wait_for_everyone()
+    """The shared checkpoint swap, with the LM's training state, training config, model config and tokenizer."""
+    def write_extra(folder: Path) -> None:
+        state.save(folder / STATE_NAME)
+        tc.to_json_file(folder / TRAINING_CONFIG_NAME)
+        lm.config.save_pretrained(folder / LM_SUBDIR)
+        lm.text_tokenizer.save_pretrained(folder / LM_SUBDIR)
+
+    save_run_checkpoint(accelerator, out, write_extra)
 
 
 def _load_checkpoint(accelerator: Accelerator, checkpoint: Path, tc: LMTrainingConfig, current: TrainState) -> TrainState:

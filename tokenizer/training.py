@@ -42,6 +42,7 @@ import shutil
 import time
 import warnings
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -304,10 +305,10 @@ def _recover_interrupted_swap(out: Path) -> None:
     shutil.rmtree(out / f".{CHECKPOINT_DIR}.tmp", ignore_errors=True)
 
 
-def _save_checkpoint(accelerator: Accelerator, out: Path, state: TrainState, config: CodecConfig,
-                     model: RVQCodec) -> None:
-    """Write the checkpoint into a temporary folder, then swap it in: a crash leaves the previous one usable."""
-    _check_processes_agree(accelerator, model)
+def save_run_checkpoint(accelerator: Accelerator, out: Path, write_extra: Callable[[Path], None]) -> None:
+    """Write `accelerator.save_state` plus what `write_extra(folder)` adds (on the main process) into a
+    temporary folder, then swap it in as `out/checkpoint`: a crash leaves the previous one usable.
+    `_recover_interrupted_swap` repairs a swap killed between its two renames. Shared by the codec and LM loops."""
     tmp, checkpoint, old = out / f".{CHECKPOINT_DIR}.tmp", out / CHECKPOINT_DIR, out / f".{CHECKPOINT_DIR}.old"
     if accelerator.is_main_process:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -316,13 +317,23 @@ def _save_checkpoint(accelerator: Accelerator, out: Path, state: TrainState, con
         accelerator.save_state(str(tmp))  # every process writes its RNG state; weights come from the main one
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        state.save(tmp / STATE_NAME)
-        config.to_json_file(tmp / "config.json")
+        write_extra(tmp)
         if checkpoint.exists():
             os.replace(checkpoint, old)
         os.replace(tmp, checkpoint)
         shutil.rmtree(old, ignore_errors=True)
     accelerator.wait_for_everyone()
+
+
+def _save_checkpoint(accelerator: Accelerator, out: Path, state: TrainState, config: CodecConfig,
+                     model: RVQCodec) -> None:
+    _check_processes_agree(accelerator, model)
+
+    def write_extra(folder: Path) -> None:
+        state.save(folder / STATE_NAME)
+        config.to_json_file(folder / "config.json")
+
+    save_run_checkpoint(accelerator, out, write_extra)
 
 
 def _load_checkpoint(accelerator: Accelerator, checkpoint: Path, config: CodecConfig) -> TrainState:
