@@ -16,9 +16,10 @@ from collections.abc import Sequence
 
 
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", required=True,
-                        help="tokenized dataset: a `rvqaudio tokenize` output, or a dataset saved with save_to_disk "
-                             "(a DatasetDict's validation/test split is the held-out set)")
+    parser.add_argument("--data", required=True, nargs="+",
+                        help="tokenized dataset(s): `rvqaudio tokenize` outputs or datasets saved with save_to_disk "
+                             "(a DatasetDict's validation/test split is the held-out set); several are trained on "
+                             "together, e.g. speech and music, each with its own task")
     parser.add_argument("--out", required=True, help="run folder: log.jsonl, checkpoint/ and final/ (the LM folder)")
     parser.add_argument("--training-config", default=None,
                         help="training settings JSON, e.g. configs/lm_train_small.json (default: LMTrainingConfig())")

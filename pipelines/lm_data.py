@@ -182,6 +182,26 @@ class LMExamples:
         return LMExamples(self.dataset, self.rows[keep], [self.texts[i] for i in keep], [self.tasks[i] for i in keep],
                           self.frames[keep], [self.voice_of[i] for i in keep], dict(self.dropped))
 
+    @classmethod
+    def concatenate(cls, parts: list[LMExamples]) -> LMExamples:
+        """The examples of several datasets (e.g. speech and music), one after the other."""
+        if len(parts) == 1:
+            return parts[0]
+        offsets = np.cumsum([0] + [len(p.dataset) for p in parts[:-1]])
+        dropped: dict[str, int] = {}
+        for part in parts:
+            for why, n in part.dropped.items():
+                dropped[why] = dropped.get(why, 0) + n
+        return cls(
+            dataset=datasets.concatenate_datasets([p.dataset.with_format(None) for p in parts]).with_format("numpy"),
+            rows=np.concatenate([p.rows + off for p, off in zip(parts, offsets)]),
+            texts=[t for p in parts for t in p.texts],
+            tasks=[t for p in parts for t in p.tasks],
+            frames=np.concatenate([p.frames for p in parts]),
+            voice_of=[v for p in parts for v in p.voice_of],
+            dropped=dropped,
+        )
+
     def codes(self, index: int) -> np.ndarray:
         """Codes of example `index`, (K, T) int64."""
         return np.asarray(self.dataset[int(self.rows[index])]["codes"], dtype=np.int64)

@@ -103,7 +103,8 @@ def train_lm(config: str | os.PathLike | AudioLMConfig, data, out: str | os.Path
     Args:
         config: the LM architecture, an `AudioLMConfig` or a preset path (configs/lm_tiny.json, lm_small.json).
         data: a `rvqaudio tokenize` output folder, a saved Dataset/DatasetDict (train split; a "validation" or
-            "test" split is the held-out set), or such an object; see `pipelines.lm_data`.
+            "test" split is the held-out set), or such an object; see `pipelines.lm_data`. A list of them trains
+            on all together (e.g. speech and music, each with its own task and held-out rows).
         out: run folder: log.jsonl, checkpoint/, final/.
         codec: the codec that tokenized `data` (a folder or an RVQCodec; None: the bundled codec). The dataset
             records only the codec's fingerprint: a different codec is refused before anything runs.
@@ -205,26 +206,47 @@ def _require_peft() -> None:
 
 
 def _load_examples(data, eval_data, codec, task: str | None, tc: LMTrainingConfig) -> tuple[LMExamples, LMExamples, str]:
-    """Open the data, check that `codec` made its codes, read its examples and set the evaluation ones apart
-    (a deterministic share of the training rows when the data has no evaluation split); before any step runs."""
+    """Open the data (one source, or a list of them, e.g. speech and music), check that `codec` made its codes,
+    read its examples and set the evaluation ones apart (a deterministic share of a source's training rows when it
+    has no evaluation split); before any step runs."""
+    sources = list(data) if isinstance(data, (list, tuple)) else [data]
+    if not sources:
+        raise ValueError("data is an empty list: pass at least one tokenized dataset")
+    if eval_data is not None and len(sources) > 1:
+        raise ValueError("eval_data replaces the held-out rows of a single data source; with several sources, "
+                         "give each its own validation/test split")
+    parts = [_source_examples(source, eval_data, codec, task, tc) for source in sources]
+    train = LMExamples.concatenate([p[0] for p in parts])
+    held = LMExamples.concatenate([p[1] for p in parts])
+    held = held.subset(eval_subset(len(held), tc.max_eval_items, tc.seed))
+    if len(train) == 0:
+        raise ValueError("the training data has no usable rows (each needs a non-empty text and codes)")
+    if len(sources) == 1:
+        return train, held, parts[0][2]
+    return train, held, "; ".join(f"{_source_name(d)}: {p[2]}" for d, p in zip(sources, parts))
+
+
+def _source_examples(data, eval_data, codec, task: str | None, tc: LMTrainingConfig,
+                     ) -> tuple[LMExamples, LMExamples, str]:
     train_ds, held_ds, source = open_lm_data(data, eval_data)
-    check_codec_metadata(train_ds, codec, "the training data")
+    name = _source_name(data)
+    check_codec_metadata(train_ds, codec, f"the training data {name!r}")
     if held_ds is not None:
-        check_codec_metadata(held_ds, codec, f"the evaluation data ({source})")
+        check_codec_metadata(held_ds, codec, f"the evaluation data of {name!r} ({source})")
     train = LMExamples.from_dataset(train_ds, task)
     held = None if held_ds is None else LMExamples.from_dataset(held_ds, task)
-    for name, examples in (("training", train), ("evaluation", held)):
+    for kind, examples in (("training", train), ("evaluation", held)):
         if examples is not None and examples.dropped:
-            logger.warning("left out %s rows of the %s data: %s", sum(examples.dropped.values()), name,
+            logger.warning("left out %s rows of the %s data %r: %s", sum(examples.dropped.values()), kind, name,
                            ", ".join(f"{n} {why}" for why, n in examples.dropped.items()))
     if held is None:
         keep, held_positions = split_held_out(train, tc.eval_fraction, tc.max_eval_items, tc.seed)
         train, held = train.subset(keep), train.subset(held_positions)
-    else:
-        held = held.subset(eval_subset(len(held), tc.max_eval_items, tc.seed))
-    if len(train) == 0:
-        raise ValueError("the training data has no usable rows (each needs a non-empty text and codes)")
     return train, held, source
+
+
+def _source_name(data) -> str:
+    return str(data) if isinstance(data, (str, os.PathLike)) else type(data).__name__
 
 
 def _open_run_folder(accelerator: Accelerator, out: Path) -> None:

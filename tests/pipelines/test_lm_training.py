@@ -21,7 +21,7 @@ from lm import AudioLM, AudioLMConfig, GenerationConfig, TextTokenizer, split_it
 from pipelines.defaults import load_lm
 from pipelines.finetune import main as cli_main
 from pipelines.lm_data import BatchPlan, LMExamples, collate, split_held_out
-from pipelines.lm_training import LMObjective, TrainState, finetune, train_lm
+from pipelines.lm_training import LMObjective, TrainState, _load_examples, finetune, train_lm
 from pipelines.lm_training_config import LMTrainingConfig, lr_factor
 from pipelines.tokenize.storage import _codec_metadata, _description
 from tokenizer import CodecConfig, RVQCodec
@@ -333,7 +333,7 @@ def _initial_weights(files) -> dict:
 def test_codec_mismatch_is_refused_before_any_step(files, trained, tmp_path):
     other = _codec(codebook_size=64)
     other.save_pretrained(tmp_path / "other_codec")
-    with pytest.raises(ValueError, match="codec mismatch: the training data holds codes of codec fingerprint"):
+    with pytest.raises(ValueError, match="codec mismatch: the training data .*speech.* holds codes of codec fingerprint"):
         train_lm(files["lm"], files["speech"], tmp_path / "a", codec=tmp_path / "other_codec", training=_training())
     assert not (tmp_path / "a").exists()
     _dataset(other, 8, 2, None).save_to_disk(str(tmp_path / "other_data"))
@@ -381,3 +381,20 @@ def test_lora_trains_adapters_only_and_saves_a_plain_merged_lm(trained, files, t
     with pytest.raises(ImportError, match="pip install peft"):
         finetune(trained / "final", files["speech"], tmp_path / "nolora", lora=True, training=_training())
     assert not (tmp_path / "nolora").exists()
+
+
+def test_speech_and_music_sources_train_together_each_with_its_task_and_held_out_rows(files, tmp_path):
+    codec = RVQCodec.from_pretrained(files["codec"])
+    DatasetDict({"train": _dataset(codec, 10, 3, None), "test": _dataset(codec, 3, 4, None)}).save_to_disk(
+        str(tmp_path / "music"))
+    tc = _training(max_steps=2)
+    train, held, source = _load_examples([files["speech"], tmp_path / "music"], None, codec, None, tc)
+    assert train.tasks == ["speech"] * 24 + ["music"] * 10 and held.tasks == ["speech"] * 4 + ["music"] * 3
+    assert train.voices == sorted(TRAIN_VOICES) and train.texts[-1] == TEXTS[9 % len(TEXTS)]
+    alone, _, _ = _load_examples(tmp_path / "music", None, codec, None, tc)
+    np.testing.assert_array_equal(train.codes(30), alone.codes(6))  # rows of a later source keep their codes
+    assert str(tmp_path / "music") in source and "'test' split" in source
+    final = train_lm(files["lm"], [files["speech"], tmp_path / "music"], tmp_path / "run", codec=codec, training=tc)
+    assert load_lm(final).config.voices == sorted(TRAIN_VOICES)
+    with pytest.raises(ValueError, match="several sources"):
+        _load_examples([files["speech"], tmp_path / "music"], files["speech"], codec, None, tc)
