@@ -32,18 +32,22 @@ _HF_MARKERS = ("dataset_info.json", "dataset_dict.json", "state.json")
 class AudioCrops:
     """Random crops of `segment_seconds` from an audio corpus, at `sample_rate` Hz with `channels` channels.
 
-    `source` is a folder searched recursively for .wav/.flac/.ogg/.mp3/.opus files, a single audio file, or a
+    `source` is a folder searched recursively for .wav/.flac/.ogg/.mp3/.opus files, a single audio file, a
     folder written by `datasets.Dataset.save_to_disk` (its first `Audio` column is used; of a `DatasetDict`, the
-    "train" split). Every clip is equally likely to be drawn, whatever its length; the crop offset is uniform
-    over the clip. Clips shorter than a segment are zero-padded at the end.
+    "train" split), or a list of these, whose clips are pooled in that order (e.g. a speech and a music dataset).
+    Every clip is equally likely to be drawn, whatever its length; the crop offset is uniform over the clip. Clips
+    shorter than a segment are zero-padded at the end.
 
-    Raises AudioInputError if `source` does not exist, holds no audio, or (later, in `batch`) if every clip
+    Raises AudioInputError if a source does not exist, holds no audio, or (later, in `batch`) if every clip
     turns out to be unreadable.
     """
 
-    def __init__(self, source: str | os.PathLike, sample_rate: int, channels: int, segment_seconds: float,
-                 seed: int = 0):
-        self.source = Path(source)
+    def __init__(self, source: str | os.PathLike | list[str | os.PathLike], sample_rate: int, channels: int,
+                 segment_seconds: float, seed: int = 0):
+        paths = list(source) if isinstance(source, (list, tuple)) else [source]
+        if not paths:
+            raise AudioInputError("no training data given: pass at least one folder, audio file or saved dataset")
+        self.sources = [_Source(Path(p)) for p in paths]
         self.sample_rate = sample_rate
         self.channels = channels
         self.segment_seconds = float(segment_seconds)
@@ -52,39 +56,26 @@ class AudioCrops:
         self.skipped: dict[str, str] = {}  # clip name -> why it could not be read, in order of discovery
         self._bad: set[int] = set()
         self._resamplers: dict[int, torchaudio.transforms.Resample] = {}
-        self._dataset = None
-        if not self.source.exists():
-            raise AudioInputError(f"training data {str(self.source)!r} does not exist; pass a folder of audio "
-                                  "files or a folder written by datasets' save_to_disk")
-        if self.source.is_file():
-            self._files = [self.source]
-        elif any((self.source / marker).is_file() for marker in _HF_MARKERS):
-            self._files = []
-            self._dataset, self._column = _open_hf_dataset(self.source)
-        else:
-            self._files = sorted(p for p in self.source.rglob("*")
-                                 if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file())
-            if not self._files:
-                raise AudioInputError(
-                    f"no audio files ({', '.join(AUDIO_SUFFIXES)}) found under {str(self.source)!r}; "
-                    "point the training data at a folder of audio files or a saved Hugging Face dataset")
+        self._starts = np.cumsum([0] + [len(s) for s in self.sources])
 
     @classmethod
-    def from_config(cls, config: CodecConfig, source: str | os.PathLike) -> AudioCrops:
+    def from_config(cls, config: CodecConfig, source: str | os.PathLike | list[str | os.PathLike]) -> AudioCrops:
         """Crops at the codec's rate and channels, of `config.training.segment_seconds`, seeded by its seed."""
         return cls(source, config.sample_rate, config.channels, config.training.segment_seconds,
                    config.training.seed)
 
     def __len__(self) -> int:
-        """Number of clips (files or dataset rows) crops are drawn from."""
-        return len(self._dataset) if self._dataset is not None else len(self._files)
+        """Number of clips (files or dataset rows) crops are drawn from, over all sources."""
+        return int(self._starts[-1])
 
     def name(self, index: int) -> str:
-        """A readable name for clip `index`: the file's path relative to the source, or `dataset[row]`."""
-        if self._dataset is not None:
-            return f"{self.source.name}[{index}]"
-        path = self._files[index]
-        return str(path.relative_to(self.source)) if path != self.source else path.name
+        """A readable name for clip `index`: the file's path relative to its source, or `dataset[row]`."""
+        source, local = self._locate(index)
+        return source.name(local)
+
+    def _locate(self, index: int) -> tuple[_Source, int]:
+        part = int(np.searchsorted(self._starts, index, side="right")) - 1
+        return self.sources[part], index - int(self._starts[part])
 
     def batch(self, step: int, batch_size: int, rank: int = 0) -> torch.Tensor:
         """The batch of training step `step` on process `rank`: FloatTensor[batch_size, channels, segment_samples].
@@ -141,20 +132,56 @@ class AudioCrops:
             if len(self._bad) == len(self):
                 break
         examples = "; ".join(f"{k}: {v}" for k, v in list(self.skipped.items())[:3])
-        raise AudioInputError(f"{len(self._bad)} of {len(self)} clips in {str(self.source)!r} could not be read "
+        where = ", ".join(repr(str(source.path)) for source in self.sources)
+        raise AudioInputError(f"{len(self._bad)} of {len(self)} clips in {where} could not be read "
                               f"and no readable one was drawn; for example {examples}")
 
     def _open(self, index: int) -> tuple[str | io.BytesIO, str]:
         """The clip as a path or an in-memory file, and its suffix ("" when unknown)."""
-        if self._dataset is None:
-            return str(self._files[index]), self._files[index].suffix.lower()
-        item = self._dataset[index][self._column]
+        source, local = self._locate(index)
+        return source.open(local)
+
+
+class _Source:
+    """One training source: a folder of audio files, one audio file, or a saved HF dataset."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.files: list[Path] = []
+        self.dataset = None
+        if not path.exists():
+            raise AudioInputError(f"training data {str(path)!r} does not exist; pass a folder of audio "
+                                  "files or a folder written by datasets' save_to_disk")
+        if path.is_file():
+            self.files = [path]
+        elif any((path / marker).is_file() for marker in _HF_MARKERS):
+            self.dataset, self.column = _open_hf_dataset(path)
+        else:
+            self.files = sorted(p for p in path.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file())
+            if not self.files:
+                raise AudioInputError(
+                    f"no audio files ({', '.join(AUDIO_SUFFIXES)}) found under {str(path)!r}; "
+                    "point the training data at a folder of audio files or a saved Hugging Face dataset")
+
+    def __len__(self) -> int:
+        return len(self.dataset) if self.dataset is not None else len(self.files)
+
+    def name(self, index: int) -> str:
+        if self.dataset is not None:
+            return f"{self.path.name}[{index}]"
+        path = self.files[index]
+        return str(path.relative_to(self.path)) if path != self.path else path.name
+
+    def open(self, index: int) -> tuple[str | io.BytesIO, str]:
+        if self.dataset is None:
+            return str(self.files[index]), self.files[index].suffix.lower()
+        item = self.dataset[index][self.column]
         suffix = Path(item["path"]).suffix.lower() if item.get("path") else ""
         if item.get("bytes"):
             return io.BytesIO(item["bytes"]), suffix
         if item.get("path"):
             return item["path"], suffix
-        raise AudioInputError(f"{self.name(index)} has neither bytes nor a path in column {self._column!r}")
+        raise AudioInputError(f"{self.name(index)} has neither bytes nor a path in column {self.column!r}")
 
 
 def _open_hf_dataset(path: Path):

@@ -84,14 +84,15 @@ class TrainState:
         return cls(**json.loads(path.read_text()))
 
 
-def train_codec(config: CodecConfig, data: str | os.PathLike, out: str | os.PathLike, max_steps: int | None = None,
+def train_codec(config: CodecConfig, data: str | os.PathLike | list[str | os.PathLike], out: str | os.PathLike, max_steps: int | None = None,
                 resume: bool = False) -> Path:
     """Train a codec on `data` and save it to `out/final`; returns that folder.
 
     Args:
         config: architecture and `config.training` (batch size per process, segment length, optimiser, loss
             weights, stages, seed, log and save intervals).
-        data: a folder of audio files (searched recursively), one audio file, or a saved HF dataset (see `AudioCrops`).
+        data: a folder of audio files (searched recursively), one audio file, a saved HF dataset, or a list of
+            these pooled together (see `AudioCrops`).
         out: run folder; holds `log.jsonl`, `checkpoint/` and, at the end, `final/`.
         max_steps: total optimisation steps (default `config.training.max_steps`), counted from step 0 on resume.
         resume: continue from `out/checkpoint`. Without it, a run folder that already holds a checkpoint or a
@@ -108,7 +109,7 @@ def train_codec(config: CodecConfig, data: str | os.PathLike, out: str | os.Path
     return final
 
 
-def fit_codec(config: CodecConfig, data: str | os.PathLike, out: str | os.PathLike, max_steps: int | None = None,
+def fit_codec(config: CodecConfig, data: str | os.PathLike | list[str | os.PathLike], out: str | os.PathLike, max_steps: int | None = None,
               resume: bool = False) -> RVQCodec:
     """The training loop of `train_codec`, without the final save: returns this process's trained codec (eval mode).
 
@@ -394,13 +395,14 @@ def _quiet(name: str):
 
 
 def main(argv: list[str] | None = None) -> None:
-    """`python -m tokenizer.training CONFIG DATA OUT [--max-steps N] [--resume]`: `train_codec`, for launchers.
+    """`python -m tokenizer.training CONFIG DATA [DATA ...] OUT [--max-steps N] [--resume]`: `train_codec`, for launchers.
 
     torchrun and `accelerate launch` start one such process per worker (see the module docstring).
     """
     parser = argparse.ArgumentParser(prog="python -m tokenizer.training", description=train_codec.__doc__.split("\n")[0])
     parser.add_argument("config", help="codec config JSON, e.g. configs/codec_small.json")
-    parser.add_argument("data", help="folder of audio files, one audio file, or a saved Hugging Face dataset")
+    parser.add_argument("data", nargs="+",
+                        help="folders of audio files, audio files, or saved Hugging Face datasets (pooled)")
     parser.add_argument("out", help="run folder: log.jsonl, checkpoint/ and final/")
     parser.add_argument("--max-steps", type=int, default=None, help="total steps (default: the config's max_steps)")
     parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint")

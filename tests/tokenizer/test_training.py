@@ -305,3 +305,14 @@ def test_unsynchronised_codebooks_are_caught(tmp_path, corpus):
     assert proc.returncode != 0
     assert "processes disagree" in proc.stdout + proc.stderr
     assert "quantizer.levels.0.embed" in proc.stdout + proc.stderr
+
+
+def test_several_sources_pool_their_clips_in_order(tmp_path):
+    for name, freq in (("a", 220.0), ("b", 440.0)):
+        (tmp_path / name).mkdir()
+        sf.write(tmp_path / name / "x.wav", np.sin(2 * np.pi * freq * np.arange(SR) / SR).astype(np.float32), SR)
+    pooled = AudioCrops([tmp_path / "a", tmp_path / "b"], SR, 1, 0.25)
+    assert len(pooled) == 2 and pooled.name(1) == "x.wav"
+    assert torch.equal(pooled.crop(1, 0.3), AudioCrops(tmp_path / "b", SR, 1, 0.25).crop(0, 0.3))
+    with pytest.raises(AudioInputError, match="does not exist"):
+        AudioCrops([tmp_path / "a", tmp_path / "missing"], SR, 1, 0.25)
