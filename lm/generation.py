@@ -50,6 +50,8 @@ class GenerationConfig:
     task: the task tag put before the text ("speech" or "music" with the default text tokenizer; None: no tag).
     num_codebooks: return only the first k codebooks (None: all K). All K are still generated, because each
         step's input is the sum of all K codebooks' embeddings; k only trims the result.
+    min_duration: seconds of new audio before end of audio may be sampled (0: any time; >= duration: always the
+        whole duration, as MusicGen does).
     """
 
     duration: float = 10.0
@@ -60,6 +62,7 @@ class GenerationConfig:
     seed: int | None = None
     task: str | None = None
     num_codebooks: int | None = None
+    min_duration: float = 0.0
 
     def __post_init__(self) -> None:
         def number(name: str) -> float:
@@ -86,6 +89,8 @@ class GenerationConfig:
         if self.num_codebooks is not None and (isinstance(self.num_codebooks, bool)
                                                or not isinstance(self.num_codebooks, int) or self.num_codebooks < 1):
             raise ValueError(f"num_codebooks must be an integer >= 1 or None, got {self.num_codebooks!r}")
+        if number("min_duration") < 0:
+            raise ValueError(f"min_duration must be >= 0 seconds, got {self.min_duration!r}")
 
     @property
     def uses_guidance(self) -> bool:
@@ -128,6 +133,7 @@ class Decoding:
         self.batch_size, self.num_codebooks = B, K
         self.prompt_frames = 0 if prompt is None else prompt.shape[2]
         self.max_frames = self.prompt_frames + new_frames + 1  # + the end frame
+        self.min_frames = min(new_frames, round(config.min_duration * cfg.frame_rate))  # no end of audio before
         self.text_ids, self.text_mask = text_ids.to(device), text_mask.to(device)
         self.prompt = None if prompt is None else prompt.to(device)
         # Provisional length of each item (max_frames) until codebook 0 says where it ends.
@@ -200,8 +206,8 @@ class Decoding:
 
     # -- the loop ------------------------------------------------------------------------------------------
 
-    def _guided(self, logits: torch.Tensor) -> torch.Tensor:
-        """Logits of the cache rows [R, K, V] -> logits to sample from [B, K, V]."""
+    def _guided(self, logits: torch.Tensor, step: int) -> torch.Tensor:
+        """Logits of the cache rows [R, K, V] at `step` -> logits to sample from [B, K, V]."""
         B = self.batch_size
         if self.config.uses_guidance:
             cond, uncond = logits[:B], logits[B:]
@@ -209,6 +215,9 @@ class Decoding:
         logits = logits.float().clone()
         # End of audio is decided by codebook 0 only; the other codebooks are forced to it.
         logits[:, 1:, -1] = -math.inf
+        if self.min_frames:
+            early = self._slot_frames(step)[:, 0] < self.prompt_frames + self.min_frames  # (B,)
+            logits[early, 0, -1] = -math.inf
         return logits
 
     def _sample(self, logits: torch.Tensor) -> torch.Tensor:
@@ -248,7 +257,7 @@ class Decoding:
         inputs = torch.cat([model.start_step(B), self.steps[:, :, :first]], dim=2)  # (B, K, first + 1)
         logits = model.prefill(text_ids, text_mask, inputs.repeat(rows // B, 1, 1), cache)  # (R, K, V)
         for step in range(first, self.num_steps):
-            values = self._take_step(step, self._sample(self._guided(logits)))
+            values = self._take_step(step, self._sample(self._guided(logits, step)))
             yield self._ready(step + 1)
             if all(self.done):
                 return

@@ -75,7 +75,7 @@ class GeneratedAudio:
 
 def generate(prompt: str | list[str], *, task: str | None = "music", duration: float = 10.0, seed: int | None = None,
              temperature: float = 1.0, top_k: int | None = 250, top_p: float = 1.0, guidance_scale: float = 3.0,
-             voice: str | None = None, num_codebooks: int | None = None,
+             voice: str | None = None, num_codebooks: int | None = None, min_duration: float | None = None,
              model: AudioLM | str | os.PathLike | None = None,
              audio_prompt: torch.Tensor | str | os.PathLike | None = None,
              progress: bool = True) -> GeneratedAudio | list[GeneratedAudio]:
@@ -85,6 +85,8 @@ def generate(prompt: str | list[str], *, task: str | None = "music", duration: f
         length. In a batch, one generator serves all items, so an item's audio depends on its place in it.
     task, duration (seconds of new audio, at most), seed, temperature, top_k, top_p, guidance_scale,
         num_codebooks: as in `lm.GenerationConfig`. seed=None draws one (kept in the result).
+    min_duration: seconds before the LM may end the audio. None: music plays for the whole `duration` (as
+        MusicGen's does) and speech ends when the LM says the text is spoken.
     voice: task="speech" only; one of the LM's voices (`voices(model)`); None takes `default_voice(model)`.
     model: an `AudioLM` carrying its codec, a self-contained LM folder, or None for the bundled LM.
     audio_prompt: audio to continue, the same for every text: a waveform FloatTensor[C, N] or [N] at the
@@ -93,7 +95,7 @@ def generate(prompt: str | list[str], *, task: str | None = "music", duration: f
     progress: show a tqdm bar of generated frames (on stderr).
     """
     request = _Request(prompt, task, duration, seed, temperature, top_k, top_p, guidance_scale, voice,
-                       num_codebooks, model, audio_prompt)
+                       num_codebooks, min_duration, model, audio_prompt)
     chunks = list(request.frames(progress))
     codes = torch.cat(chunks, dim=2) if chunks else request.no_frames()  # (B, k, T), PAD_FRAME past an end
     results = []
@@ -107,6 +109,7 @@ def generate(prompt: str | list[str], *, task: str | None = "music", duration: f
 def generate_stream(prompt: str, *, task: str | None = "music", duration: float = 10.0, seed: int | None = None,
                     temperature: float = 1.0, top_k: int | None = 250, top_p: float = 1.0,
                     guidance_scale: float = 3.0, voice: str | None = None, num_codebooks: int | None = None,
+                    min_duration: float | None = None,
                     model: AudioLM | str | os.PathLike | None = None,
                     audio_prompt: torch.Tensor | str | os.PathLike | None = None, progress: bool = True,
                     chunk_frames: int | None = None) -> AudioStream:
@@ -123,7 +126,7 @@ def generate_stream(prompt: str, *, task: str | None = "music", duration: float 
                                      or chunk_frames < 1):
         raise ValueError(f"chunk_frames must be an integer >= 1 or None, got {chunk_frames!r}")
     request = _Request(prompt, task, duration, seed, temperature, top_k, top_p, guidance_scale, voice,
-                       num_codebooks, model, audio_prompt)
+                       num_codebooks, min_duration, model, audio_prompt)
     return AudioStream(request, progress, chunk_frames or 1)
 
 
@@ -240,15 +243,17 @@ class _Request:
     """Every argument of a generate call, checked and resolved: texts, settings, LM, voice, prompt codes."""
 
     def __init__(self, prompt, task, duration, seed, temperature, top_k, top_p, guidance_scale, voice,
-                 num_codebooks, model, audio_prompt) -> None:
+                 num_codebooks, min_duration, model, audio_prompt) -> None:
         self.batched = not isinstance(prompt, str)
         self.texts = _check_prompts(prompt)
         if seed is None:
             seed = secrets.randbits(32)
         # Settings first: a bad value is reported before a model is loaded. The LM checks its own limits later.
+        if min_duration is None:
+            min_duration = duration if task == "music" else 0.0
         self.config = GenerationConfig(duration=duration, temperature=temperature, top_k=top_k, top_p=top_p,
                                        guidance_scale=guidance_scale, seed=seed, task=task,
-                                       num_codebooks=num_codebooks)
+                                       num_codebooks=num_codebooks, min_duration=min_duration)
         if voice is not None and task != "speech":
             raise ValueError(f"voice={voice!r} is for task='speech'; task={task!r} has no voice: drop the voice or "
                              "use task='speech'")
@@ -411,6 +416,9 @@ def add_generate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--guidance-scale", type=float, default=3.0, help="classifier-free guidance (1: none)")
     parser.add_argument("--voice", default=None, help="speech only: a voice of the LM (see `rvqaudio voices`)")
     parser.add_argument("--num-codebooks", type=int, default=None, help="decode only the first K codebooks")
+    parser.add_argument("--min-duration", type=float, default=None,
+                        help="seconds before the LM may end the audio (default: music the whole --duration, "
+                             "speech any time)")
     parser.add_argument("--model", default=None, help="self-contained LM folder (default: the bundled LM)")
     parser.add_argument("--audio-prompt", default=None, help="audio file or codes file (.npz) to continue")
     parser.add_argument("--stream", action="store_true",
@@ -423,7 +431,8 @@ def run_generate(args: argparse.Namespace) -> None:
     outputs = output_paths(args.output, len(args.prompt))  # before generating: a bad path costs nothing
     settings = dict(task=args.task, duration=args.duration, seed=args.seed, temperature=args.temperature,
                     top_k=args.top_k, top_p=args.top_p, guidance_scale=args.guidance_scale, voice=args.voice,
-                    num_codebooks=args.num_codebooks, model=args.model, audio_prompt=args.audio_prompt,
+                    num_codebooks=args.num_codebooks, min_duration=args.min_duration, model=args.model,
+                    audio_prompt=args.audio_prompt,
                     progress=not args.no_progress)
     if args.stream:
         if len(args.prompt) != 1:

@@ -252,3 +252,18 @@ def test_bad_generation_inputs(make_lm):
         lm.generate(["hello world"], ok, audio_prompt=torch.zeros(1, 4, 5))
     with pytest.raises(ValueError, match="texts must be a list of str"):
         lm.generate("hello world", ok)
+
+
+def test_min_duration_holds_back_end_of_audio_and_leaves_longer_items_alone(trained):
+    lm, targets, _ = trained
+    shortest, longest = min(PAIRS.values()), max(PAIRS.values())
+    floor = (shortest + longest) // 2  # frames; 10 Hz
+    codes = lm.generate(list(PAIRS), greedy(duration=3.0, min_duration=floor / 10))
+    for item, natural in zip(split_items(codes), PAIRS.values()):
+        assert item.shape[2] >= floor
+        if natural >= floor:
+            assert item.shape[2] == natural  # ending after the floor is the model's own choice, as before
+    full = lm.generate(list(PAIRS), greedy(duration=1.5, min_duration=5.0))  # floor beyond duration: full length
+    assert [item.shape[2] for item in split_items(full)] == [15] * len(PAIRS)
+    with pytest.raises(ValueError, match="min_duration"):
+        GenerationConfig(min_duration=-1.0)

@@ -163,7 +163,7 @@ def test_batch_items_are_trimmed_to_their_own_end(lm, tmp_path, end_at):
         return stack
 
     with ending_first_item():
-        clips = generate(texts, duration=DURATION, seed=1, model=lm, progress=False)
+        clips = generate(texts, duration=DURATION, min_duration=0.0, seed=1, model=lm, progress=False)
     with ending_first_item():
         codes = lm.generate(texts, GenerationConfig(duration=DURATION, seed=1, task="music"))
     assert isinstance(clips, list) and [c.prompt for c in clips] == [PROMPT, "drums and bass"]
@@ -393,3 +393,14 @@ def test_cli_without_a_bundled_lm(tmp_path, monkeypatch, capsys):
 def test_cli_voices_lists_them_with_the_default_marked(lm_dir, capsys):
     assert main(["voices", "--model", str(lm_dir)]) == 0
     assert capsys.readouterr().out.splitlines() == ["alice (default)", "bob"]
+
+
+def test_music_plays_for_the_whole_duration_unless_asked_otherwise(lm):
+    def ending_at_2(**settings):  # the model wants to stop after 2 frames
+        with end_of_audio(lm, rows=slice(0, None, 2), at=2):
+            return generate(PROMPT, duration=DURATION, seed=1, model=lm, progress=False, **settings)
+
+    whole, early, speech = ending_at_2(), ending_at_2(min_duration=0.0), ending_at_2(task="speech")
+    assert not whole.ended_by_itself and whole.codes.shape == (4, FRAMES)
+    assert early.ended_by_itself and early.codes.shape == (4, 2)
+    assert speech.ended_by_itself and speech.codes.shape == (4, 2)  # speech ends when the LM says so
