@@ -5,12 +5,19 @@ A self-contained LM folder is what `train-lm`, `finetune` and `generate` exchang
     lm_dir/config.json, model.safetensors, text_tokenizer.model   # AudioLM.save_pretrained
     lm_dir/codec/config.json, model.safetensors                    # the codec whose codes the LM models
 
-so `generate(model=lm_dir)` needs nothing else.
+so `generate(model=lm_dir)` needs nothing else. The bundled models are one such pair stored side by side
+(`assets/codec`, and `assets/lm` without a `codec/` of its own), written by
+
+    python -m pipelines.defaults --codec runs/default/codec/final --model runs/default/lm/final
+
+(see scripts/default_models.sh and the model card, pipelines/assets/README.md).
 """
 
 from __future__ import annotations
 
+import argparse
 import os
+import shutil
 from functools import lru_cache
 from pathlib import Path
 
@@ -41,7 +48,7 @@ def default_lm() -> AudioLM:
         raise CheckpointError(
             f"no bundled LM at {DEFAULT_LM_DIR}: this build of rvqaudio ships none yet. Pass a model folder "
             "instead (--model DIR / model=DIR), e.g. one written by `rvqaudio train-lm` or `rvqaudio finetune`")
-    return load_lm(DEFAULT_LM_DIR)
+    return AudioLM.from_pretrained(DEFAULT_LM_DIR, codec=default_codec())
 
 
 def resolve_codec(codec: RVQCodec | str | os.PathLike | None) -> RVQCodec:
@@ -83,3 +90,33 @@ def load_lm(directory: str | os.PathLike, device: str | None = None) -> AudioLM:
             "whose codes the LM models (write one with pipelines.save_lm, `rvqaudio train-lm` or `finetune`)")
     codec = RVQCodec.from_pretrained(directory / CODEC_SUBDIR, device=device or "cpu")
     return AudioLM.from_pretrained(directory, codec=codec, device=device)
+
+
+def install_defaults(codec: str | os.PathLike, model: str | os.PathLike, assets: str | os.PathLike = ASSETS) -> Path:
+    """Make a codec folder and a self-contained LM folder (trained on that codec's codes) the bundled defaults.
+
+    Writes `assets/codec` and `assets/lm` (the LM without its `codec/` copy), each atomically; returns `assets`.
+    """
+    assets = Path(assets)
+    codec_model = RVQCodec.from_pretrained(codec)
+    lm = load_lm(model)
+    lm.config.check_codec(codec_model)  # the LM must speak this codec's codes
+    with atomic_folder(assets / "codec") as tmp:
+        codec_model.save_pretrained(tmp)
+    with atomic_folder(assets / "lm") as tmp:
+        shutil.copytree(model, tmp, dirs_exist_ok=True, ignore=shutil.ignore_patterns(CODEC_SUBDIR))
+    default_codec.cache_clear()
+    default_lm.cache_clear()
+    return assets
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m pipelines.defaults", description=install_defaults.__doc__.split("\n")[0])
+    parser.add_argument("--codec", required=True, help="codec folder (e.g. runs/default/codec/final)")
+    parser.add_argument("--model", required=True, help="self-contained LM folder trained on its codes (runs/default/lm/final)")
+    args = parser.parse_args(argv)
+    print(f"installed the default models in {install_defaults(args.codec, args.model)}")
+
+
+if __name__ == "__main__":
+    main()

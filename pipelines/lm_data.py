@@ -176,6 +176,15 @@ class LMExamples:
         """The distinct voices of these examples, sorted (empty without a `voice` column)."""
         return sorted({v for v in self.voice_of if v})
 
+    @property
+    def most_frequent_voice(self) -> str | None:
+        """The voice with the most examples (the first in sorted order on a tie), None without voices."""
+        counts: dict[str, int] = {}
+        for voice in self.voice_of:
+            if voice:
+                counts[voice] = counts.get(voice, 0) + 1
+        return min(counts, key=lambda v: (-counts[v], v)) if counts else None
+
     def subset(self, keep: np.ndarray) -> LMExamples:
         """The examples at positions `keep`, in that order."""
         keep = np.asarray(keep, dtype=np.int64)

@@ -116,7 +116,8 @@ def train_lm(config: str | os.PathLike | AudioLMConfig, data, out: str | os.Path
             column, else music).
 
     The tokenizer is trained on the conditioning texts of the training rows (`condition_text(text, voice)`), with
-    at most `training.text_vocab_size` pieces; the voices of the training rows are recorded as `config.voices`.
+    at most `training.text_vocab_size` pieces; the voices of the training rows are recorded as `config.voices`,
+    and the one with the most rows as `config.default_voice`.
     """
     tc = _training_config(training, max_steps)
     accelerator = _accelerator(tc)
@@ -139,6 +140,7 @@ def train_lm(config: str | os.PathLike | AudioLMConfig, data, out: str | os.Path
         text_tokenizer = TextTokenizer.train(train.texts, vocab_size=vocab_size, seed=tc.seed)
         config.text_vocab_size, config.null_condition_ids = None, None  # filled from the tokenizer
         config.voices = train.voices
+        config.default_voice = train.most_frequent_voice  # the voice generation uses when none is named
         set_seed(tc.seed)  # the same initial weights on every process
         lm = AudioLM.from_config(config, text_tokenizer, codec)
     return _run(accelerator, lm, codec, train, held, source, tc, out, resume, TrainState(kind="train-lm"))

@@ -247,6 +247,7 @@ def test_train_lm_writes_an_lm_folder_that_generates_and_records_voices(trained,
     final = trained / "final"
     lm = load_lm(final)
     assert lm.config.voices == sorted(TRAIN_VOICES)  # the held-out test voices are not the model's voices
+    assert lm.config.default_voice == sorted(TRAIN_VOICES)[0]  # as many rows each: the first in sorted order
     assert lm.config.codec_fingerprint == RVQCodec.from_pretrained(files["codec"]).fingerprint
     # 12 frames at 1000 Hz; an item that samples end of audio earlier is padded, so T is the longest item's length.
     texts = [f"[{voice}] hello world" for voice in TRAIN_VOICES] + ["[flite-rms] drums and bass"]

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Rebuild the bundled default models (pipelines/assets/codec and pipelines/assets/lm) from nothing but the
+# project's own data recipes, on a CPU, and measure them. Every stage resumes: rerun the script after an
+# interruption and it continues where it stopped. The model card (pipelines/assets/README.md) lists what
+# each stage produced, how long it took on a 2-core CPU and the figures of the evaluation stage.
+#
+#   scripts/default_models.sh                # everything, into runs/default (RUNS=... to move it)
+#   scripts/default_models.sh eval           # one stage: data, codec, tokenize, lm, install, eval
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RUNS=${RUNS:-runs/default}
+RVQ=${RVQ:-.venv/bin/rvqaudio}
+HOURS=${HOURS:-4}                    # hours of speech and of music
+CODEC_STEPS=${CODEC_STEPS:-4000}     # of configs/codec_small.json (its adversarial stage starts at step 4000)
+LM_STEPS=${LM_STEPS:-1000}           # of configs/lm_train_base.json
+NUM_PROC=${NUM_PROC:-2}
+stages=${1:-data codec tokenize lm install eval}
+
+for stage in $stages; do
+  echo "=== $stage ($(date -u +%H:%M:%S))"
+  case $stage in
+    data)
+      for kind in speech music; do
+        [ -f "$RUNS/data/$kind/recipe.json" ] ||
+          $RVQ data $kind --hours "$HOURS" --num-proc "$NUM_PROC" -o "$RUNS/data/$kind"
+      done ;;
+    codec)
+      resume=$([ -d "$RUNS/codec/checkpoint" ] && echo --resume || true)
+      $RVQ train-codec --config configs/codec_small.json --data "$RUNS/data/speech" "$RUNS/data/music" \
+        --out "$RUNS/codec" --max-steps "$CODEC_STEPS" $resume ;;
+    tokenize)
+      for kind in speech music; do
+        $RVQ tokenize "$RUNS/data/$kind" -o "$RUNS/codes/$kind" --codec "$RUNS/codec/final" \
+          --num-proc "$NUM_PROC" --no-progress
+      done ;;
+    lm)
+      resume=$([ -d "$RUNS/lm/checkpoint" ] && echo --resume || true)
+      $RVQ train-lm --config configs/lm_base.json --training-config configs/lm_train_base.json \
+        --codec "$RUNS/codec/final" --data "$RUNS/codes/speech" "$RUNS/codes/music" --out "$RUNS/lm" \
+        --max-steps "$LM_STEPS" $resume ;;
+    install)
+      .venv/bin/python -m pipelines.defaults --codec "$RUNS/codec/final" --model "$RUNS/lm/final" ;;
+    eval)
+      mkdir -p "$RUNS/eval"
+      $RVQ eval-codec --data "$RUNS/data/speech" -o "$RUNS/eval/codec_speech.json"
+      $RVQ eval-codec --data "$RUNS/data/music" -o "$RUNS/eval/codec_music.json"
+      $RVQ eval-tts --data "$RUNS/data/speech" --max-clips 50 --seed 0 -o "$RUNS/eval/tts.json"
+      [ -f "$RUNS/eval/classifier/config.json" ] ||
+        $RVQ train-music-classifier --data "$RUNS/data/music" -o "$RUNS/eval/classifier"
+      $RVQ eval-music --data "$RUNS/data/music" --classifier "$RUNS/eval/classifier" --max-clips 50 --seed 0 \
+        -o "$RUNS/eval/music.json" ;;
+    *) echo "unknown stage $stage (stages: data codec tokenize lm install eval)" >&2; exit 2 ;;
+  esac
+done
