@@ -4,9 +4,11 @@
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
-# ffmpeg: torchcodec's libraries. The rest: the speech and music data recipes (pipelines/data).
+# ffmpeg: torchcodec's libraries. The rest: the speech and music data recipes (pipelines/data); csound-soundfont:
+# a third SoundFont the music evaluation's instrument classifier also trains on (pipelines/evaluation).
 APT_PACKAGES := ffmpeg sox espeak-ng espeak-ng-data flite festival festlex-cmu festvox-kallpc16k \
-	festvox-kdlpc16k festvox-us-slt-hts fortunes bible-kjv libfluidsynth3 fluid-soundfont-gm timgm6mb-soundfont
+	festvox-kdlpc16k festvox-us-slt-hts fortunes bible-kjv libfluidsynth3 fluid-soundfont-gm timgm6mb-soundfont \
+	csound-soundfont
 STAMP := $(VENV)/.setup-stamp
 TEST_ARGS ?=
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Callable, Sequence
 
@@ -71,11 +70,26 @@ def _train_music_classifier(args: argparse.Namespace) -> None:
 
 
 def _eval_music(args: argparse.Namespace) -> None:
-    from .evaluation import evaluate_music_references
+    from .evaluation import evaluate_music_lm, evaluate_music_references, format_music_report
 
-    report = evaluate_music_references(args.data, args.classifier, split=args.split, max_clips=args.max_clips,
-                                       output=args.output)
-    print(json.dumps(report, indent=2, default=str))
+    if args.references_only:
+        report = evaluate_music_references(args.data, args.classifier, split=args.split, max_clips=args.max_clips,
+                                           output=args.output, progress=not args.no_progress)
+        print(format_music_report(report))
+        return
+    report = evaluate_music_lm(args.data, args.classifier, model=args.model, split=args.split,
+                               max_clips=args.max_clips, duration=args.duration, seed=args.seed,
+                               batch_size=args.batch_size, output=args.output, progress=not args.no_progress)
+    print(report["markdown"])
+
+
+def _eval_tts(args: argparse.Namespace) -> None:
+    from .evaluation import evaluate_tts_lm
+
+    report = evaluate_tts_lm(args.data, model=args.model, voice=args.voice, split=args.split,
+                             max_clips=args.max_clips, seed=args.seed, batch_size=args.batch_size,
+                             output=args.output, progress=not args.no_progress)
+    print(report["markdown"])
 
 
 def _data(args: argparse.Namespace) -> None:
@@ -170,17 +184,50 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_train_music_classifier)
 
-    p = sub.add_parser("eval-music", help="caption adherence (family, tempo) and Frechet distance of music clips")
+    p = sub.add_parser(
+        "eval-music", help="caption adherence (family, tempo) and Frechet distance of generated music",
+        description="Generate a clip for each held-out caption with the LM of --model (default: the bundled LM) "
+                    "and score it: instrument family by the classifier, tempo against the caption's, and the "
+                    "Frechet distance to the held-out renders; the renders' own figures are reported beside. "
+                    "--references-only scores the renders alone and generates nothing.")
     p.add_argument("--data", required=True, help="music dataset folder written by `rvqaudio data music`")
     p.add_argument("--classifier", required=True, help="folder written by train-music-classifier")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--model", default=None, help="self-contained LM folder (default: the bundled LM)")
+    which.add_argument("--references-only", action="store_true",
+                       help="score only the held-out renders (no LM, no generation)")
     p.add_argument("--split", default="test")
-    p.add_argument("--max-clips", type=int, default=None)
-    p.add_argument("-o", "--output", default=None, help="report.json")
+    p.add_argument("--max-clips", type=int, default=None, help="first N held-out clips (at least 4)")
+    p.add_argument("--duration", type=float, default=8.0, help="seconds generated per caption (default 8)")
+    p.add_argument("--seed", type=int, default=0, help="batch b is generated with seed + b (default 0)")
+    p.add_argument("--batch-size", type=int, default=8, help="captions generated at once")
+    p.add_argument("-o", "--output", default=None, help="report.json (a .md table is written beside it)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_eval_music)
+
+    p = sub.add_parser(
+        "eval-tts", help="intelligibility (pocketsphinx WER) of generated speech and whether it ends by itself",
+        description="Speak each held-out sentence with the LM and transcribe it with pocketsphinx; report its "
+                    "WER next to the same recogniser's WER on the dataset's reference synthesis, and the share "
+                    "of generations that end by themselves within 2x the reference's duration (the longest each "
+                    "may run). The held-out voices are ones the LM did not train on, so every sentence is "
+                    "spoken with --voice or the LM's default voice.")
+    p.add_argument("--data", required=True, help="speech dataset folder written by `rvqaudio data speech`")
+    p.add_argument("--model", default=None, help="self-contained LM folder (default: the bundled LM)")
+    p.add_argument("--voice", default=None, help="a voice of the LM (see `rvqaudio voices`; default: its default)")
+    p.add_argument("--split", default="test")
+    p.add_argument("--max-clips", type=int, default=None, help="first N held-out sentences")
+    p.add_argument("--seed", type=int, default=0, help="batch b is generated with seed + b (default 0)")
+    p.add_argument("--batch-size", type=int, default=8, help="sentences generated at once")
+    p.add_argument("-o", "--output", default=None, help="report.json (a .md table is written beside it)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_eval_tts)
 
     p = sub.add_parser("train-codec", help="train a codec from a folder of audio files or a saved dataset")
     p.add_argument("--config", required=True, help="codec config JSON, e.g. configs/codec_small.json")
-    p.add_argument("--data", required=True, help="folder of audio files, or a dataset saved with save_to_disk")
+    p.add_argument("--data", required=True, nargs="+",
+                   help="folders of audio files, audio files, or datasets saved with save_to_disk (pooled), "
+                        "e.g. the speech and music datasets of `rvqaudio data`")
     p.add_argument("--out", required=True, help="output folder (checkpoints and the final codec)")
     p.add_argument("--max-steps", type=int, default=None, help="override training.max_steps")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")

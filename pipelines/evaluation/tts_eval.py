@@ -4,13 +4,18 @@ The recogniser is pocketsphinx with the English model it ships (no download). It
 synthetic speech is far from zero (0.06-0.3 on flite/festival voices, ~0.8 on espeak-ng's formant voices), so
 a generation's WER is only meaningful next to the recogniser's WER on the reference synthesis of the same
 sentences, which `evaluate_tts` reports beside it.
+
+- `evaluate_tts`: for any `generate_fn(texts, max_seconds)`, e.g. a stand-in or another system.
+- `evaluate_tts_lm`: for an LM folder (or the bundled LM), generating with `pipelines.generate.generate`;
+  what `rvqaudio eval-tts` runs.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
+import itertools
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,13 +24,18 @@ import torch
 from datasets import Dataset, DatasetDict
 from tqdm.auto import tqdm
 
+from lm import AudioLM
 from tokenizer.audio import resample
 
+from ..defaults import resolve_lm
 from .data import iter_audio, load_split
 from .metrics import wer
 
 RECOGNISER_SAMPLE_RATE = 16000
 MAX_DURATION_RATIO = 2.0  # a generation "ends by itself" if it stops within this multiple of the reference's duration
+# The sampling settings of `evaluate_tts_lm`: `generate`'s defaults, stated here so that the report can name them.
+SAMPLING = {"temperature": 1.0, "top_k": 250, "top_p": 1.0, "guidance_scale": 3.0}
+GenerateFn = Callable[[list[str], list[float]], Sequence[tuple[torch.Tensor, int, bool]]]
 
 
 def _decoder():
@@ -59,7 +69,7 @@ def transcribe(wav: torch.Tensor | np.ndarray, sample_rate: int) -> str:
 
 
 def evaluate_tts(
-    generate_fn: Callable[[list[str]], list[tuple[torch.Tensor, int, bool]]],
+    generate_fn: GenerateFn,
     data: str | os.PathLike | Dataset | DatasetDict,
     split: str = "test",
     max_items: int | None = None,
@@ -69,16 +79,20 @@ def evaluate_tts(
 ) -> dict[str, Any]:
     """Speak the held-out sentences of a speech dataset with `generate_fn` and measure what the recogniser hears.
 
-    `generate_fn(texts)` returns, per text and in order, `(wav FloatTensor[C, N] or [N], sample_rate Hz,
-    ended_by_itself)`, where `ended_by_itself` is False when generation hit its length limit instead of
-    producing an end; it is called with up to `batch_size` texts at a time.
+    `generate_fn(texts, max_seconds)` gets up to `batch_size` texts at a time with, per text, the longest
+    generation that counts (`MAX_DURATION_RATIO` times its reference's duration, in seconds), and returns per
+    text, in order, `(wav FloatTensor[C, N] or [N], sample_rate Hz, ended_by_itself)`, where `ended_by_itself`
+    is False when generation hit its length limit instead of producing an end. A generation longer than its
+    limit is cut to it (and has not ended in time).
 
     Returns `wer_generated` and `wer_reference` (corpus WER of pocketsphinx on the generations and on the
-    dataset's own audio of the same sentences, after `normalize_text`), `ended_by_itself` (share of generations
-    that ended by themselves within `MAX_DURATION_RATIO` times the reference's duration), `n`, `words`,
-    `seconds_generated`, `seconds_reference` and `items` (per sentence: text, both transcripts, both durations,
-    the ended flag). Written as JSON to `output` when given.
+    dataset's own audio of the same sentences, after `normalize_text`; 1.0 is every word missed, and it can
+    exceed 1 with insertions), `ended_by_itself` (share of generations that ended by themselves within their
+    limit), `n`, `words`, `seconds_generated`, `seconds_reference`, `split` and `items` (per sentence: text,
+    both transcripts, both durations, the limit, the ended flags). Written as JSON to `output` when given.
     """
+    _check_count("max_items", max_items, allow_none=True)
+    _check_count("batch_size", batch_size)
     ds = load_split(data, split)
     if "text" not in ds.column_names:
         raise ValueError(f"split {split!r} has no 'text' column (columns: {ds.column_names}); is it a speech dataset?")
@@ -90,19 +104,22 @@ def evaluate_tts(
     for start in range(0, len(refs), batch_size):
         batch = refs[start: start + batch_size]
         texts = [row["text"] for _, _, row in batch]
-        outs = generate_fn(texts)
+        limits = [MAX_DURATION_RATIO * wav.shape[-1] / sr for wav, sr, _ in batch]
+        outs = list(generate_fn(texts, limits))
         if len(outs) != len(batch):
             raise ValueError(f"generate_fn returned {len(outs)} results for {len(batch)} texts")
-        for (ref_wav, ref_sr, _), text, out in zip(batch, texts, outs):
+        for (ref_wav, ref_sr, _), text, limit, out in zip(batch, texts, limits, outs):
             if len(out) != 3:
                 raise ValueError("generate_fn must return (wav, sample_rate, ended_by_itself) per text")
             wav, sr, ended = out
-            gen_seconds = torch.as_tensor(wav).shape[-1] / sr
-            ref_seconds = ref_wav.shape[-1] / ref_sr
-            items.append({"text": text, "hyp_generated": transcribe(wav, sr),
+            wav = torch.as_tensor(wav)
+            too_long = wav.shape[-1] > round(limit * sr)
+            wav = wav[..., :round(limit * sr)]
+            gen_seconds = wav.shape[-1] / sr
+            items.append({"text": text, "hyp_generated": transcribe(wav, sr) if wav.shape[-1] else "",
                           "hyp_reference": transcribe(ref_wav, ref_sr), "seconds_generated": gen_seconds,
-                          "seconds_reference": ref_seconds, "ended_by_itself": bool(ended),
-                          "ended_in_time": bool(ended) and gen_seconds <= MAX_DURATION_RATIO * ref_seconds})
+                          "seconds_reference": ref_wav.shape[-1] / ref_sr, "max_seconds": limit,
+                          "ended_by_itself": bool(ended), "ended_in_time": bool(ended) and not too_long})
             bar.update(1)
     bar.close()
     texts = [i["text"] for i in items]
@@ -115,7 +132,127 @@ def evaluate_tts(
         "seconds_reference": float(sum(i["seconds_reference"] for i in items)),
         "items": items,
     }
-    if output is not None:
-        Path(output).parent.mkdir(parents=True, exist_ok=True)
-        Path(output).write_text(json.dumps(report, indent=2) + "\n")
+    _write_report(output, report)
     return report
+
+
+def evaluate_tts_lm(
+    data: str | os.PathLike | Dataset | DatasetDict,
+    model: AudioLM | str | os.PathLike | None = None,
+    voice: str | None = None,
+    split: str = "test",
+    max_clips: int | None = None,
+    seed: int = 0,
+    batch_size: int = 8,
+    output: str | os.PathLike | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """`evaluate_tts` of an LM: speak each held-out sentence with `pipelines.generate.generate(task="speech")`.
+
+    Args:
+        data: a speech dataset folder written by `rvqaudio data speech` (columns `audio`, `text`, `voice`).
+        model: an `AudioLM` carrying its codec, a self-contained LM folder, or None for the bundled LM.
+        voice: the voice every sentence is spoken with; None takes the LM's default voice. The held-out split's
+            voices are usually ones the LM never heard, so they cannot be asked for; the report names the
+            voice used and the split's voices (`voice`, `voice_note`, `reference_voices`).
+        max_clips: evaluate only the first N sentences.
+        seed: sentences are generated `batch_size` at a time (a batch runs as fast as one sentence on a GPU), with
+            seed `seed + b` for batch b; a sentence's audio depends on its batch, so the same seed, batch_size
+            and max_clips give the same report.
+        output: where to write the JSON report; a markdown table is written beside it (same name, `.md`).
+
+    Each sentence may run for `MAX_DURATION_RATIO` (2) times its reference's duration, or the LM's
+    `max_duration` if that is shorter; a batch is generated for its longest limit and each sentence is cut to
+    its own, where it counts as not having ended. Sampling uses `SAMPLING` (generate's defaults).
+
+    Returns the `evaluate_tts` report plus `model`, `voice`, `voice_note`, `reference_voices`, `seed`,
+    `batch_size`, `sampling`, `capped` (sentences whose limit the LM's max_duration shortened) and `markdown`.
+    """
+    from ..generate import default_voice, generate, voices
+
+    _check_count("batch_size", batch_size)
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    lm = resolve_lm(model)  # loaded once, not once per batch
+    known = voices(lm)
+    if voice is not None and voice not in known:
+        if not known:
+            raise ValueError(f"voice={voice!r}, but this LM was trained without voices; leave the voice out")
+        raise ValueError(f"unknown voice {voice!r}; this LM knows the voices {known} "
+                         f"(leave it out for its default, {default_voice(lm)!r})")
+    chosen = voice if voice is not None else default_voice(lm)
+    ds = load_split(data, split)
+    heldout_voices = sorted(set(ds["voice"])) if "voice" in ds.column_names else []
+    max_duration = float(lm.config.max_duration)
+    samples_per_frame = round(lm.codec.sample_rate / lm.codec.frame_rate)
+    batch_seeds = itertools.count(seed)
+    capped = [0]
+
+    def speak(texts: list[str], max_seconds: list[float]) -> list[tuple[torch.Tensor, int, bool]]:
+        limits = [min(s, max_duration) for s in max_seconds]
+        capped[0] += sum(s > max_duration for s in max_seconds)
+        clips = generate(texts, task="speech", voice=chosen, model=lm, duration=max(limits), seed=next(batch_seeds),
+                         progress=False, **SAMPLING)
+        outs = []
+        for clip, limit in zip(clips, limits):
+            # The batch ran to its longest limit; a sentence that had not ended by its own limit did not end in time.
+            frames = max(1, round(limit * lm.config.frame_rate))
+            ended = clip.codes.shape[1] < frames
+            outs.append((clip.waveform[:, :frames * samples_per_frame], clip.sample_rate, ended))
+        return outs
+
+    report = evaluate_tts(speak, ds, split=split, max_items=max_clips, batch_size=batch_size, progress=progress)
+    if chosen is None:
+        note = "this LM was trained without voices: sentences are generated without one"
+    else:
+        how = "named with voice=" if voice is not None else "the LM's default voice"
+        unseen = [v for v in heldout_voices if v not in known]
+        note = f"every sentence is spoken by {chosen!r} ({how})"
+        if unseen:
+            note += f"; the held-out voices {unseen} are not among the LM's voices, so none of them is asked for"
+    report |= {"data": str(data) if isinstance(data, (str, os.PathLike)) else type(data).__name__,
+               "model": str(model) if isinstance(model, (str, os.PathLike)) else "bundled LM" if model is None
+               else type(model).__name__,
+               "voice": chosen, "voice_note": note, "reference_voices": heldout_voices, "seed": seed,
+               "batch_size": batch_size, "sampling": dict(SAMPLING), "capped": capped[0]}
+    report["markdown"] = format_tts_report(report)
+    _write_report(output, report)
+    return report
+
+
+def format_tts_report(report: dict[str, Any]) -> str:
+    """The markdown table of an `evaluate_tts_lm` report: WER of the generations next to the references'."""
+    limit = f"{MAX_DURATION_RATIO:g}x"
+    lines = [f"TTS evaluation on {report.get('data', '?')} [{report['split']}]: {report['n']} sentences, "
+             f"{report['words']} words; model: {report.get('model', '?')}, seed {report.get('seed', '?')}", "",
+             f"| audio | WER ↓ | ended by itself within {limit} ↑ | seconds |",
+             "| --- | ---: | ---: | ---: |",
+             f"| generated | {report['wer_generated']:.3f} | {report['ended_by_itself']:.2f} | "
+             f"{report['seconds_generated']:.1f} |",
+             f"| reference synthesis | {report['wer_reference']:.3f} | – | {report['seconds_reference']:.1f} |", "",
+             "WER is pocketsphinx's on both rows: it is far from 0 even on clean synthesis, so read the generated "
+             "row against the reference row."]
+    if report.get("voice_note"):
+        lines.append(f"Voice: {report['voice_note']}.")
+    if report.get("capped"):
+        lines.append(f"{report['capped']} sentences could not run to {limit} their reference's duration within "
+                     "the LM's max_duration; they were limited to it.")
+    return "\n".join(lines) + "\n"
+
+
+def _check_count(name: str, value: Any, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer{' or None' if allow_none else ''}, got {value!r}")
+
+
+def _write_report(output: str | os.PathLike | None, report: dict[str, Any]) -> None:
+    """Write `report` as JSON to `output`, and its `markdown` (if any) beside it as a .md file."""
+    if output is None:
+        return
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps({k: v for k, v in report.items() if k != "markdown"}, indent=2) + "\n")
+    if "markdown" in report:
+        output.with_suffix(".md").write_text(report["markdown"])

@@ -1,22 +1,31 @@
 """Evaluation: metrics against known values, the codec report against its own metrics, Opus' real bitrate and
-alignment, the family classifier's round trip, and the TTS/music evaluations with stand-in generators."""
+alignment, the family classifier's round trip, the TTS/music evaluations with stand-in generators, and
+`rvqaudio eval-tts` / `eval-music` end to end with a tiny random LM."""
 
 from __future__ import annotations
 
 import json
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from datasets import Audio, Dataset, DatasetDict
 
+from lm import AudioLM, TextTokenizer
+from pipelines.cli import main
+from pipelines.defaults import save_lm
 from pipelines.evaluation import (FamilyClassifier, audio_features, estimate_tempo, evaluate_codec, evaluate_music,
-                                  evaluate_music_generation, evaluate_music_references, evaluate_tts, frechet_distance,
-                                  mel_distance, normalize_text, opus_roundtrip, pesq_wb, si_sdr, stft_distance, stoi,
-                                  tempo_errors, train_family_classifier, transcribe, wer)
+                                  evaluate_music_generation, evaluate_music_references, evaluate_tts,
+                                  evaluate_tts_lm, frechet_distance, mel_distance, normalize_text, opus_roundtrip,
+                                  pesq_wb, si_sdr, stft_distance, stoi, tempo_errors, train_family_classifier,
+                                  transcribe, wer)
 from pipelines.evaluation.metrics import FEATURE_DIM, FEATURE_N_MELS
+from pipelines.generate import generate
 from tokenizer import CodecConfig, RVQCodec
+
+REPO = Path(__file__).resolve().parents[2]
 
 SENTENCES = ("The quick brown fox jumps over the lazy dog.", "Please call Stella and ask her to bring these things.",
              "She sells sea shells by the sea shore.")
@@ -57,13 +66,25 @@ def speech_clip(speech_dir):
     return wav, sr, row["text"]
 
 
-def _codec() -> RVQCodec:
+def _codec(strides: tuple[int, ...] = (2, 4)) -> RVQCodec:
     torch.manual_seed(0)
-    config = CodecConfig(sample_rate=8000, n_filters=4, strides=(2, 4), dimension=16,
+    config = CodecConfig(sample_rate=8000, n_filters=4, strides=strides, dimension=16,
                          quantizer={"num_codebooks": 4, "codebook_size": 32})
     codec = RVQCodec(config)
-    codec.train()(torch.randn(2, 1, 800) * 0.1)  # k-means init
+    codec.train()(torch.randn(2, 1, 1600) * 0.1)  # k-means init
     return codec.eval()
+
+
+@pytest.fixture(scope="module")
+def lm_dir(tmp_path_factory):
+    """A self-contained LM folder with random weights: the tiny LM config over an 8 kHz codec at 50 frames/s,
+    trained on no audio, with the voices "alice" and "bob" (neither is the test split's "flite-rms")."""
+    codec = _codec(strides=(4, 5, 8))
+    text_tokenizer = TextTokenizer.train(list(SENTENCES) + ["bass at 100 bpm", "flute and drum"] * 4, vocab_size=300)
+    torch.manual_seed(0)
+    lm = AudioLM.from_config(REPO / "configs/lm_tiny.json", text_tokenizer, codec)
+    lm.config.voices = ["bob", "alice"]
+    return save_lm(lm, codec, tmp_path_factory.mktemp("lm") / "lm")
 
 
 def _clicks(bpm: float, sr: int = 22050, seconds: float = 8.0, pitch: float = 0.8) -> np.ndarray:
@@ -254,7 +275,7 @@ def toy_music_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def classifier(toy_music_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("classifier")
-    return train_family_classifier(toy_music_dir, output=out, hidden=32, epochs=60, progress=False), out
+    return train_family_classifier(toy_music_dir, output=out, hidden=32, epochs=60, soundfonts=(), progress=False), out
 
 
 def test_family_classifier_learns_and_round_trips_through_safetensors(classifier, toy_music_dir):
@@ -265,8 +286,45 @@ def test_family_classifier_learns_and_round_trips_through_safetensors(classifier
     assert loaded.families == ["bass", "drum", "flute"] and loaded.config.heldout == model.config.heldout
     feats = audio_features(torch.from_numpy(_clicks(100, 16000, 2.0)), 16000)
     assert torch.equal(loaded.clip_log_probs(feats), model.clip_log_probs(feats))
-    again = train_family_classifier(toy_music_dir, hidden=32, epochs=60, test_split=None, progress=False)
+    again = train_family_classifier(toy_music_dir, hidden=32, epochs=60, test_split=None, soundfonts=(), progress=False)
     assert all(torch.equal(a, b) for a, b in zip(again.state_dict().values(), model.state_dict().values()))  # same seed
+
+
+@pytest.fixture(scope="module")
+def rendered_music_dir(tmp_path_factory):
+    """A few clips of the real music recipe: train rendered with FluidR3, test with TimGM6mb, MIDI kept."""
+    from pipelines.data import make_music_dataset
+
+    root = tmp_path_factory.mktemp("rendered") / "music"
+    make_music_dataset(root, hours=0.01, seed=1, sample_rate=16000, progress=False)
+    return root
+
+
+def test_family_classifier_trains_on_other_soundfont_renders_of_the_train_midi(rendered_music_dir, toy_music_dir,
+                                                                                  tmp_path):
+    from pipelines.data.music import TEST_SOUNDFONT, TRAIN_SOUNDFONT
+    from pipelines.evaluation.music_eval import clip_features, soundfont_features
+
+    stored, rows = clip_features(rendered_music_dir, "train", progress=False)
+    again = soundfont_features(rendered_music_dir, "train", TRAIN_SOUNDFONT, seed=1, progress=False)
+    assert len(again) == len(stored) and all(f.shape[1] == FEATURE_DIM for f in again)
+    # the MIDI is what the clip played: re-rendered with its own SoundFont, it lasts as long (+-1 s window hop)
+    assert all(abs(len(a) - len(b)) <= 2 for a, b in zip(again, stored))
+    assert all(np.array_equal(a, b) for a, b in zip(again, soundfont_features(
+        rendered_music_dir, "train", TRAIN_SOUNDFONT, seed=1, progress=False)))  # rendering is deterministic
+
+    model = train_family_classifier(rendered_music_dir, output=tmp_path / "clf", hidden=16, epochs=20,
+                                    soundfonts=[TRAIN_SOUNDFONT], progress=False)
+    loaded = FamilyClassifier.from_pretrained(tmp_path / "clf")
+    assert loaded.config.soundfonts == [TRAIN_SOUNDFONT.name] and loaded.config.heldout["n"] >= 1
+    assert loaded.families == sorted({r["family"] for r in rows}) == model.families
+
+    with pytest.raises(ValueError, match="leak the held-out timbres"):  # the test split's SoundFont
+        train_family_classifier(rendered_music_dir, soundfonts=[TEST_SOUNDFONT], progress=False)
+    with pytest.raises(FileNotFoundError, match="csound-soundfont"):
+        train_family_classifier(rendered_music_dir, soundfonts=[tmp_path / "missing.sf2"], progress=False)
+    with pytest.raises(ValueError, match="no `midi` column"):
+        train_family_classifier(toy_music_dir, soundfonts=[TRAIN_SOUNDFONT], progress=False)
 
 
 def test_evaluate_music_with_real_clips_and_with_noise(classifier, toy_music_dir):
@@ -303,6 +361,54 @@ def test_evaluate_music_generation_calls_generate_in_batches(classifier, toy_mus
     assert refs["frechet_distance_train"] > 0
 
 
+def test_evaluate_music_counts_clips_too_short_or_silent_as_misses(classifier, toy_music_dir):
+    from pipelines.evaluation.data import iter_audio, load_split
+
+    real = list(iter_audio(load_split(toy_music_dir, "test")))
+    (wav, sr, meta), (_, _, meta2) = real[0], real[1]
+    clips = [(wav, sr, meta), (wav[..., : sr // 20], sr, meta2), (torch.zeros(sr * 2), sr, meta2)]
+    report = evaluate_music(clips, toy_music_dir, classifier[0], progress=False)
+    short, silent = report["items"][1], report["items"][2]
+    assert report["unscorable"] == 1 and short["predicted_family"] is None and short["estimated_tempo"] is None
+    assert silent["predicted_family"] is not None and silent["estimated_tempo"] is None
+    assert report["tempo"]["unmeasured"] == 2 and report["tempo"]["within"] <= 1 / 3
+    assert report["family"]["accuracy"] <= 2 / 3 and report["windows"]["generated"] == 7 + 3  # 4 s and 2 s clips
+    assert report["frechet_distance"] > 0
+
+
+def test_eval_music_command_end_to_end(classifier, toy_music_dir, lm_dir, tmp_path, capsys):
+    from pipelines.evaluation.data import load_split
+
+    out = tmp_path / "music.json"
+    assert main(["eval-music", "--data", str(toy_music_dir), "--classifier", str(classifier[1]), "--model",
+                 str(lm_dir), "--max-clips", "4", "--duration", "1.0", "--seed", "1", "-o", str(out),
+                 "--no-progress"]) == 0
+    report = json.loads(out.read_text())
+    printed = capsys.readouterr().out
+    assert "| generated |" in printed and "| held-out renders |" in printed
+    assert (tmp_path / "music.md").read_text() in printed
+    gen, refs = report["generated"], report["references"]
+    rows = load_split(toy_music_dir, "test").select(range(4))
+    assert gen["n"] == 4 and [i["requested_family"] for i in gen["items"]] == list(rows["family"])
+    assert [i["text"] for i in gen["items"]] == list(rows["text"])
+    assert all(i["seconds"] <= 1.0 for i in gen["items"]) and 0.0 <= gen["ended_by_itself"] <= 1.0
+    assert 0.0 <= gen["family"]["accuracy"] <= 1.0 and 0.0 <= gen["tempo"]["within_octave"] <= 1.0
+    assert gen["frechet_distance"] is None or gen["frechet_distance"] >= 0
+    assert refs == json.loads(json.dumps(evaluate_music_references(toy_music_dir, classifier[0], max_clips=4,
+                                                                   progress=False)))
+    assert refs["family"]["accuracy"] == 1.0  # the ceiling, for context
+
+    assert main(["eval-music", "--data", str(toy_music_dir), "--classifier", str(classifier[1]),
+                 "--references-only", "--no-progress"]) == 0
+    assert "| held-out renders |" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["eval-music", "--data", str(toy_music_dir), "--classifier", str(classifier[1]), "--references-only",
+              "--model", str(lm_dir)])
+    assert main(["eval-music", "--data", str(toy_music_dir), "--classifier", str(classifier[1]), "--model",
+                 str(lm_dir), "--duration", "60"]) == 2
+    assert "more than this LM can generate" in capsys.readouterr().err
+
+
 # ------------------------------------------------------------------------------------------------------ TTS eval
 def test_transcribe_recognises_clear_speech(speech_clip):
     from tokenizer.audio import resample
@@ -318,7 +424,7 @@ def test_evaluate_tts_with_reference_and_noise_stand_ins(speech_dir):
 
     audio = {row["text"]: (wav, sr) for wav, sr, row in iter_audio(load_split(speech_dir, "test"))}
 
-    def reference(texts):
+    def reference(texts, max_seconds):
         return [(*audio[t], True) for t in texts]
 
     report = evaluate_tts(reference, speech_dir, progress=False)
@@ -327,7 +433,7 @@ def test_evaluate_tts_with_reference_and_noise_stand_ins(speech_dir):
 
     gen = torch.Generator().manual_seed(0)
 
-    def garbage(texts):  # 1 s of noise that ended; silence running past 2x the reference (cheaper to decode than noise)
+    def garbage(texts, max_seconds):  # 1 s of noise that ended; silence past 2x the reference (cut, so not in time)
         first = (0.1 * torch.randn(16000, generator=gen), 16000, True)
         wav, sr = audio[texts[1]]
         return [first, (torch.zeros(int(2.2 * wav.shape[-1])), sr, True)]
@@ -335,3 +441,56 @@ def test_evaluate_tts_with_reference_and_noise_stand_ins(speech_dir):
     worse = evaluate_tts(garbage, speech_dir, progress=False)
     assert worse["wer_generated"] > 0.8 and worse["ended_by_itself"] == 0.5
     assert worse["wer_reference"] == report["wer_reference"]  # the yardstick does not depend on the generator
+    cut = worse["items"][1]
+    assert cut["seconds_generated"] == pytest.approx(cut["max_seconds"], abs=1e-4) and not cut["ended_in_time"]
+    assert all(i["max_seconds"] == pytest.approx(2 * i["seconds_reference"]) for i in worse["items"])
+
+
+def test_eval_tts_command_end_to_end(speech_dir, lm_dir, tmp_path, capsys):
+    from pipelines.evaluation.data import iter_audio, load_split
+
+    out = tmp_path / "tts.json"
+    assert main(["eval-tts", "--data", str(speech_dir), "--model", str(lm_dir), "--seed", "3", "-o", str(out),
+                 "--no-progress"]) == 0
+    report = json.loads(out.read_text())
+    printed = capsys.readouterr().out
+    assert "| generated |" in printed and "| reference synthesis |" in printed
+    assert (tmp_path / "tts.md").read_text() in printed
+    assert report["n"] == 2 and report["split"] == "test" and report["seed"] == 3
+    assert report["voice"] == "alice" and report["reference_voices"] == ["flite-rms"]  # the LM's default voice
+    assert "'flite-rms'" in report["voice_note"] and "default" in report["voice_note"]
+    assert np.isfinite(report["wer_generated"]) and report["wer_generated"] >= 0
+    items = report["items"]
+    assert report["ended_by_itself"] == pytest.approx(np.mean([i["ended_in_time"] for i in items]))
+    assert 0.0 <= report["ended_by_itself"] <= 1.0
+    for item in items:
+        assert item["max_seconds"] == pytest.approx(2 * item["seconds_reference"])
+        assert item["seconds_generated"] <= item["max_seconds"] + 1 / 50  # cut to whole frames
+        assert item["ended_in_time"] == item["ended_by_itself"]  # the LM ran to each sentence's own limit
+    # The reference column is the recogniser on the dataset's audio, whatever the LM did.
+    refs = list(iter_audio(load_split(speech_dir, "test")))
+    hyps = [transcribe(wav, sr) for wav, sr, _ in refs]
+    assert [i["hyp_reference"] for i in items] == hyps
+    assert report["wer_reference"] == pytest.approx(wer([row["text"] for _, _, row in refs], hyps))
+
+
+def test_evaluate_tts_lm_scores_what_generate_makes(speech_dir, lm_dir):
+    report = evaluate_tts_lm(speech_dir, model=lm_dir, voice="bob", max_clips=1, seed=5, progress=False)
+    item = report["items"][0]
+    assert report["voice"] == "bob" and "voice=" in report["voice_note"]
+    # One sentence in a batch of one: exactly the clip `generate` makes for it, up to its limit.
+    clip = generate(item["text"], task="speech", voice="bob", model=lm_dir, duration=item["max_seconds"], seed=5,
+                    progress=False)
+    assert item["seconds_generated"] == pytest.approx(clip.duration)
+    assert item["ended_by_itself"] == clip.ended_by_itself
+    assert item["hyp_generated"] == (transcribe(clip.waveform, clip.sample_rate) if clip.duration else "")
+    again = evaluate_tts_lm(speech_dir, model=lm_dir, voice="bob", max_clips=1, seed=5, progress=False)
+    assert again["items"] == report["items"]  # same seed, same report
+
+
+def test_eval_tts_rejects_an_unknown_voice_and_lists_the_voices(speech_dir, lm_dir, capsys):
+    assert main(["eval-tts", "--data", str(speech_dir), "--model", str(lm_dir), "--voice", "flite-rms"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown voice 'flite-rms'" in err and "['alice', 'bob']" in err
+    with pytest.raises(ValueError, match="batch_size"):
+        evaluate_tts_lm(speech_dir, model=lm_dir, batch_size=0)
