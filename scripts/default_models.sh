@@ -12,7 +12,7 @@ RUNS=${RUNS:-runs/default}
 RVQ=${RVQ:-.venv/bin/rvqaudio}
 HOURS=${HOURS:-4}                    # hours of speech and of music
 CODEC_STEPS=${CODEC_STEPS:-4000}     # of configs/codec_small.json (its adversarial stage starts at step 4000)
-LM_STEPS=${LM_STEPS:-1000}           # of configs/lm_train_base.json
+LM_STEPS=${LM_STEPS:-750}           # of configs/lm_train_base.json
 NUM_PROC=${NUM_PROC:-2}
 stages=${1:-data codec tokenize lm install eval}
 

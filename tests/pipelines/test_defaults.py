@@ -1,0 +1,92 @@
+"""The models that ship inside the package: they load without a path, speak each other's codes, round-trip
+audio, and generate both tasks out of the box (the README's promise)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from pipelines import default_codec, default_lm, default_voice, generate, voices
+from pipelines.cli import main as cli_main
+from pipelines.defaults import DEFAULT_CODEC_DIR, DEFAULT_LM_DIR
+from pipelines.evaluation.metrics import mel_distance
+from tokenizer import RVQCodec
+
+MAX_SHIPPED_BYTES = 80 * 2**20  # the issue's budget for the bundled weights
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def speech(tmp_path_factory) -> torch.Tensor:
+    """A sentence spoken by espeak-ng (a Debian package of `make setup`), at the bundled codec's rate, [1, N]."""
+    from pipelines.demo import speak
+    from tokenizer.audio import load_audio
+
+    path = speak("The quick brown fox jumps over the lazy dog.", tmp_path_factory.mktemp("speech") / "fox.wav")
+    wav, _ = load_audio(path, sample_rate=default_codec().sample_rate, channels=1)
+    return wav
+
+
+def test_the_bundled_weights_are_within_budget():
+    files = [p for d in (DEFAULT_CODEC_DIR, DEFAULT_LM_DIR) for p in d.iterdir()]
+    assert {"config.json", "model.safetensors"} <= {p.name for p in DEFAULT_CODEC_DIR.iterdir()}
+    assert {"config.json", "model.safetensors", "text_tokenizer.model"} <= {p.name for p in DEFAULT_LM_DIR.iterdir()}
+    assert sum(p.stat().st_size for p in files) < MAX_SHIPPED_BYTES
+
+
+def test_the_bundled_codec_round_trips_audio(speech):
+    codec = default_codec()
+    codes = codec.encode(speech.unsqueeze(0))
+    frames = math.ceil(speech.shape[-1] / codec.hop_length)
+    assert codes.shape == (1, codec.num_codebooks, frames) and codes.dtype == torch.long
+    assert 0 <= int(codes.min()) and int(codes.max()) < codec.codebook_size
+    decoded = codec.decode(codes)[..., :speech.shape[-1]]
+    assert decoded.shape == (1, 1, speech.shape[-1]) and torch.isfinite(decoded).all()
+    assert torch.equal(codec.encode(speech.unsqueeze(0)), codes)  # deterministic
+    # Trained: its reconstruction is far closer to the input than silence, or than an untrained codec's, is.
+    distance = mel_distance(speech, decoded[0], codec.sample_rate)
+    torch.manual_seed(0)
+    untrained = RVQCodec(codec.config).eval()
+    baseline = mel_distance(speech, untrained.decode(untrained.encode(speech.unsqueeze(0)))[0, :, :speech.shape[-1]],
+                            codec.sample_rate)
+    assert distance < 0.5 * mel_distance(speech, torch.zeros_like(speech), codec.sample_rate)
+    assert distance < 0.6 * baseline
+
+
+def test_the_bundled_lm_speaks_the_bundled_codec_and_has_voices():
+    lm = default_lm()
+    assert lm.config.codec_fingerprint == default_codec().fingerprint
+    known = voices()
+    assert len(known) > 10 and default_voice() in known
+
+
+def test_generate_music_with_defaults_gives_the_requested_duration():
+    clip = generate("a calm piano melody", duration=1.0, seed=0, progress=False)
+    codec = default_codec()
+    assert clip.sample_rate == codec.sample_rate
+    assert clip.waveform.shape == (codec.channels, round(1.0 * codec.frame_rate) * codec.hop_length)
+    assert torch.isfinite(clip.waveform).all() and clip.waveform.pow(2).mean().sqrt() > 1e-3
+
+
+def test_generate_speech_with_defaults_is_finite_audible_and_bounded():
+    clip = generate("Hello, how are you today?", task="speech", duration=2.0, seed=0, progress=False)
+    assert clip.voice == default_voice()
+    assert 0 < clip.duration <= 2.0 + 1e-6
+    assert torch.isfinite(clip.waveform).all() and clip.waveform.pow(2).mean().sqrt() > 1e-3
+
+
+def test_voices_command_lists_the_voices_and_an_unknown_voice_names_them(capsys):
+    assert cli_main(["voices"]) == 0
+    listed = capsys.readouterr().out
+    assert all(v in listed for v in voices())
+    with pytest.raises(ValueError, match="festival-slt-hts"):
+        generate("hi", task="speech", voice="no-such-voice", duration=0.1, progress=False)
