@@ -58,15 +58,6 @@ def tiny_config(**overrides) -> AudioLMConfig:
     return AudioLMConfig(**fields)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run faster on one thread, and the machine is shared with other test runs."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="session")
 def fake_codec_class() -> type[FakeCodec]:
     return FakeCodec

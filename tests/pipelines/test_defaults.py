@@ -17,14 +17,6 @@ from tokenizer import RVQCodec
 MAX_SHIPPED_BYTES = 80 * 2**20  # the issue's budget for the bundled weights
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def speech(tmp_path_factory) -> torch.Tensor:
     """A sentence spoken by espeak-ng (a Debian package of `make setup`), at the bundled codec's rate, [1, N]."""

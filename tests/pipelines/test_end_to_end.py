@@ -19,14 +19,6 @@ from tokenizer import CodecConfig, RVQCodec
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _audio_folder(folder: Path) -> list[str]:
     """Twelve short tones at 16 kHz (the codec resamples to 8 kHz) with captions in metadata.csv."""
     folder.mkdir()

@@ -31,15 +31,6 @@ SENTENCES = ("The quick brown fox jumps over the lazy dog.", "Please call Stella
              "She sells sea shells by the sea shore.")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Small tensors on a shared 2-core machine: a second intra-op thread only adds contention.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def speech_dir(tmp_path_factory):
     """A recipe-shaped speech dataset: flite's rms voice reading SENTENCES (16 kHz); two test clips, one train."""

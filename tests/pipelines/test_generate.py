@@ -26,15 +26,6 @@ HOP = 160
 VOICES = ["bob", "alice"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run faster on one thread, and the machine is shared with other test runs."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny_codec(causal: bool = True) -> RVQCodec:
     """8 kHz mono, hop 160 (50 frames/s), K=4 codebooks of 32; its decoder sees 9 frames, fewer than a clip."""
     torch.manual_seed(0)

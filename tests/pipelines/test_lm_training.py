@@ -36,15 +36,6 @@ TRAIN_VOICES, TEST_VOICES = ["flite-rms", "espeak-en", "festival-kal"], ["flite-
 WEIGHT_TOLERANCE = 1e-5
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: on a shared 2-core machine, two threads spin against other jobs."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _codec(codebook_size: int = 32) -> RVQCodec:
     torch.manual_seed(0)
     config = CodecConfig(sample_rate=8000, n_filters=4, strides=(2, 4), dimension=16,

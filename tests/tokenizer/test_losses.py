@@ -15,15 +15,6 @@ from tokenizer.losses import (MultiResolutionSTFTLoss, MultiScaleMelLoss, discri
 SR = 16000
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: on a shared 2-core machine, two threads spin against other jobs (9x slower measured)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _clip(batch: int = 2, channels: int = 1, seconds: float = 0.25, seed: int = 0) -> torch.Tensor:
     """Harmonic tones with a noise floor, (batch, channels, N): energy at every frequency, like real audio."""
     g = torch.Generator().manual_seed(seed)

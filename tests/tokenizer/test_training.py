@@ -26,15 +26,6 @@ REPO = Path(__file__).resolve().parents[2]
 SR = 16000
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: on a shared 2-core machine, two threads spin against other jobs (9x slower measured)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def tiny(**training) -> CodecConfig:
     """configs/codec_tiny.json with some training settings replaced."""
     config = CodecConfig.from_json_file(REPO / "configs" / "codec_tiny.json")
