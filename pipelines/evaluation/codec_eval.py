@@ -9,11 +9,9 @@ included) * 8 over the audio's duration, while the codec's is its nominal `bitra
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -25,7 +23,7 @@ from tokenizer import RVQCodec
 from tokenizer.audio import resample, to_channels
 
 from ..defaults import resolve_codec
-from .data import iter_audio, load_split, opus_roundtrip
+from .data import iter_audio, load_split, opus_roundtrip, write_report
 from .metrics import mel_distance, pesq_wb, si_sdr, stft_distance, stoi
 
 # name -> (units, True if higher is better), in table order
@@ -125,11 +123,7 @@ def evaluate_codec(
             "kbps": "codec: nominal frame_rate * k * log2(codebook_size); opus: measured file bytes * 8 / seconds"},
     }
     report["markdown"] = format_codec_report(report)
-    if output is not None:
-        output = Path(output)
-        output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(json.dumps({k: v for k, v in report.items() if k != "markdown"}, indent=2) + "\n")
-        output.with_suffix(".md").write_text(report["markdown"])
+    write_report(output, report)
     return report
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import shutil
 import subprocess
@@ -123,3 +124,18 @@ def _ffmpeg(args: list[str]) -> bytes:
         raise RuntimeError(f"ffmpeg {' '.join(args)} failed: {proc.stderr.decode(errors='replace').strip()}")
     return proc.stdout
 
+
+def write_report(output: str | os.PathLike | None, report: dict[str, Any]) -> None:
+    """Write an evaluation `report` as JSON to `output` (nothing when None), and its `markdown` entry, if any,
+    beside it as a .md file; each file is written atomically (a temporary sibling, then renamed)."""
+    if output is None:
+        return
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    files = {output: json.dumps({k: v for k, v in report.items() if k != "markdown"}, indent=2) + "\n"}
+    if "markdown" in report:
+        files[output.with_suffix(".md")] = report["markdown"]
+    for path, text in files.items():
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        tmp.write_text(text)
+        os.replace(tmp, path)

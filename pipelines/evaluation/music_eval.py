@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 
 from lm import AudioLM
 
-from .data import iter_audio, load_split
+from .data import iter_audio, load_split, write_report
 from .metrics import (FEATURE_DIM, FEATURE_N_MELS, FEATURE_SAMPLE_RATE, audio_features,
                       estimate_tempo, frechet_distance, tempo_errors)
 
@@ -398,7 +398,7 @@ def evaluate_music_generation(
             generated += [(wav, sr, row) for (wav, sr), row in zip(outs, batch)]
             bar.update(len(batch))
     report = evaluate_music(generated, data, classifier, reference_split=split, max_reference=n, progress=progress)
-    _write(output, report)
+    write_report(output, report)
     return report
 
 
@@ -434,7 +434,7 @@ def evaluate_music_references(
         train_feats, _ = clip_features(data, "train", len(feats), progress)
         report["frechet_distance_train"] = frechet_distance(np.concatenate(feats), np.concatenate(train_feats))
     report["split"] = split
-    _write(output, report)
+    write_report(output, report)
     return report
 
 
@@ -504,7 +504,7 @@ def evaluate_music_lm(
               "duration": float(duration), "seed": seed, "batch_size": batch_size, "sampling": dict(SAMPLING),
               "generated": generated, "references": references}
     report["markdown"] = format_music_report(report)
-    _write(output, report)
+    write_report(output, report)
     return report
 
 
@@ -540,16 +540,6 @@ def format_music_report(report: dict[str, Any]) -> str:
                      f"{report['duration']:g} s; {generated['unscorable']} were too short to score "
                      f"(< {MIN_CLIP_SECONDS} s).")
     return "\n".join(lines) + "\n"
-
-
-def _write(output: str | os.PathLike | None, report: dict[str, Any]) -> None:
-    """Write `report` as JSON to `output`, and its `markdown` (if any) beside it as a .md file."""
-    if output is not None:
-        output = Path(output)
-        output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(json.dumps({k: v for k, v in report.items() if k != "markdown"}, indent=2) + "\n")
-        if "markdown" in report:
-            output.with_suffix(".md").write_text(report["markdown"])
 
 
 def family_counts(data: str | os.PathLike | Dataset | DatasetDict, split: str) -> dict[str, int]:

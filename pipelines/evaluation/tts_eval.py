@@ -12,11 +12,9 @@ sentences, which `evaluate_tts` reports beside it.
 
 from __future__ import annotations
 
-import json
 import os
 import itertools
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -28,7 +26,7 @@ from lm import AudioLM
 from tokenizer.audio import resample
 
 from ..defaults import resolve_lm
-from .data import iter_audio, load_split
+from .data import iter_audio, load_split, write_report
 from .metrics import wer
 
 RECOGNISER_SAMPLE_RATE = 16000
@@ -132,7 +130,7 @@ def evaluate_tts(
         "seconds_reference": float(sum(i["seconds_reference"] for i in items)),
         "items": items,
     }
-    _write_report(output, report)
+    write_report(output, report)
     return report
 
 
@@ -216,7 +214,7 @@ def evaluate_tts_lm(
                "voice": chosen, "voice_note": note, "reference_voices": heldout_voices, "seed": seed,
                "batch_size": batch_size, "sampling": dict(SAMPLING), "capped": capped[0]}
     report["markdown"] = format_tts_report(report)
-    _write_report(output, report)
+    write_report(output, report)
     return report
 
 
@@ -245,14 +243,3 @@ def _check_count(name: str, value: Any, allow_none: bool = False) -> None:
         return
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{name} must be a positive integer{' or None' if allow_none else ''}, got {value!r}")
-
-
-def _write_report(output: str | os.PathLike | None, report: dict[str, Any]) -> None:
-    """Write `report` as JSON to `output`, and its `markdown` (if any) beside it as a .md file."""
-    if output is None:
-        return
-    output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps({k: v for k, v in report.items() if k != "markdown"}, indent=2) + "\n")
-    if "markdown" in report:
-        output.with_suffix(".md").write_text(report["markdown"])
