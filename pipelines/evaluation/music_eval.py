@@ -457,7 +457,8 @@ def evaluate_music_lm(
         classifier: a `FamilyClassifier` or its folder (`rvqaudio train-music-classifier`).
         model: an `AudioLM` carrying its codec, a self-contained LM folder, or None for the bundled LM.
         max_clips: use only the first N clips of `split` (at least 4, for the references' split-half distance).
-        duration: seconds generated per caption (an LM may end a clip earlier: `ended_by_itself`).
+        duration: seconds generated per caption (music runs for all of it: `generate` holds back end of audio
+            until `duration` for music; `ended_by_itself` reports any clip that still ended earlier).
         seed: captions are generated `batch_size` at a time with seed `seed + b` for batch b; a clip depends on
             its batch, so the same seed, batch_size and max_clips give the same report.
         output: where to write the JSON report; a markdown table is written beside it (same name, `.md`).
