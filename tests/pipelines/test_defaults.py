@@ -12,7 +12,7 @@ from pipelines import default_codec, default_lm, default_voice, generate, voices
 from pipelines.cli import main as cli_main
 from pipelines.defaults import DEFAULT_CODEC_DIR, DEFAULT_LM_DIR
 from pipelines.evaluation.metrics import mel_distance
-from tokenizer import RVQCodec
+from tokenizer import CodecConfig, RVQCodec
 
 MAX_SHIPPED_BYTES = 80 * 2**20  # the budget for the bundled weights
 
@@ -82,3 +82,18 @@ def test_voices_command_lists_the_voices_and_an_unknown_voice_names_them(capsys)
     assert all(v in listed for v in voices())
     with pytest.raises(ValueError, match="festival-slt-hts"):
         generate("hi", task="speech", voice="no-such-voice", duration=0.1, progress=False)
+
+
+def test_install_defaults_writes_the_pair_side_by_side_and_refuses_a_mismatch(tmp_path):
+    from pipelines.defaults import install_defaults, save_lm
+
+    lm_dir = save_lm(default_lm(), default_codec(), tmp_path / "lm_folder")  # self-contained: has codec/
+    assets = install_defaults(DEFAULT_CODEC_DIR, lm_dir, assets=tmp_path / "assets")
+    assert sorted(p.name for p in (assets / "lm").iterdir()) == ["config.json", "model.safetensors",
+                                                                  "text_tokenizer.model"]
+    assert RVQCodec.from_pretrained(assets / "codec").fingerprint == default_codec().fingerprint
+    other = CodecConfig.from_dict({**default_codec().config.to_dict(), "dimension": 32})  # another fingerprint
+    RVQCodec(other).save_pretrained(tmp_path / "other_codec")
+    with pytest.raises(ValueError, match="fingerprint"):
+        install_defaults(tmp_path / "other_codec", lm_dir, assets=tmp_path / "assets2")
+    assert not (tmp_path / "assets2" / "lm").exists()
