@@ -58,9 +58,9 @@ from lm import AudioLM, AudioLMConfig, AudioLMModel, TextTokenizer
 from lm.config import CODEC_FIELDS
 from lm.model import codes_to_steps
 from tokenizer import CheckpointError, RVQCodec
-# The codec trainer's run-folder helpers: the same folder rules and atomic swap for both trainers.
-from tokenizer.training import (_check_run_folder, _prepare, _quiet, _recover_interrupted_swap, _step_seed,
-                                _truncate_log, save_run_checkpoint)
+# The run folder both trainers share: the same folder rules and atomic checkpoint swap.
+from tokenizer.run_folder import (CHECKPOINT_DIR, FINAL_DIR, LOG_NAME, STATE_NAME, check_run_folder, prepare, quiet,
+                                  recover_interrupted_swap, save_run_checkpoint, step_seed, truncate_log)
 
 from .defaults import load_lm, resolve_codec, save_lm
 from .lm_data import BatchPlan, LMExamples, check_codec_metadata, collate, eval_batches, eval_subset, open_lm_data, \
@@ -69,8 +69,7 @@ from .lm_training_config import LMTrainingConfig, lr_factor
 
 logger = logging.getLogger(__name__)
 
-CHECKPOINT_DIR, FINAL_DIR, LOG_NAME = "checkpoint", "final", "log.jsonl"
-STATE_NAME, TRAINING_CONFIG_NAME, LM_SUBDIR = "train_state.json", "training_config.json", "lm"
+TRAINING_CONFIG_NAME, LM_SUBDIR = "training_config.json", "lm"
 LORA_TARGETS = ["qkv", "out", "fc", "proj"]  # the attention and MLP linear layers of every block
 
 
@@ -122,7 +121,7 @@ def train_lm(config: str | os.PathLike | AudioLMConfig, data, out: str | os.Path
     tc = _training_config(training, max_steps)
     accelerator = _accelerator(tc)
     out = Path(out)
-    _check_run_folder(out, resume)
+    check_run_folder(out, resume)
     codec = resolve_codec(codec)
     train, held, source = _load_examples(data, eval_data, codec, task, tc)
     _open_run_folder(accelerator, out)
@@ -162,7 +161,7 @@ def finetune(model: str | os.PathLike, data, out: str | os.PathLike, *,
         _require_peft()
     accelerator = _accelerator(tc)
     out = Path(out)
-    _check_run_folder(out, resume)
+    check_run_folder(out, resume)
     lm = load_lm(model)
     codec = lm.codec
     train, held, source = _load_examples(data, eval_data, codec, task, tc)
@@ -255,7 +254,7 @@ def _open_run_folder(accelerator: Accelerator, out: Path) -> None:
     accelerator.wait_for_everyone()  # every process has checked the data before the main one writes
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
-        _recover_interrupted_swap(out)
+        recover_interrupted_swap(out)
     accelerator.wait_for_everyone()
 
 
@@ -326,12 +325,12 @@ def _run(accelerator: Accelerator, lm: AudioLM, codec: RVQCodec, train: LMExampl
         [{"params": [p for p in params if p.dim() >= 2], "weight_decay": tc.weight_decay},
          {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}], lr=tc.lr, betas=tc.betas)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(tc))
-    wrapped, optimizer = _prepare(accelerator, objective, optimizer)
+    wrapped, optimizer = prepare(accelerator, objective, optimizer)
     accelerator.register_for_checkpointing(scheduler)  # outside prepare(): it would step once per process
     if resume:
         state = _load_checkpoint(accelerator, out / CHECKPOINT_DIR, tc, state)
     if main:
-        _truncate_log(out / LOG_NAME, state.step)  # records past the checkpoint are about to be redone
+        truncate_log(out / LOG_NAME, state.step)  # records past the checkpoint are about to be redone
         logger.info("%s: %d parameters (%d trained), %d training items, %d held out (%s), steps %d -> %d, "
                     "%d process(es) x %d items x %d accumulation", state.kind, lm.model.num_parameters(),
                     sum(p.numel() for p in params), len(train), len(held), source, state.step, tc.max_steps,
@@ -341,7 +340,7 @@ def _run(accelerator: Accelerator, lm: AudioLM, codec: RVQCodec, train: LMExampl
     sums, steps_done, frames_done, tick = torch.zeros(K, dtype=torch.float64), 0, 0, time.perf_counter()
     bar = tqdm(total=tc.max_steps, initial=state.step, disable=not main, desc=state.kind, dynamic_ncols=True)
     for step in range(state.step, tc.max_steps):
-        torch.manual_seed(_step_seed(tc.seed, step, rank))  # dropout: from (seed, step, rank), no RNG history
+        torch.manual_seed(step_seed(tc.seed, step, rank))  # dropout: from (seed, step, rank), no RNG history
         batch = plan.batch(step)
         count = batch.target_count()  # targets per codebook in the whole global batch, all processes together
         mine = batch.part(rank * micro * A, (rank + 1) * micro * A)
@@ -474,6 +473,6 @@ def _load_checkpoint(accelerator: Accelerator, checkpoint: Path, tc: LMTrainingC
                            "one (max_steps changes the LR schedule)", changed)
         if saved.data_digest != current.data_digest:
             logger.warning("resuming on other training data than the checkpoint's: batches will differ")
-    with _quiet("accelerate"):
+    with quiet("accelerate"):
         accelerator.load_state(str(checkpoint))
     return dataclasses.replace(current, step=saved.step)

@@ -33,19 +33,14 @@ with the same number of processes.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import json
 import logging
 import os
-import shutil
 import time
-import warnings
 from dataclasses import dataclass, field
-from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from accelerate import Accelerator, PartialState
@@ -59,13 +54,11 @@ from .errors import CheckpointError
 from .losses import (MultiResolutionSTFTLoss, MultiScaleMelLoss, discriminator_hinge_loss, feature_matching_loss,
                      generator_hinge_loss)
 from .model import RVQCodec
+from .run_folder import (CHECKPOINT_DIR, FINAL_DIR, LOG_NAME, STATE_NAME, check_run_folder, prepare, quiet,
+                         recover_interrupted_swap, save_run_checkpoint, step_seed, truncate_log)
 
 logger = logging.getLogger(__name__)
 
-CHECKPOINT_DIR = "checkpoint"
-FINAL_DIR = "final"
-LOG_NAME = "log.jsonl"
-STATE_NAME = "train_state.json"
 
 
 @dataclass
@@ -129,12 +122,12 @@ def fit_codec(config: CodecConfig, data: str | os.PathLike | list[str | os.PathL
     )
     main = accelerator.is_main_process
     checkpoint = out / CHECKPOINT_DIR
-    _check_run_folder(out, resume)
+    check_run_folder(out, resume)
     crops = AudioCrops.from_config(config, data)  # bad data fails here, before anything is written
     accelerator.wait_for_everyone()  # every process has looked before the main one changes anything
     if main:
         out.mkdir(parents=True, exist_ok=True)
-        _recover_interrupted_swap(out)
+        recover_interrupted_swap(out)
     accelerator.wait_for_everyone()
 
     set_seed(tc.seed)  # the same initial weights on every process
@@ -142,7 +135,7 @@ def fit_codec(config: CodecConfig, data: str | os.PathLike | list[str | os.PathL
     opt_g = torch.optim.AdamW(codec.parameters(), lr=tc.learning_rate, betas=tc.betas)
     sched_g = torch.optim.lr_scheduler.LambdaLR(opt_g, _lr_factor(tc))
     adversarial_from = tc.adversarial_start_step if tc.adversarial_start_step >= 0 else None
-    codec, opt_g = _prepare(accelerator, codec, opt_g)
+    codec, opt_g = prepare(accelerator, codec, opt_g)
     # Schedulers stay out of prepare(): accelerate would step them once per process per call.
     accelerator.register_for_checkpointing(sched_g)
     disc = opt_d = sched_d = None
@@ -150,7 +143,7 @@ def fit_codec(config: CodecConfig, data: str | os.PathLike | list[str | os.PathL
         disc = MultiScaleSTFTDiscriminator.from_config(config)
         opt_d = torch.optim.AdamW(disc.parameters(), lr=tc.discriminator_learning_rate, betas=tc.betas)
         sched_d = torch.optim.lr_scheduler.LambdaLR(opt_d, _lr_factor(tc))
-        disc, opt_d = _prepare(accelerator, disc, opt_d)
+        disc, opt_d = prepare(accelerator, disc, opt_d)
         accelerator.register_for_checkpointing(sched_d)
     mel_loss = MultiScaleMelLoss(config.sample_rate).to(accelerator.device)
     stft_loss = MultiResolutionSTFTLoss().to(accelerator.device)
@@ -164,7 +157,7 @@ def fit_codec(config: CodecConfig, data: str | os.PathLike | list[str | os.PathL
             logger.warning("the checkpoint is at step %d, max_steps is %d: nothing to train", state.step, total)
     if main:
         # Records past the checkpoint (or of a run that died before its first one) are about to be redone.
-        _truncate_log(out / LOG_NAME, state.step)
+        truncate_log(out / LOG_NAME, state.step)
         logger.info("training %s (%d parameters) on %d clips from %s, steps %d -> %d, %d process(es)",
                     config.name, model.num_parameters(), len(crops), data, state.step, total,
                     accelerator.num_processes)
@@ -176,7 +169,7 @@ def fit_codec(config: CodecConfig, data: str | os.PathLike | list[str | os.PathL
     bar = tqdm(total=total, initial=state.step, disable=not main, desc="codec", dynamic_ncols=True)
     for step in range(state.step, total):
         # Everything random in this step follows from (seed, step, rank): resume needs no RNG history.
-        torch.manual_seed(_step_seed(tc.seed, step, rank))
+        torch.manual_seed(step_seed(tc.seed, step, rank))
         wav = crops.batch(step, tc.batch_size, rank).to(accelerator.device)  # (B, C, N)
         codec.train()
         res = codec(wav)
@@ -241,24 +234,12 @@ def fit_codec(config: CodecConfig, data: str | os.PathLike | list[str | os.PathL
     return model.eval()
 
 
-def _prepare(accelerator: Accelerator, model: torch.nn.Module, optimizer: torch.optim.Optimizer):
-    with warnings.catch_warnings():
-        # torch 2.14 renames DDP's broadcast_buffers to forward_sync_buffers, which accelerate cannot pass yet;
-        # the old name still works (and its removal would fail loudly, as a TypeError).
-        warnings.filterwarnings("ignore", message=".*broadcast_buffers.* is deprecated", category=FutureWarning)
-        return accelerator.prepare(model, optimizer)
-
-
 def _lr_factor(tc: CodecTrainingConfig):
     """LR multiplier after `s` scheduler steps: linear warm-up over `warmup_steps`, exponential decay throughout."""
     def factor(s: int) -> float:
         warm = min(1.0, (s + 1) / tc.warmup_steps) if tc.warmup_steps > 0 else 1.0
         return warm * tc.lr_decay ** s
     return factor
-
-
-def _step_seed(seed: int, step: int, rank: int) -> int:
-    return int(np.random.SeedSequence([seed, step, rank, 1]).generate_state(1, np.uint64)[0] >> 1)
 
 
 def _log_record(accelerator: Accelerator, model: RVQCodec, means: dict[str, float], steps: int, codes: torch.Tensor,
@@ -280,51 +261,6 @@ def _log_record(accelerator: Accelerator, model: RVQCodec, means: dict[str, floa
 
 
 # ---- run folder and checkpoints -----------------------------------------------------------------
-
-def _check_run_folder(out: Path, resume: bool) -> None:
-    checkpoint, final = out / CHECKPOINT_DIR, out / FINAL_DIR
-    interrupted = out / f".{CHECKPOINT_DIR}.old"
-    if not resume:
-        for existing in (checkpoint, interrupted, final):
-            if existing.exists():
-                raise CheckpointError(
-                    f"{str(out)!r} already holds a training run ({existing.name}/); pass resume=True to continue "
-                    "it, or choose another output folder (nothing is overwritten)")
-    elif not (checkpoint / STATE_NAME).is_file() and not (interrupted / STATE_NAME).is_file():
-        raise CheckpointError(f"cannot resume: {str(checkpoint)!r} holds no checkpoint ({STATE_NAME} is missing); "
-                              "start the run without resume=True")
-
-
-def _recover_interrupted_swap(out: Path) -> None:
-    """A save killed between its two renames leaves the previous checkpoint as `.checkpoint.old`: put it back."""
-    checkpoint, old = out / CHECKPOINT_DIR, out / f".{CHECKPOINT_DIR}.old"
-    if old.exists():
-        if checkpoint.exists():
-            shutil.rmtree(old)
-        else:
-            os.replace(old, checkpoint)
-    shutil.rmtree(out / f".{CHECKPOINT_DIR}.tmp", ignore_errors=True)
-
-
-def save_run_checkpoint(accelerator: Accelerator, out: Path, write_extra: Callable[[Path], None]) -> None:
-    """Write `accelerator.save_state` plus what `write_extra(folder)` adds (on the main process) into a
-    temporary folder, then swap it in as `out/checkpoint`: a crash leaves the previous one usable.
-    `_recover_interrupted_swap` repairs a swap killed between its two renames. Shared by the codec and LM loops."""
-    tmp, checkpoint, old = out / f".{CHECKPOINT_DIR}.tmp", out / CHECKPOINT_DIR, out / f".{CHECKPOINT_DIR}.old"
-    if accelerator.is_main_process:
-        shutil.rmtree(tmp, ignore_errors=True)
-    accelerator.wait_for_everyone()
-    with _quiet("accelerate"):
-        accelerator.save_state(str(tmp))  # every process writes its RNG state; weights come from the main one
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        write_extra(tmp)
-        if checkpoint.exists():
-            os.replace(checkpoint, old)
-        os.replace(tmp, checkpoint)
-        shutil.rmtree(old, ignore_errors=True)
-    accelerator.wait_for_everyone()
-
 
 def _save_checkpoint(accelerator: Accelerator, out: Path, state: TrainState, config: CodecConfig,
                      model: RVQCodec) -> None:
@@ -352,16 +288,9 @@ def _load_checkpoint(accelerator: Accelerator, checkpoint: Path, config: CodecCo
         raise CheckpointError(
             f"the checkpoint in {str(checkpoint)!r} was written by {state.num_processes} process(es); resume it "
             f"with the same number (got {accelerator.num_processes}), since weights are stored as wrapped then")
-    with _quiet("accelerate"):
+    with quiet("accelerate"):
         accelerator.load_state(str(checkpoint))
     return state
-
-
-def _truncate_log(path: Path, step: int) -> None:
-    """Drop records of steps after `step`: they are about to be trained (and logged) again."""
-    if path.exists():
-        kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
-        path.write_text("".join(line + "\n" for line in kept))
 
 
 def _check_processes_agree(accelerator: Accelerator, model: RVQCodec) -> None:
@@ -380,18 +309,6 @@ def _check_processes_agree(accelerator: Accelerator, model: RVQCodec) -> None:
     if bad:
         raise RuntimeError(f"processes disagree on {len(bad)} tensors of the codec, e.g. {bad[:5]}: a "
                            "synchronisation bug (codebooks must be all-reduced or broadcast under DDP)")
-
-
-@contextlib.contextmanager
-def _quiet(name: str):
-    """accelerate logs every file it saves at INFO; keep the training log readable."""
-    log = logging.getLogger(name)
-    level = log.level
-    log.setLevel(max(level, logging.WARNING))
-    try:
-        yield
-    finally:
-        log.setLevel(level)
 
 
 def main(argv: list[str] | None = None) -> None:

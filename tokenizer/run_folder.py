@@ -1,0 +1,108 @@
+"""The run folder that both trainers (the codec's, `tokenizer.training`, and the LM's, `pipelines.lm_training`)
+write: its layout, the atomic checkpoint swap, resume checks, log truncation, and per-step seeds.
+
+    out/log.jsonl       one JSON record per logged step (records past a resumed checkpoint are dropped)
+    out/checkpoint/     accelerate's save_state plus the trainer's own files, swapped in atomically
+    out/final/          what the run produced (written by the trainer)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import shutil
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+
+from .errors import CheckpointError
+
+CHECKPOINT_DIR = "checkpoint"
+FINAL_DIR = "final"
+LOG_NAME = "log.jsonl"
+STATE_NAME = "train_state.json"
+
+
+def prepare(accelerator: Accelerator, model: torch.nn.Module, optimizer: torch.optim.Optimizer):
+    """`accelerator.prepare(model, optimizer)`, without torch 2.14's DDP deprecation warning."""
+    with warnings.catch_warnings():
+        # torch 2.14 renames DDP's broadcast_buffers to forward_sync_buffers, which accelerate cannot pass yet;
+        # the old name still works (and its removal would fail loudly, as a TypeError).
+        warnings.filterwarnings("ignore", message=".*broadcast_buffers.* is deprecated", category=FutureWarning)
+        return accelerator.prepare(model, optimizer)
+
+
+def step_seed(seed: int, step: int, rank: int) -> int:
+    """A torch seed from (seed, step, rank) alone: a step's randomness does not depend on the run's history."""
+    return int(np.random.SeedSequence([seed, step, rank, 1]).generate_state(1, np.uint64)[0] >> 1)
+
+
+def check_run_folder(out: Path, resume: bool) -> None:
+    """CheckpointError unless `out` is free for a new run (resume=False) or holds a checkpoint to resume."""
+    checkpoint, final = out / CHECKPOINT_DIR, out / FINAL_DIR
+    interrupted = out / f".{CHECKPOINT_DIR}.old"
+    if not resume:
+        for existing in (checkpoint, interrupted, final):
+            if existing.exists():
+                raise CheckpointError(
+                    f"{str(out)!r} already holds a training run ({existing.name}/); pass resume=True to continue "
+                    "it, or choose another output folder (nothing is overwritten)")
+    elif not (checkpoint / STATE_NAME).is_file() and not (interrupted / STATE_NAME).is_file():
+        raise CheckpointError(f"cannot resume: {str(checkpoint)!r} holds no checkpoint ({STATE_NAME} is missing); "
+                              "start the run without resume=True")
+
+
+def recover_interrupted_swap(out: Path) -> None:
+    """A save killed between its two renames leaves the previous checkpoint as `.checkpoint.old`: put it back."""
+    checkpoint, old = out / CHECKPOINT_DIR, out / f".{CHECKPOINT_DIR}.old"
+    if old.exists():
+        if checkpoint.exists():
+            shutil.rmtree(old)
+        else:
+            os.replace(old, checkpoint)
+    shutil.rmtree(out / f".{CHECKPOINT_DIR}.tmp", ignore_errors=True)
+
+
+def save_run_checkpoint(accelerator: Accelerator, out: Path, write_extra: Callable[[Path], None]) -> None:
+    """Write `accelerator.save_state` plus what `write_extra(folder)` adds (on the main process) into a
+    temporary folder, then swap it in as `out/checkpoint`: a crash leaves the previous one usable.
+    `recover_interrupted_swap` repairs a swap killed between its two renames. Shared by the codec and LM loops."""
+    tmp, checkpoint, old = out / f".{CHECKPOINT_DIR}.tmp", out / CHECKPOINT_DIR, out / f".{CHECKPOINT_DIR}.old"
+    if accelerator.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    with quiet("accelerate"):
+        accelerator.save_state(str(tmp))  # every process writes its RNG state; weights come from the main one
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        write_extra(tmp)
+        if checkpoint.exists():
+            os.replace(checkpoint, old)
+        os.replace(tmp, checkpoint)
+        shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
+
+
+def truncate_log(path: Path, step: int) -> None:
+    """Drop records of steps after `step`: they are about to be trained (and logged) again."""
+    if path.exists():
+        kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
+        path.write_text("".join(line + "\n" for line in kept))
+
+
+@contextlib.contextmanager
+def quiet(name: str):
+    """accelerate logs every file it saves at INFO; keep the training log readable."""
+    log = logging.getLogger(name)
+    level = log.level
+    log.setLevel(max(level, logging.WARNING))
+    try:
+        yield
+    finally:
+        log.setLevel(level)
