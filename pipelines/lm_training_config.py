@@ -1,25 +1,22 @@
 """How `train_lm` and `finetune` train: `LMTrainingConfig` (validated, JSON round-trippable) and the LR schedule.
 
-Presets: configs/lm_train_tiny.json, configs/lm_train_small.json. Load one with `LMTrainingConfig.from_json_file`.
+Presets: configs/lm_train_tiny.json, lm_train_base.json (the bundled LM), lm_train_small.json. Load one with
+`LMTrainingConfig.from_json_file`.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import math
-import os
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 from lm import TextTokenizer
+from tokenizer.json_config import JsonConfig
 
 SCHEDULES = ("cosine", "linear", "constant")
 
 
 @dataclass
-class LMTrainingConfig:
+class LMTrainingConfig(JsonConfig):
     """How `train_lm` and `finetune` train (not part of the model). Presets: configs/lm_train_*.json.
 
     batch_size: items per optimizer step over ALL processes and accumulation steps (the global batch); it must
@@ -96,36 +93,6 @@ class LMTrainingConfig:
             raise ValueError(f"training.schedule must be one of {list(SCHEDULES)}, got {self.schedule!r}")
         if self.mixed_precision not in ("no", "bf16", "fp16"):
             raise ValueError(f"training.mixed_precision must be 'no', 'bf16' or 'fp16', got {self.mixed_precision!r}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**dataclasses.asdict(self), "betas": list(self.betas)}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> LMTrainingConfig:
-        if not isinstance(data, dict):
-            raise ValueError(f"a training config is a JSON object, got {type(data).__name__}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known - {"_comment"})
-        if unknown:
-            raise ValueError(f"training config has unknown keys {unknown}; known keys are {sorted(known)}")
-        return cls(**{k: v for k, v in data.items() if k != "_comment"})
-
-    def to_json_file(self, path: str | os.PathLike) -> None:
-        path = Path(path)
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        tmp.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
-        os.replace(tmp, path)
-
-    @classmethod
-    def from_json_file(cls, path: str | os.PathLike) -> LMTrainingConfig:
-        path = Path(path)
-        if not path.is_file():
-            raise ValueError(f"training config {str(path)!r} does not exist")
-        try:
-            data = json.loads(path.read_text())
-        except json.JSONDecodeError as e:
-            raise ValueError(f"training config {str(path)!r} is not valid JSON: {e}") from e
-        return cls.from_dict(data)
 
 
 def lr_factor(tc: LMTrainingConfig):

@@ -2,65 +2,13 @@
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import math
-import os
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, TypeVar
 
 from .errors import ConfigError
-
-T = TypeVar("T", bound="_JsonConfig")
-
-
-class _JsonConfig:
-    """Mixin: `to_dict`/`from_dict` with nested dataclasses, and JSON files written atomically."""
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)  # type: ignore[call-overload]
-
-    @classmethod
-    def from_dict(cls: type[T], data: dict[str, Any]) -> T:
-        if not isinstance(data, dict):
-            raise ConfigError(f"{cls.__name__} expects a JSON object, got {type(data).__name__}")
-        fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-        unknown = sorted(set(data) - set(fields))
-        if unknown:
-            raise ConfigError(f"{cls.__name__} got unknown keys {unknown}; known keys are {sorted(fields)}")
-        kwargs = {}
-        for name, value in data.items():
-            sub = _NESTED.get((cls.__name__, name))
-            if sub is not None and isinstance(value, dict):
-                value = sub.from_dict(value)
-            elif isinstance(value, list) and name in _TUPLE_FIELDS:
-                value = tuple(value)
-            kwargs[name] = value
-        return cls(**kwargs)
-
-    def to_json_string(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
-
-    def to_json_file(self, path: str | os.PathLike) -> None:
-        """Write the config as JSON, atomically (a failure leaves no partial file)."""
-        path = Path(path)
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        tmp.write_text(self.to_json_string())
-        os.replace(tmp, path)
-
-    @classmethod
-    def from_json_file(cls: type[T], path: str | os.PathLike) -> T:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file {str(path)!r} does not exist")
-        try:
-            data = json.loads(path.read_text())
-        except json.JSONDecodeError as e:
-            raise ConfigError(f"config file {str(path)!r} is not valid JSON: {e}") from e
-        return cls.from_dict(data)
-
+from .json_config import JsonConfig
 
 def _check(cond: bool, message: str) -> None:
     if not cond:
@@ -68,7 +16,7 @@ def _check(cond: bool, message: str) -> None:
 
 
 @dataclass
-class QuantizerConfig(_JsonConfig):
+class QuantizerConfig(JsonConfig):
     """Residual vector quantizer.
 
     kind="ema": EnCodec/AudioCraft codebooks learned by exponential moving averages, k-means initialised
@@ -110,7 +58,7 @@ class QuantizerConfig(_JsonConfig):
 
 
 @dataclass
-class CodecTrainingConfig(_JsonConfig):
+class CodecTrainingConfig(JsonConfig):
     """How `train_codec` trains a codec. Stored with the checkpoint; not part of its fingerprint."""
 
     batch_size: int = 8
@@ -155,7 +103,7 @@ class CodecTrainingConfig(_JsonConfig):
 
 
 @dataclass
-class CodecConfig(_JsonConfig):
+class CodecConfig(JsonConfig):
     """The RVQ codec: a SEANet encoder, a residual vector quantizer and a mirrored decoder.
 
     `strides` are the encoder's downsampling factors in order; the decoder upsamples in reverse.
@@ -239,10 +187,3 @@ class CodecConfig(_JsonConfig):
             data.pop(key)
         digest = hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
         return digest[:16]
-
-
-_NESTED: dict[tuple[str, str], type[_JsonConfig]] = {
-    ("CodecConfig", "quantizer"): QuantizerConfig,
-    ("CodecConfig", "training"): CodecTrainingConfig,
-}
-_TUPLE_FIELDS = {"strides", "betas", "disc_n_ffts"}
