@@ -133,7 +133,12 @@ class Decoding:
         self.batch_size, self.num_codebooks = B, K
         self.prompt_frames = 0 if prompt is None else prompt.shape[2]
         self.max_frames = self.prompt_frames + new_frames + 1  # + the end frame
-        self.min_frames = min(new_frames, round(config.min_duration * cfg.frame_rate))  # no end of audio before
+        # End of audio may be sampled from the first step whose codebook-0 slot holds frame prompt + min_frames on:
+        # derived once from the full-length layout, which is every unfinished item's (an ended item samples nothing).
+        min_frames = min(new_frames, round(config.min_duration * cfg.frame_rate))
+        allowed = (self.pattern.layout(self.max_frames)[0] >= self.prompt_frames + min_frames).nonzero()[:, 0]
+        self.first_end_step = 0 if not min_frames else int(allowed[0]) if len(allowed) else self.pattern.num_steps(
+            self.max_frames)
         self.text_ids, self.text_mask = text_ids.to(device), text_mask.to(device)
         self.prompt = None if prompt is None else prompt.to(device)
         # Provisional length of each item (max_frames) until codebook 0 says where it ends.
@@ -215,9 +220,8 @@ class Decoding:
         logits = logits.float().clone()
         # End of audio is decided by codebook 0 only; the other codebooks are forced to it.
         logits[:, 1:, -1] = -math.inf
-        if self.min_frames:
-            early = self._slot_frames(step)[:, 0] < self.prompt_frames + self.min_frames  # (B,)
-            logits[early, 0, -1] = -math.inf
+        if step < self.first_end_step:  # min_duration not reached yet
+            logits[:, 0, -1] = -math.inf
         return logits
 
     def _sample(self, logits: torch.Tensor) -> torch.Tensor:
