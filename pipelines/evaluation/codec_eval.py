@@ -23,7 +23,7 @@ from tokenizer import RVQCodec
 from tokenizer.audio import resample, to_channels
 
 from ..defaults import resolve_codec
-from .data import iter_audio, load_split, opus_roundtrip, write_report
+from .data import describe, iter_audio, load_split, opus_roundtrip, write_report
 from .metrics import mel_distance, pesq_wb, si_sdr, stft_distance, stoi
 
 # name -> (units, True if higher is better), in table order
@@ -114,7 +114,7 @@ def evaluate_codec(
             s["kbps"] = opus_bytes[s["target_kbps"]] * 8 / seconds / 1000
         s["metrics"] = {m: _summary(v) for m, v in scores[s["name"]].items()}
     report = {
-        "data": str(data) if isinstance(data, (str, os.PathLike)) else type(data).__name__, "split": split,
+        "data": describe(data), "split": split,
         "domain": domain, "clips": clips, "seconds": seconds, "skipped": skipped, "sample_rate": sr,
         "codec": {"fingerprint": codec.fingerprint, "num_codebooks": codec.num_codebooks,
                   "codebook_size": codec.codebook_size, "frame_rate": codec.frame_rate},

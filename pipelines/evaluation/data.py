@@ -139,3 +139,20 @@ def write_report(output: str | os.PathLike | None, report: dict[str, Any]) -> No
         tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
         tmp.write_text(text)
         os.replace(tmp, path)
+
+
+def check_count(name: str, value: Any, low: int = 1, allow_none: bool = False) -> None:
+    """ValueError unless `value` is an integer >= `low` (1: a positive integer, 0: a non-negative one), or None
+    when `allow_none`."""
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        kind = "positive" if low == 1 else "non-negative" if low == 0 else f">= {low}"
+        raise ValueError(f"{name} must be a {kind} integer{' or None' if allow_none else ''}, got {value!r}")
+
+
+def describe(source: Any, none: str = "bundled LM") -> str:
+    """How a report names what it evaluated: a folder's path, `none` for None (the bundled model), or the type."""
+    if source is None:
+        return none
+    return str(source) if isinstance(source, (str, os.PathLike)) else type(source).__name__

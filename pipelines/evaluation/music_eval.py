@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 
 from lm import AudioLM
 
-from .data import iter_audio, load_split, write_report
+from .data import check_count, describe, iter_audio, load_split, write_report
 from .metrics import (FEATURE_DIM, FEATURE_N_MELS, FEATURE_SAMPLE_RATE, audio_features,
                       estimate_tempo, frechet_distance, tempo_errors)
 
@@ -474,10 +474,8 @@ def evaluate_music_lm(
 
     if isinstance(duration, bool) or not isinstance(duration, (int, float)) or not duration > 0:
         raise ValueError(f"duration must be a positive number of seconds, got {duration!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    check_count("seed", seed, low=0)
+    check_count("batch_size", batch_size)
     if not isinstance(classifier, FamilyClassifier):
         classifier = FamilyClassifier.from_pretrained(classifier)
     lm = resolve_lm(model)  # loaded once, not once per batch
@@ -499,9 +497,7 @@ def evaluate_music_lm(
                                           batch_size=batch_size, progress=progress)
     generated["ended_by_itself"] = float(np.mean(ended))
     generated["seconds_generated"] = float(sum(item["seconds"] for item in generated["items"]))
-    report = {"data": str(data) if isinstance(data, (str, os.PathLike)) else type(data).__name__, "split": split,
-              "model": str(model) if isinstance(model, (str, os.PathLike)) else "bundled LM" if model is None
-              else type(model).__name__,
+    report = {"data": describe(data), "split": split, "model": describe(model),
               "duration": float(duration), "seed": seed, "batch_size": batch_size, "sampling": dict(SAMPLING),
               "generated": generated, "references": references}
     report["markdown"] = format_music_report(report)

@@ -26,7 +26,7 @@ from lm import AudioLM
 from tokenizer.audio import resample
 
 from ..defaults import resolve_lm
-from .data import iter_audio, load_split, write_report
+from .data import check_count, describe, iter_audio, load_split, write_report
 from .metrics import wer
 
 RECOGNISER_SAMPLE_RATE = 16000
@@ -89,8 +89,8 @@ def evaluate_tts(
     limit), `n`, `words`, `seconds_generated`, `seconds_reference`, `split` and `items` (per sentence: text,
     both transcripts, both durations, the limit, the ended flags). Written as JSON to `output` when given.
     """
-    _check_count("max_items", max_items, allow_none=True)
-    _check_count("batch_size", batch_size)
+    check_count("max_items", max_items, allow_none=True)
+    check_count("batch_size", batch_size)
     ds = load_split(data, split)
     if "text" not in ds.column_names:
         raise ValueError(f"split {split!r} has no 'text' column (columns: {ds.column_names}); is it a speech dataset?")
@@ -168,9 +168,8 @@ def evaluate_tts_lm(
     """
     from ..generate import default_voice, generate, voices
 
-    _check_count("batch_size", batch_size)
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    check_count("batch_size", batch_size)
+    check_count("seed", seed, low=0)
     lm = resolve_lm(model)  # loaded once, not once per batch
     known = voices(lm)
     if voice is not None and voice not in known:
@@ -208,9 +207,7 @@ def evaluate_tts_lm(
         note = f"every sentence is spoken by {chosen!r} ({how})"
         if unseen:
             note += f"; the held-out voices {unseen} are not among the LM's voices, so none of them is asked for"
-    report |= {"data": str(data) if isinstance(data, (str, os.PathLike)) else type(data).__name__,
-               "model": str(model) if isinstance(model, (str, os.PathLike)) else "bundled LM" if model is None
-               else type(model).__name__,
+    report |= {"data": describe(data), "model": describe(model),
                "voice": chosen, "voice_note": note, "reference_voices": heldout_voices, "seed": seed,
                "batch_size": batch_size, "sampling": dict(SAMPLING), "capped": capped[0]}
     report["markdown"] = format_tts_report(report)
@@ -236,10 +233,3 @@ def format_tts_report(report: dict[str, Any]) -> str:
         lines.append(f"{report['capped']} sentences could not run to {limit} their reference's duration within "
                      "the LM's max_duration; they were limited to it.")
     return "\n".join(lines) + "\n"
-
-
-def _check_count(name: str, value: Any, allow_none: bool = False) -> None:
-    if value is None and allow_none:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer{' or None' if allow_none else ''}, got {value!r}")
