@@ -30,6 +30,15 @@ def _train_codec(args: argparse.Namespace) -> None:
     print(f"saved the trained codec to {out}")
 
 
+def _export_codec(args: argparse.Namespace) -> None:
+    import torch
+
+    from tokenizer.training import export_checkpoint
+
+    out = export_checkpoint(args.run, args.output, dtype=torch.float16 if args.fp16 else None)
+    print(f"wrote the codec of {args.run}/checkpoint to {out}")
+
+
 def _tokenize(args: argparse.Namespace) -> None:
     from .tokenize import tokenize_dataset
 
@@ -232,6 +241,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-steps", type=int, default=None, help="override training.max_steps")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
     p.set_defaults(func=_train_codec)
+
+    p = sub.add_parser("export-codec", help="write a codec run's latest checkpoint as a codec folder (run keeps going)")
+    p.add_argument("run", help="the --out folder of train-codec")
+    p.add_argument("-o", "--output", required=True, help="codec folder to write (config.json + model.safetensors)")
+    p.add_argument("--fp16", action="store_true", help="store the weights as float16 (half the size)")
+    p.set_defaults(func=_export_codec)
     return parser
 
 

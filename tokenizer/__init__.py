@@ -1,10 +1,10 @@
 """rvqaudio's audio tokenizer: a trainable RVQ neural codec, waveform (B, C, N) <-> codes (B, K, T)."""
 
-from .config import CodecConfig, CodecTrainingConfig, QuantizerConfig
+from .config import CodecConfig, CodecTrainingConfig, QuantizerConfig, SpectralConfig
 from .errors import AudioInputError, CheckpointError, CodecError, CodesError, ConfigError
 from .model import CodecOutput, RVQCodec
 
 __all__ = [
     "AudioInputError", "CheckpointError", "CodecConfig", "CodecError", "CodecOutput", "CodecTrainingConfig",
-    "CodesError", "ConfigError", "QuantizerConfig", "RVQCodec",
+    "CodesError", "ConfigError", "QuantizerConfig", "RVQCodec", "SpectralConfig",
 ]

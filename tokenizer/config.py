@@ -103,11 +103,37 @@ class CodecTrainingConfig(JsonConfig):
 
 
 @dataclass
-class CodecConfig(JsonConfig):
-    """The RVQ codec: a SEANet encoder, a residual vector quantizer and a mirrored decoder.
+class SpectralConfig(JsonConfig):
+    """Frame-rate encoder and decoder (Vocos's ConvNeXt backbone and inverse-STFT head), in place of SEANet.
 
-    `strides` are the encoder's downsampling factors in order; the decoder upsamples in reverse.
-    One frame of codes covers `hop_length = prod(strides)` samples.
+    The encoder reads an STFT of `n_fft` samples per frame at the codec's hop; the decoder predicts a spectrum
+    per frame and overlap-adds its inverse. Each side is `num_layers` ConvNeXt blocks of width `dim`.
+    """
+
+    dim: int = 512
+    hidden_dim: int = 1536
+    num_layers: int = 8
+    kernel_size: int = 7
+    n_fft: int = 1280
+
+    def __post_init__(self) -> None:
+        for name in ("dim", "hidden_dim", "num_layers"):
+            _check(isinstance(getattr(self, name), int) and getattr(self, name) >= 1,
+                   f"spectral.{name} must be an integer >= 1, got {getattr(self, name)!r}")
+        _check(isinstance(self.kernel_size, int) and self.kernel_size >= 1 and self.kernel_size % 2 == 1,
+               f"spectral.kernel_size must be an odd integer >= 1, got {self.kernel_size!r}")
+        _check(isinstance(self.n_fft, int) and self.n_fft >= 2,
+               f"spectral.n_fft must be an integer >= 2, got {self.n_fft!r}")
+
+
+@dataclass
+class CodecConfig(JsonConfig):
+    """The RVQ codec: an encoder, a residual vector quantizer and a mirrored decoder.
+
+    With `spectral` unset (null) the encoder and decoder are EnCodec's SEANet: `strides` are the encoder's
+    downsampling factors in order, and the decoder upsamples in reverse. With `spectral` set they are the
+    frame-rate ConvNeXt/iSTFT pair of `tokenizer.modules.spectral` (non-causal), and the SEANet fields other than
+    `strides` are unused. Either way one frame of codes covers `hop_length = prod(strides)` samples.
     """
 
     name: str = "rvqaudio-codec"
@@ -127,6 +153,7 @@ class CodecConfig(JsonConfig):
     norm: str = "weight_norm"
     activation: str = "elu"
     chunk_seconds: float = 30.0  # inputs longer than this are encoded/decoded chunk by chunk
+    spectral: SpectralConfig | None = None
     quantizer: QuantizerConfig = field(default_factory=QuantizerConfig)
     training: CodecTrainingConfig = field(default_factory=CodecTrainingConfig)
 
@@ -135,6 +162,8 @@ class CodecConfig(JsonConfig):
             self.quantizer = QuantizerConfig.from_dict(self.quantizer)
         if isinstance(self.training, dict):
             self.training = CodecTrainingConfig.from_dict(self.training)
+        if isinstance(self.spectral, dict):
+            self.spectral = SpectralConfig.from_dict(self.spectral)
         self.strides = tuple(self.strides)
         _check(isinstance(self.sample_rate, int) and self.sample_rate >= 1000,
                f"sample_rate must be an integer >= 1000 Hz, got {self.sample_rate!r}")
@@ -152,6 +181,11 @@ class CodecConfig(JsonConfig):
         _check(self.norm in ("weight_norm", "none"), f"norm must be 'weight_norm' or 'none', got {self.norm!r}")
         _check(self.activation in ("elu", "snake"), f"activation must be 'elu' or 'snake', got {self.activation!r}")
         _check(self.chunk_seconds > 0, f"chunk_seconds must be > 0, got {self.chunk_seconds!r}")
+        if self.spectral is not None:
+            _check(not self.causal, "a spectral codec is non-causal (its inverse STFT overlaps later frames); set causal to false")
+            _check(self.spectral.n_fft >= self.hop_length and (self.spectral.n_fft - self.hop_length) % 2 == 0,
+                   f"spectral.n_fft must be >= hop_length ({self.hop_length}) and differ from it by an even number, "
+                   f"got {self.spectral.n_fft}")
         if self.quantizer.kind == "factorized" and self.quantizer.codebook_dim is None:
             self.quantizer.codebook_dim = 8
 
@@ -185,5 +219,7 @@ class CodecConfig(JsonConfig):
         data = self.to_dict()
         for key in ("training", "chunk_seconds", "name"):
             data.pop(key)
+        if data["spectral"] is None:  # SEANet codecs keep the fingerprints they had before `spectral` existed
+            data.pop("spectral")
         digest = hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
         return digest[:16]

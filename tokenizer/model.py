@@ -16,7 +16,7 @@ from torch import nn
 from .checkpoint import check_state_dict, load_checkpoint, save_checkpoint
 from .config import CodecConfig
 from .errors import AudioInputError, CheckpointError, CodecError, CodesError
-from .modules import SEANetDecoder, SEANetEncoder, receptive_field
+from .modules import SEANetDecoder, SEANetEncoder, SpectralDecoder, SpectralEncoder, receptive_field
 from .quantization import ResidualVectorQuantizer
 
 
@@ -43,7 +43,8 @@ class CodecOutput:
 
 
 class RVQCodec(nn.Module):
-    """SEANet encoder → residual vector quantizer → SEANet decoder.
+    """Encoder → residual vector quantizer → decoder: SEANet (EnCodec) by default, the frame-rate ConvNeXt/iSTFT
+    pair (Vocos) when `config.spectral` is set.
 
     Public interface (what the LM and pipelines rely on): `encode`, `decode`, `sample_rate`, `channels`,
     `frame_rate`, `num_codebooks`, `codebook_size`, `fingerprint`.
@@ -52,12 +53,16 @@ class RVQCodec(nn.Module):
     def __init__(self, config: CodecConfig):
         super().__init__()
         self.config = config
-        self.encoder = SEANetEncoder(config)
         self.quantizer = ResidualVectorQuantizer(config.dimension, config.quantizer)
-        self.decoder = SEANetDecoder(config)
         # Context (in frames) each chunk of a chunked encode/decode needs so that it equals one pass.
-        self._encoder_context = math.ceil(receptive_field(self.encoder) / config.hop_length) + 1
-        self._decoder_context = math.ceil(receptive_field(self.decoder)) + 1
+        if config.spectral is None:
+            self.encoder, self.decoder = SEANetEncoder(config), SEANetDecoder(config)
+            self._encoder_context = math.ceil(receptive_field(self.encoder) / config.hop_length) + 1
+            self._decoder_context = math.ceil(receptive_field(self.decoder)) + 1
+        else:
+            self.encoder, self.decoder = SpectralEncoder(config), SpectralDecoder(config)
+            self._encoder_context = self.encoder.context_frames + 1
+            self._decoder_context = self.decoder.context_frames + 1
 
     # ---- the narrow interface -------------------------------------------------------------------
     @property

@@ -25,6 +25,9 @@ What is written to `out`:
                     optimizers, schedulers), `train_state.json` and `config.json`
     final/          the trained codec (`RVQCodec.save_pretrained`), written by `train_codec`
 
+`export_checkpoint(out, dir)` (`rvqaudio export-codec`) writes the latest checkpoint's codec as a codec folder while
+the run goes on, to evaluate it or tokenize with it.
+
 Exact resume: a step's randomness (crops, quantizer dropout, k-means init, dead-code replacement) is seeded from
 (seed, step, rank), so `resume=True` after an interruption ends with the same weights as an uninterrupted run
 with the same number of processes.
@@ -45,8 +48,10 @@ import torch
 import torch.distributed as dist
 from accelerate import Accelerator, PartialState
 from accelerate.utils import DistributedDataParallelKwargs, gather_object, set_seed
+from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
+from .checkpoint import check_state_dict
 from .config import CodecConfig, CodecTrainingConfig
 from .data import AudioCrops
 from .discriminator import MultiScaleSTFTDiscriminator
@@ -232,6 +237,27 @@ def fit_codec(config: CodecConfig, data: str | os.PathLike | list[str | os.PathL
         logger.warning("%d clip(s) could not be read and were skipped: %s", len(state.skipped_files),
                        ", ".join(state.skipped_files[:20]) + (" ..." if len(state.skipped_files) > 20 else ""))
     return model.eval()
+
+
+def export_checkpoint(run: str | os.PathLike, out: str | os.PathLike, dtype: torch.dtype | None = None) -> Path:
+    """Write the codec of a run's latest checkpoint (`run/checkpoint`) as a codec folder (`config.json` +
+    `model.safetensors`, atomically) and return it: to evaluate or tokenize with a run that is still training.
+
+    `dtype=torch.float16` halves the file. Raises CheckpointError when `run` holds no readable checkpoint.
+    """
+    checkpoint = Path(run) / CHECKPOINT_DIR
+    weights = checkpoint / "model.safetensors"  # accelerate's name for the first prepared model: the codec
+    if not (checkpoint / "config.json").is_file() or not weights.is_file():
+        raise CheckpointError(f"{str(run)!r} holds no codec checkpoint (expected {str(weights)!r} and config.json "
+                              "beside it); pass the run folder of `rvqaudio train-codec --out`")
+    config = CodecConfig.from_json_file(checkpoint / "config.json")
+    state = load_file(str(weights))
+    # Under DDP accelerate stores the wrapped model, whose keys carry DistributedDataParallel's prefix.
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    codec = RVQCodec(config)
+    check_state_dict(codec.state_dict(), state, repr(str(weights)))
+    codec.load_state_dict(state)
+    return codec.save_pretrained(out, dtype=dtype)
 
 
 def _lr_factor(tc: CodecTrainingConfig):

@@ -19,7 +19,7 @@ from safetensors.torch import load_file
 
 from tokenizer import AudioInputError, CheckpointError, CodecConfig, RVQCodec
 from tokenizer.data import AudioCrops
-from tokenizer.training import TrainState, _lr_factor, train_codec
+from tokenizer.training import TrainState, _lr_factor, export_checkpoint, train_codec
 
 REPO = Path(__file__).resolve().parents[2]
 SR = 16000
@@ -62,6 +62,9 @@ def test_presets_load_and_have_the_advertised_rates():
     assert small.bitrate() == pytest.approx(6.0)
     assert 0 <= small.training.adversarial_start_step < small.training.max_steps
     assert big.frame_rate == 75 and big.n_filters == 32 and big.lstm_layers == 2 and big.causal
+    spectral = CodecConfig.from_json_file(REPO / "configs" / "codec_spectral_small.json")
+    assert spectral.spectral is not None and not spectral.causal
+    assert spectral.frame_rate == 75 and spectral.bitrate() == pytest.approx(6.0)
     # EnCodec 24 kHz's bandwidths are the prefixes of 2, 4, 8, 16 and 32 codebooks.
     assert [big.bitrate(k) for k in (2, 4, 8, 16, 32)] == pytest.approx([1.5, 3.0, 6.0, 12.0, 24.0])
 
@@ -198,6 +201,12 @@ def test_a_tiny_codec_overfits_one_clip(tmp_path):
         assert len(log[-1][key]) == 4
     codec = RVQCodec.from_pretrained(final)
     assert codec.config == config
+    # The last checkpoint, exported as a codec folder, is the final codec.
+    exported = RVQCodec.from_pretrained(export_checkpoint(tmp_path / "run", tmp_path / "exported"))
+    assert exported.config == config
+    assert all(torch.equal(a, b) for a, b in zip(exported.state_dict().values(), codec.state_dict().values()))
+    with pytest.raises(CheckpointError, match="no codec checkpoint"):
+        export_checkpoint(tmp_path, tmp_path / "nothing")
 
 
 @pytest.mark.slow
