@@ -197,15 +197,19 @@ def test_chunked_encode_equals_one_pass_for_a_non_causal_codec():
 
 # ---- checkpoints ---------------------------------------------------------------------------------
 
-def test_save_then_load_gives_bit_identical_codes_and_audio(trained_codec, tmp_path):
-    trained_codec.save_pretrained(tmp_path / "codec")
-    assert sorted(p.name for p in (tmp_path / "codec").iterdir()) == ["config.json", "model.safetensors"]
-    loaded = RVQCodec.from_pretrained(tmp_path / "codec")
+def assert_saved_equals_loaded(codec: RVQCodec, folder) -> None:
+    codec.save_pretrained(folder)
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.safetensors"]
+    loaded = RVQCodec.from_pretrained(folder)
     clip = tone(0.3)[None]
-    codes = trained_codec.encode(clip)
+    codes = codec.encode(clip)
     assert torch.equal(loaded.encode(clip), codes)
-    assert torch.equal(loaded.decode(codes), trained_codec.decode(codes))
-    assert loaded.fingerprint == trained_codec.fingerprint
+    assert torch.equal(loaded.decode(codes), codec.decode(codes))
+    assert loaded.fingerprint == codec.fingerprint
+
+
+def test_save_then_load_gives_bit_identical_codes_and_audio(trained_codec, tmp_path):
+    assert_saved_equals_loaded(trained_codec, tmp_path / "codec")
 
 
 def test_fp16_checkpoint_is_smaller_and_loads_as_float32(trained_codec, tmp_path):
@@ -306,10 +310,4 @@ def test_spectral_codec_saves_and_loads_bit_identically(tmp_path):
     torch.manual_seed(0)
     codec = RVQCodec(spectral_config())
     codec.train()(tone(0.5)[None])
-    codec.eval().save_pretrained(tmp_path / "codec")
-    loaded = RVQCodec.from_pretrained(tmp_path / "codec")
-    clip = tone(0.3)[None]
-    codes = codec.encode(clip)
-    assert torch.equal(loaded.encode(clip), codes)
-    assert torch.equal(loaded.decode(codes), codec.decode(codes))
-    assert loaded.fingerprint == codec.fingerprint
+    assert_saved_equals_loaded(codec.eval(), tmp_path / "codec")
