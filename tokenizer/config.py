@@ -73,6 +73,7 @@ class CodecTrainingConfig(JsonConfig):
     # Loss weights (fixed, EnCodec/DAC-like magnitudes).
     mel_weight: float = 15.0
     stft_weight: float = 1.0
+    complex_weight: float = 0.0  # phase-aware compressed complex STFT loss (off by default)
     commitment_weight: float = 0.25
     codebook_weight: float = 1.0  # factorized quantizer: codebook loss
     adversarial_weight: float = 1.0

@@ -14,7 +14,8 @@ On a machine with GPUs the same launchers give one GPU per process over NCCL. Ex
 processes and of intra-op threads (reductions are summed in a different order otherwise).
 
 Stages: steps `[0, adversarial_start_step)` train on reconstruction only (multi-scale mel + multi-resolution
-STFT + commitment/codebook losses); from `adversarial_start_step` on, each step first updates the MS-STFT
+STFT + commitment/codebook losses, plus the phase-aware compressed complex STFT loss when `complex_weight` > 0);
+from `adversarial_start_step` on, each step first updates the MS-STFT
 discriminator (hinge loss on the detached reconstruction), then the codec with the added hinge and
 feature-matching losses against the updated discriminator. Loss weights are fixed, from `config.training`.
 
@@ -56,8 +57,8 @@ from .config import CodecConfig, CodecTrainingConfig
 from .data import AudioCrops
 from .discriminator import MultiScaleSTFTDiscriminator
 from .errors import CheckpointError
-from .losses import (MultiResolutionSTFTLoss, MultiScaleMelLoss, discriminator_hinge_loss, feature_matching_loss,
-                     generator_hinge_loss)
+from .losses import (CompressedComplexSTFTLoss, MultiResolutionSTFTLoss, MultiScaleMelLoss, discriminator_hinge_loss,
+                     feature_matching_loss, generator_hinge_loss)
 from .model import RVQCodec
 from .run_folder import (CHECKPOINT_DIR, FINAL_DIR, LOG_NAME, STATE_NAME, check_run_folder, prepare, quiet,
                          recover_interrupted_swap, save_run_checkpoint, step_seed, truncate_log)
@@ -152,6 +153,7 @@ def fit_codec(config: CodecConfig, data: str | os.PathLike | list[str | os.PathL
         accelerator.register_for_checkpointing(sched_d)
     mel_loss = MultiScaleMelLoss(config.sample_rate).to(accelerator.device)
     stft_loss = MultiResolutionSTFTLoss().to(accelerator.device)
+    complex_loss = CompressedComplexSTFTLoss().to(accelerator.device) if tc.complex_weight > 0 else None
     model = accelerator.unwrap_model(codec)
 
     state = TrainState(num_processes=accelerator.num_processes)
@@ -186,6 +188,9 @@ def fit_codec(config: CodecConfig, data: str | os.PathLike | list[str | os.PathL
         }
         loss = (tc.mel_weight * terms["mel"] + tc.stft_weight * terms["stft"]
                 + tc.commitment_weight * terms["commit"] + tc.codebook_weight * terms["codebook"])
+        if complex_loss is not None:
+            terms["complex"] = complex_loss(res.audio, wav)
+            loss = loss + tc.complex_weight * terms["complex"]
         if disc is not None and step >= adversarial_from:
             batch = wav.shape[0]
             logits, _ = disc(torch.cat([wav, res.audio.detach()]))  # one pass over real and fake

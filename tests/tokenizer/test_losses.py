@@ -9,8 +9,8 @@ import torch
 
 from tokenizer import AudioInputError, CodecConfig
 from tokenizer.discriminator import MultiScaleSTFTDiscriminator
-from tokenizer.losses import (MultiResolutionSTFTLoss, MultiScaleMelLoss, discriminator_hinge_loss,
-                              feature_matching_loss, generator_hinge_loss)
+from tokenizer.losses import (CompressedComplexSTFTLoss, MultiResolutionSTFTLoss, MultiScaleMelLoss,
+                              discriminator_hinge_loss, feature_matching_loss, generator_hinge_loss)
 
 SR = 16000
 
@@ -26,10 +26,10 @@ def _clip(batch: int = 2, channels: int = 1, seconds: float = 0.25, seed: int = 
 
 @pytest.fixture(scope="module")
 def spectral_losses():
-    return {"mel": MultiScaleMelLoss(SR), "stft": MultiResolutionSTFTLoss()}
+    return {"mel": MultiScaleMelLoss(SR), "stft": MultiResolutionSTFTLoss(), "complex": CompressedComplexSTFTLoss()}
 
 
-@pytest.mark.parametrize("name", ["mel", "stft"])
+@pytest.mark.parametrize("name", ["mel", "stft", "complex"])
 def test_reconstruction_loss_is_zero_for_identical_inputs(spectral_losses, name):
     target = _clip()
     assert spectral_losses[name](target.clone(), target).item() == 0.0
@@ -37,7 +37,7 @@ def test_reconstruction_loss_is_zero_for_identical_inputs(spectral_losses, name)
     assert spectral_losses[name](silence, silence.clone()).item() == 0.0
 
 
-@pytest.mark.parametrize("name", ["mel", "stft"])
+@pytest.mark.parametrize("name", ["mel", "stft", "complex"])
 def test_reconstruction_loss_falls_as_the_estimate_approaches_the_target(spectral_losses, name):
     target = _clip(channels=2)
     noise = torch.randn(target.shape, generator=torch.Generator().manual_seed(1))
@@ -48,7 +48,7 @@ def test_reconstruction_loss_falls_as_the_estimate_approaches_the_target(spectra
     assert all(a > b for a, b in zip(losses, losses[1:])), losses
 
 
-@pytest.mark.parametrize("name", ["mel", "stft"])
+@pytest.mark.parametrize("name", ["mel", "stft", "complex"])
 def test_reconstruction_loss_gradients_are_finite_even_on_digital_silence(spectral_losses, name):
     target = _clip()
     estimate = torch.zeros_like(target, requires_grad=True)  # |STFT| = 0 everywhere: the non-smooth point of |z|
@@ -66,6 +66,16 @@ def test_stft_loss_on_a_silent_target_is_large_but_bounded(spectral_losses):
     loss = spectral_losses["stft"](noise, torch.zeros_like(noise)).item()
     assert 50 < loss < 300  # ~ 0.1 / 1e-3 from the convergence term; ~1e5 without the floor
     assert loss > 10 * spectral_losses["stft"](noise, noise.roll(1000, -1)).item()
+
+
+def test_complex_loss_hears_the_phase_that_magnitude_losses_ignore(spectral_losses):
+    target = _clip()
+    flipped = -target  # the same magnitudes everywhere, every phase turned by pi
+    assert spectral_losses["stft"](flipped, target).item() < 1e-4
+    assert spectral_losses["complex"](flipped, target).item() == pytest.approx(2.0, abs=1e-4)
+    assert spectral_losses["complex"](torch.zeros_like(target), target).item() == pytest.approx(1.0, abs=1e-3)
+    shifts = [spectral_losses["complex"](target.roll(k, -1), target).item() for k in (1, 4, 16)]
+    assert 0 < shifts[0] < shifts[1] < shifts[2], shifts
 
 
 def test_reconstruction_losses_reject_mismatched_or_too_short_inputs(spectral_losses):
