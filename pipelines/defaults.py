@@ -21,6 +21,8 @@ import shutil
 from functools import lru_cache
 from pathlib import Path
 
+import torch
+
 from lm import AudioLM
 from tokenizer import CheckpointError, RVQCodec
 from tokenizer.checkpoint import atomic_folder
@@ -92,17 +94,19 @@ def load_lm(directory: str | os.PathLike, device: str | None = None) -> AudioLM:
     return AudioLM.from_pretrained(directory, codec=codec, device=device)
 
 
-def install_defaults(codec: str | os.PathLike, model: str | os.PathLike, assets: str | os.PathLike = ASSETS) -> Path:
+def install_defaults(codec: str | os.PathLike, model: str | os.PathLike, assets: str | os.PathLike = ASSETS,
+                     codec_dtype: torch.dtype | None = None) -> Path:
     """Make a codec folder and a self-contained LM folder (trained on that codec's codes) the bundled defaults.
 
     Writes `assets/codec` and `assets/lm` (the LM without its `codec/` copy), each atomically; returns `assets`.
+    `codec_dtype=torch.float16` stores the codec's weights in half the bytes (they load back as float32).
     """
     assets = Path(assets)
     codec_model = RVQCodec.from_pretrained(codec)
     lm = load_lm(model)
     lm.config.check_codec(codec_model)  # the LM must speak this codec's codes
     with atomic_folder(assets / "codec") as tmp:
-        codec_model.save_pretrained(tmp)
+        codec_model.save_pretrained(tmp, dtype=codec_dtype)
     with atomic_folder(assets / "lm") as tmp:
         shutil.copytree(model, tmp, dirs_exist_ok=True, ignore=shutil.ignore_patterns(CODEC_SUBDIR))
     default_codec.cache_clear()
@@ -114,8 +118,10 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m pipelines.defaults", description=install_defaults.__doc__.split("\n")[0])
     parser.add_argument("--codec", required=True, help="codec folder (e.g. runs/default/codec/final)")
     parser.add_argument("--model", required=True, help="self-contained LM folder trained on its codes (runs/default/lm/final)")
+    parser.add_argument("--codec-fp16", action="store_true", help="store the codec's weights as float16 (half the size)")
     args = parser.parse_args(argv)
-    print(f"installed the default models in {install_defaults(args.codec, args.model)}")
+    assets = install_defaults(args.codec, args.model, codec_dtype=torch.float16 if args.codec_fp16 else None)
+    print(f"installed the default models in {assets}")
 
 
 if __name__ == "__main__":

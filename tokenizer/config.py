@@ -69,6 +69,9 @@ class CodecTrainingConfig(JsonConfig):
     betas: tuple[float, float] = (0.5, 0.9)
     lr_decay: float = 0.999996  # exponential LR decay per step, as DAC
     warmup_steps: int = 0
+    # The last `cooldown_steps` before the run's final step scale the rate down linearly to 0 (a warm-up, stable,
+    # decay schedule): the loss drops when the rate anneals. 0 keeps the schedule independent of max_steps.
+    cooldown_steps: int = 0
     grad_clip: float = 1000.0
     # Loss weights (fixed, EnCodec/DAC-like magnitudes).
     mel_weight: float = 15.0
@@ -92,6 +95,8 @@ class CodecTrainingConfig(JsonConfig):
         _check(self.segment_seconds > 0, f"training.segment_seconds must be > 0, got {self.segment_seconds!r}")
         _check(self.max_steps >= 1, f"training.max_steps must be >= 1, got {self.max_steps!r}")
         _check(self.learning_rate > 0, f"training.learning_rate must be > 0, got {self.learning_rate!r}")
+        _check(isinstance(self.cooldown_steps, int) and self.cooldown_steps >= 0,
+               f"training.cooldown_steps must be an integer >= 0, got {self.cooldown_steps!r}")
         _check(len(self.betas) == 2, f"training.betas must have two values, got {self.betas!r}")
         _check(self.adversarial_start_step >= -1,
                f"training.adversarial_start_step must be >= 0, or -1 for never, got {self.adversarial_start_step!r}")

@@ -139,7 +139,7 @@ def fit_codec(config: CodecConfig, data: str | os.PathLike | list[str | os.PathL
     set_seed(tc.seed)  # the same initial weights on every process
     codec = RVQCodec(config)
     opt_g = torch.optim.AdamW(codec.parameters(), lr=tc.learning_rate, betas=tc.betas)
-    sched_g = torch.optim.lr_scheduler.LambdaLR(opt_g, _lr_factor(tc))
+    sched_g = torch.optim.lr_scheduler.LambdaLR(opt_g, _lr_factor(tc, total))
     adversarial_from = tc.adversarial_start_step if tc.adversarial_start_step >= 0 else None
     codec, opt_g = prepare(accelerator, codec, opt_g)
     # Schedulers stay out of prepare(): accelerate would step them once per process per call.
@@ -148,7 +148,7 @@ def fit_codec(config: CodecConfig, data: str | os.PathLike | list[str | os.PathL
     if adversarial_from is not None:
         disc = MultiScaleSTFTDiscriminator.from_config(config)
         opt_d = torch.optim.AdamW(disc.parameters(), lr=tc.discriminator_learning_rate, betas=tc.betas)
-        sched_d = torch.optim.lr_scheduler.LambdaLR(opt_d, _lr_factor(tc))
+        sched_d = torch.optim.lr_scheduler.LambdaLR(opt_d, _lr_factor(tc, total))
         disc, opt_d = prepare(accelerator, disc, opt_d)
         accelerator.register_for_checkpointing(sched_d)
     mel_loss = MultiScaleMelLoss(config.sample_rate).to(accelerator.device)
@@ -265,11 +265,15 @@ def export_checkpoint(run: str | os.PathLike, out: str | os.PathLike, dtype: tor
     return codec.save_pretrained(out, dtype=dtype)
 
 
-def _lr_factor(tc: CodecTrainingConfig):
-    """LR multiplier after `s` scheduler steps: linear warm-up over `warmup_steps`, exponential decay throughout."""
+def _lr_factor(tc: CodecTrainingConfig, total: int | None = None):
+    """LR multiplier after `s` scheduler steps: linear warm-up over `warmup_steps`, exponential decay throughout and,
+    with `cooldown_steps`, a linear fall to 0 over the last `cooldown_steps` of a run of `total` steps."""
+    total = tc.max_steps if total is None else total
+
     def factor(s: int) -> float:
         warm = min(1.0, (s + 1) / tc.warmup_steps) if tc.warmup_steps > 0 else 1.0
-        return warm * tc.lr_decay ** s
+        cool = min(1.0, (total - s) / tc.cooldown_steps) if tc.cooldown_steps > 0 else 1.0
+        return warm * tc.lr_decay ** s * max(0.0, cool)
     return factor
 
 

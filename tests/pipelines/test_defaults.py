@@ -92,6 +92,10 @@ def test_install_defaults_writes_the_pair_side_by_side_and_refuses_a_mismatch(tm
     assert sorted(p.name for p in (assets / "lm").iterdir()) == ["config.json", "model.safetensors",
                                                                   "text_tokenizer.model"]
     assert RVQCodec.from_pretrained(assets / "codec").fingerprint == default_codec().fingerprint
+    half = install_defaults(DEFAULT_CODEC_DIR, lm_dir, assets=tmp_path / "half", codec_dtype=torch.float16)
+    size = lambda a: (a / "codec" / "model.safetensors").stat().st_size  # noqa: E731
+    assert size(half) < 0.6 * size(assets)
+    assert next(RVQCodec.from_pretrained(half / "codec").parameters()).dtype == torch.float32
     other = CodecConfig.from_dict({**default_codec().config.to_dict(), "dimension": 32})  # another fingerprint
     RVQCodec(other).save_pretrained(tmp_path / "other_codec")
     with pytest.raises(ValueError, match="fingerprint"):

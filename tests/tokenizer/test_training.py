@@ -73,6 +73,9 @@ def test_learning_rate_warms_up_linearly_then_decays_exponentially():
     factor = _lr_factor(tiny(warmup_steps=4, lr_decay=0.5).training)
     assert [factor(s) for s in range(5)] == pytest.approx([0.25, 0.5 * 0.5, 0.75 * 0.25, 0.125, 0.0625])
     assert _lr_factor(tiny(warmup_steps=0, lr_decay=0.9).training)(0) == 1.0
+    # A cool-down reaches 0 linearly at the last step and leaves every step before it unchanged.
+    cooled = _lr_factor(tiny(warmup_steps=0, lr_decay=1.0, cooldown_steps=4).training, 10)
+    assert [cooled(s) for s in range(4, 11)] == pytest.approx([1.0, 1.0, 1.0, 0.75, 0.5, 0.25, 0.0])
 
 
 # ---- data ----------------------------------------------------------------------------------------
