@@ -11,8 +11,9 @@ cd "$(dirname "$0")/.."
 RUNS=${RUNS:-runs/default}
 RVQ=${RVQ:-.venv/bin/rvqaudio}
 HOURS=${HOURS:-4}                    # hours of speech and of music
-CODEC_STEPS=${CODEC_STEPS:-4000}     # of configs/codec_small.json (its adversarial stage starts at step 4000)
-LM_STEPS=${LM_STEPS:-750}           # of configs/lm_train_base.json
+CODEC_CONFIG=${CODEC_CONFIG:-configs/codec_spectral_small.json}
+CODEC_STEPS=${CODEC_STEPS:-4000}     # the config's max_steps; its LR cools down over the last 1000
+LM_STEPS=${LM_STEPS:-900}           # of configs/lm_train_base.json
 NUM_PROC=${NUM_PROC:-2}
 stages=${1:-data codec tokenize lm install eval}
 
@@ -26,7 +27,7 @@ for stage in $stages; do
       done ;;
     codec)
       resume=$([ -d "$RUNS/codec/checkpoint" ] && echo --resume || true)
-      $RVQ train-codec --config configs/codec_small.json --data "$RUNS/data/speech" "$RUNS/data/music" \
+      $RVQ train-codec --config "$CODEC_CONFIG" --data "$RUNS/data/speech" "$RUNS/data/music" \
         --out "$RUNS/codec" --max-steps "$CODEC_STEPS" $resume ;;
     tokenize)
       for kind in speech music; do
@@ -39,7 +40,7 @@ for stage in $stages; do
         --codec "$RUNS/codec/final" --data "$RUNS/codes/speech" "$RUNS/codes/music" --out "$RUNS/lm" \
         --max-steps "$LM_STEPS" $resume ;;
     install)
-      .venv/bin/python -m pipelines.defaults --codec "$RUNS/codec/final" --model "$RUNS/lm/final" ;;
+      .venv/bin/python -m pipelines.defaults --codec "$RUNS/codec/final" --model "$RUNS/lm/final" --codec-fp16 ;;
     eval)
       mkdir -p "$RUNS/eval"
       $RVQ eval-codec --data "$RUNS/data/speech" -o "$RUNS/eval/codec_speech.json"
