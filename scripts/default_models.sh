@@ -43,8 +43,8 @@ for stage in $stages; do
       .venv/bin/python -m pipelines.defaults --codec "$RUNS/codec/final" --model "$RUNS/lm/final" --codec-fp16 ;;
     eval)
       mkdir -p "$RUNS/eval"
-      $RVQ eval-codec --data "$RUNS/data/speech" -o "$RUNS/eval/codec_speech.json"
-      $RVQ eval-codec --data "$RUNS/data/music" -o "$RUNS/eval/codec_music.json"
+      $RVQ eval-codec --data "$RUNS/data/speech" --max-clips 50 -o "$RUNS/eval/codec_speech.json"
+      $RVQ eval-codec --data "$RUNS/data/music" --max-clips 50 -o "$RUNS/eval/codec_music.json"
       $RVQ eval-tts --data "$RUNS/data/speech" --max-clips 50 --seed 0 -o "$RUNS/eval/tts.json"
       [ -f "$RUNS/eval/classifier/config.json" ] ||
         $RVQ train-music-classifier --data "$RUNS/data/music" -o "$RUNS/eval/classifier"
