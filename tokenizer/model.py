@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +15,7 @@ from torch import nn
 from .checkpoint import check_state_dict, load_checkpoint, save_checkpoint
 from .config import CodecConfig
 from .errors import AudioInputError, CheckpointError, CodecError, CodesError
-from .modules import SEANetDecoder, SEANetEncoder, SpectralDecoder, SpectralEncoder, receptive_field
+from .modules import SEANetDecoder, SEANetEncoder, SpectralDecoder, SpectralEncoder
 from .quantization import ResidualVectorQuantizer
 
 
@@ -53,16 +52,15 @@ class RVQCodec(nn.Module):
     def __init__(self, config: CodecConfig):
         super().__init__()
         self.config = config
+        # Built in this order (encoder, quantizer, decoder) so that seeded initial weights and the optimizer's
+        # parameter order stay what they were: runs resume from their checkpoints and reproduce exactly.
+        spectral = config.spectral is not None
+        self.encoder = SpectralEncoder(config) if spectral else SEANetEncoder(config)
         self.quantizer = ResidualVectorQuantizer(config.dimension, config.quantizer)
+        self.decoder = SpectralDecoder(config) if spectral else SEANetDecoder(config)
         # Context (in frames) each chunk of a chunked encode/decode needs so that it equals one pass.
-        if config.spectral is None:
-            self.encoder, self.decoder = SEANetEncoder(config), SEANetDecoder(config)
-            self._encoder_context = math.ceil(receptive_field(self.encoder) / config.hop_length) + 1
-            self._decoder_context = math.ceil(receptive_field(self.decoder)) + 1
-        else:
-            self.encoder, self.decoder = SpectralEncoder(config), SpectralDecoder(config)
-            self._encoder_context = self.encoder.context_frames + 1
-            self._decoder_context = self.decoder.context_frames + 1
+        self._encoder_context = self.encoder.context_frames + 1
+        self._decoder_context = self.decoder.context_frames + 1
 
     # ---- the narrow interface -------------------------------------------------------------------
     @property
@@ -246,15 +244,22 @@ class RVQCodec(nn.Module):
     def from_pretrained(cls, directory: str | os.PathLike, device: str | torch.device = "cpu") -> "RVQCodec":
         """Load a folder written by `save_pretrained`, in eval mode."""
         config_dict, state = load_checkpoint(directory)
+        return cls.from_state_dict(config_dict, state, directory).to(device).eval()
+
+    @classmethod
+    def from_state_dict(cls, config_dict: dict, state: dict[str, torch.Tensor],
+                        source: str | os.PathLike) -> "RVQCodec":
+        """Build a codec from a config dict and its weights read from `source` (named in errors); tensors stored in
+        another floating dtype (e.g. float16) are cast to the model's. Raises CheckpointError when they do not match."""
         try:
             config = CodecConfig.from_dict(config_dict)
         except CodecError as e:
-            raise CheckpointError(f"config.json in {str(directory)!r} is not a valid codec config: {e}") from e
+            raise CheckpointError(f"config.json in {str(source)!r} is not a valid codec config: {e}") from e
         model = cls(config)
         expected = model.state_dict()
-        check_state_dict(expected, state, repr(str(directory)))
+        check_state_dict(expected, state, repr(str(source)))
         model.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()})
-        return model.to(device).eval()
+        return model
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

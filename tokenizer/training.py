@@ -49,10 +49,9 @@ import torch
 import torch.distributed as dist
 from accelerate import Accelerator, PartialState
 from accelerate.utils import DistributedDataParallelKwargs, gather_object, set_seed
-from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
-from .checkpoint import check_state_dict
+from .checkpoint import load_checkpoint
 from .config import CodecConfig, CodecTrainingConfig
 from .data import AudioCrops
 from .discriminator import MultiScaleSTFTDiscriminator
@@ -251,18 +250,14 @@ def export_checkpoint(run: str | os.PathLike, out: str | os.PathLike, dtype: tor
     `dtype=torch.float16` halves the file. Raises CheckpointError when `run` holds no readable checkpoint.
     """
     checkpoint = Path(run) / CHECKPOINT_DIR
-    weights = checkpoint / "model.safetensors"  # accelerate's name for the first prepared model: the codec
-    if not (checkpoint / "config.json").is_file() or not weights.is_file():
-        raise CheckpointError(f"{str(run)!r} holds no codec checkpoint (expected {str(weights)!r} and config.json "
-                              "beside it); pass the run folder of `rvqaudio train-codec --out`")
-    config = CodecConfig.from_json_file(checkpoint / "config.json")
-    state = load_file(str(weights))
+    if not checkpoint.is_dir():
+        raise CheckpointError(f"{str(run)!r} holds no codec checkpoint (no {CHECKPOINT_DIR}/ folder); pass the run "
+                              "folder of `rvqaudio train-codec --out`")
+    # accelerate names the first prepared model's weights model.safetensors, beside the config.json we write.
+    config_dict, state = load_checkpoint(checkpoint)
     # Under DDP accelerate stores the wrapped model, whose keys carry DistributedDataParallel's prefix.
     state = {k.removeprefix("module."): v for k, v in state.items()}
-    codec = RVQCodec(config)
-    check_state_dict(codec.state_dict(), state, repr(str(weights)))
-    codec.load_state_dict(state)
-    return codec.save_pretrained(out, dtype=dtype)
+    return RVQCodec.from_state_dict(config_dict, state, checkpoint).save_pretrained(out, dtype=dtype)
 
 
 def _lr_factor(tc: CodecTrainingConfig, total: int | None = None):

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
 from ..config import CodecConfig
-from .conv import Conv1d, ConvTranspose1d
+from .conv import Conv1d, ConvTranspose1d, receptive_field
 
 
 class Snake(nn.Module):
@@ -83,6 +85,7 @@ class SEANetEncoder(nn.Module):
             Conv1d(dim, c.dimension, c.last_kernel_size, causal=c.causal, norm=c.norm),
         ]
         self.model = nn.Sequential(*layers)
+        self.context_frames = math.ceil(receptive_field(self) / c.hop_length)  # frames of input seen on each side
 
     def forward(self, wav: torch.Tensor) -> torch.Tensor:
         return self.model(wav)
@@ -110,6 +113,7 @@ class SEANetDecoder(nn.Module):
             Conv1d(dim, c.channels, c.last_kernel_size, causal=c.causal, norm=c.norm),
         ]
         self.model = nn.Sequential(*layers)
+        self.context_frames = math.ceil(receptive_field(self))  # frames of codes seen on each side
 
     def forward(self, latent: torch.Tensor) -> torch.Tensor:
         return self.model(latent)

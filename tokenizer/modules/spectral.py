@@ -79,11 +79,15 @@ class SpectralEncoder(nn.Module):
         self.proj = nn.Linear(s.dim, config.dimension)
         self.context_frames = self.backbone.reach + math.ceil(s.n_fft / self.hop)
 
+    def stft(self, wav: torch.Tensor) -> torch.Tensor:
+        """(M, N) samples, N a multiple of hop -> complex (M, bins, N / hop), frame t centred on hop t."""
+        pad = _same_padding(self.n_fft, self.hop)
+        return torch.stft(F.pad(wav, (pad, pad)), self.n_fft, self.hop, window=self.window, center=False,
+                          return_complex=True)
+
     def forward(self, wav: torch.Tensor) -> torch.Tensor:
         b, c, n = wav.shape
-        pad = _same_padding(self.n_fft, self.hop)
-        x = F.pad(wav.reshape(b * c, n), (pad, pad))
-        spec = torch.stft(x, self.n_fft, self.hop, window=self.window, center=False, return_complex=True)
+        spec = self.stft(wav.reshape(b * c, n))
         mag = spec.abs()  # (B*C, bins, T)
         compressed = spec * (mag + 1e-5).pow(-0.7)  # |X|^0.3 with X's phase
         feats = torch.cat([torch.log(mag + 1e-5), compressed.real, compressed.imag], dim=1)
@@ -116,13 +120,17 @@ class SpectralDecoder(nn.Module):
         h = h.view(b, t, self.channels, 2, self.bins).permute(0, 2, 3, 4, 1).reshape(b * self.channels, 2, self.bins, t)
         # (B*C, bins, T); at most 1e2 as Vocos, clamped before exp so that an overflow cannot make 0 * inf gradients
         mag = h[:, 0].clamp(max=math.log(1e2)).exp()
-        spec = torch.polar(mag, h[:, 1])
-        frames = torch.fft.irfft(spec, n=self.n_fft, dim=1) * self.window[:, None]  # (B*C, n_fft, T)
-        keep = slice(_same_padding(self.n_fft, self.hop), _same_padding(self.n_fft, self.hop) + t * self.hop)
+        return self.inverse_stft(torch.polar(mag, h[:, 1])).reshape(b, self.channels, t * self.hop)
+
+    def inverse_stft(self, spec: torch.Tensor) -> torch.Tensor:
+        """Complex (M, bins, T) -> (M, T * hop) samples; the exact inverse of `SpectralEncoder.stft`."""
+        t = spec.shape[-1]
+        frames = torch.fft.irfft(spec, n=self.n_fft, dim=1) * self.window[:, None]  # (M, n_fft, T)
+        start = _same_padding(self.n_fft, self.hop)
+        keep = slice(start, start + t * self.hop)
         # Trimmed before dividing: the envelope is 0 at the outer edges, where 0 / 0 would poison the gradients.
         envelope = self._overlap_add(self.window.pow(2)[None, :, None].expand(1, -1, t))[..., keep]
-        wav = self._overlap_add(frames)[..., keep] / envelope
-        return wav.reshape(b, self.channels, t * self.hop)
+        return self._overlap_add(frames)[..., keep] / envelope
 
     def _overlap_add(self, frames: torch.Tensor) -> torch.Tensor:
         """(M, n_fft, T) -> (M, (T - 1) * hop + n_fft): frame t added at sample t * hop."""
