@@ -26,7 +26,7 @@ def _train_codec(args: argparse.Namespace) -> None:
     from tokenizer.training import train_codec
 
     out = train_codec(CodecConfig.from_json_file(args.config), args.data, args.out,
-                      max_steps=args.max_steps, resume=args.resume)
+                      max_steps=args.max_steps, resume=args.resume, init_from=args.init_from)
     print(f"saved the trained codec to {out}")
 
 
@@ -240,6 +240,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output folder (checkpoints and the final codec)")
     p.add_argument("--max-steps", type=int, default=None, help="override training.max_steps")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
+    p.add_argument("--init-from", default=None,
+                   help="codec folder to start from instead of random weights (same code space as --config); "
+                        "with training.freeze_codes only its decoder trains and its codes stay valid")
     p.set_defaults(func=_train_codec)
 
     p = sub.add_parser("export-codec", help="write a codec run's latest checkpoint as a codec folder (run keeps going)")

@@ -83,6 +83,9 @@ class CodecTrainingConfig(JsonConfig):
     feature_weight: float = 2.0
     # The adversarial stage starts after a reconstruction-only warm-up; -1 never starts it.
     adversarial_start_step: int = -1
+    # Decoder fine-tuning: the encoder and quantizer of the codec a run starts from (`init_from`) stay fixed, so
+    # the codes of every dataset tokenized and every LM trained with it stay valid; only the decoder learns.
+    freeze_codes: bool = False
     disc_filters: int = 32
     disc_n_ffts: tuple[int, ...] = (1024, 512, 256)
     mixed_precision: str = "no"
@@ -100,6 +103,7 @@ class CodecTrainingConfig(JsonConfig):
         _check(len(self.betas) == 2, f"training.betas must have two values, got {self.betas!r}")
         _check(self.adversarial_start_step >= -1,
                f"training.adversarial_start_step must be >= 0, or -1 for never, got {self.adversarial_start_step!r}")
+        _check(isinstance(self.freeze_codes, bool), f"training.freeze_codes must be true or false, got {self.freeze_codes!r}")
         _check(self.mixed_precision in ("no", "fp16", "bf16"),
                f"training.mixed_precision must be 'no', 'fp16' or 'bf16', got {self.mixed_precision!r}")
         _check(len(self.disc_n_ffts) >= 1 and all(n >= 16 for n in self.disc_n_ffts),

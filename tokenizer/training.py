@@ -19,6 +19,12 @@ from `adversarial_start_step` on, each step first updates the MS-STFT
 discriminator (hinge loss on the detached reconstruction), then the codec with the added hinge and
 feature-matching losses against the updated discriminator. Loss weights are fixed, from `config.training`.
 
+Decoder fine-tuning (`training.freeze_codes`, from a trained codec passed as `init_from`): the encoder and the
+quantizer's codebooks stay as they are (no gradients, no EMA updates, no dead-code replacement) while quantizer
+dropout still varies the bitrate, so the run changes how codes sound, never which codes audio gets. Datasets
+tokenized and LMs trained with the starting codec stay valid (Vocos and EnCodec's MBD decoders are trained the
+same way on fixed codes).
+
 What is written to `out`:
     log.jsonl       one JSON record per `log_every` steps: loss terms, learning rate, gradient norm and, per
                     codebook level, usage, perplexity, dead-code fraction and the fraction of codes in the batch
@@ -83,7 +89,7 @@ class TrainState:
 
 
 def train_codec(config: CodecConfig, data: str | os.PathLike | list[str | os.PathLike], out: str | os.PathLike, max_steps: int | None = None,
-                resume: bool = False) -> Path:
+                resume: bool = False, init_from: str | os.PathLike | None = None) -> Path:
     """Train a codec on `data` and save it to `out/final`; returns that folder.
 
     Args:
@@ -95,10 +101,12 @@ def train_codec(config: CodecConfig, data: str | os.PathLike | list[str | os.Pat
         max_steps: total optimisation steps (default `config.training.max_steps`), counted from step 0 on resume.
         resume: continue from `out/checkpoint`. Without it, a run folder that already holds a checkpoint or a
             final model is refused rather than overwritten.
+        init_from: a codec folder (`save_pretrained` output) whose weights the run starts from instead of random
+            ones; its fingerprint must be the config's. Required by `training.freeze_codes`; ignored on resume.
 
     Raises CheckpointError for the cases above, AudioInputError when the data holds no readable audio.
     """
-    codec = fit_codec(config, data, out, max_steps=max_steps, resume=resume)
+    codec = fit_codec(config, data, out, max_steps=max_steps, resume=resume, init_from=init_from)
     final = Path(out) / FINAL_DIR
     processes = PartialState()  # the distributed state fit_codec set up
     if processes.is_main_process:
@@ -108,7 +116,7 @@ def train_codec(config: CodecConfig, data: str | os.PathLike | list[str | os.Pat
 
 
 def fit_codec(config: CodecConfig, data: str | os.PathLike | list[str | os.PathLike], out: str | os.PathLike, max_steps: int | None = None,
-              resume: bool = False) -> RVQCodec:
+              resume: bool = False, init_from: str | os.PathLike | None = None) -> RVQCodec:
     """The training loop of `train_codec`, without the final save: returns this process's trained codec (eval mode).
 
     Under DDP every process returns its own copy; they are checked to be identical at every checkpoint.
@@ -117,6 +125,9 @@ def fit_codec(config: CodecConfig, data: str | os.PathLike | list[str | os.PathL
     total = tc.max_steps if max_steps is None else max_steps
     if total < 1:
         raise ValueError(f"max_steps must be >= 1, got {total}")
+    if tc.freeze_codes and init_from is None and not resume:
+        raise ValueError("training.freeze_codes fine-tunes the decoder of a trained codec: pass init_from (the codec "
+                         "folder to start from), or set freeze_codes to false")
     out = Path(out)
     # Without cpu=True accelerate ignores a torchrun world on a machine without GPUs (DistributedType.NO).
     # broadcast_buffers=False: EMA codebooks are buffers that the quantizer itself keeps in sync (all-reduced
@@ -137,7 +148,12 @@ def fit_codec(config: CodecConfig, data: str | os.PathLike | list[str | os.PathL
 
     set_seed(tc.seed)  # the same initial weights on every process
     codec = RVQCodec(config)
-    opt_g = torch.optim.AdamW(codec.parameters(), lr=tc.learning_rate, betas=tc.betas)
+    if init_from is not None and not resume:
+        _load_initial_weights(codec, init_from)
+    if tc.freeze_codes:
+        codec.encoder.requires_grad_(False)
+        codec.quantizer.requires_grad_(False)
+    opt_g = torch.optim.AdamW([p for p in codec.parameters() if p.requires_grad], lr=tc.learning_rate, betas=tc.betas)
     sched_g = torch.optim.lr_scheduler.LambdaLR(opt_g, _lr_factor(tc, total))
     adversarial_from = tc.adversarial_start_step if tc.adversarial_start_step >= 0 else None
     codec, opt_g = prepare(accelerator, codec, opt_g)
@@ -178,6 +194,9 @@ def fit_codec(config: CodecConfig, data: str | os.PathLike | list[str | os.PathL
         torch.manual_seed(step_seed(tc.seed, step, rank))
         wav = crops.batch(step, tc.batch_size, rank).to(accelerator.device)  # (B, C, N)
         codec.train()
+        if tc.freeze_codes:  # the quantizer itself stays in train mode: its dropout still picks the bitrate
+            model.encoder.eval()
+            model.quantizer.levels.eval()
         res = codec(wav)
         terms = {
             "mel": mel_loss(res.audio, wav),
@@ -260,6 +279,16 @@ def export_checkpoint(run: str | os.PathLike, out: str | os.PathLike, dtype: tor
     return RVQCodec.from_state_dict(config_dict, state, checkpoint).save_pretrained(out, dtype=dtype)
 
 
+def _load_initial_weights(codec: RVQCodec, init_from: str | os.PathLike) -> None:
+    """Copy a trained codec's weights into `codec`; their code spaces (fingerprints) must be the same."""
+    start = RVQCodec.from_pretrained(init_from)
+    if start.fingerprint != codec.fingerprint:
+        mine, theirs = codec.config.to_dict(), start.config.to_dict()
+        diff = sorted(k for k in mine if k not in ("training", "name", "chunk_seconds") and mine[k] != theirs[k])
+        raise CheckpointError(f"cannot start from {str(init_from)!r}: its codec differs from this config in {diff}")
+    codec.load_state_dict(start.state_dict())
+
+
 def _lr_factor(tc: CodecTrainingConfig, total: int | None = None):
     """LR multiplier after `s` scheduler steps: linear warm-up over `warmup_steps`, exponential decay throughout and,
     with `cooldown_steps`, a linear fall to 0 over the last `cooldown_steps` of a run of `total` steps."""
@@ -308,6 +337,10 @@ def _load_checkpoint(accelerator: Accelerator, checkpoint: Path, config: CodecCo
     if saved.fingerprint != config.fingerprint:
         diff = sorted(k for k, v in config.to_dict().items() if k != "training" and saved.to_dict()[k] != v)
         raise CheckpointError(f"cannot resume from {str(checkpoint)!r}: its codec differs from this config in {diff}")
+    if saved.training.freeze_codes != config.training.freeze_codes:
+        raise CheckpointError(f"cannot resume from {str(checkpoint)!r} with training.freeze_codes="
+                              f"{config.training.freeze_codes}: it was written with {saved.training.freeze_codes}, "
+                              "and the optimizer's parameters differ")
     changed = sorted(k for k, v in dataclasses.asdict(config.training).items()
                      if k != "max_steps" and dataclasses.asdict(saved.training)[k] != v)
     if changed and accelerator.is_main_process:
@@ -353,9 +386,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("out", help="run folder: log.jsonl, checkpoint/ and final/")
     parser.add_argument("--max-steps", type=int, default=None, help="total steps (default: the config's max_steps)")
     parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint")
+    parser.add_argument("--init-from", default=None, help="codec folder to start from (required by freeze_codes)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    final = train_codec(CodecConfig.from_json_file(args.config), args.data, args.out, args.max_steps, args.resume)
+    final = train_codec(CodecConfig.from_json_file(args.config), args.data, args.out, args.max_steps, args.resume,
+                        init_from=args.init_from)
     if PartialState().is_main_process:
         print(final)
 

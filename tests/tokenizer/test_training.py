@@ -65,6 +65,10 @@ def test_presets_load_and_have_the_advertised_rates():
     spectral = CodecConfig.from_json_file(REPO / "configs" / "codec_spectral_small.json")
     assert spectral.spectral is not None and not spectral.causal
     assert spectral.frame_rate == 75 and spectral.bitrate() == pytest.approx(6.0)
+    # The decoder fine-tuning preset starts from the bundled codec: same code space, codes frozen.
+    tuning = CodecConfig.from_json_file(REPO / "configs" / "codec_spectral_small_decoder_gan.json")
+    assert tuning.fingerprint == spectral.fingerprint and tuning.training.freeze_codes
+    assert tuning.training.adversarial_start_step == 0
     # EnCodec 24 kHz's bandwidths are the prefixes of 2, 4, 8, 16 and 32 codebooks.
     assert [big.bitrate(k) for k in (2, 4, 8, 16, 32)] == pytest.approx([1.5, 3.0, 6.0, 12.0, 24.0])
 
@@ -267,6 +271,35 @@ def test_run_folders_are_never_overwritten_and_bad_resumes_are_refused(tmp_path,
     train_codec(tiny(max_steps=3, adversarial_start_step=-1), corpus, run, resume=True)
     assert TrainState.load(run / "checkpoint" / "train_state.json").step == 3
     assert not (run / ".checkpoint.old").exists()
+
+
+@pytest.mark.slow
+def test_decoder_fine_tuning_keeps_every_code_and_changes_only_the_decoder(tmp_path, corpus):
+    start = train_codec(tiny(max_steps=3, adversarial_start_step=-1), corpus, tmp_path / "start")
+    with pytest.raises(ValueError, match="init_from"):
+        train_codec(tiny(max_steps=2, freeze_codes=True), corpus, tmp_path / "no_init")
+
+    config = tiny(max_steps=4, adversarial_start_step=0, freeze_codes=True, save_every=2, log_every=1)
+    tuned = train_codec(config, corpus, tmp_path / "tuned", init_from=start)
+    before, after = RVQCodec.from_pretrained(start), RVQCodec.from_pretrained(tuned)
+    assert after.fingerprint == before.fingerprint
+    changed = {k for k, v in before.state_dict().items() if not torch.equal(v, after.state_dict()[k])}
+    assert changed and all(k.startswith("decoder.") for k in changed), sorted(changed)
+    wav = torch.from_numpy(harmonic(1.0, 150.0, seed=1))
+    codes = before.encode(wav, SR)
+    assert torch.equal(after.encode(wav, SR), codes)
+    assert not torch.equal(after.decode(codes), before.decode(codes))
+    assert {"disc", "adv", "feat"} <= set(_log(tmp_path / "tuned")[0])
+
+    # Resuming with another freeze_codes would give the optimizer other parameters: refused by name.
+    shutil.rmtree(tmp_path / "tuned" / "final")
+    with pytest.raises(CheckpointError, match="freeze_codes"):
+        train_codec(tiny(max_steps=5, adversarial_start_step=0), corpus, tmp_path / "tuned", resume=True)
+    # A codec with another code space cannot be the starting point.
+    other = tiny(max_steps=2, freeze_codes=True)
+    other.n_filters = 4
+    with pytest.raises(CheckpointError, match="n_filters"):
+        train_codec(other, corpus, tmp_path / "other", init_from=start)
 
 
 def _torchrun(tmp_path: Path, corpus: Path, *flags: str) -> tuple[subprocess.CompletedProcess, Path]:
