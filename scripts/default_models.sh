@@ -5,7 +5,7 @@
 # each stage produced, how long it took on a 2-core CPU and the figures of the evaluation stage.
 #
 #   scripts/default_models.sh                # everything, into runs/default (RUNS=... to move it)
-#   scripts/default_models.sh eval           # one stage: data, codec, tokenize, lm, install, eval
+#   scripts/default_models.sh eval           # one stage: data, codec, decoder, tokenize, lm, lm-more, install, eval
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-runs/default}
@@ -13,9 +13,11 @@ RVQ=${RVQ:-.venv/bin/rvqaudio}
 HOURS=${HOURS:-4}                    # hours of speech and of music
 CODEC_CONFIG=${CODEC_CONFIG:-configs/codec_spectral_small.json}
 CODEC_STEPS=${CODEC_STEPS:-4000}     # the config's max_steps; its LR cools down over the last 1000
+DECODER_STEPS=${DECODER_STEPS:-2000} # decoder fine-tuning with the adversarial stage, codes fixed
 LM_STEPS=${LM_STEPS:-900}           # of configs/lm_train_base.json
+LM_MORE_STEPS=${LM_MORE_STEPS:-900} # continued training, configs/lm_train_base_continue.json
 NUM_PROC=${NUM_PROC:-2}
-stages=${1:-data codec tokenize lm install eval}
+stages=${1:-data codec decoder tokenize lm lm-more install eval}
 
 for stage in $stages; do
   echo "=== $stage ($(date -u +%H:%M:%S))"
@@ -29,6 +31,11 @@ for stage in $stages; do
       resume=$([ -d "$RUNS/codec/checkpoint" ] && echo --resume || true)
       $RVQ train-codec --config "$CODEC_CONFIG" --data "$RUNS/data/speech" "$RUNS/data/music" \
         --out "$RUNS/codec" --max-steps "$CODEC_STEPS" $resume ;;
+    decoder)
+      # Only the decoder trains (training.freeze_codes): the codes, hence tokenize and lm, do not depend on it.
+      resume=$([ -d "$RUNS/codec_gan/checkpoint" ] && echo --resume || true)
+      $RVQ train-codec --config configs/codec_spectral_small_decoder_gan.json --init-from "$RUNS/codec/final" \
+        --data "$RUNS/data/speech" "$RUNS/data/music" --out "$RUNS/codec_gan" --max-steps "$DECODER_STEPS" $resume ;;
     tokenize)
       for kind in speech music; do
         $RVQ tokenize "$RUNS/data/$kind" -o "$RUNS/codes/$kind" --codec "$RUNS/codec/final" \
@@ -39,8 +46,12 @@ for stage in $stages; do
       $RVQ train-lm --config configs/lm_base.json --training-config configs/lm_train_base.json \
         --codec "$RUNS/codec/final" --data "$RUNS/codes/speech" "$RUNS/codes/music" --out "$RUNS/lm" \
         --max-steps "$LM_STEPS" $resume ;;
+    lm-more)
+      resume=$([ -d "$RUNS/lm_more/checkpoint" ] && echo --resume || true)
+      $RVQ finetune --model "$RUNS/lm/final" --training-config configs/lm_train_base_continue.json \
+        --data "$RUNS/codes/speech" "$RUNS/codes/music" --out "$RUNS/lm_more" --max-steps "$LM_MORE_STEPS" $resume ;;
     install)
-      .venv/bin/python -m pipelines.defaults --codec "$RUNS/codec/final" --model "$RUNS/lm/final" --codec-fp16 ;;
+      .venv/bin/python -m pipelines.defaults --codec "$RUNS/codec_gan/final" --model "$RUNS/lm_more/final" --codec-fp16 ;;
     eval)
       mkdir -p "$RUNS/eval"
       $RVQ eval-codec --data "$RUNS/data/speech" --max-clips 50 -o "$RUNS/eval/codec_speech.json"
@@ -50,6 +61,6 @@ for stage in $stages; do
         $RVQ train-music-classifier --data "$RUNS/data/music" -o "$RUNS/eval/classifier"
       $RVQ eval-music --data "$RUNS/data/music" --classifier "$RUNS/eval/classifier" --max-clips 50 --seed 0 \
         -o "$RUNS/eval/music.json" ;;
-    *) echo "unknown stage $stage (stages: data codec tokenize lm install eval)" >&2; exit 2 ;;
+    *) echo "unknown stage $stage (stages: data codec decoder tokenize lm lm-more install eval)" >&2; exit 2 ;;
   esac
 done

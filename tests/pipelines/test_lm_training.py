@@ -113,10 +113,14 @@ def trained(files, tmp_path_factory) -> Path:
 # ---- configuration --------------------------------------------------------------------------------------
 
 def test_training_config_validates_and_round_trips_json(tmp_path):
-    for name in ("lm_train_tiny.json", "lm_train_small.json"):
+    for name in ("lm_train_tiny.json", "lm_train_small.json", "lm_train_base.json", "lm_train_base_continue.json"):
         preset = LMTrainingConfig.from_json_file(REPO / "configs" / name)
         preset.to_json_file(tmp_path / name)
         assert LMTrainingConfig.from_json_file(tmp_path / name) == preset
+    # Continued training of the bundled LM keeps the first run's held-out rows: same seed, same held-out fraction.
+    first, more = (LMTrainingConfig.from_json_file(REPO / "configs" / n)
+                   for n in ("lm_train_base.json", "lm_train_base_continue.json"))
+    assert (more.seed, more.eval_fraction, more.max_eval_items) == (first.seed, first.eval_fraction, first.max_eval_items)
     assert LMTrainingConfig.from_json_file(REPO / "configs" / "lm_train_tiny.json").max_frames <= \
         AudioLMConfig.from_preset(REPO / "configs" / "lm_tiny.json").max_audio_frames
     for bad, match in ((dict(batch_size=0), "batch_size"), (dict(lr=-1.0), "lr"), (dict(schedule="step"), "schedule"),
