@@ -64,7 +64,8 @@ def evaluate_codec(
         progress: show a progress bar over clips.
 
     Returns the report: `systems`, a list of `{name, kind, kbps, num_codebooks | target_kbps, metrics}` where
-    `metrics[m] = {mean, std, n}` for `m` in METRICS (PESQ and STOI for speech only), plus `clips`, `seconds`,
+    `metrics[m] = {mean, std, n, values}` for `m` in METRICS (PESQ and STOI for speech only; `values` holds each
+    scored clip's figure in dataset order, None where undefined, for paired comparisons between reports), plus `clips`, `seconds`,
     `sample_rate`, `domain`, `skipped` (clips too short to score), `units` and `markdown` (the table).
     """
     codec = resolve_codec(codec)
@@ -154,11 +155,12 @@ def _score(into: dict[str, list[float]], ref: torch.Tensor, est: torch.Tensor, s
         into["stoi"].append(stoi(ref, est, sample_rate))
 
 
-def _summary(values: list[float]) -> dict[str, float | int | None]:
-    v = np.asarray([x for x in values if math.isfinite(x)], dtype=np.float64)  # PESQ is NaN on silence
+def _summary(values: list[float]) -> dict[str, Any]:
+    per_clip = [float(x) if math.isfinite(x) else None for x in values]  # PESQ is NaN on silence
+    v = np.asarray([x for x in per_clip if x is not None], dtype=np.float64)
     if len(v) == 0:
-        return {"mean": None, "std": None, "n": 0}
-    return {"mean": float(v.mean()), "std": float(v.std()), "n": int(len(v))}
+        return {"mean": None, "std": None, "n": 0, "values": per_clip}
+    return {"mean": float(v.mean()), "std": float(v.std()), "n": int(len(v)), "values": per_clip}
 
 
 def _check_num_codebooks(num_codebooks: Sequence[int] | None, k_max: int) -> list[int]:

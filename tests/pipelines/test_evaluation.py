@@ -213,6 +213,7 @@ def test_evaluate_codec_report_matches_the_metrics(speech_dir, tmp_path):
     assert metrics["si_sdr"]["mean"] == pytest.approx(si_sdr(ref, est), abs=1e-4)
     assert metrics["mel_distance"]["mean"] == pytest.approx(mel_distance(ref, est, 8000), rel=1e-5)
     assert metrics["pesq_wb"]["mean"] == pytest.approx(pesq_wb(ref, est, 8000), rel=1e-5)
+    assert metrics["si_sdr"]["values"] == [metrics["si_sdr"]["mean"]]  # per clip, for paired comparisons
     opus6, opus12 = report["systems"][2], report["systems"][3]
     assert 5 < opus6["kbps"] < 10 and 10 < opus12["kbps"] < 16  # measured, container included
     assert opus12["metrics"]["mel_distance"]["mean"] < opus6["metrics"]["mel_distance"]["mean"]
