@@ -226,10 +226,19 @@ class CodecConfig(JsonConfig):
     @property
     def fingerprint(self) -> str:
         """Identifies the code space: every field that changes what codes mean, nothing about training."""
+        digest = hashlib.sha256(json.dumps(self._code_space(), sort_keys=True).encode()).hexdigest()
+        return digest[:16]
+
+    def code_space_differences(self, other: CodecConfig) -> list[str]:
+        """The fields, sorted, by which `other`'s code space differs from this one's (empty when the fingerprints agree)."""
+        mine, theirs = self._code_space(), other._code_space()
+        return sorted(k for k in mine.keys() | theirs.keys() if mine.get(k) != theirs.get(k))
+
+    def _code_space(self) -> dict:
+        """The fields that change what codes mean, as the fingerprint hashes them."""
         data = self.to_dict()
         for key in ("training", "chunk_seconds", "name"):
             data.pop(key)
         if data["spectral"] is None:  # SEANet codecs keep the fingerprints they had before `spectral` existed
             data.pop("spectral")
-        digest = hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
-        return digest[:16]
+        return data

@@ -282,9 +282,8 @@ def export_checkpoint(run: str | os.PathLike, out: str | os.PathLike, dtype: tor
 def _load_initial_weights(codec: RVQCodec, init_from: str | os.PathLike) -> None:
     """Copy a trained codec's weights into `codec`; their code spaces (fingerprints) must be the same."""
     start = RVQCodec.from_pretrained(init_from)
-    if start.fingerprint != codec.fingerprint:
-        mine, theirs = codec.config.to_dict(), start.config.to_dict()
-        diff = sorted(k for k in mine if k not in ("training", "name", "chunk_seconds") and mine[k] != theirs[k])
+    diff = codec.config.code_space_differences(start.config)
+    if diff:
         raise CheckpointError(f"cannot start from {str(init_from)!r}: its codec differs from this config in {diff}")
     codec.load_state_dict(start.state_dict())
 
@@ -334,8 +333,8 @@ def _save_checkpoint(accelerator: Accelerator, out: Path, state: TrainState, con
 
 def _load_checkpoint(accelerator: Accelerator, checkpoint: Path, config: CodecConfig) -> TrainState:
     saved = CodecConfig.from_json_file(checkpoint / "config.json")
-    if saved.fingerprint != config.fingerprint:
-        diff = sorted(k for k, v in config.to_dict().items() if k != "training" and saved.to_dict()[k] != v)
+    diff = config.code_space_differences(saved)
+    if diff:
         raise CheckpointError(f"cannot resume from {str(checkpoint)!r}: its codec differs from this config in {diff}")
     if saved.training.freeze_codes != config.training.freeze_codes:
         raise CheckpointError(f"cannot resume from {str(checkpoint)!r} with training.freeze_codes="
