@@ -78,17 +78,34 @@ def _train_music_classifier(args: argparse.Namespace) -> None:
     print(f"held-out family accuracy: {classifier.config.heldout['accuracy']:.3f}; saved to {args.output}")
 
 
+def _add_sampling_args(p: argparse.ArgumentParser) -> None:
+    """The sampling flags of the eval commands; each left out keeps generate's default."""
+    p.add_argument("--temperature", type=float, default=None, help="default 1.0")
+    p.add_argument("--top-k", type=int, default=None, help="default 250 (1: greedy)")
+    p.add_argument("--top-p", type=float, default=None, help="default 1.0 (off)")
+    p.add_argument("--guidance-scale", type=float, default=None, help="classifier-free guidance, default 3.0 (1: none)")
+
+
+def _sampling(args: argparse.Namespace) -> dict[str, float | int]:
+    """The sampling flags given on the command line, by `GenerationConfig` name."""
+    given = {name: getattr(args, name) for name in ("temperature", "top_k", "top_p", "guidance_scale")}
+    return {name: value for name, value in given.items() if value is not None}
+
+
 def _eval_music(args: argparse.Namespace) -> None:
     from .evaluation import evaluate_music_lm, evaluate_music_references, format_music_report
 
     if args.references_only:
+        if _sampling(args):
+            raise ValueError(f"--references-only generates nothing; leave out {sorted(_sampling(args))}")
         report = evaluate_music_references(args.data, args.classifier, split=args.split, max_clips=args.max_clips,
                                            output=args.output, progress=not args.no_progress)
         print(format_music_report(report))
         return
     report = evaluate_music_lm(args.data, args.classifier, model=args.model, split=args.split,
                                max_clips=args.max_clips, duration=args.duration, seed=args.seed,
-                               batch_size=args.batch_size, output=args.output, progress=not args.no_progress)
+                               batch_size=args.batch_size, sampling=_sampling(args), output=args.output,
+                               progress=not args.no_progress)
     print(report["markdown"])
 
 
@@ -97,7 +114,7 @@ def _eval_tts(args: argparse.Namespace) -> None:
 
     report = evaluate_tts_lm(args.data, model=args.model, voice=args.voice, split=args.split,
                              max_clips=args.max_clips, seed=args.seed, batch_size=args.batch_size,
-                             output=args.output, progress=not args.no_progress)
+                             sampling=_sampling(args), output=args.output, progress=not args.no_progress)
     print(report["markdown"])
 
 
@@ -211,6 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="batch b is generated with seed + b (default 0)")
     p.add_argument("--batch-size", type=int, default=8, help="captions generated at once")
     p.add_argument("-o", "--output", default=None, help="report.json (a .md table is written beside it)")
+    _add_sampling_args(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_eval_music)
 
@@ -229,6 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="batch b is generated with seed + b (default 0)")
     p.add_argument("--batch-size", type=int, default=8, help="sentences generated at once")
     p.add_argument("-o", "--output", default=None, help="report.json (a .md table is written beside it)")
+    _add_sampling_args(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_eval_tts)
 

@@ -447,6 +447,7 @@ def evaluate_music_lm(
     duration: float = 8.0,
     seed: int = 0,
     batch_size: int = 8,
+    sampling: Mapping[str, Any] | None = None,
     output: str | os.PathLike | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
@@ -461,21 +462,24 @@ def evaluate_music_lm(
             until `duration` for music; `ended_by_itself` reports any clip that still ended earlier).
         seed: captions are generated `batch_size` at a time with seed `seed + b` for batch b; a clip depends on
             its batch, so the same seed, batch_size and max_clips give the same report.
+        sampling: any of `temperature`, `top_k`, `top_p`, `guidance_scale`, replacing `tts_eval.SAMPLING`
+            (generate's defaults).
         output: where to write the JSON report; a markdown table is written beside it (same name, `.md`).
 
-    Sampling uses `tts_eval.SAMPLING` (generate's defaults). Returns `generated` (the `evaluate_music` report of
+    Returns `generated` (the `evaluate_music` report of
     the generations, plus `ended_by_itself`, the share of clips that ended before `duration`, and
     `seconds_generated`), `references` (the `evaluate_music_references` report), `data`, `split`, `model`,
     `duration`, `seed`, `batch_size`, `sampling` and `markdown` (the table).
     """
     from ..defaults import resolve_lm
     from ..generate import generate
-    from .tts_eval import SAMPLING
+    from .tts_eval import resolve_sampling
 
     if isinstance(duration, bool) or not isinstance(duration, (int, float)) or not duration > 0:
         raise ValueError(f"duration must be a positive number of seconds, got {duration!r}")
     check_count("seed", seed, low=0)
     check_count("batch_size", batch_size)
+    settings = resolve_sampling(sampling)
     if not isinstance(classifier, FamilyClassifier):
         classifier = FamilyClassifier.from_pretrained(classifier)
     lm = resolve_lm(model)  # loaded once, not once per batch
@@ -489,7 +493,7 @@ def evaluate_music_lm(
 
     def compose(captions: list[str]) -> list[tuple[torch.Tensor, int]]:
         clips = generate(captions, task="music", duration=float(duration), seed=next(batch_seeds), model=lm,
-                         progress=False, **SAMPLING)
+                         progress=False, **settings)
         ended.extend(clip.ended_by_itself for clip in clips)
         return [(clip.waveform, clip.sample_rate) for clip in clips]
 
@@ -498,7 +502,7 @@ def evaluate_music_lm(
     generated["ended_by_itself"] = float(np.mean(ended))
     generated["seconds_generated"] = float(sum(item["seconds"] for item in generated["items"]))
     report = {"data": describe(data), "split": split, "model": describe(model),
-              "duration": float(duration), "seed": seed, "batch_size": batch_size, "sampling": dict(SAMPLING),
+              "duration": float(duration), "seed": seed, "batch_size": batch_size, "sampling": settings,
               "generated": generated, "references": references}
     report["markdown"] = format_music_report(report)
     write_report(output, report)
@@ -508,11 +512,14 @@ def evaluate_music_lm(
 def format_music_report(report: dict[str, Any]) -> str:
     """The markdown table of an `evaluate_music_lm` report (generations and references), or of an
     `evaluate_music_references` report alone."""
+    from .tts_eval import format_sampling
+
     references = report.get("references", report)
     generated = report.get("generated")
     tolerance = references["tempo"]["tolerance"]
     lines = [f"Music evaluation on {report.get('data', 'the dataset')} [{references['split']}]"
              + (f": model {report['model']}, {report['duration']:g} s per caption, seed {report['seed']}"
+                + (f"; sampling {format_sampling(report['sampling'])}" if report.get("sampling") else "")
                 if generated is not None else ": held-out renders only"), "",
              f"| clips | n | family accuracy ↑ | balanced accuracy ↑ | tempo within {tolerance:.0%} ↑ "
              "| tempo, octave-tolerant ↑ | Fréchet distance ↓ |",

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import itertools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -22,7 +22,7 @@ import torch
 from datasets import Dataset, DatasetDict
 from tqdm.auto import tqdm
 
-from lm import AudioLM
+from lm import AudioLM, GenerationConfig
 from tokenizer.audio import resample
 
 from ..defaults import resolve_lm
@@ -34,6 +34,24 @@ MAX_DURATION_RATIO = 2.0  # a generation "ends by itself" if it stops within thi
 # The sampling settings of `evaluate_tts_lm`: `generate`'s defaults, stated here so that the report can name them.
 SAMPLING = {"temperature": 1.0, "top_k": 250, "top_p": 1.0, "guidance_scale": 3.0}
 GenerateFn = Callable[[list[str], list[float]], Sequence[tuple[torch.Tensor, int, bool]]]
+
+
+def resolve_sampling(sampling: Mapping[str, Any] | None) -> dict[str, Any]:
+    """`SAMPLING` with the settings of `sampling` (any of its keys) put over it, checked before any work starts."""
+    chosen = dict(SAMPLING)
+    if sampling is not None:
+        unknown = sorted(set(sampling) - set(SAMPLING))
+        if unknown:
+            raise ValueError(f"unknown sampling settings {unknown}; the known ones are {sorted(SAMPLING)}")
+        chosen.update(sampling)
+    GenerationConfig(duration=1.0, **chosen)  # raises ValueError naming a bad value
+    return chosen
+
+
+def format_sampling(sampling: Mapping[str, Any]) -> str:
+    """`temperature 1, top_k 250, top_p 1, guidance_scale 3`: the settings of a report, for its table's title."""
+    return ", ".join(f"{name} {value:g}" if isinstance(value, float) else f"{name} {value}"
+                     for name, value in sampling.items())
 
 
 def _decoder():
@@ -142,6 +160,7 @@ def evaluate_tts_lm(
     max_clips: int | None = None,
     seed: int = 0,
     batch_size: int = 8,
+    sampling: Mapping[str, Any] | None = None,
     output: str | os.PathLike | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
@@ -157,11 +176,13 @@ def evaluate_tts_lm(
         seed: sentences are generated `batch_size` at a time (a batch runs as fast as one sentence on a GPU), with
             seed `seed + b` for batch b; a sentence's audio depends on its batch, so the same seed, batch_size
             and max_clips give the same report.
+        sampling: any of `temperature`, `top_k`, `top_p`, `guidance_scale`, replacing `SAMPLING` (generate's
+            defaults); the report names the settings used.
         output: where to write the JSON report; a markdown table is written beside it (same name, `.md`).
 
     Each sentence may run for `MAX_DURATION_RATIO` (2) times its reference's duration, or the LM's
     `max_duration` if that is shorter; a batch is generated for its longest limit and each sentence is cut to
-    its own, where it counts as not having ended. Sampling uses `SAMPLING` (generate's defaults).
+    its own, where it counts as not having ended.
 
     Returns the `evaluate_tts` report plus `model`, `voice`, `voice_note`, `reference_voices`, `seed`,
     `batch_size`, `sampling`, `capped` (sentences whose limit the LM's max_duration shortened) and `markdown`.
@@ -170,6 +191,7 @@ def evaluate_tts_lm(
 
     check_count("batch_size", batch_size)
     check_count("seed", seed, low=0)
+    settings = resolve_sampling(sampling)
     lm = resolve_lm(model)  # loaded once, not once per batch
     known = voices(lm)
     if voice is not None and voice not in known:
@@ -189,7 +211,7 @@ def evaluate_tts_lm(
         limits = [min(s, max_duration) for s in max_seconds]
         capped[0] += sum(s > max_duration for s in max_seconds)
         clips = generate(texts, task="speech", voice=chosen, model=lm, duration=max(limits), seed=next(batch_seeds),
-                         progress=False, **SAMPLING)
+                         progress=False, **settings)
         outs = []
         for clip, limit in zip(clips, limits):
             # The batch ran to its longest limit; a sentence that had not ended by its own limit did not end in time.
@@ -209,7 +231,7 @@ def evaluate_tts_lm(
             note += f"; the held-out voices {unseen} are not among the LM's voices, so none of them is asked for"
     report |= {"data": describe(data), "model": describe(model),
                "voice": chosen, "voice_note": note, "reference_voices": heldout_voices, "seed": seed,
-               "batch_size": batch_size, "sampling": dict(SAMPLING), "capped": capped[0]}
+               "batch_size": batch_size, "sampling": settings, "capped": capped[0]}
     report["markdown"] = format_tts_report(report)
     write_report(output, report)
     return report
@@ -219,7 +241,8 @@ def format_tts_report(report: dict[str, Any]) -> str:
     """The markdown table of an `evaluate_tts_lm` report: WER of the generations next to the references'."""
     limit = f"{MAX_DURATION_RATIO:g}x"
     lines = [f"TTS evaluation on {report.get('data', '?')} [{report['split']}]: {report['n']} sentences, "
-             f"{report['words']} words; model: {report.get('model', '?')}, seed {report.get('seed', '?')}", "",
+             f"{report['words']} words; model: {report.get('model', '?')}, seed {report.get('seed', '?')}"
+             + (f"; sampling {format_sampling(report['sampling'])}" if report.get("sampling") else ""), "",
              f"| audio | WER ↓ | ended by itself within {limit} ↑ | seconds |",
              "| --- | ---: | ---: | ---: |",
              f"| generated | {report['wer_generated']:.3f} | {report['ended_by_itself']:.2f} | "

@@ -379,6 +379,7 @@ def test_eval_music_command_end_to_end(classifier, toy_music_dir, lm_dir, tmp_pa
     printed = capsys.readouterr().out
     assert "| generated |" in printed and "| held-out renders |" in printed
     assert (tmp_path / "music.md").read_text() in printed
+    assert report["sampling"] == {"temperature": 1.0, "top_k": 250, "top_p": 1.0, "guidance_scale": 3.0}
     gen, refs = report["generated"], report["references"]
     rows = load_split(toy_music_dir, "test").select(range(4))
     assert gen["n"] == 4 and [i["requested_family"] for i in gen["items"]] == list(rows["family"])
@@ -399,6 +400,12 @@ def test_eval_music_command_end_to_end(classifier, toy_music_dir, lm_dir, tmp_pa
     assert main(["eval-music", "--data", str(toy_music_dir), "--classifier", str(classifier[1]), "--model",
                  str(lm_dir), "--duration", "60"]) == 2
     assert "more than this LM can generate" in capsys.readouterr().err
+    assert main(["eval-music", "--data", str(toy_music_dir), "--classifier", str(classifier[1]),
+                 "--references-only", "--top-k", "5"]) == 2
+    assert "--references-only generates nothing; leave out ['top_k']" in capsys.readouterr().err
+    assert main(["eval-music", "--data", str(toy_music_dir), "--classifier", str(classifier[1]), "--model",
+                 str(lm_dir), "--top-p", "0"]) == 2
+    assert "top_p must be in (0, 1]" in capsys.readouterr().err
 
 
 # ------------------------------------------------------------------------------------------------------ TTS eval
@@ -478,6 +485,25 @@ def test_evaluate_tts_lm_scores_what_generate_makes(speech_dir, lm_dir):
     assert item["hyp_generated"] == (transcribe(clip.waveform, clip.sample_rate) if clip.duration else "")
     again = evaluate_tts_lm(speech_dir, model=lm_dir, voice="bob", max_clips=1, seed=5, progress=False)
     assert again["items"] == report["items"]  # same seed, same report
+
+
+def test_eval_tts_sampling_settings_reach_generate_and_the_report(speech_dir, lm_dir, tmp_path, capsys):
+    out = tmp_path / "tts.json"
+    assert main(["eval-tts", "--data", str(speech_dir), "--model", str(lm_dir), "--voice", "bob", "--max-clips", "1",
+                 "--seed", "5", "--top-k", "1", "--guidance-scale", "1.5", "-o", str(out), "--no-progress"]) == 0
+    report = json.loads(out.read_text())
+    assert report["sampling"] == {"temperature": 1.0, "top_k": 1, "top_p": 1.0, "guidance_scale": 1.5}
+    assert "sampling temperature 1, top_k 1, top_p 1, guidance_scale 1.5" in capsys.readouterr().out
+    item = report["items"][0]
+    clip = generate(item["text"], task="speech", voice="bob", model=lm_dir, duration=item["max_seconds"], seed=5,
+                    top_k=1, guidance_scale=1.5, progress=False)
+    assert item["seconds_generated"] == pytest.approx(clip.duration)
+    assert item["hyp_generated"] == (transcribe(clip.waveform, clip.sample_rate) if clip.duration else "")
+    # Checked before anything is generated or scored.
+    with pytest.raises(ValueError, match=r"unknown sampling settings \['top_n'\]"):
+        evaluate_tts_lm(speech_dir, model=lm_dir, sampling={"top_n": 5})
+    assert main(["eval-tts", "--data", str(speech_dir), "--model", str(lm_dir), "--temperature", "0"]) == 2
+    assert "temperature must be > 0, got 0.0" in capsys.readouterr().err
 
 
 def test_eval_tts_rejects_an_unknown_voice_and_lists_the_voices(speech_dir, lm_dir, capsys):
