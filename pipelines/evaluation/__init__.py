@@ -8,11 +8,11 @@ from .metrics import (audio_features, estimate_tempo, frechet_distance, mel_dist
 from .music_eval import (FamilyClassifier, FamilyClassifierConfig, evaluate_family_classifier, evaluate_music,
                          evaluate_music_generation, evaluate_music_lm, evaluate_music_references,
                          format_music_report, train_family_classifier)
-from .tts_eval import evaluate_tts, evaluate_tts_lm, format_tts_report, transcribe
+from .tts_eval import duration_correlation, evaluate_tts, evaluate_tts_lm, format_tts_report, transcribe
 
 __all__ = [
-    "FamilyClassifier", "FamilyClassifierConfig", "OpusResult", "audio_features", "estimate_tempo",
-    "evaluate_codec", "evaluate_family_classifier", "evaluate_music", "evaluate_music_generation",
+    "FamilyClassifier", "FamilyClassifierConfig", "OpusResult", "audio_features", "duration_correlation",
+    "estimate_tempo", "evaluate_codec", "evaluate_family_classifier", "evaluate_music", "evaluate_music_generation",
     "evaluate_music_lm", "evaluate_music_references", "evaluate_tts", "evaluate_tts_lm", "format_codec_report",
     "format_music_report", "format_tts_report", "frechet_distance", "load_split",
     "mel_distance", "normalize_text", "opus_roundtrip", "pesq_wb", "si_sdr", "stft_distance", "stoi",

@@ -48,6 +48,22 @@ def resolve_sampling(sampling: Mapping[str, Any] | None) -> dict[str, Any]:
     return chosen
 
 
+def duration_correlation(items: Sequence[Mapping[str, Any]]) -> float | None:
+    """Pearson correlation between generated and reference durations, over the generations that ended in time.
+
+    A model that reads its text makes longer audio for longer sentences, so this rises towards 1 as the LM
+    learns to align audio with text, usually well before its words become intelligible; near 0, the
+    lengths ignore the text. None with fewer than 3 such generations or when either duration is constant.
+    """
+    ended = [(i["seconds_generated"], i["seconds_reference"]) for i in items if i["ended_in_time"]]
+    if len(ended) < 3:
+        return None
+    generated, reference = np.asarray(ended, dtype=np.float64).T
+    if generated.std() == 0 or reference.std() == 0:
+        return None
+    return float(np.corrcoef(generated, reference)[0, 1])
+
+
 def format_sampling(sampling: Mapping[str, Any]) -> str:
     """`temperature 1, top_k 250, top_p 1, guidance_scale 3`: the settings of a report, for its table's title."""
     return ", ".join(f"{name} {value:g}" if isinstance(value, float) else f"{name} {value}"
@@ -104,7 +120,7 @@ def evaluate_tts(
     Returns `wer_generated` and `wer_reference` (corpus WER of pocketsphinx on the generations and on the
     dataset's own audio of the same sentences, after `normalize_text`; 1.0 is every word missed, and it can
     exceed 1 with insertions), `ended_by_itself` (share of generations that ended by themselves within their
-    limit), `n`, `words`, `seconds_generated`, `seconds_reference`, `split` and `items` (per sentence: text,
+    limit), `duration_correlation` (see `duration_correlation`), `n`, `words`, `seconds_generated`, `seconds_reference`, `split` and `items` (per sentence: text,
     both transcripts, both durations, the limit, the ended flags). Written as JSON to `output` when given.
     """
     check_count("max_items", max_items, allow_none=True)
@@ -144,6 +160,7 @@ def evaluate_tts(
         "wer_generated": wer(texts, [i["hyp_generated"] for i in items]),
         "wer_reference": wer(texts, [i["hyp_reference"] for i in items]),
         "ended_by_itself": float(np.mean([i["ended_in_time"] for i in items])),
+        "duration_correlation": duration_correlation(items),
         "seconds_generated": float(sum(i["seconds_generated"] for i in items)),
         "seconds_reference": float(sum(i["seconds_reference"] for i in items)),
         "items": items,
@@ -250,6 +267,11 @@ def format_tts_report(report: dict[str, Any]) -> str:
              f"| reference synthesis | {report['wer_reference']:.3f} | – | {report['seconds_reference']:.1f} |", "",
              "WER is pocketsphinx's on both rows: it is far from 0 even on clean synthesis, so read the generated "
              "row against the reference row."]
+    if "duration_correlation" in report:
+        r = report["duration_correlation"]
+        lines.append("Correlation of generated with reference durations (generations that ended in time): "
+                     + ("undefined (too few)" if r is None else f"{r:.2f}")
+                     + "; it nears 1 as the LM aligns its audio with the text.")
     if report.get("voice_note"):
         lines.append(f"Voice: {report['voice_note']}.")
     if report.get("capped"):

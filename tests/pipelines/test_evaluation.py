@@ -16,8 +16,9 @@ from datasets import Audio, Dataset, DatasetDict
 from lm import AudioLM, TextTokenizer
 from pipelines.cli import main
 from pipelines.defaults import save_lm
-from pipelines.evaluation import (FamilyClassifier, audio_features, estimate_tempo, evaluate_codec, evaluate_music,
-                                  evaluate_music_generation, evaluate_music_references, evaluate_tts,
+from pipelines.evaluation import (FamilyClassifier, audio_features, duration_correlation, estimate_tempo,
+                                  evaluate_codec, evaluate_music, evaluate_music_generation,
+                                  evaluate_music_references, evaluate_tts,
                                   evaluate_tts_lm, frechet_distance, mel_distance, normalize_text, opus_roundtrip,
                                   pesq_wb, si_sdr, stft_distance, stoi, tempo_errors, train_family_classifier,
                                   transcribe, wer)
@@ -418,6 +419,21 @@ def test_transcribe_recognises_clear_speech(speech_clip):
     assert wer(text, transcribe(stereo_24k, 24000)) < 0.5
 
 
+def test_duration_correlation_known_values():
+    def items(pairs, ended=None):
+        return [{"seconds_generated": g, "seconds_reference": r, "ended_in_time": True if ended is None else e}
+                for (g, r), e in zip(pairs, ended or [True] * len(pairs))]
+
+    assert duration_correlation(items([(1, 2), (2, 4), (3, 6)])) == pytest.approx(1.0)  # proportional lengths
+    assert duration_correlation(items([(3, 2), (2, 4), (1, 6)])) == pytest.approx(-1.0)
+    assert duration_correlation(items([(1, 1), (2, 2), (1, 3), (2, 4)])) == pytest.approx(0.4472136)  # 1/sqrt(5)
+    # Only generations that ended in time count; too few of them, or constant lengths, leave it undefined.
+    assert duration_correlation(items([(1, 2), (2, 4), (3, 6), (9, 1)], [True, True, True, False])) == \
+        pytest.approx(1.0)
+    assert duration_correlation(items([(1, 2), (2, 4)])) is None
+    assert duration_correlation(items([(2, 2), (2, 4), (2, 6)])) is None
+
+
 def test_evaluate_tts_with_reference_and_noise_stand_ins(speech_dir):
     from pipelines.evaluation.data import iter_audio, load_split
 
@@ -429,6 +445,7 @@ def test_evaluate_tts_with_reference_and_noise_stand_ins(speech_dir):
     report = evaluate_tts(reference, speech_dir, progress=False)
     assert report["n"] == 2 and report["wer_generated"] == report["wer_reference"] < 0.5
     assert report["ended_by_itself"] == 1.0
+    assert report["duration_correlation"] is None  # two sentences are too few
 
     gen = torch.Generator().manual_seed(0)
 
