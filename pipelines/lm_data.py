@@ -250,8 +250,10 @@ class BatchPlan:
     """Which examples, which crops and which dropped texts make the global batch of each step.
 
     `frames` (N,) are the examples' lengths. An example longer than `max_frames` is cropped to a random window
-    of `max_frames` frames (its whole text kept); a window that stops before the example's end has no end-of-audio
-    target (`cut`), since the audio goes on. `condition_dropout` is the chance of training an example on the null
+    of `max_frames` frames (its whole text kept), or to its first `max_frames` frames where `from_start` (N,) is
+    True; a window that stops before the example's end has no end-of-audio target (`cut`), since the audio goes
+    on. A caption describes the whole clip, so any window of music fits it; a transcript is spoken in order, so
+    only a window from the start of speech begins where its text does (the text then runs past the audio). `condition_dropout` is the chance of training an example on the null
     condition (classifier-free guidance); the draw is made here, not in the model, so that it does not depend on
     how the batch is split across processes.
     """
@@ -261,11 +263,17 @@ class BatchPlan:
     max_frames: int
     seed: int
     condition_dropout: float = 0.0
+    from_start: np.ndarray | None = None
     _orders: dict[int, np.ndarray] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if len(self.frames) == 0:
             raise ValueError("no examples to train on (every row was empty or left out)")
+        if self.from_start is not None:
+            self.from_start = np.asarray(self.from_start, dtype=bool)
+            if self.from_start.shape != self.frames.shape:
+                raise ValueError(f"from_start has shape {self.from_start.shape}; it needs one flag per example, "
+                                 f"{self.frames.shape}")
 
     def epoch_order(self, epoch: int) -> np.ndarray:
         """A permutation of the examples, from (seed, epoch)."""
@@ -284,6 +292,8 @@ class BatchPlan:
         total = self.frames[index]
         length = np.minimum(total, self.max_frames)
         start = np.floor(where * (total - length + 1)).astype(np.int64)
+        if self.from_start is not None:
+            start[self.from_start[index]] = 0  # the draws are made all the same: the other crops do not move
         return GlobalBatch(index=index, start=start, length=length, cut=start + length < total,
                            drop=drop_draw < self.condition_dropout, epoch=int(positions[-1] // n))
 

@@ -309,7 +309,8 @@ def _run(accelerator: Accelerator, lm: AudioLM, codec: RVQCodec, train: LMExampl
     if len(train) == 0:
         raise ValueError(f"no training rows are left: every text is longer than max_text_tokens="
                          f"{cfg.max_text_tokens}")
-    plan = BatchPlan(train.frames, tc.batch_size, max_frames, tc.seed, cfg.condition_dropout)
+    from_start = np.asarray([task == "speech" for task in train.tasks]) if tc.speech_crop == "start" else None
+    plan = BatchPlan(train.frames, tc.batch_size, max_frames, tc.seed, cfg.condition_dropout, from_start)
     state = dataclasses.replace(state, num_processes=P, data_digest=_digest(train))
 
     peft_model = None

@@ -13,6 +13,7 @@ from lm import TextTokenizer
 from tokenizer.json_config import JsonConfig
 
 SCHEDULES = ("cosine", "linear", "constant")
+SPEECH_CROPS = ("start", "random")
 
 
 @dataclass
@@ -26,8 +27,13 @@ class LMTrainingConfig(JsonConfig):
     warmup_steps: linear warm-up from lr / warmup_steps; then `schedule` ("cosine", "linear" or "constant")
         decays to min_lr_ratio * lr at max_steps.
     max_steps: optimizer steps of the run; the schedule spans them.
-    max_frames: items longer than this many frames are randomly cropped to it (None: the model's
-        max_audio_frames, so only items the model cannot hold are cropped).
+    max_frames: items longer than this many frames are cropped to it (None: the model's max_audio_frames, so
+        only items the model cannot hold are cropped). Music is cropped to a random window (its caption holds
+        for any part of it).
+    speech_crop: where speech longer than max_frames is cropped: "start" (its first max_frames frames, so the
+        audio begins where its transcript does, as TTS needs) or "random" (a random window, like music: its
+        audio then starts mid-sentence while the text starts at the beginning; the first 1800 steps of the
+        bundled LM trained so).
     eval_every: steps between evaluations of the held-out loss (and at the end). eval_fraction: share of the
         training rows held out when the data has no validation/test split. max_eval_items: at most this many
         items are evaluated (and held out).
@@ -48,6 +54,7 @@ class LMTrainingConfig(JsonConfig):
     min_lr_ratio: float = 0.1
     max_steps: int = 10_000
     max_frames: int | None = None
+    speech_crop: str = "start"
     eval_every: int = 500
     eval_fraction: float = 0.02
     max_eval_items: int = 256
@@ -91,6 +98,8 @@ class LMTrainingConfig(JsonConfig):
         self.betas = tuple(float(b) for b in self.betas)
         if self.schedule not in SCHEDULES:
             raise ValueError(f"training.schedule must be one of {list(SCHEDULES)}, got {self.schedule!r}")
+        if self.speech_crop not in SPEECH_CROPS:
+            raise ValueError(f"training.speech_crop must be one of {list(SPEECH_CROPS)}, got {self.speech_crop!r}")
         if self.mixed_precision not in ("no", "bf16", "fp16"):
             raise ValueError(f"training.mixed_precision must be 'no', 'bf16' or 'fp16', got {self.mixed_precision!r}")
 

@@ -113,19 +113,23 @@ def trained(files, tmp_path_factory) -> Path:
 # ---- configuration --------------------------------------------------------------------------------------
 
 def test_training_config_validates_and_round_trips_json(tmp_path):
-    for name in ("lm_train_tiny.json", "lm_train_small.json", "lm_train_base.json", "lm_train_base_continue.json"):
+    for name in ("lm_train_tiny.json", "lm_train_small.json", "lm_train_base.json", "lm_train_base_continue.json",
+                 "lm_train_base_continue2.json"):
         preset = LMTrainingConfig.from_json_file(REPO / "configs" / name)
         preset.to_json_file(tmp_path / name)
         assert LMTrainingConfig.from_json_file(tmp_path / name) == preset
     # Continued training of the bundled LM keeps the first run's held-out rows: same seed, same held-out fraction.
-    first, more = (LMTrainingConfig.from_json_file(REPO / "configs" / n)
-                   for n in ("lm_train_base.json", "lm_train_base_continue.json"))
-    assert (more.seed, more.eval_fraction, more.max_eval_items) == (first.seed, first.eval_fraction, first.max_eval_items)
+    first, *more = (LMTrainingConfig.from_json_file(REPO / "configs" / n)
+                    for n in ("lm_train_base.json", "lm_train_base_continue.json", "lm_train_base_continue2.json"))
+    for stage in more:
+        assert (stage.seed, stage.eval_fraction, stage.max_eval_items) == \
+            (first.seed, first.eval_fraction, first.max_eval_items)
     assert LMTrainingConfig.from_json_file(REPO / "configs" / "lm_train_tiny.json").max_frames <= \
         AudioLMConfig.from_preset(REPO / "configs" / "lm_tiny.json").max_audio_frames
     for bad, match in ((dict(batch_size=0), "batch_size"), (dict(lr=-1.0), "lr"), (dict(schedule="step"), "schedule"),
                        (dict(mixed_precision="fp8"), "mixed_precision"), (dict(betas=(0.9,)), "betas"),
-                       (dict(max_frames=0), "max_frames"), (dict(eval_fraction=0.9), "eval_fraction")):
+                       (dict(max_frames=0), "max_frames"), (dict(eval_fraction=0.9), "eval_fraction"),
+                       (dict(speech_crop="middle"), "speech_crop must be one of \\['start', 'random'\\]")):
         with pytest.raises(ValueError, match=match):
             LMTrainingConfig(**bad)
     (tmp_path / "typo.json").write_text(json.dumps({"batch_sise": 4}))
@@ -165,6 +169,24 @@ def test_batches_are_a_pure_function_of_seed_and_step_and_epochs_are_permutation
         assert np.array_equal(b.cut, b.start + b.length < total)  # only a window short of the end loses its eos
     drops = np.concatenate([plan.batch(s).drop for s in range(200)])
     assert 0.4 < drops.mean() < 0.6
+
+
+def test_speech_crops_start_at_the_beginning_and_leave_the_other_crops_where_they_were():
+    frames = np.array([30, 50, 7, 40, 90, 25])
+    speech = np.array([True, False, True, True, False, False])
+    plan = BatchPlan(frames, batch_size=4, max_frames=10, seed=3)
+    anchored = BatchPlan(frames, batch_size=4, max_frames=10, seed=3, from_start=speech)
+    moved = 0
+    for step in range(30):
+        a, b = plan.batch(step), anchored.batch(step)
+        assert np.array_equal(a.index, b.index) and np.array_equal(a.length, b.length)
+        flagged = speech[b.index]
+        assert (b.start[flagged] == 0).all() and np.array_equal(b.start[~flagged], a.start[~flagged])
+        assert np.array_equal(b.cut, b.start + b.length < frames[b.index])
+        moved += int((a.start[flagged] > 0).sum())
+    assert moved > 0  # random windows would have started mid-utterance
+    with pytest.raises(ValueError, match="one flag per example"):
+        BatchPlan(frames, batch_size=4, max_frames=10, seed=3, from_start=speech[:3])
 
 
 def test_collate_crops_exact_windows_and_counts_targets():
