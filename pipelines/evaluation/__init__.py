@@ -4,7 +4,7 @@ TTS intelligibility by an offline recogniser. Metrics are plain functions in `me
 from .codec_eval import evaluate_codec, format_codec_report
 from .data import OpusResult, load_split, opus_roundtrip
 from .metrics import (audio_features, estimate_tempo, frechet_distance, mel_distance, normalize_text, pesq_wb, si_sdr,
-                      stft_distance, stoi, tempo_errors, wer)
+                      stft_distance, stoi, tempo_errors, wer, word_recall)
 from .music_eval import (FamilyClassifier, FamilyClassifierConfig, evaluate_family_classifier, evaluate_music,
                          evaluate_music_generation, evaluate_music_lm, evaluate_music_references,
                          format_music_report, train_family_classifier)
@@ -16,5 +16,5 @@ __all__ = [
     "evaluate_music_lm", "evaluate_music_references", "evaluate_tts", "evaluate_tts_lm", "format_codec_report",
     "format_music_report", "format_tts_report", "frechet_distance", "load_split",
     "mel_distance", "normalize_text", "opus_roundtrip", "pesq_wb", "si_sdr", "stft_distance", "stoi",
-    "tempo_errors", "train_family_classifier", "transcribe", "wer",
+    "tempo_errors", "train_family_classifier", "transcribe", "wer", "word_recall",
 ]

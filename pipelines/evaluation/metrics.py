@@ -199,18 +199,35 @@ def wer(refs: str | Sequence[str], hyps: str | Sequence[str]) -> float:
     over all utterances before dividing, so long sentences weigh more. 0 is perfect; an empty hypothesis gives
     1; insertions can push it above 1. Raises ValueError if a reference is empty after normalisation.
     """
+    return float(_align_words(refs, hyps, "wer").wer)
+
+
+def word_recall(refs: str | Sequence[str], hyps: str | Sequence[str]) -> float:
+    """Share of the reference words that the hypotheses get right: hits / reference words, summed over utterances.
+
+    The same alignment as `wer` (after `normalize_text`), but blind to insertions: where WER reaches or passes 1
+    (babble, or silence), it still tells a model that says some of the right words from one that says none.
+    1 is every word found; an empty hypothesis gives 0. Raises ValueError as `wer` does.
+    """
+    out = _align_words(refs, hyps, "word_recall")
+    return float(out.hits / (out.hits + out.substitutions + out.deletions))
+
+
+def _align_words(refs: str | Sequence[str], hyps: str | Sequence[str], metric: str):
+    """jiwer's word alignment of normalised references and hypotheses, after checking they pair up."""
     import jiwer
 
     refs = [refs] if isinstance(refs, str) else list(refs)
     hyps = [hyps] if isinstance(hyps, str) else list(hyps)
     if len(refs) != len(hyps) or not refs:
-        raise ValueError(f"wer needs as many hypotheses as references (at least one), got {len(refs)} and {len(hyps)}")
+        raise ValueError(f"{metric} needs as many hypotheses as references (at least one), got {len(refs)} and "
+                         f"{len(hyps)}")
     refs = [normalize_text(r) for r in refs]
     hyps = [normalize_text(h) for h in hyps]
     empty = [i for i, r in enumerate(refs) if not r]
     if empty:
-        raise ValueError(f"references {empty[:5]} have no words after normalisation; WER is undefined for them")
-    return float(jiwer.process_words(refs, hyps).wer)
+        raise ValueError(f"references {empty[:5]} have no words after normalisation; {metric} is undefined for them")
+    return jiwer.process_words(refs, hyps)
 
 
 # --------------------------------------------------------------------------------------------- Fréchet distance

@@ -27,7 +27,7 @@ from tokenizer.audio import resample
 
 from ..defaults import resolve_lm
 from .data import check_count, describe, iter_audio, load_split, write_report
-from .metrics import wer
+from .metrics import wer, word_recall
 
 RECOGNISER_SAMPLE_RATE = 16000
 MAX_DURATION_RATIO = 2.0  # a generation "ends by itself" if it stops within this multiple of the reference's duration
@@ -120,7 +120,11 @@ def evaluate_tts(
     Returns `wer_generated` and `wer_reference` (corpus WER of pocketsphinx on the generations and on the
     dataset's own audio of the same sentences, after `normalize_text`; 1.0 is every word missed, and it can
     exceed 1 with insertions), `ended_by_itself` (share of generations that ended by themselves within their
-    limit), `duration_correlation` (see `duration_correlation`), `n`, `words`, `seconds_generated`, `seconds_reference`, `split` and `items` (per sentence: text,
+    limit), `duration_correlation` (see `duration_correlation`), `word_recall_generated` and
+    `word_recall_reference` (share of the sentences' words the recogniser finds, blind to insertions, so it
+    separates saying some right words from babble where WER is about 1 or more), `word_recall_chance` (the
+    generations scored against the next sentence's words, cyclically: what babble of common words finds by
+    chance; None for one sentence), `n`, `words`, `seconds_generated`, `seconds_reference`, `split` and `items` (per sentence: text,
     both transcripts, both durations, the limit, the ended flags). Written as JSON to `output` when given.
     """
     check_count("max_items", max_items, allow_none=True)
@@ -161,6 +165,10 @@ def evaluate_tts(
         "wer_reference": wer(texts, [i["hyp_reference"] for i in items]),
         "ended_by_itself": float(np.mean([i["ended_in_time"] for i in items])),
         "duration_correlation": duration_correlation(items),
+        "word_recall_generated": word_recall(texts, [i["hyp_generated"] for i in items]),
+        "word_recall_reference": word_recall(texts, [i["hyp_reference"] for i in items]),
+        "word_recall_chance": (word_recall(texts[1:] + texts[:1], [i["hyp_generated"] for i in items])
+                               if len(items) > 1 else None),
         "seconds_generated": float(sum(i["seconds_generated"] for i in items)),
         "seconds_reference": float(sum(i["seconds_reference"] for i in items)),
         "items": items,
@@ -254,19 +262,27 @@ def evaluate_tts_lm(
     return report
 
 
+def _share(value: float | None) -> str:
+    return "–" if value is None else f"{value:.3f}"
+
+
 def format_tts_report(report: dict[str, Any]) -> str:
     """The markdown table of an `evaluate_tts_lm` report: WER of the generations next to the references'."""
     limit = f"{MAX_DURATION_RATIO:g}x"
     lines = [f"TTS evaluation on {report.get('data', '?')} [{report['split']}]: {report['n']} sentences, "
              f"{report['words']} words; model: {report.get('model', '?')}, seed {report.get('seed', '?')}"
              + (f"; sampling {format_sampling(report['sampling'])}" if report.get("sampling") else ""), "",
-             f"| audio | WER ↓ | ended by itself within {limit} ↑ | seconds |",
-             "| --- | ---: | ---: | ---: |",
-             f"| generated | {report['wer_generated']:.3f} | {report['ended_by_itself']:.2f} | "
-             f"{report['seconds_generated']:.1f} |",
-             f"| reference synthesis | {report['wer_reference']:.3f} | – | {report['seconds_reference']:.1f} |", "",
-             "WER is pocketsphinx's on both rows: it is far from 0 even on clean synthesis, so read the generated "
-             "row against the reference row."]
+             f"| audio | WER ↓ | words found ↑ | ended by itself within {limit} ↑ | seconds |",
+             "| --- | ---: | ---: | ---: | ---: |",
+             f"| generated | {report['wer_generated']:.3f} | {_share(report.get('word_recall_generated'))} | "
+             f"{report['ended_by_itself']:.2f} | {report['seconds_generated']:.1f} |",
+             f"| reference synthesis | {report['wer_reference']:.3f} | {_share(report.get('word_recall_reference'))} | "
+             f"– | {report['seconds_reference']:.1f} |", "",
+             "WER and words found are pocketsphinx's on both rows: far from perfect even on clean synthesis, so read "
+             "the generated row against the reference row."]
+    if report.get("word_recall_chance") is not None:
+        lines.append(f"Scored against the next sentence's words instead of their own, the generations find "
+                     f"{report['word_recall_chance']:.3f} of them: the chance level of the words-found column.")
     if "duration_correlation" in report:
         r = report["duration_correlation"]
         lines.append("Correlation of generated with reference durations (generations that ended in time): "

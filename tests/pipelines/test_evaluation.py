@@ -21,7 +21,7 @@ from pipelines.evaluation import (FamilyClassifier, audio_features, duration_cor
                                   evaluate_music_references, evaluate_tts,
                                   evaluate_tts_lm, frechet_distance, mel_distance, normalize_text, opus_roundtrip,
                                   pesq_wb, si_sdr, stft_distance, stoi, tempo_errors, train_family_classifier,
-                                  transcribe, wer)
+                                  transcribe, wer, word_recall)
 from pipelines.evaluation.metrics import FEATURE_DIM, FEATURE_N_MELS
 from pipelines.generate import generate
 from tokenizer import CodecConfig, RVQCodec
@@ -128,6 +128,16 @@ def test_wer_known_cases():
     assert wer("in 1611 there were 7 men", "in 1611 there were seven men") == pytest.approx(1 / 6)  # numbers as written
     with pytest.raises(ValueError, match="no words"):
         wer(["...", "a"], ["a", "a"])
+
+
+def test_word_recall_counts_hits_and_ignores_insertions():
+    assert word_recall("The cat sat.", "the cat sat") == 1.0
+    assert word_recall("a b c d", "a x c") == 0.5  # a and c found; b substituted, d deleted
+    assert word_recall("a", "a b c") == 1.0 and wer("a", "a b c") == 2.0  # babble around the word costs no recall
+    assert word_recall("a b", "") == 0.0 and wer("a b", "") == 1.0
+    assert word_recall(["a b", "c d e f"], ["a b", "x d"]) == pytest.approx(3 / 6)  # hits summed over the corpus
+    with pytest.raises(ValueError, match="word_recall needs as many hypotheses"):
+        word_recall(["a", "b"], ["a"])
 
 
 def test_frechet_distance_zero_for_a_set_with_itself_and_mean_shift_squared():
@@ -446,6 +456,10 @@ def test_evaluate_tts_with_reference_and_noise_stand_ins(speech_dir):
     assert report["n"] == 2 and report["wer_generated"] == report["wer_reference"] < 0.5
     assert report["ended_by_itself"] == 1.0
     assert report["duration_correlation"] is None  # two sentences are too few
+    assert report["word_recall_generated"] == report["word_recall_reference"] > 0.5
+    texts = [i["text"] for i in report["items"]]
+    assert report["word_recall_chance"] == pytest.approx(
+        word_recall(texts[1:] + texts[:1], [i["hyp_generated"] for i in report["items"]]))
 
     gen = torch.Generator().manual_seed(0)
 
@@ -456,6 +470,7 @@ def test_evaluate_tts_with_reference_and_noise_stand_ins(speech_dir):
 
     worse = evaluate_tts(garbage, speech_dir, progress=False)
     assert worse["wer_generated"] > 0.8 and worse["ended_by_itself"] == 0.5
+    assert worse["word_recall_generated"] < 0.2
     assert worse["wer_reference"] == report["wer_reference"]  # the yardstick does not depend on the generator
     cut = worse["items"][1]
     assert cut["seconds_generated"] == pytest.approx(cut["max_seconds"], abs=1e-4) and not cut["ended_in_time"]
