@@ -5,7 +5,8 @@
 # each stage produced, how long it took on a 2-core CPU and the figures of the evaluation stage.
 #
 #   scripts/default_models.sh                # everything, into runs/default (RUNS=... to move it)
-#   scripts/default_models.sh eval           # one stage: data, codec, decoder, tokenize, lm, lm-more, install, eval
+#   scripts/default_models.sh eval           # one stage: data, codec, decoder, tokenize, lm, lm-more, lm-more2,
+#                                            # install, eval
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-runs/default}
@@ -16,8 +17,9 @@ CODEC_STEPS=${CODEC_STEPS:-4000}     # the config's max_steps; its LR cools down
 DECODER_STEPS=${DECODER_STEPS:-2000} # decoder fine-tuning with the adversarial stage, codes fixed
 LM_STEPS=${LM_STEPS:-900}           # of configs/lm_train_base.json
 LM_MORE_STEPS=${LM_MORE_STEPS:-900} # continued training, configs/lm_train_base_continue.json
+LM_MORE2_STEPS=${LM_MORE2_STEPS:-2000} # and again, speech cropped from its start: configs/lm_train_base_continue2.json
 NUM_PROC=${NUM_PROC:-2}
-stages=${1:-data codec decoder tokenize lm lm-more install eval}
+stages=${1:-data codec decoder tokenize lm lm-more lm-more2 install eval}
 
 for stage in $stages; do
   echo "=== $stage ($(date -u +%H:%M:%S))"
@@ -50,8 +52,12 @@ for stage in $stages; do
       resume=$([ -d "$RUNS/lm_more/checkpoint" ] && echo --resume || true)
       $RVQ finetune --model "$RUNS/lm/final" --training-config configs/lm_train_base_continue.json \
         --data "$RUNS/codes/speech" "$RUNS/codes/music" --out "$RUNS/lm_more" --max-steps "$LM_MORE_STEPS" $resume ;;
+    lm-more2)
+      resume=$([ -d "$RUNS/lm_more2/checkpoint" ] && echo --resume || true)
+      $RVQ finetune --model "$RUNS/lm_more/final" --training-config configs/lm_train_base_continue2.json \
+        --data "$RUNS/codes/speech" "$RUNS/codes/music" --out "$RUNS/lm_more2" --max-steps "$LM_MORE2_STEPS" $resume ;;
     install)
-      .venv/bin/python -m pipelines.defaults --codec "$RUNS/codec_gan/final" --model "$RUNS/lm_more/final" --codec-fp16 ;;
+      .venv/bin/python -m pipelines.defaults --codec "$RUNS/codec_gan/final" --model "$RUNS/lm_more2/final" --codec-fp16 ;;
     eval)
       mkdir -p "$RUNS/eval"
       $RVQ eval-codec --data "$RUNS/data/speech" --max-clips 50 -o "$RUNS/eval/codec_speech.json"
@@ -61,6 +67,6 @@ for stage in $stages; do
         $RVQ train-music-classifier --data "$RUNS/data/music" -o "$RUNS/eval/classifier"
       $RVQ eval-music --data "$RUNS/data/music" --classifier "$RUNS/eval/classifier" --max-clips 50 --seed 0 \
         -o "$RUNS/eval/music.json" ;;
-    *) echo "unknown stage $stage (stages: data codec decoder tokenize lm lm-more install eval)" >&2; exit 2 ;;
+    *) echo "unknown stage $stage (stages: data codec decoder tokenize lm lm-more lm-more2 install eval)" >&2; exit 2 ;;
   esac
 done
