@@ -13,6 +13,14 @@ def condition_text(text: str, voice: str | None = None) -> str:
     return text if not voice else f"[{voice}] {text}"
 
 
+def text_without_voice(conditioning: str, voice: str | None = None) -> str:
+    """The text that `condition_text(text, voice)` was made from."""
+    prefix = f"[{voice}] " if voice else ""
+    if not conditioning.startswith(prefix):
+        raise ValueError(f"{conditioning!r} is not a conditioning text of voice {voice!r}")
+    return conditioning[len(prefix):]
+
+
 def known_voices(config) -> list[str]:
     """The voices an LM was trained with (its config's `voices`, written by train-lm), sorted."""
     return sorted(getattr(config, "voices", None) or [])

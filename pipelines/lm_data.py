@@ -20,6 +20,7 @@ after any resume.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from dataclasses import dataclass, field
@@ -31,7 +32,7 @@ import pyarrow.compute as pc
 import torch
 from datasets import Dataset, DatasetDict
 
-from .conditioning import condition_text
+from .conditioning import condition_text, text_without_voice
 from .tokenize import TokenizeError, load_tokenized, read_codec_metadata
 from .tokenize.storage import CONFIG_FILE
 
@@ -190,6 +191,19 @@ class LMExamples:
         keep = np.asarray(keep, dtype=np.int64)
         return LMExamples(self.dataset, self.rows[keep], [self.texts[i] for i in keep], [self.tasks[i] for i in keep],
                           self.frames[keep], [self.voice_of[i] for i in keep], dict(self.dropped))
+
+    def with_mismatched_texts(self) -> LMExamples:
+        """The same examples, each conditioned on the text of the next example of its task (cyclically), in its
+        own voice: what the LM's loss is worth when the words do not match the audio. The loss gap between this
+        and the real texts measures how much the LM uses its text (see `train_lm`'s eval_text_gain). A task with
+        one example keeps its text."""
+        texts = list(self.texts)
+        for task in set(self.tasks):
+            where = [i for i, t in enumerate(self.tasks) if t == task]
+            bodies = [text_without_voice(self.texts[i], self.voice_of[i]) for i in where]
+            for n, i in enumerate(where):
+                texts[i] = condition_text(bodies[(n + 1) % len(where)], self.voice_of[i])
+        return dataclasses.replace(self, texts=texts)
 
     @classmethod
     def concatenate(cls, parts: list[LMExamples]) -> LMExamples:

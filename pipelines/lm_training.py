@@ -17,12 +17,14 @@ where there is no GPU.)
 each process runs `batch_size / (processes * grad_accum)` items per forward. The loss of a step is the loss of
 the whole global batch (every target of every item weighs the same, as `AudioLM.loss` on the batch would give),
 so a run's weights do not depend on how the batch is split: one process and two processes give the same weights
-up to floating-point summation order. Items longer than `training.max_frames` frames are randomly cropped (see
-`lm_data.BatchPlan`).
+up to floating-point summation order. Items longer than `training.max_frames` frames are cropped: music to a random
+window, speech from its start unless `training.speech_crop` is "random" (see `lm_data.BatchPlan`).
 
 What is written to `out`:
     log.jsonl       one record per `log_every` steps (loss, per-codebook losses, lr, grad_norm, speed) and one
-                    per evaluation (eval_loss, eval_codebook_losses, eval_items, eval_source)
+                    per evaluation (eval_loss, eval_codebook_losses, eval_items, eval_source, and per task
+                    eval_text_gain and eval_text_gain_codebooks: how much worse the held-out loss is with other
+                    examples' texts, i.e. how much the LM uses its text; see `_text_gains`)
     checkpoint/     every `save_every` steps and at the end, swapped in atomically: accelerate's state (weights,
                     optimizer, scheduler, RNG), train_state.json, training_config.json and lm/ (the LM's config and
                     text tokenizer)
@@ -384,8 +386,12 @@ def _run(accelerator: Accelerator, lm: AudioLM, codec: RVQCodec, train: LMExampl
         paused = time.perf_counter()  # evaluation and saving are not counted in seconds_per_step
         if len(held) and (state.step % tc.eval_every == 0 or state.step == tc.max_steps):
             losses = _evaluate(accelerator, objective, lm, held, micro, max_frames)
+            gains = _text_gains(accelerator, objective, lm, held, micro, max_frames)
             _append_log(accelerator, out, {"step": state.step, "eval_loss": float(losses.mean()),
                                            "eval_codebook_losses": [round(float(x), 5) for x in losses],
+                                           "eval_text_gain": {t: round(float(g.mean()), 5) for t, g in gains.items()},
+                                           "eval_text_gain_codebooks": {t: [round(float(x), 5) for x in g]
+                                                                        for t, g in gains.items()},
                                            "eval_items": len(held), "eval_source": source})
         if state.step % tc.save_every == 0 or state.step == tc.max_steps:
             _save_checkpoint(accelerator, out, state, tc, lm)
@@ -429,6 +435,20 @@ def _evaluate(accelerator: Accelerator, objective: LMObjective, lm: AudioLM, hel
     totals = accelerator.reduce(totals, reduction="sum").cpu()
     objective.train()
     return totals[0] / totals[1].clamp(min=1)
+
+
+def _text_gains(accelerator: Accelerator, objective: LMObjective, lm: AudioLM, held: LMExamples, batch_size: int,
+                max_frames: int) -> dict[str, torch.Tensor]:
+    """Per task with at least 2 held-out examples: the per-codebook loss [K] with each example's text swapped for
+    another's of its task (`LMExamples.with_mismatched_texts`) minus the loss with its own, in nats per code. Near 0,
+    the LM ignores its text; it grows as the LM learns what the words or captions say about the audio."""
+    gains = {}
+    for task in sorted(set(held.tasks)):
+        own = held.subset(np.flatnonzero([t == task for t in held.tasks]))
+        if len(own) >= 2:
+            gains[task] = (_evaluate(accelerator, objective, lm, own.with_mismatched_texts(), batch_size, max_frames)
+                           - _evaluate(accelerator, objective, lm, own, batch_size, max_frames))
+    return gains
 
 
 def _append_log(accelerator: Accelerator, out: Path, record: dict) -> None:

@@ -224,6 +224,33 @@ def test_held_out_rows_are_deterministic_disjoint_and_bounded():
     assert len(split_held_out(examples, 0.0, 3, seed=3)[1]) == 0
 
 
+def test_mismatched_texts_keep_each_voice_and_task_and_the_text_gain_is_zero_when_texts_agree():
+    codec = _codec()
+    speech = LMExamples.from_dataset(_dataset(codec, 5, 0, ["v1", "v2"]))
+    music = LMExamples.from_dataset(_dataset(codec, 3, 1, None))
+    examples = LMExamples.concatenate([speech, music])
+    swapped = examples.with_mismatched_texts()
+    assert swapped.tasks == examples.tasks and swapped.voice_of == examples.voice_of
+    # Speech gets the next speech row's words in its own voice; music the next music row's caption.
+    assert swapped.texts[:5] == [f"[{['v1', 'v2'][i % 2]}] {TEXTS[(i + 1) % 5]}" for i in range(5)]
+    assert swapped.texts[5:] == [TEXTS[1], TEXTS[2], TEXTS[0]]
+    assert LMExamples.from_dataset(_dataset(codec, 1, 0, ["v1"])).with_mismatched_texts().texts == [f"[v1] {TEXTS[0]}"]
+
+    from accelerate import Accelerator
+    from pipelines.lm_training import _text_gains
+
+    tokenizer = TextTokenizer.train(examples.texts, vocab_size=300, seed=0)
+    torch.manual_seed(0)
+    lm = AudioLM.from_config(AudioLMConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                           intermediate_size=64, max_audio_frames=40), tokenizer, codec)
+    objective = LMObjective(lm.model)
+    gains = _text_gains(Accelerator(cpu=True), objective, lm, examples, 4, 40)
+    assert set(gains) == {"speech", "music"} and all(g.shape == (4,) for g in gains.values())
+    same = dataclasses.replace(examples, texts=[f"[{v}] hello" if v else "a song" for v in examples.voice_of])
+    gains = _text_gains(Accelerator(cpu=True), objective, lm, same, 4, 40)
+    assert all(torch.equal(g, torch.zeros(4, dtype=g.dtype)) for g in gains.values())  # nothing to mismatch
+
+
 def test_the_objective_is_the_lm_loss_and_a_split_batch_sums_to_the_whole():
     codec = _codec()
     examples = LMExamples.from_dataset(_dataset(codec, 6, 6, ["v"]))
@@ -280,6 +307,8 @@ def test_train_lm_writes_an_lm_folder_that_generates_and_records_voices(trained,
     assert [r["step"] for r in evals] == [2, 4]
     assert all(r["eval_items"] == 4 and r["eval_source"] == "the dataset's 'test' split" for r in evals)
     assert all(np.isfinite(r["eval_loss"]) for r in evals)
+    assert all(set(r["eval_text_gain"]) == {"speech"} and np.isfinite(r["eval_text_gain"]["speech"])
+               and len(r["eval_text_gain_codebooks"]["speech"]) == 4 for r in evals)
     # The checkpoint's model weights are the final folder's.
     state = load_file(trained / "checkpoint" / "model.safetensors")
     weights = load_file(final / "model.safetensors")
