@@ -155,7 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_voices_arguments(p)
     p.set_defaults(func=run_voices)
 
-    from .finetune import add_finetune_arguments, add_train_lm_arguments
+    from .finetune import add_eval_lm_arguments, add_finetune_arguments, add_train_lm_arguments, run_eval_lm
 
     p = sub.add_parser("train-lm", help="train a text tokenizer and an LM from scratch on a tokenized dataset")
     add_train_lm_arguments(p)
@@ -164,6 +164,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("finetune", help="continue training an LM folder on a tokenized dataset")
     add_finetune_arguments(p)
     p.set_defaults(func=_finetune)
+
+    p = sub.add_parser("eval-lm", help="held-out loss and text gain (how much the LM uses its text) of a trained LM")
+    add_eval_lm_arguments(p)
+    p.set_defaults(func=run_eval_lm)
 
     p = sub.add_parser("tokenize", help="encode an audio dataset or folder to a dataset of codes")
     p.add_argument("source", help="saved dataset, audiofolder, or folder of audio files (+ metadata.csv/jsonl)")

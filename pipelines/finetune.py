@@ -69,6 +69,32 @@ def run_finetune(args: argparse.Namespace) -> None:
         print(f"saved the fine-tuned LM to {final}")
 
 
+def add_eval_lm_arguments(parser: argparse.ArgumentParser) -> None:
+    """The arguments of `rvqaudio eval-lm` (see `lm_training.evaluate_lm`)."""
+    parser.add_argument("--model", required=True, help="self-contained LM folder (e.g. the final/ of train-lm)")
+    parser.add_argument("--data", required=True, nargs="+",
+                        help="the tokenized dataset(s) the LM trained on; their held-out rows are evaluated")
+    parser.add_argument("--training-config", default=None,
+                        help="the run's training settings JSON: its seed and held-out settings pick the rows")
+    parser.add_argument("--eval-data", default=None, help="held-out tokenized dataset (default: from --data)")
+    parser.add_argument("--task", choices=["speech", "music"], default=None,
+                        help="task of rows without a task column (default: speech if the data has voices, else music)")
+    parser.add_argument("-o", "--output", default=None, help="report.json")
+
+
+def run_eval_lm(args: argparse.Namespace) -> None:
+    """`evaluate_lm` with the parsed arguments of `add_eval_lm_arguments`; prints the figures."""
+    from .lm_training import evaluate_lm
+
+    report = evaluate_lm(args.model, args.data, training=args.training_config, eval_data=args.eval_data,
+                         task=args.task, output=args.output)
+    print(f"held-out loss {report['eval_loss']:.4f} nats/code over {report['eval_items']} rows "
+          f"({report['eval_tasks']}); per codebook {report['eval_codebook_losses']}")
+    for task, gain in report["eval_text_gain"].items():
+        print(f"text gain, {task}: {gain:.4f} nats/code (codebook 0: "
+              f"{report['eval_text_gain_codebooks'][task][0]:.4f}); about 0 means the LM ignores its text")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m pipelines.finetune",
                                      description="Train an audio LM from scratch or fine-tune one.")

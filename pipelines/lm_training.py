@@ -172,6 +172,39 @@ def finetune(model: str | os.PathLike, data, out: str | os.PathLike, *,
     return _run(accelerator, lm, codec, train, held, source, tc, out, resume, TrainState(kind="finetune", lora=lora))
 
 
+def evaluate_lm(model: str | os.PathLike, data, *, training: LMTrainingConfig | str | os.PathLike | None = None,
+                eval_data=None, task: str | None = None, output: str | os.PathLike | None = None) -> dict:
+    """The held-out loss and text gain of a trained LM, as a training run with these arguments would log them.
+
+    `model` is a self-contained LM folder; `data`, `training`, `eval_data` and `task` are those of `train_lm`, and
+    pick the same held-out rows (a run's seed, eval_fraction and max_eval_items decide them). Returns `eval_loss`,
+    `eval_codebook_losses`, `eval_text_gain` and `eval_text_gain_codebooks` per task (see `_text_gains`),
+    `eval_items`, `eval_tasks` (held-out rows per task), `eval_source` and `model`; written as JSON to `output`.
+    """
+    from .evaluation.data import write_report
+
+    tc = _training_config(training, None)
+    lm = load_lm(model)
+    _, held, source = _load_examples(data, eval_data, lm.codec, task, tc)
+    held = _fitting_texts(lm, held, "evaluation")
+    if len(held) == 0:
+        raise ValueError("no held-out rows to evaluate: the data has no evaluation split and eval_fraction or "
+                         "max_eval_items leaves none out")
+    accelerator = Accelerator()
+    objective = LMObjective(lm.model.to(accelerator.device))
+    max_frames = tc.max_frames or lm.config.max_audio_frames
+    losses = _evaluate(accelerator, objective, lm, held, tc.batch_size, max_frames)
+    gains = _text_gains(accelerator, objective, lm, held, tc.batch_size, max_frames)
+    report = {"model": str(model), "eval_loss": float(losses.mean()),
+              "eval_codebook_losses": [round(float(x), 5) for x in losses],
+              "eval_text_gain": {t: round(float(g.mean()), 5) for t, g in gains.items()},
+              "eval_text_gain_codebooks": {t: [round(float(x), 5) for x in g] for t, g in gains.items()},
+              "eval_items": len(held), "eval_tasks": {t: held.tasks.count(t) for t in sorted(set(held.tasks))},
+              "eval_source": source}
+    write_report(output, report)
+    return report
+
+
 def _check_same_architecture(config: str | os.PathLike | AudioLMConfig, saved: AudioLMConfig, where: Path) -> None:
     given = config if isinstance(config, AudioLMConfig) else AudioLMConfig.from_preset(config)
     filled = set(CODEC_FIELDS) | {"text_vocab_size", "null_condition_ids"}  # from the codec and the tokenizer

@@ -315,6 +315,22 @@ def test_train_lm_writes_an_lm_folder_that_generates_and_records_voices(trained,
     assert _max_diff({k.removeprefix("model."): v for k, v in state.items()}, weights) == 0
 
 
+def test_eval_lm_gives_the_runs_last_evaluation(trained, files, tmp_path, capsys):
+    from pipelines.cli import main
+
+    last = [r for r in _log(trained) if "eval_loss" in r][-1]
+    out = tmp_path / "eval.json"
+    assert main(["eval-lm", "--model", str(trained / "final"), "--data", str(files["speech"]),
+                 "--training-config", str(files["training"]), "-o", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["eval_items"] == last["eval_items"] and report["eval_source"] == last["eval_source"]
+    assert report["eval_tasks"] == {"speech": 4}
+    assert report["eval_loss"] == pytest.approx(last["eval_loss"], rel=1e-5)  # same rows, same weights
+    assert report["eval_text_gain"]["speech"] == pytest.approx(last["eval_text_gain"]["speech"], abs=1e-4)
+    assert "text gain, speech" in capsys.readouterr().out
+    assert main(["eval-lm", "--model", str(tmp_path / "nothing"), "--data", str(files["speech"])]) == 2
+
+
 def test_an_interrupted_run_resumes_to_the_same_weights(files, tmp_path, monkeypatch):
     lm_config = AudioLMConfig.from_preset(files["lm"])
     lm_config.dropout = 0.1  # model randomness too must follow (seed, step, rank)
