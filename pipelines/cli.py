@@ -95,16 +95,17 @@ def _sampling(args: argparse.Namespace) -> dict[str, float | int]:
 def _eval_music(args: argparse.Namespace) -> None:
     from .evaluation import evaluate_music_lm, evaluate_music_references, format_music_report
 
+    sampling = _sampling(args)
     if args.references_only:
-        if _sampling(args):
-            raise ValueError(f"--references-only generates nothing; leave out {sorted(_sampling(args))}")
+        if sampling:
+            raise ValueError(f"--references-only generates nothing; leave out {sorted(sampling)}")
         report = evaluate_music_references(args.data, args.classifier, split=args.split, max_clips=args.max_clips,
                                            output=args.output, progress=not args.no_progress)
         print(format_music_report(report))
         return
     report = evaluate_music_lm(args.data, args.classifier, model=args.model, split=args.split,
                                max_clips=args.max_clips, duration=args.duration, seed=args.seed,
-                               batch_size=args.batch_size, sampling=_sampling(args), output=args.output,
+                               batch_size=args.batch_size, sampling=sampling, output=args.output,
                                progress=not args.no_progress)
     print(report["markdown"])
 

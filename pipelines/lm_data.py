@@ -267,9 +267,9 @@ class BatchPlan:
     of `max_frames` frames (its whole text kept), or to its first `max_frames` frames where `from_start` (N,) is
     True; a window that stops before the example's end has no end-of-audio target (`cut`), since the audio goes
     on. A caption describes the whole clip, so any window of music fits it; a transcript is spoken in order, so
-    only a window from the start of speech begins where its text does (the text then runs past the audio). `condition_dropout` is the chance of training an example on the null
-    condition (classifier-free guidance); the draw is made here, not in the model, so that it does not depend on
-    how the batch is split across processes.
+    only a window from the start of speech begins where its text does (the text then runs past the audio).
+    `condition_dropout` is the chance of training an example on the null condition (classifier-free guidance); the
+    draw is made here, not in the model, so that it does not depend on how the batch is split across processes.
     """
 
     frames: np.ndarray

@@ -24,7 +24,7 @@ What is written to `out`:
     log.jsonl       one record per `log_every` steps (loss, per-codebook losses, lr, grad_norm, speed) and one
                     per evaluation (eval_loss, eval_codebook_losses, eval_items, eval_source, and per task
                     eval_text_gain and eval_text_gain_codebooks: how much worse the held-out loss is with other
-                    examples' texts, i.e. how much the LM uses its text; see `_text_gains`)
+                    examples' texts, i.e. how much the LM uses its text; see `_evaluation_record`)
     checkpoint/     every `save_every` steps and at the end, swapped in atomically: accelerate's state (weights,
                     optimizer, scheduler, RNG), train_state.json, training_config.json and lm/ (the LM's config and
                     text tokenizer)
@@ -178,7 +178,7 @@ def evaluate_lm(model: str | os.PathLike, data, *, training: LMTrainingConfig | 
 
     `model` is a self-contained LM folder; `data`, `training`, `eval_data` and `task` are those of `train_lm`, and
     pick the same held-out rows (a run's seed, eval_fraction and max_eval_items decide them). Returns `eval_loss`,
-    `eval_codebook_losses`, `eval_text_gain` and `eval_text_gain_codebooks` per task (see `_text_gains`),
+    `eval_codebook_losses`, `eval_text_gain` and `eval_text_gain_codebooks` per task (see `_evaluation_record`),
     `eval_items`, `eval_tasks` (held-out rows per task), `eval_source` and `model`; written as JSON to `output`.
     """
     from .evaluation.data import write_report
@@ -193,12 +193,7 @@ def evaluate_lm(model: str | os.PathLike, data, *, training: LMTrainingConfig | 
     accelerator = Accelerator()
     objective = LMObjective(lm.model.to(accelerator.device))
     max_frames = tc.max_frames or lm.config.max_audio_frames
-    losses = _evaluate(accelerator, objective, lm, held, tc.batch_size, max_frames)
-    gains = _text_gains(accelerator, objective, lm, held, tc.batch_size, max_frames)
-    report = {"model": str(model), "eval_loss": float(losses.mean()),
-              "eval_codebook_losses": [round(float(x), 5) for x in losses],
-              "eval_text_gain": {t: round(float(g.mean()), 5) for t, g in gains.items()},
-              "eval_text_gain_codebooks": {t: [round(float(x), 5) for x in g] for t, g in gains.items()},
+    report = {"model": str(model), **_evaluation_record(accelerator, objective, lm, held, tc.batch_size, max_frames),
               "eval_items": len(held), "eval_tasks": {t: held.tasks.count(t) for t in sorted(set(held.tasks))},
               "eval_source": source}
     write_report(output, report)
@@ -418,14 +413,9 @@ def _run(accelerator: Accelerator, lm: AudioLM, codec: RVQCodec, train: LMExampl
             steps_done, frames_done, tick = 0, 0, time.perf_counter()
         paused = time.perf_counter()  # evaluation and saving are not counted in seconds_per_step
         if len(held) and (state.step % tc.eval_every == 0 or state.step == tc.max_steps):
-            losses = _evaluate(accelerator, objective, lm, held, micro, max_frames)
-            gains = _text_gains(accelerator, objective, lm, held, micro, max_frames)
-            _append_log(accelerator, out, {"step": state.step, "eval_loss": float(losses.mean()),
-                                           "eval_codebook_losses": [round(float(x), 5) for x in losses],
-                                           "eval_text_gain": {t: round(float(g.mean()), 5) for t, g in gains.items()},
-                                           "eval_text_gain_codebooks": {t: [round(float(x), 5) for x in g]
-                                                                        for t, g in gains.items()},
-                                           "eval_items": len(held), "eval_source": source})
+            record = _evaluation_record(accelerator, objective, lm, held, micro, max_frames)
+            _append_log(accelerator, out, {"step": state.step, **record, "eval_items": len(held),
+                                           "eval_source": source})
         if state.step % tc.save_every == 0 or state.step == tc.max_steps:
             _save_checkpoint(accelerator, out, state, tc, lm)
         tick += time.perf_counter() - paused
@@ -453,9 +443,10 @@ def _fitting_texts(lm: AudioLM, examples: LMExamples, name: str) -> LMExamples:
 
 
 @torch.no_grad()
-def _evaluate(accelerator: Accelerator, objective: LMObjective, lm: AudioLM, held: LMExamples, batch_size: int,
-              max_frames: int) -> torch.Tensor:
-    """Per-codebook loss [K] of the held-out examples (no condition dropout), over all processes' shares."""
+def _evaluation_totals(accelerator: Accelerator, objective: LMObjective, lm: AudioLM, held: LMExamples,
+                       batch_size: int, max_frames: int) -> torch.Tensor:
+    """Float64 [2, K]: the held-out examples' nll sums and target counts per codebook (no condition dropout), over
+    all processes' shares."""
     K, device = lm.config.num_codebooks, accelerator.device
     totals = torch.zeros(2, K, dtype=torch.float64, device=device)  # nll sums, target counts
     objective.eval()
@@ -467,21 +458,33 @@ def _evaluate(accelerator: Accelerator, objective: LMObjective, lm: AudioLM, hel
         totals += torch.stack([nll.double(), counted.double()])
     totals = accelerator.reduce(totals, reduction="sum").cpu()
     objective.train()
-    return totals[0] / totals[1].clamp(min=1)
+    return totals
 
 
-def _text_gains(accelerator: Accelerator, objective: LMObjective, lm: AudioLM, held: LMExamples, batch_size: int,
-                max_frames: int) -> dict[str, torch.Tensor]:
-    """Per task with at least 2 held-out examples: the per-codebook loss [K] with each example's text swapped for
-    another's of its task (`LMExamples.with_mismatched_texts`) minus the loss with its own, in nats per code. Near 0,
-    the LM ignores its text; it grows as the LM learns what the words or captions say about the audio."""
+def _evaluation_record(accelerator: Accelerator, objective: LMObjective, lm: AudioLM, held: LMExamples,
+                       batch_size: int, max_frames: int) -> dict:
+    """What an evaluation logs: `eval_loss` and `eval_codebook_losses` [K] of the held-out examples, and per task
+    with at least 2 of them `eval_text_gain` and `eval_text_gain_codebooks` [K]: the loss with each example's text
+    swapped for another's of its task (`LMExamples.with_mismatched_texts`) minus the loss with its own, in nats per
+    code. Near 0, the LM ignores its text; it grows as the LM learns what the words or captions say about the audio.
+    Each task's examples run once with their own texts (their sums make the overall loss) and once with others'."""
+    def loss(totals: torch.Tensor) -> torch.Tensor:
+        return totals[0] / totals[1].clamp(min=1)
+
+    overall = torch.zeros(2, lm.config.num_codebooks, dtype=torch.float64)
     gains = {}
     for task in sorted(set(held.tasks)):
         own = held.subset(np.flatnonzero([t == task for t in held.tasks]))
+        totals = _evaluation_totals(accelerator, objective, lm, own, batch_size, max_frames)
+        overall += totals
         if len(own) >= 2:
-            gains[task] = (_evaluate(accelerator, objective, lm, own.with_mismatched_texts(), batch_size, max_frames)
-                           - _evaluate(accelerator, objective, lm, own, batch_size, max_frames))
-    return gains
+            swapped = _evaluation_totals(accelerator, objective, lm, own.with_mismatched_texts(), batch_size,
+                                         max_frames)
+            gains[task] = loss(swapped) - loss(totals)
+    losses = loss(overall)
+    return {"eval_loss": float(losses.mean()), "eval_codebook_losses": [round(float(x), 5) for x in losses],
+            "eval_text_gain": {t: round(float(g.mean()), 5) for t, g in gains.items()},
+            "eval_text_gain_codebooks": {t: [round(float(x), 5) for x in g] for t, g in gains.items()}}
 
 
 def _append_log(accelerator: Accelerator, out: Path, record: dict) -> None:

@@ -65,8 +65,9 @@ def evaluate_codec(
 
     Returns the report: `systems`, a list of `{name, kind, kbps, num_codebooks | target_kbps, metrics}` where
     `metrics[m] = {mean, std, n, values}` for `m` in METRICS (PESQ and STOI for speech only; `values` holds each
-    scored clip's figure in dataset order, None where undefined, for paired comparisons between reports), plus `clips`, `seconds`,
-    `sample_rate`, `domain`, `skipped` (clips too short to score), `units` and `markdown` (the table).
+    scored clip's figure in dataset order, None where undefined, for paired comparisons between reports), plus
+    `clips`, `seconds`, `sample_rate`, `domain`, `skipped` (clips too short to score), `units` and `markdown` (the
+    table).
     """
     codec = resolve_codec(codec)
     ds = load_split(data, split)

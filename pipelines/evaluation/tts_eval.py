@@ -124,8 +124,8 @@ def evaluate_tts(
     `word_recall_reference` (share of the sentences' words the recogniser finds, blind to insertions, so it
     separates saying some right words from babble where WER is about 1 or more), `word_recall_chance` (the
     generations scored against the next sentence's words, cyclically: what babble of common words finds by
-    chance; None for one sentence), `n`, `words`, `seconds_generated`, `seconds_reference`, `split` and `items` (per sentence: text,
-    both transcripts, both durations, the limit, the ended flags). Written as JSON to `output` when given.
+    chance; None for one sentence), `n`, `words`, `seconds_generated`, `seconds_reference`, `split` and `items`
+    (per sentence: text, both transcripts, both durations, the limit, the ended flags). Written as JSON to `output` when given.
     """
     check_count("max_items", max_items, allow_none=True)
     check_count("batch_size", batch_size)

@@ -237,18 +237,18 @@ def test_mismatched_texts_keep_each_voice_and_task_and_the_text_gain_is_zero_whe
     assert LMExamples.from_dataset(_dataset(codec, 1, 0, ["v1"])).with_mismatched_texts().texts == [f"[v1] {TEXTS[0]}"]
 
     from accelerate import Accelerator
-    from pipelines.lm_training import _text_gains
+    from pipelines.lm_training import _evaluation_record
 
     tokenizer = TextTokenizer.train(examples.texts, vocab_size=300, seed=0)
     torch.manual_seed(0)
     lm = AudioLM.from_config(AudioLMConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
                                            intermediate_size=64, max_audio_frames=40), tokenizer, codec)
     objective = LMObjective(lm.model)
-    gains = _text_gains(Accelerator(cpu=True), objective, lm, examples, 4, 40)
-    assert set(gains) == {"speech", "music"} and all(g.shape == (4,) for g in gains.values())
+    gains = _evaluation_record(Accelerator(cpu=True), objective, lm, examples, 4, 40)["eval_text_gain_codebooks"]
+    assert set(gains) == {"speech", "music"} and all(len(g) == 4 for g in gains.values())
     same = dataclasses.replace(examples, texts=[f"[{v}] hello" if v else "a song" for v in examples.voice_of])
-    gains = _text_gains(Accelerator(cpu=True), objective, lm, same, 4, 40)
-    assert all(torch.equal(g, torch.zeros(4, dtype=g.dtype)) for g in gains.values())  # nothing to mismatch
+    record = _evaluation_record(Accelerator(cpu=True), objective, lm, same, 4, 40)
+    assert all(g == [0.0] * 4 for g in record["eval_text_gain_codebooks"].values())  # nothing to mismatch
 
 
 def test_the_objective_is_the_lm_loss_and_a_split_batch_sums_to_the_whole():
