@@ -55,6 +55,10 @@ class AudioLMConfig(PreTrainedConfig):
     max_audio_frames: int = 1500
     # Training: probability of replacing an item's text by the null condition (for classifier-free guidance).
     condition_dropout: float = 0.1
+    # Aligned phoneme track (speech): 0 turns it off, else the phoneme vocabulary (`lm.phonemes.VOCAB_SIZE`), and
+    # the width in phonemes of the convolution that gives each frame its neighbours (odd).
+    phoneme_vocab_size: int = 0
+    phoneme_kernel: int = 15
     # Text side, filled from the TextTokenizer.
     text_vocab_size: int | None = None
     null_condition_ids: list[int] | None = None  # text ids kept in the null condition (task tags, eos)
@@ -93,6 +97,13 @@ class AudioLMConfig(PreTrainedConfig):
             value = getattr(self, name)
             if not 0.0 <= value < 1.0:
                 raise ValueError(f"{name} must be in [0, 1), got {value!r}")
+        if isinstance(self.phoneme_vocab_size, bool) or not isinstance(self.phoneme_vocab_size, int) or \
+                self.phoneme_vocab_size < 0 or self.phoneme_vocab_size == 1:
+            raise ValueError(f"phoneme_vocab_size must be 0 (no phoneme track) or an integer >= 2, got "
+                             f"{self.phoneme_vocab_size!r}")
+        positive_int("phoneme_kernel")
+        if self.phoneme_kernel % 2 == 0:
+            raise ValueError(f"phoneme_kernel must be odd (centred on each frame's phoneme), got {self.phoneme_kernel}")
         if self.text_vocab_size is not None:
             positive_int("text_vocab_size")
         if self.null_condition_ids is not None:

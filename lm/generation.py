@@ -12,11 +12,13 @@ layout of a (t + 1)-frame sequence (t frames plus the end frame, as in training)
 requested duration, end of audio is forced. An item stops needing steps once all of its frames are complete.
 
 With classifier-free guidance the conditional and the unconditional (null-condition) rows run as one batch of
-2B, and the next step is sampled from uncond + guidance_scale * (cond - uncond).
+2B, and the next step is sampled from uncond + guidance_scale * (cond - uncond). An aligned phoneme track, when
+given, is part of the condition: the unconditional rows run without it.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 import secrets
@@ -28,7 +30,9 @@ import torch
 
 from .codec_interface import AudioTokenizer
 from .config import AudioLMConfig
-from .model import AudioLMModel, AudioLMOutput, KVCache
+from .model import AudioLMModel, AudioLMOutput, KVCache, PhonemeTrack
+from .phonemes import VOCAB_SIZE as PHONEME_VOCAB_SIZE
+from .phonemes import phoneme_ids, phonemize
 from .text import TextTokenizer
 
 PAD_FRAME = -1  # value of the frames after an item's end in a batch of generated codes
@@ -125,7 +129,8 @@ class Decoding:
     """
 
     def __init__(self, model: AudioLMModel, text_ids: torch.Tensor, text_mask: torch.Tensor,
-                 prompt: torch.Tensor | None, new_frames: int, config: GenerationConfig) -> None:
+                 prompt: torch.Tensor | None, new_frames: int, config: GenerationConfig,
+                 phonemes: PhonemeTrack | None = None) -> None:
         cfg = model.config
         self.model, self.config, self.pattern = model, config, model.pattern
         device = model.device
@@ -141,6 +146,7 @@ class Decoding:
             self.max_frames)
         self.text_ids, self.text_mask = text_ids.to(device), text_mask.to(device)
         self.prompt = None if prompt is None else prompt.to(device)
+        self.phonemes = phonemes
         # Provisional length of each item (max_frames) until codebook 0 says where it ends.
         self.lengths = [self.max_frames] * B  # frames + the end frame
         self.frames = torch.full((B, K, self.max_frames - 1), PAD_FRAME, dtype=torch.long, device=device)
@@ -252,6 +258,11 @@ class Decoding:
             text_ids = torch.cat([text_ids, text_ids])
             text_mask = torch.cat([text_mask, model.null_condition(self.text_ids, self.text_mask)])
         rows = text_ids.shape[0]
+        features = None  # the phoneme track's additions at every audio position, (rows, num_steps + 1, D)
+        if self.phonemes is not None:
+            features = model.phoneme_features(self.phonemes, self.num_steps + 1)
+            if self.config.uses_guidance:
+                features = torch.cat([features, torch.zeros_like(features)])
         # Steps before the first one with a frame to sample hold only prompt frames: one prefill pass.
         layout = self.pattern.layout(self.max_frames)
         first = int((layout >= self.prompt_frames).any(dim=0).nonzero()[0])
@@ -259,13 +270,15 @@ class Decoding:
             self._take_step(step, torch.full((B, self.num_codebooks), cfg.empty_id, device=self.frames.device))
         cache = KVCache(cfg, rows, text_ids.shape[1] + self.num_steps, device=model.device, dtype=model.dtype)
         inputs = torch.cat([model.start_step(B), self.steps[:, :, :first]], dim=2)  # (B, K, first + 1)
-        logits = model.prefill(text_ids, text_mask, inputs.repeat(rows // B, 1, 1), cache)  # (R, K, V)
+        logits = model.prefill(text_ids, text_mask, inputs.repeat(rows // B, 1, 1), cache,
+                               None if features is None else features[:, :first + 1])  # (R, K, V)
         for step in range(first, self.num_steps):
             values = self._take_step(step, self._sample(self._guided(logits, step)))
             yield self._ready(step + 1)
             if all(self.done):
                 return
-            logits = model.decode_step(values.repeat(rows // B, 1), cache)
+            logits = model.decode_step(values.repeat(rows // B, 1), cache,
+                                       None if features is None else features[:, step + 1:step + 2])
 
 
 # ----------------------------------------------------------------------------------------- the user's object
@@ -327,6 +340,23 @@ class AudioLM:
         model.eval()
         return cls(model, TextTokenizer.from_pretrained(directory), codec)
 
+    def with_phoneme_track(self, kernel: int = 15) -> AudioLM:
+        """A copy of this LM with an aligned phoneme track added (see `lm.model`): every trained weight is kept,
+        and the track's projection starts at zero, so the copy generates exactly what this LM does until it is
+        trained with phonemes."""
+        if self.has_phoneme_track:
+            raise ValueError("this LM already has a phoneme track")
+        config = copy.deepcopy(self.config)
+        config.phoneme_vocab_size, config.phoneme_kernel = PHONEME_VOCAB_SIZE, kernel
+        config._validate()
+        model = AudioLMModel(config).to(device=self.device, dtype=self.model.dtype)
+        missing, unexpected = model.load_state_dict(self.model.state_dict(), strict=False)
+        if unexpected or not all(name.startswith("phoneme_") for name in missing):
+            raise RuntimeError(f"adding a phoneme track changed other weights: missing {missing}, unexpected "
+                               f"{unexpected}")
+        model.train(self.model.training)
+        return AudioLM(model, self.text_tokenizer, self.codec)
+
     @property
     def config(self) -> AudioLMConfig:
         return self.model.config
@@ -373,20 +403,39 @@ class AudioLM:
             text_mask[row, width - len(ids):] = True
         return text_ids, text_mask
 
+    @property
+    def has_phoneme_track(self) -> bool:
+        return bool(self.config.phoneme_vocab_size)
+
+    def phoneme_track(self, transcripts: list[str | None], total_frames, frame_offset=None) -> PhonemeTrack:
+        """The aligned phoneme track of a batch: each transcript (None: no track for that row, e.g. music)
+        phonemized by espeak-ng and spread over its item's `total_frames` (ints [B]); `frame_offset` (ints [B],
+        None: 0) is the frame of each item's first audio position."""
+        if not self.has_phoneme_track:
+            raise ValueError("this LM has no phoneme track (config.phoneme_vocab_size=0)")
+        ids = [phoneme_ids(phonemize(t)) if t is not None else [] for t in transcripts]
+        padded = torch.zeros(len(ids), max((len(i) for i in ids), default=0), dtype=torch.long)  # (B, P)
+        for row, item in enumerate(ids):
+            padded[row, :len(item)] = torch.tensor(item, dtype=torch.long)
+        total = torch.as_tensor(total_frames, dtype=torch.long).reshape(-1)
+        offset = None if frame_offset is None else torch.as_tensor(frame_offset, dtype=torch.long).reshape(-1)
+        return PhonemeTrack(padded, total, offset)
+
     # -- training -------------------------------------------------------------------------------------------
 
     def loss(self, texts: list[str], codes: torch.Tensor, code_lengths: torch.Tensor | None = None,
-             task: str | list[str] | None = None) -> AudioLMOutput:
-        """Teacher-forced loss of texts -> codes LongTensor[B, K, T] (code_lengths [B]: real frames per item)."""
+             task: str | list[str] | None = None, phonemes: PhonemeTrack | None = None) -> AudioLMOutput:
+        """Teacher-forced loss of texts -> codes LongTensor[B, K, T] (code_lengths [B]: real frames per item),
+        with the aligned phoneme track `phonemes` if given."""
         text_ids, text_mask = self.encode_texts(texts, task)
         device = self.device
         lengths = None if code_lengths is None else code_lengths.to(device)
-        return self.model(text_ids.to(device), text_mask.to(device), codes.to(device), lengths)
+        return self.model(text_ids.to(device), text_mask.to(device), codes.to(device), lengths, phonemes)
 
     # -- generation -----------------------------------------------------------------------------------------
 
     def generate(self, texts: list[str], config: GenerationConfig, audio_prompt: torch.Tensor | None = None,
-                 prompt_fingerprint: str | None = None) -> torch.Tensor:
+                 prompt_fingerprint: str | None = None, phonemes: PhonemeTrack | None = None) -> torch.Tensor:
         """Generate codes LongTensor[B, k, T] for `texts` (k = config.num_codebooks or K).
 
         T is the longest item's length, at most round(config.duration * frame_rate) frames; an item that ends
@@ -394,20 +443,22 @@ class AudioLM:
         `split_items`. With `audio_prompt` LongTensor[B, K, T_p] (codes of the same codec; pass its
         `prompt_fingerprint` to have that checked) the model continues the prompt, and only the new frames
         are returned. Greedy decoding (top_k=1) gives the same codes in any batch as alone; with sampling, one
-        generator serves the whole batch, so an item's draws depend on its place in the batch.
+        generator serves the whole batch, so an item's draws depend on its place in the batch. `phonemes` (from
+        `phoneme_track`, its frames counted from the prompt's first) conditions speech on aligned phonemes.
         """
-        decoding = self._start(texts, config, audio_prompt, prompt_fingerprint)
+        decoding = self._start(texts, config, audio_prompt, prompt_fingerprint, phonemes)
         for _ in decoding.run():
             pass
         return self._output(decoding, max(decoding.lengths) - 1 - decoding.prompt_frames)
 
     def stream(self, texts: list[str], config: GenerationConfig, audio_prompt: torch.Tensor | None = None,
-               prompt_fingerprint: str | None = None) -> Iterator[torch.Tensor]:
+               prompt_fingerprint: str | None = None, phonemes: PhonemeTrack | None = None
+               ) -> Iterator[torch.Tensor]:
         """Like `generate`, but yield codes LongTensor[B, k, t_new] as soon as the pattern has completed them.
 
         Concatenating the chunks along the last axis gives what `generate` returns for the same arguments.
         """
-        decoding = self._start(texts, config, audio_prompt, prompt_fingerprint)
+        decoding = self._start(texts, config, audio_prompt, prompt_fingerprint, phonemes)
         sent = 0
         for ready in decoding.run():
             ready -= decoding.prompt_frames
@@ -420,7 +471,7 @@ class AudioLM:
         return decoding.frames[:, :k, decoding.prompt_frames:decoding.prompt_frames + max(ready, 0)].clone()
 
     def _start(self, texts: list[str], config: GenerationConfig, audio_prompt: torch.Tensor | None,
-               prompt_fingerprint: str | None) -> Decoding:
+               prompt_fingerprint: str | None, phonemes: PhonemeTrack | None = None) -> Decoding:
         """Check every input against the model's limits, then set up a `Decoding`."""
         cfg = self.config
         if not isinstance(config, GenerationConfig):
@@ -443,7 +494,12 @@ class AudioLM:
                 f"duration={config.duration} s is {new_frames} frames at {cfg.frame_rate} Hz; with the "
                 f"{prompt_frames}-frame prompt that is more than the model's position range of "
                 f"max_audio_frames={cfg.max_audio_frames} frames; ask for at most {room:.3g} s")
-        return Decoding(self.model, text_ids, text_mask, prompt, new_frames, config)
+        if phonemes is not None:
+            if not self.has_phoneme_track:
+                raise ValueError("phonemes were given, but this LM has no phoneme track (config.phoneme_vocab_size=0)")
+            if phonemes.ids.shape[0] != len(texts):
+                raise ValueError(f"the phoneme track has {phonemes.ids.shape[0]} rows for {len(texts)} texts")
+        return Decoding(self.model, text_ids, text_mask, prompt, new_frames, config, phonemes)
 
     def _check_prompt(self, prompt: torch.Tensor | None, fingerprint: str | None, batch_size: int) -> torch.Tensor | None:
         cfg = self.config

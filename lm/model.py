@@ -8,6 +8,13 @@ Text tokens have their own embedding table. An audio step is K slots, one per co
 codec's codes plus three specials (empty slot, end of audio, pad, see `lm.config`). K linear heads predict
 the next step's slots, each over the codes plus end of audio.
 
+With `config.phoneme_vocab_size` set, speech also gets an aligned phoneme track (`PhonemeTrack`): the
+utterance's phonemes are spread evenly over its frames, a convolution over the phonemes gives each one its
+neighbours, and each audio position adds the features of its frame's phoneme (through a zero-initialised
+projection, so a track added to a trained LM starts from that LM's behaviour). The text prefix alone leaves the
+model to discover where in the text each frame is, which a small model on a CPU budget does not; the track tells
+it roughly, and the window tells it what is around. Frames past the utterance get an end-of-phonemes feature.
+
 Pre-norm blocks (RMSNorm), rotary positions, attention through `scaled_dot_product_attention`, and a key/value
 cache preallocated for the whole generation. Positions count only real tokens, so a left-padded text (or a
 null condition whose dropped tokens are masked) gives the same numbers as the unpadded sequence.
@@ -147,6 +154,34 @@ def attention_mask(key_valid: torch.Tensor, query_start: int, num_queries: int) 
 
 
 @dataclass
+class PhonemeTrack:
+    """Phonemes laid along the audio frames of each item (see the module docstring).
+
+    ids: LongTensor[B, P], `lm.phonemes` ids right-padded with 0; a row of zeros has no track (music, a dropped
+        condition). total_frames: LongTensor[B], the frames the phonemes are spread over: phoneme
+        floor((t + 0.5) * n / total) sits at frame t, and frames t >= total are past the end. frame_offset:
+        LongTensor[B] or None (0), the frame of the first audio position: the start of a training crop, or minus
+        the length of an audio prompt (frames before 0 get no track).
+    """
+
+    ids: torch.Tensor
+    total_frames: torch.Tensor
+    frame_offset: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        if self.ids.dim() != 2 or self.total_frames.shape != self.ids.shape[:1]:
+            raise ValueError(f"a PhonemeTrack needs ids [B, P] and total_frames [B], got {list(self.ids.shape)} and "
+                             f"{list(self.total_frames.shape)}")
+        if bool((self.total_frames < 1).any()):
+            raise ValueError(f"total_frames must be >= 1, got {self.total_frames.tolist()}")
+
+    def without(self, drop: torch.Tensor) -> PhonemeTrack:
+        """The same track with the rows where drop BoolTensor[B] is True emptied (the null condition)."""
+        return PhonemeTrack(self.ids.masked_fill(drop.to(self.ids.device).unsqueeze(1), 0), self.total_frames,
+                            self.frame_offset)
+
+
+@dataclass
 class AudioLMOutput(ModelOutput):
     """loss: mean over codebooks of each codebook's cross-entropy (None when no targets).
     logits: FloatTensor[B, K, S, codebook_size + 1], the last index being end of audio.
@@ -179,7 +214,16 @@ class AudioLMModel(PreTrainedModel):
         self.layers = nn.ModuleList(Block(config) for _ in range(config.num_hidden_layers))
         self.norm = nn.RMSNorm(D, eps=config.norm_eps)
         self.heads = nn.ModuleList(nn.Linear(D, config.num_logits, bias=False) for _ in range(K))
+        if config.phoneme_vocab_size:
+            self.phoneme_embedding = nn.Embedding(config.phoneme_vocab_size, D, padding_idx=0)
+            self.phoneme_conv = nn.Conv1d(D, D, config.phoneme_kernel, padding=config.phoneme_kernel // 2)
+            self.phoneme_projection = nn.Linear(D, D, bias=False)
         self.post_init()
+
+    def _init_weights(self, module: nn.Module) -> None:
+        super()._init_weights(module)
+        if module is getattr(self, "phoneme_projection", None):
+            nn.init.zeros_(module.weight)  # a new track changes nothing until it has learnt something
 
     # -- pieces ---------------------------------------------------------------------------------------------
 
@@ -200,6 +244,33 @@ class AudioLMModel(PreTrainedModel):
         """
         keep = torch.isin(text_ids, torch.tensor(self.config.null_condition_ids, device=text_ids.device))
         return text_mask & keep
+
+    def phoneme_features(self, track: PhonemeTrack, num_positions: int) -> torch.Tensor:
+        """FloatTensor[B, num_positions, D]: what the track adds at audio positions 0.. (position s predicts frame
+        frame_offset + s); zeros for rows without phonemes."""
+        if not self.config.phoneme_vocab_size:
+            raise ValueError("this LM has no phoneme track (config.phoneme_vocab_size=0); pass phonemes=None")
+        ids = track.ids.to(self.device)
+        if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= self.config.phoneme_vocab_size):
+            raise ValueError(f"phoneme ids must lie in [0, phoneme_vocab_size={self.config.phoneme_vocab_size}), "
+                             f"got values in [{int(ids.min())}, {int(ids.max())}]")
+        B, D = ids.shape[0], self.config.hidden_size
+        count = (ids > 0).sum(1)  # (B,) phonemes per row (the padding is on the right)
+        total = track.total_frames.to(self.device)
+        offset = torch.zeros_like(total) if track.frame_offset is None else track.frame_offset.to(self.device)
+        if ids.shape[1] == 0:  # no row has phonemes; still run the track, so every process uses its weights
+            ids = ids.new_zeros(B, 1)
+        embedded = self.phoneme_embedding(ids)  # (B, P, D), zeros at padding
+        context = self.phoneme_conv(embedded.transpose(1, 2)).transpose(1, 2)  # (B, P, D)
+        frame = offset.unsqueeze(1) + torch.arange(num_positions, device=self.device)  # (B, S)
+        where = ((frame.double() + 0.5) * count.unsqueeze(1) / total.unsqueeze(1)).floor().long()
+        where = torch.minimum(where, (count - 1).clamp(min=0).unsqueeze(1)).clamp(min=0)  # (B, S)
+        features = context.gather(1, where.unsqueeze(2).expand(-1, -1, D))  # (B, S, D)
+        end = self.phoneme_embedding.weight[1].to(features.dtype)  # lm.phonemes.END_ID
+        features = torch.where((frame >= total.unsqueeze(1)).unsqueeze(2), end, features)
+        keep = (count > 0).unsqueeze(1) & (frame >= 0)  # (B, S): rows with phonemes, frames of the utterance on
+        features = features * keep.unsqueeze(2).to(features.dtype)
+        return self.phoneme_projection(features)
 
     def _run(self, hidden: torch.Tensor, valid: torch.Tensor, cache: KVCache | None) -> torch.Tensor:
         """hidden [B, S, D] with valid [B, S] (False = padding) through all blocks; returns normed [B, S, D]."""
@@ -238,23 +309,27 @@ class AudioLMModel(PreTrainedModel):
     # -- uncached: whole sequences -------------------------------------------------------------------------
 
     def logits(self, text_ids: torch.Tensor, text_mask: torch.Tensor | None, step_inputs: torch.Tensor,
-               step_mask: torch.Tensor | None = None) -> torch.Tensor:
+               step_mask: torch.Tensor | None = None, phonemes: PhonemeTrack | None = None) -> torch.Tensor:
         """Logits of every audio step, recomputed from scratch (no cache).
 
         text_ids LongTensor[B, L], text_mask BoolTensor[B, L] (None: all real), step_inputs LongTensor[B, K, S]
         with step_inputs[:, :, 0] the start step and step_inputs[:, :, s] = step s - 1, step_mask BoolTensor[B, S]
-        (None: all real). Returns FloatTensor[B, K, S, codebook_size + 1]: position s predicts step s.
+        (None: all real), phonemes: the aligned phoneme track (None: none). Returns FloatTensor[B, K, S,
+        codebook_size + 1]: position s predicts step s.
         """
         B, L = text_ids.shape
         text_mask = torch.ones_like(text_ids, dtype=torch.bool) if text_mask is None else text_mask.bool()
         if step_mask is None:
             step_mask = torch.ones(B, step_inputs.shape[2], dtype=torch.bool, device=step_inputs.device)
-        hidden = torch.cat([self.text_embedding(text_ids), self.embed_steps(step_inputs)], dim=1)  # (B, L + S, D)
+        steps = self.embed_steps(step_inputs)  # (B, S, D)
+        if phonemes is not None:
+            steps = steps + self.phoneme_features(phonemes, step_inputs.shape[2])
+        hidden = torch.cat([self.text_embedding(text_ids), steps], dim=1)  # (B, L + S, D)
         hidden = self._run(hidden, torch.cat([text_mask, step_mask], dim=1), cache=None)
         return self._heads(hidden[:, L:])
 
     def forward(self, text_ids: torch.Tensor, text_mask: torch.Tensor | None, codes: torch.Tensor,
-                code_lengths: torch.Tensor | None = None) -> AudioLMOutput:
+                code_lengths: torch.Tensor | None = None, phonemes: PhonemeTrack | None = None) -> AudioLMOutput:
         """Teacher-forced logits and the training loss for text -> codes pairs.
 
         text_ids LongTensor[B, L] and text_mask BoolTensor[B, L] (padding either side); codes LongTensor[B, K, T]
@@ -262,30 +337,40 @@ class AudioLMModel(PreTrainedModel):
         end-of-audio frame, are laid out by the pattern, and the loss is the cross-entropy of every filled slot
         (codes and end of audio; not empty slots, not padding), averaged per codebook, then over codebooks.
         In training mode each item's text is replaced by the null condition with probability
-        `config.condition_dropout`.
+        `config.condition_dropout` (its phonemes too).
         """
         text_mask = torch.ones_like(text_ids, dtype=torch.bool) if text_mask is None else text_mask.bool()
         if self.training and self.config.condition_dropout > 0:
             drop = torch.rand(text_ids.shape[0], device=text_ids.device) < self.config.condition_dropout  # (B,)
             text_mask = torch.where(drop.unsqueeze(1), self.null_condition(text_ids, text_mask), text_mask)
+            phonemes = None if phonemes is None else phonemes.without(drop)
         steps, step_mask = codes_to_steps(codes, code_lengths, self.config, self.pattern)  # (B, K, S), (B, S)
         step_inputs = torch.cat([self.start_step(codes.shape[0]), steps[:, :, :-1]], dim=2)  # (B, K, S)
-        logits = self.logits(text_ids, text_mask, step_inputs, step_mask)  # (B, K, S, V)
+        logits = self.logits(text_ids, text_mask, step_inputs, step_mask, phonemes)  # (B, K, S, V)
         return step_loss(logits, steps, self.config)
 
     # -- cached: generation ----------------------------------------------------------------------------------
 
     def prefill(self, text_ids: torch.Tensor, text_mask: torch.Tensor, step_inputs: torch.Tensor,
-                cache: KVCache) -> torch.Tensor:
-        """Run the text and the first step inputs [B, K, S0] into an empty cache; logits of the next step [B, K, V]."""
-        hidden = torch.cat([self.text_embedding(text_ids), self.embed_steps(step_inputs)], dim=1)  # (B, L + S0, D)
+                cache: KVCache, step_features: torch.Tensor | None = None) -> torch.Tensor:
+        """Run the text and the first step inputs [B, K, S0] into an empty cache; logits of the next step [B, K, V].
+
+        step_features FloatTensor[B, S0, D] (the phoneme track's, `phoneme_features`) are added to the steps."""
+        steps = self.embed_steps(step_inputs)  # (B, S0, D)
+        if step_features is not None:
+            steps = steps + step_features
+        hidden = torch.cat([self.text_embedding(text_ids), steps], dim=1)  # (B, L + S0, D)
         valid = torch.cat([text_mask.bool(), torch.ones_like(step_inputs[:, 0], dtype=torch.bool)], dim=1)
         hidden = self._run(hidden, valid, cache)
         return self._heads(hidden[:, -1:])[:, :, 0]
 
-    def decode_step(self, step: torch.Tensor, cache: KVCache) -> torch.Tensor:
-        """Feed one step LongTensor[B, K] after what the cache holds; logits of the following step [B, K, V]."""
+    def decode_step(self, step: torch.Tensor, cache: KVCache, step_features: torch.Tensor | None = None
+                    ) -> torch.Tensor:
+        """Feed one step LongTensor[B, K] after what the cache holds (plus its track features [B, 1, D], if any);
+        logits of the following step [B, K, V]."""
         hidden = self.embed_steps(step.unsqueeze(2))  # (B, 1, D)
+        if step_features is not None:
+            hidden = hidden + step_features
         valid = torch.ones(step.shape[0], 1, dtype=torch.bool, device=step.device)
         hidden = self._run(hidden, valid, cache)
         return self._heads(hidden)[:, :, 0]

@@ -28,7 +28,8 @@ import soundfile as sf
 import torch
 from tqdm.auto import tqdm
 
-from lm import AudioLM, GenerationConfig, split_items
+from lm import AudioLM, GenerationConfig, PhonemeTrack, split_items
+from lm.phonemes import phoneme_ids, phonemize
 from tokenizer.audio import load_audio, save_audio
 
 from .codec_files import read_codes
@@ -268,12 +269,28 @@ class _Request:
         prompt = self.prompt_codes
         if prompt is not None:
             prompt = prompt.expand(len(texts), -1, -1)  # the same prompt for every text
-        chunks = self.lm.stream(texts, self.config, audio_prompt=prompt, prompt_fingerprint=self.prompt_fingerprint)
+        chunks = self.lm.stream(texts, self.config, audio_prompt=prompt, prompt_fingerprint=self.prompt_fingerprint,
+                                phonemes=self.phoneme_track())
         with tqdm(total=self.max_frames, desc="generating", unit="frame", disable=not progress,
                   dynamic_ncols=True) as bar:
             for chunk in chunks:
                 bar.update(chunk.shape[2])
                 yield chunk.cpu()
+
+    def phoneme_track(self) -> PhonemeTrack | None:
+        """Speech with an LM that has a phoneme track: each text's phonemes spread over the frames the voice
+        takes for them in training (`frames_per_phoneme`, written by train-lm), after the audio prompt."""
+        if self.config.task != "speech" or not self.lm.has_phoneme_track:
+            return None
+        rates = getattr(self.lm.config, "frames_per_phoneme", None) or {}
+        rate = rates.get(self.voice or "", rates.get(""))
+        if rate is None:
+            raise ValueError("the LM has a phoneme track but no frames_per_phoneme in its config; train it with "
+                             "speech (train-lm writes them)")
+        counts = [len(phoneme_ids(phonemize(text))) for text in self.texts]
+        prompt_frames = 0 if self.prompt_codes is None else self.prompt_codes.shape[2]
+        return self.lm.phoneme_track(self.texts, [max(1, round(n * rate)) for n in counts],
+                                     [-prompt_frames] * len(self.texts))
 
     def no_frames(self) -> torch.Tensor:
         """LongTensor[B, k, 0]: the codes when every item ended before its first frame."""

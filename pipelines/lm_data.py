@@ -225,6 +225,12 @@ class LMExamples:
             dropped=dropped,
         )
 
+    def transcript(self, index: int) -> str | None:
+        """What example `index` says, without its voice tag: its text for speech, None for music."""
+        if self.tasks[index] != "speech":
+            return None
+        return text_without_voice(self.texts[index], self.voice_of[index])
+
     def codes(self, index: int) -> np.ndarray:
         """Codes of example `index`, (K, T) int64."""
         return np.asarray(self.dataset[int(self.rows[index])]["codes"], dtype=np.int64)
@@ -339,7 +345,8 @@ class GlobalBatch:
 class Batch:
     """Tensors of a (micro-)batch: codes LongTensor[B, K, T] (padded with 0), code_lengths LongTensor[B],
     cut BoolTensor[B] (no end-of-audio target), drop BoolTensor[B] (text replaced by the null condition),
-    and the texts and tasks."""
+    and the texts and tasks. For an aligned phoneme track: the transcripts (None for music), each example's
+    whole length total_frames LongTensor[B] and the first frame of its crop, frame_offset LongTensor[B]."""
 
     texts: list[str]
     tasks: list[str]
@@ -347,6 +354,9 @@ class Batch:
     code_lengths: torch.Tensor
     cut: torch.Tensor
     drop: torch.Tensor
+    transcripts: list[str | None]
+    total_frames: torch.Tensor
+    frame_offset: torch.Tensor
 
 
 def collate(examples: LMExamples, batch: GlobalBatch) -> Batch:
@@ -359,7 +369,10 @@ def collate(examples: LMExamples, batch: GlobalBatch) -> Batch:
         codes[b, :, :length] = torch.from_numpy(item[:, start:start + length])
     return Batch(texts=[examples.texts[int(i)] for i in batch.index], tasks=[examples.tasks[int(i)] for i in batch.index],
                  codes=codes, code_lengths=torch.from_numpy(batch.length.copy()),
-                 cut=torch.from_numpy(batch.cut.copy()), drop=torch.from_numpy(batch.drop.copy()))
+                 cut=torch.from_numpy(batch.cut.copy()), drop=torch.from_numpy(batch.drop.copy()),
+                 transcripts=[examples.transcript(int(i)) for i in batch.index],
+                 total_frames=torch.from_numpy(examples.frames[batch.index].copy()),
+                 frame_offset=torch.from_numpy(np.asarray(batch.start, dtype=np.int64).copy()))
 
 
 def eval_batches(examples: LMExamples, batch_size: int, max_frames: int, rank: int = 0, num_processes: int = 1):

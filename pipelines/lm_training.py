@@ -45,6 +45,7 @@ import json
 import logging
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,7 +59,9 @@ from tqdm.auto import tqdm
 
 from lm import AudioLM, AudioLMConfig, AudioLMModel, TextTokenizer
 from lm.config import CODEC_FIELDS
-from lm.model import codes_to_steps
+from lm.model import PhonemeTrack, codes_to_steps
+from lm.phonemes import VOCAB_SIZE as PHONEME_VOCAB_SIZE
+from lm.phonemes import phoneme_ids, phonemize
 from tokenizer import CheckpointError, RVQCodec
 # The run folder both trainers share: the same folder rules and atomic checkpoint swap.
 from tokenizer.run_folder import (CHECKPOINT_DIR, FINAL_DIR, LOG_NAME, STATE_NAME, check_run_folder, prepare, quiet,
@@ -140,10 +143,14 @@ def train_lm(config: str | os.PathLike | AudioLMConfig, data, out: str | os.Path
         vocab_size = config.text_vocab_size or tc.text_vocab_size
         text_tokenizer = TextTokenizer.train(train.texts, vocab_size=vocab_size, seed=tc.seed)
         config.text_vocab_size, config.null_condition_ids = None, None  # filled from the tokenizer
+        if tc.phoneme_track and not config.phoneme_vocab_size:
+            config.phoneme_vocab_size = PHONEME_VOCAB_SIZE
         config.voices = train.voices
         config.default_voice = train.most_frequent_voice  # the voice generation uses when none is named
         set_seed(tc.seed)  # the same initial weights on every process
         lm = AudioLM.from_config(config, text_tokenizer, codec)
+        if lm.has_phoneme_track:
+            lm.config.frames_per_phoneme = _speech_rates(train)
     return _run(accelerator, lm, codec, train, held, source, tc, out, resume, TrainState(kind="train-lm"))
 
 
@@ -169,6 +176,12 @@ def finetune(model: str | os.PathLike, data, out: str | os.PathLike, *,
     train, held, source = _load_examples(data, eval_data, codec, task, tc)
     _open_run_folder(accelerator, out)
     lm.config.voices = sorted(set(getattr(lm.config, "voices", None) or []) | set(train.voices))
+    if tc.phoneme_track and not lm.has_phoneme_track:
+        set_seed(tc.seed)  # the same new weights on every process
+        lm = lm.with_phoneme_track()
+    if lm.has_phoneme_track:
+        lm.config.frames_per_phoneme = {**(getattr(lm.config, "frames_per_phoneme", None) or {}),
+                                        **_speech_rates(train)}
     return _run(accelerator, lm, codec, train, held, source, tc, out, resume, TrainState(kind="finetune", lora=lora))
 
 
@@ -307,12 +320,14 @@ class LMObjective(nn.Module):
         self.model = model
 
     def forward(self, text_ids: torch.Tensor, text_mask: torch.Tensor, drop: torch.Tensor, codes: torch.Tensor,
-                code_lengths: torch.Tensor, cut: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+                code_lengths: torch.Tensor, cut: torch.Tensor, phonemes: PhonemeTrack | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
         model, cfg = self.model, self.model.config
         text_mask = torch.where(drop.unsqueeze(1), model.null_condition(text_ids, text_mask), text_mask)
+        phonemes = None if phonemes is None else phonemes.without(drop)
         steps, step_mask = codes_to_steps(codes, code_lengths, cfg, model.pattern)  # (B, K, S), (B, S)
         inputs = torch.cat([model.start_step(codes.shape[0]), steps[:, :, :-1]], dim=2)  # (B, K, S)
-        logits = model.logits(text_ids, text_mask, inputs, step_mask)  # (B, K, S, V)
+        logits = model.logits(text_ids, text_mask, inputs, step_mask, phonemes)  # (B, K, S, V)
         is_code, is_eos = steps < cfg.codebook_size, steps == cfg.eos_id
         mask = is_code | (is_eos & ~cut.view(-1, 1, 1))  # (B, K, S)
         targets = torch.where(is_eos, cfg.num_logits - 1, torch.where(is_code, steps, 0))
@@ -383,7 +398,8 @@ def _run(accelerator: Accelerator, lm: AudioLM, codec: RVQCodec, train: LMExampl
             sync = contextlib.nullcontext() if a == A - 1 else accelerator.no_sync(wrapped)
             with sync:
                 nll, counted = wrapped(text_ids.to(device), text_mask.to(device), part.drop.to(device),
-                                       part.codes.to(device), part.code_lengths.to(device), part.cut.to(device))
+                                       part.codes.to(device), part.code_lengths.to(device), part.cut.to(device),
+                                       _phonemes(lm, part))
                 expected = int(part.code_lengths.sum() + (~part.cut).sum())
                 if not bool((counted == expected).all()):
                     raise RuntimeError(f"the pattern laid out {counted.tolist()} targets per codebook, expected "
@@ -431,6 +447,31 @@ def _run(accelerator: Accelerator, lm: AudioLM, codec: RVQCodec, train: LMExampl
     return final
 
 
+def _phonemes(lm: AudioLM, part) -> PhonemeTrack | None:
+    """The aligned phoneme track of a collated batch, for an LM that has one."""
+    if not lm.has_phoneme_track:
+        return None
+    return lm.phoneme_track(part.transcripts, part.total_frames, part.frame_offset)
+
+
+def _speech_rates(examples: LMExamples) -> dict[str, float]:
+    """Frames per phoneme of the speech examples: the median of each voice's, and of all ("") for a voice the
+    LM has not heard. Generation spreads a transcript's phonemes over that many frames per phoneme."""
+    where = [i for i, task in enumerate(examples.tasks) if task == "speech"]
+    if not where:
+        return {}
+    transcripts = [examples.transcript(i) for i in where]
+    with ThreadPoolExecutor(max_workers=4) as pool:  # espeak-ng runs in its own process
+        counts = list(pool.map(lambda t: len(phoneme_ids(phonemize(t))), transcripts))
+    rates: dict[str, list[float]] = {"": []}
+    for i, count in zip(where, counts):
+        if count:
+            rate = float(examples.frames[i]) / count
+            rates[""].append(rate)
+            rates.setdefault(examples.voice_of[i] or "", []).append(rate)
+    return {voice: round(float(np.median(values)), 4) for voice, values in sorted(rates.items()) if values}
+
+
 def _fitting_texts(lm: AudioLM, examples: LMExamples, name: str) -> LMExamples:
     """Leave out (with a warning) examples whose text does not fit the model's max_text_tokens."""
     limit = lm.config.max_text_tokens
@@ -454,7 +495,8 @@ def _evaluation_totals(accelerator: Accelerator, objective: LMObjective, lm: Aud
         text_ids, text_mask = lm.encode_texts(part.texts, part.tasks)
         with accelerator.autocast():
             nll, counted = objective(text_ids.to(device), text_mask.to(device), part.drop.to(device),
-                                     part.codes.to(device), part.code_lengths.to(device), part.cut.to(device))
+                                     part.codes.to(device), part.code_lengths.to(device), part.cut.to(device),
+                                     _phonemes(lm, part))
         totals += torch.stack([nll.double(), counted.double()])
     totals = accelerator.reduce(totals, reduction="sum").cpu()
     objective.train()

@@ -41,6 +41,9 @@ class LMTrainingConfig(JsonConfig):
     mixed_precision: "no", "bf16" or "fp16" (fp16 needs a GPU; on a CPU it trains in float32).
     text_vocab_size: upper bound of the text tokenizer's vocabulary that `train_lm` trains.
     lora_rank, lora_alpha: LoRA adapters of `finetune(lora=True)`.
+    phoneme_track: give the LM an aligned phoneme track for speech (see `lm.model`): `finetune` adds one to an LM
+        that has none (its other weights kept, the track starting from zero), `train_lm` builds the LM with one.
+        The track needs espeak-ng.
     """
 
     batch_size: int = 16
@@ -65,6 +68,7 @@ class LMTrainingConfig(JsonConfig):
     text_vocab_size: int = 1024
     lora_rank: int = 16
     lora_alpha: float = 32.0
+    phoneme_track: bool = False
 
     def __post_init__(self) -> None:
         def integer(name: str, low: int) -> None:
@@ -98,6 +102,8 @@ class LMTrainingConfig(JsonConfig):
         self.betas = tuple(float(b) for b in self.betas)
         if self.schedule not in SCHEDULES:
             raise ValueError(f"training.schedule must be one of {list(SCHEDULES)}, got {self.schedule!r}")
+        if not isinstance(self.phoneme_track, bool):
+            raise ValueError(f"training.phoneme_track must be true or false, got {self.phoneme_track!r}")
         if self.speech_crop not in SPEECH_CROPS:
             raise ValueError(f"training.speech_crop must be one of {list(SPEECH_CROPS)}, got {self.speech_crop!r}")
         if self.mixed_precision not in ("no", "bf16", "fp16"):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -18,8 +19,10 @@ from datasets import Dataset, DatasetDict, Features, List, Value
 from safetensors.torch import load_file
 
 from lm import AudioLM, AudioLMConfig, GenerationConfig, TextTokenizer, split_items
+from lm.phonemes import phoneme_ids, phonemize
 from pipelines.defaults import load_lm
 from pipelines.finetune import main as cli_main
+from pipelines.generate import _Request, generate
 from pipelines.lm_data import BatchPlan, LMExamples, collate, split_held_out
 from pipelines.lm_training import LMObjective, TrainState, _load_examples, finetune, train_lm
 from pipelines.lm_training_config import LMTrainingConfig, lr_factor
@@ -461,3 +464,41 @@ def test_speech_and_music_sources_train_together_each_with_its_task_and_held_out
     assert load_lm(final).config.voices == sorted(TRAIN_VOICES)
     with pytest.raises(ValueError, match="several sources"):
         _load_examples([files["speech"], tmp_path / "music"], files["speech"], codec, None, tc)
+
+
+@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
+def test_finetune_adds_a_phoneme_track_with_each_voices_rate_and_generate_uses_it(trained, files, tmp_path,
+                                                                                  monkeypatch):
+    tc = _training(max_steps=2, save_every=1, phoneme_track=True)
+    final = finetune(trained / "final", files["speech"], tmp_path / "ph", training=tc)
+    base, tuned = load_lm(trained / "final"), load_lm(final)
+    assert tuned.has_phoneme_track and not base.has_phoneme_track
+    assert tuned.model.phoneme_projection.weight.abs().sum() > 0  # the track trained from its zero start
+    # Each voice's rate is the median of its rows' frames per phoneme, "" that of all rows.
+    rows = datasets.load_from_disk(str(files["speech"]))["train"]
+    rates = {}
+    for text, voice, codes in zip(rows["text"], rows["voice"], rows["codes"]):
+        rate = len(codes[0]) / len(phoneme_ids(phonemize(text)))
+        rates.setdefault(voice, []).append(rate)
+        rates.setdefault("", []).append(rate)
+    expected = {voice: round(float(np.median(values)), 4) for voice, values in rates.items()}
+    assert tuned.config.frames_per_phoneme == expected
+    evals = [r for r in _log(tmp_path / "ph") if "eval_loss" in r]
+    assert "speech" in evals[-1]["eval_text_gain"]
+    # An interrupted run resumes (the track is added again before the checkpoint is loaded) to the same weights.
+    monkeypatch.setattr(BatchPlan, "batch", _dies_at(1))
+    with pytest.raises(KeyboardInterrupt):
+        finetune(trained / "final", files["speech"], tmp_path / "cut", training=tc)
+    monkeypatch.undo()
+    resumed = finetune(trained / "final", files["speech"], tmp_path / "cut", training=tc, resume=True)
+    assert _max_diff(load_lm(resumed).model.state_dict(), tuned.model.state_dict()) == 0.0
+    # Speech generation spreads the text's phonemes over the voice's frames; music gets no track.
+    clip = generate("hello world", task="speech", voice="flite-rms", model=final, duration=0.03, seed=0,
+                    progress=False)
+    assert clip.waveform.shape[-1] > 0 and torch.isfinite(clip.waveform).all()
+    request = _Request("hello world", "speech", 0.03, 0, 1.0, 250, 1.0, 3.0, "flite-rms", None, None, tuned, None)
+    track = request.phoneme_track()
+    count = len(phoneme_ids(phonemize("hello world")))
+    assert track.total_frames.tolist() == [max(1, round(count * expected["flite-rms"]))]
+    assert _Request("drums", "music", 0.03, 0, 1.0, 250, 1.0, 3.0, None, None, None, tuned, None).phoneme_track() \
+        is None

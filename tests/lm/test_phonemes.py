@@ -1,0 +1,172 @@
+"""The aligned phoneme track: espeak-ng phonemes, where each frame's phoneme sits, padding and batch invariance,
+an added track that starts silent, and cached generation with a track against the cache-free reference."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import torch
+
+from lm import AudioLM, GenerationConfig, PhonemeTrack
+from lm import phonemes as phonemes_module
+from lm.model import KVCache
+from lm.phonemes import END_ID, VOCAB_SIZE, PhonemizerError, phoneme_ids, phonemize
+
+TEXTS = ["hello world", "the quick brown fox jumps over the lazy dog"]
+needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
+
+
+def tracked_lm(make_lm, seed: int = 0, **overrides) -> AudioLM:
+    """A tiny random LM with a phoneme track whose projection is not zero (so the track changes the logits)."""
+    lm = make_lm(seed=seed, phoneme_vocab_size=VOCAB_SIZE, phoneme_kernel=3, **overrides)
+    with torch.no_grad():
+        torch.nn.init.normal_(lm.model.phoneme_projection.weight, std=0.5, generator=torch.Generator().manual_seed(seed))
+    return lm
+
+
+def random_track(B: int, lengths: list[int], total: list[int], offset: list[int] | None = None) -> PhonemeTrack:
+    generator = torch.Generator().manual_seed(1)
+    ids = torch.zeros(B, max(lengths), dtype=torch.long)
+    for b, n in enumerate(lengths):
+        ids[b, :n] = torch.randint(2, VOCAB_SIZE, (n,), generator=generator)
+    return PhonemeTrack(ids, torch.tensor(total), None if offset is None else torch.tensor(offset))
+
+
+# ----------------------------------------------------------------------------------------- phonemes
+
+
+@needs_espeak
+def test_phonemize_gives_espeak_mnemonics_with_clause_breaks_and_ids_in_range():
+    hello = phonemize("Hello, how are you?")
+    assert hello == phonemize("Hello, how are you?")
+    assert hello.startswith("h@l'oU | ") and "ju:" in hello  # espeak-ng's ASCII mnemonics; a comma breaks a clause
+    ids = phoneme_ids(hello)
+    assert len(ids) == len(hello) and all(2 <= i < VOCAB_SIZE for i in ids)
+    assert phonemize("[voice] $5 -v --help") != ""  # read from stdin: never an option or a command
+
+
+def test_phoneme_ids_map_printable_ascii_and_skip_the_rest():
+    assert phoneme_ids(" ~") == [2, VOCAB_SIZE - 1]
+    assert phoneme_ids("a\nb\u00e9") == [ord("a") - 30, ord("b") - 30]
+
+
+def test_a_missing_espeak_is_a_clear_error(monkeypatch):
+    phonemize.cache_clear()
+    monkeypatch.setattr(phonemes_module.shutil, "which", lambda name: None)
+    with pytest.raises(PhonemizerError, match="apt install espeak-ng"):
+        phonemize("never phonemized before")
+    phonemize.cache_clear()
+
+
+# ----------------------------------------------------------------------------------------- the track
+
+
+def test_each_frame_gets_its_phoneme_then_the_end_and_rows_without_phonemes_get_nothing(make_lm):
+    lm = make_lm(phoneme_vocab_size=VOCAB_SIZE, phoneme_kernel=3)
+    model, D = lm.model, lm.config.hidden_size
+    with torch.no_grad():  # the centre tap passes each phoneme's embedding through, the projection is identity
+        model.phoneme_conv.weight.zero_()
+        model.phoneme_conv.bias.zero_()
+        model.phoneme_conv.weight[:, :, 1] = torch.eye(D)
+        model.phoneme_projection.weight.copy_(torch.eye(D))
+    track = PhonemeTrack(torch.tensor([[5, 6, 7, 0], [0, 0, 0, 0], [9, 10, 11, 12]]), torch.tensor([6, 4, 8]),
+                         torch.tensor([0, 0, -2]))
+    with torch.no_grad():
+        features = model.phoneme_features(track, 10)  # (B, S, D)
+    table = model.phoneme_embedding.weight
+    # Row 0: 3 phonemes over 6 frames, 2 frames each, then the end feature.
+    expected = torch.stack([table[i] for i in [5, 5, 6, 6, 7, 7] + [END_ID] * 4])
+    assert torch.allclose(features[0], expected, atol=1e-6)
+    assert torch.equal(features[1], torch.zeros(10, D))
+    # Row 2 starts 2 frames before the utterance (an audio prompt): nothing there, then 4 phonemes over 8 frames.
+    expected = torch.stack([torch.zeros(D)] * 2 + [table[i] for i in [9, 9, 10, 10, 11, 11, 12, 12]])
+    assert torch.allclose(features[2], expected, atol=1e-6)
+
+
+def test_track_features_do_not_depend_on_the_batchs_padding(make_lm):
+    lm = tracked_lm(make_lm)
+    track = random_track(2, [5, 11], [12, 30], [0, 3])
+    with torch.no_grad():
+        together = lm.model.phoneme_features(track, 20)
+        alone = lm.model.phoneme_features(PhonemeTrack(track.ids[:1, :5], track.total_frames[:1],
+                                                       track.frame_offset[:1]), 20)
+    assert torch.allclose(together[:1], alone, atol=1e-6)
+
+
+def test_an_added_track_keeps_every_weight_and_changes_nothing_until_trained(make_lm):
+    lm = make_lm()
+    tracked = lm.with_phoneme_track()
+    assert tracked.config.phoneme_vocab_size == VOCAB_SIZE and not lm.has_phoneme_track
+    before, after = lm.model.state_dict(), tracked.model.state_dict()
+    assert all(torch.equal(before[name], after[name]) for name in before)
+    assert sorted(set(after) - set(before)) == ["phoneme_conv.bias", "phoneme_conv.weight", "phoneme_embedding.weight",
+                                                "phoneme_projection.weight"]
+    ids, mask = lm.encode_texts(TEXTS, "speech")
+    codes = torch.randint(0, lm.config.codebook_size, (2, lm.config.num_codebooks, 12))
+    track = random_track(2, [4, 9], [12, 12])
+    assert torch.equal(lm.model(ids, mask, codes).logits, tracked.model(ids, mask, codes, phonemes=track).logits)
+    with pytest.raises(ValueError, match="already has a phoneme track"):
+        tracked.with_phoneme_track()
+
+
+def test_a_dropped_condition_drops_the_track(make_lm):
+    track = random_track(2, [4, 9], [12, 12])
+    dropped = track.without(torch.tensor([True, False]))
+    assert not dropped.ids[0].any() and torch.equal(dropped.ids[1], track.ids[1])
+
+
+def test_cache_with_track_features_equals_full_recomputation(make_lm):
+    lm = tracked_lm(make_lm)
+    ids, mask = lm.encode_texts(TEXTS, "speech")
+    track = random_track(2, [6, 13], [9, 14])
+    steps = torch.randint(0, lm.config.codebook_size, (2, lm.config.num_codebooks, 10))
+    steps[:, :, 0] = lm.config.empty_id
+    with torch.no_grad():
+        full = lm.model.logits(ids, mask, steps, phonemes=track)
+        features = lm.model.phoneme_features(track, 10)
+        cache = KVCache(lm.config, 2, ids.shape[1] + 10)
+        got = [lm.model.prefill(ids, mask, steps[:, :, :3], cache, features[:, :3])]
+        for s in range(3, 10):
+            got.append(lm.model.decode_step(steps[:, :, s], cache, features[:, s:s + 1]))
+    assert torch.allclose(torch.stack(got, dim=2), full[:, :, 2:], atol=1e-5)
+
+
+@pytest.mark.parametrize("guidance_scale", [1.0, 3.0])
+def test_cached_greedy_generation_with_a_track_equals_the_reference(make_lm, reference, guidance_scale):
+    lm = tracked_lm(make_lm)
+    config = GenerationConfig(duration=2.0, top_k=1, guidance_scale=guidance_scale, seed=0, task="speech")
+    track = random_track(2, [7, 12], [15, 20])
+    codes = lm.generate(TEXTS, config, phonemes=track)
+    expected = reference(lm, TEXTS, config, phonemes=track)
+    for b, item in enumerate(expected):
+        assert torch.equal(codes[b, :, :item.shape[1]], item)
+    assert not torch.equal(codes, lm.generate(TEXTS, config))  # the track is not ignored
+
+
+def test_a_track_after_an_audio_prompt_equals_the_reference(make_lm, reference):
+    lm = tracked_lm(make_lm, seed=3)
+    config = GenerationConfig(duration=1.5, top_k=1, guidance_scale=3.0, seed=0, task="speech")
+    prompt = torch.randint(0, lm.config.codebook_size, (2, lm.config.num_codebooks, 4))
+    track = random_track(2, [5, 8], [12, 15], [-4, -4])
+    codes = lm.generate(TEXTS, config, audio_prompt=prompt, phonemes=track)
+    for b, item in enumerate(reference(lm, TEXTS, config, prompt, phonemes=track)):
+        assert torch.equal(codes[b, :, :item.shape[1]], item)
+
+
+def test_bad_tracks_and_configs_are_refused(make_lm, config_factory):
+    plain, tracked = make_lm(), tracked_lm(make_lm)
+    config = GenerationConfig(duration=1.0, top_k=1, task="speech")
+    track = random_track(2, [3, 4], [10, 10])
+    with pytest.raises(ValueError, match="no phoneme track"):
+        plain.generate(TEXTS, config, phonemes=track)
+    with pytest.raises(ValueError, match="2 rows for 1 texts"):
+        tracked.generate(TEXTS[:1], config, phonemes=track)
+    with pytest.raises(ValueError, match="phoneme ids must lie in"):
+        tracked.model.phoneme_features(PhonemeTrack(torch.tensor([[VOCAB_SIZE]]), torch.tensor([5])), 4)
+    with pytest.raises(ValueError, match="total_frames must be >= 1"):
+        PhonemeTrack(torch.tensor([[3]]), torch.tensor([0]))
+    with pytest.raises(ValueError, match="phoneme_vocab_size must be 0"):
+        config_factory(phoneme_vocab_size=1)
+    with pytest.raises(ValueError, match="phoneme_kernel must be odd"):
+        config_factory(phoneme_vocab_size=VOCAB_SIZE, phoneme_kernel=4)
