@@ -313,11 +313,18 @@ class LMObjective(nn.Module):
     stops before its end (`cut`) has no end-of-audio target. `drop` replaces an item's text by the null
     condition (classifier-free guidance); the draw is the caller's. Dividing by the global target count is
     the caller's too, so the loss of a batch split over processes sums to the loss of the whole batch.
+
+    `phoneme_input_dropout`: in training mode, each audio step fed to an item that has a phoneme track is
+    replaced by an empty step with this probability (drawn from torch's generator, which the loop seeds per step
+    and process). Speech at 75 frames/s is mostly predictable from its own last frames, so a model can lower its
+    loss while ignoring the phonemes; hiding some of those frames makes the track worth reading (Tacotron's
+    always-on pre-net dropout does this for its attention). Targets do not change.
     """
 
-    def __init__(self, model: AudioLMModel) -> None:
+    def __init__(self, model: AudioLMModel, phoneme_input_dropout: float = 0.0) -> None:
         super().__init__()
         self.model = model
+        self.phoneme_input_dropout = phoneme_input_dropout
 
     def forward(self, text_ids: torch.Tensor, text_mask: torch.Tensor, drop: torch.Tensor, codes: torch.Tensor,
                 code_lengths: torch.Tensor, cut: torch.Tensor, phonemes: PhonemeTrack | None = None
@@ -327,6 +334,11 @@ class LMObjective(nn.Module):
         phonemes = None if phonemes is None else phonemes.without(drop)
         steps, step_mask = codes_to_steps(codes, code_lengths, cfg, model.pattern)  # (B, K, S), (B, S)
         inputs = torch.cat([model.start_step(codes.shape[0]), steps[:, :, :-1]], dim=2)  # (B, K, S)
+        if self.training and self.phoneme_input_dropout > 0 and phonemes is not None:
+            tracked = (phonemes.ids > 0).any(dim=1).to(inputs.device)  # (B,)
+            hide = torch.rand(inputs.shape[0], 1, inputs.shape[2]) < self.phoneme_input_dropout  # (B, 1, S)
+            hide = hide.to(inputs.device) & tracked.view(-1, 1, 1) & (inputs != cfg.pad_id)
+            inputs = torch.where(hide, cfg.empty_id, inputs)
         logits = model.logits(text_ids, text_mask, inputs, step_mask, phonemes)  # (B, K, S, V)
         is_code, is_eos = steps < cfg.codebook_size, steps == cfg.eos_id
         mask = is_code | (is_eos & ~cut.view(-1, 1, 1))  # (B, K, S)
@@ -365,7 +377,7 @@ def _run(accelerator: Accelerator, lm: AudioLM, codec: RVQCodec, train: LMExampl
         set_seed(tc.seed)  # the adapters' initial weights
         peft_model = get_peft_model(lm.model, LoraConfig(r=tc.lora_rank, lora_alpha=tc.lora_alpha,
                                                          target_modules=LORA_TARGETS, lora_dropout=0.0))
-    objective = LMObjective(lm.model)  # with LoRA, lm.model holds the adapters in place of its linear layers
+    objective = LMObjective(lm.model, tc.phoneme_input_dropout)  # with LoRA, lm.model holds the adapters
     params = [p for p in objective.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(
         [{"params": [p for p in params if p.dim() >= 2], "weight_decay": tc.weight_decay},

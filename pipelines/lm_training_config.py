@@ -44,6 +44,9 @@ class LMTrainingConfig(JsonConfig):
     phoneme_track: give the LM an aligned phoneme track for speech (see `lm.model`): `finetune` adds one to an LM
         that has none (its other weights kept, the track starting from zero), `train_lm` builds the LM with one.
         The track needs espeak-ng.
+    phoneme_input_dropout: share of the audio steps fed to speech with a phoneme track that are hidden (made
+        empty) in training, so that the LM reads the track rather than continuing its own audio (see
+        `LMObjective`). 0 turns it off.
     """
 
     batch_size: int = 16
@@ -69,6 +72,7 @@ class LMTrainingConfig(JsonConfig):
     lora_rank: int = 16
     lora_alpha: float = 32.0
     phoneme_track: bool = False
+    phoneme_input_dropout: float = 0.0
 
     def __post_init__(self) -> None:
         def integer(name: str, low: int) -> None:
@@ -97,6 +101,7 @@ class LMTrainingConfig(JsonConfig):
         number("min_lr_ratio", 0.0, 1.0, False)
         number("eval_fraction", 0.0, 0.5, False)
         number("lora_alpha", 0.0, math.inf, True)
+        number("phoneme_input_dropout", 0.0, 0.9, False)
         if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
             raise ValueError(f"training.betas must be two numbers in [0, 1), got {self.betas!r}")
         self.betas = tuple(float(b) for b in self.betas)

@@ -6,7 +6,7 @@
 #
 #   scripts/default_models.sh                # everything, into runs/default (RUNS=... to move it)
 #   scripts/default_models.sh eval           # one stage: data, codec, decoder, tokenize, lm, lm-more, lm-more2,
-#                                            # install, eval
+#                                            # lm-phonemes, install, eval
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-runs/default}
@@ -18,8 +18,9 @@ DECODER_STEPS=${DECODER_STEPS:-2000} # decoder fine-tuning with the adversarial 
 LM_STEPS=${LM_STEPS:-900}           # of configs/lm_train_base.json
 LM_MORE_STEPS=${LM_MORE_STEPS:-900} # continued training, configs/lm_train_base_continue.json
 LM_MORE2_STEPS=${LM_MORE2_STEPS:-2000} # and again, speech cropped from its start: configs/lm_train_base_continue2.json
+LM_PHONEME_STEPS=${LM_PHONEME_STEPS:-3000} # with an aligned phoneme track for speech: configs/lm_train_phonemes.json
 NUM_PROC=${NUM_PROC:-2}
-stages=${1:-data codec decoder tokenize lm lm-more lm-more2 install eval}
+stages=${1:-data codec decoder tokenize lm lm-more lm-more2 lm-phonemes install eval}
 
 for stage in $stages; do
   echo "=== $stage ($(date -u +%H:%M:%S))"
@@ -56,6 +57,11 @@ for stage in $stages; do
       resume=$([ -d "$RUNS/lm_more2/checkpoint" ] && echo --resume || true)
       $RVQ finetune --model "$RUNS/lm_more/final" --training-config configs/lm_train_base_continue2.json \
         --data "$RUNS/codes/speech" "$RUNS/codes/music" --out "$RUNS/lm_more2" --max-steps "$LM_MORE2_STEPS" $resume ;;
+    lm-phonemes)
+      resume=$([ -d "$RUNS/lm_phonemes/checkpoint" ] && echo --resume || true)
+      $RVQ finetune --model "$RUNS/lm_more2/final" --training-config configs/lm_train_phonemes.json \
+        --data "$RUNS/codes/speech" "$RUNS/codes/music" --out "$RUNS/lm_phonemes" --max-steps "$LM_PHONEME_STEPS" \
+        $resume ;;
     install)
       .venv/bin/python -m pipelines.defaults --codec "$RUNS/codec_gan/final" --model "$RUNS/lm_more2/final" --codec-fp16 ;;
     eval)
@@ -67,6 +73,7 @@ for stage in $stages; do
         $RVQ train-music-classifier --data "$RUNS/data/music" -o "$RUNS/eval/classifier"
       $RVQ eval-music --data "$RUNS/data/music" --classifier "$RUNS/eval/classifier" --max-clips 50 --seed 0 \
         -o "$RUNS/eval/music.json" ;;
-    *) echo "unknown stage $stage (stages: data codec decoder tokenize lm lm-more lm-more2 install eval)" >&2; exit 2 ;;
+    *) echo "unknown stage $stage (stages: data codec decoder tokenize lm lm-more lm-more2 lm-phonemes install eval)" >&2
+       exit 2 ;;
   esac
 done

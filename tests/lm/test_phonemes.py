@@ -21,7 +21,8 @@ def tracked_lm(make_lm, seed: int = 0, **overrides) -> AudioLM:
     """A tiny random LM with a phoneme track whose projection is not zero (so the track changes the logits)."""
     lm = make_lm(seed=seed, phoneme_vocab_size=VOCAB_SIZE, phoneme_kernel=3, **overrides)
     with torch.no_grad():
-        torch.nn.init.normal_(lm.model.phoneme_projection.weight, std=0.5, generator=torch.Generator().manual_seed(seed))
+        weight = lm.model.phoneme_projection.weight
+        torch.nn.init.normal_(weight, std=0.5, generator=torch.Generator().manual_seed(seed))
     return lm
 
 

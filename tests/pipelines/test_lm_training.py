@@ -18,7 +18,7 @@ import torch
 from datasets import Dataset, DatasetDict, Features, List, Value
 from safetensors.torch import load_file
 
-from lm import AudioLM, AudioLMConfig, GenerationConfig, TextTokenizer, split_items
+from lm import AudioLM, AudioLMConfig, GenerationConfig, PhonemeTrack, TextTokenizer, split_items
 from lm.phonemes import phoneme_ids, phonemize
 from pipelines.defaults import load_lm
 from pipelines.finetune import main as cli_main
@@ -502,3 +502,34 @@ def test_finetune_adds_a_phoneme_track_with_each_voices_rate_and_generate_uses_i
     assert track.total_frames.tolist() == [max(1, round(count * expected["flite-rms"]))]
     assert _Request("drums", "music", 0.03, 0, 1.0, 250, 1.0, 3.0, None, None, None, tuned, None).phoneme_track() \
         is None
+
+
+def test_phoneme_input_dropout_hides_only_tracked_items_inputs_in_training(files):
+    codec = RVQCodec.from_pretrained(files["codec"])
+    lm = AudioLM.from_config(AudioLMConfig.from_preset(files["lm"]), TextTokenizer.train(TEXTS, vocab_size=300),
+                             codec).with_phoneme_track()
+    with torch.no_grad():
+        torch.nn.init.normal_(lm.model.phoneme_projection.weight, std=0.5)
+    seen = []
+    original = lm.model.logits
+
+    def logits(text_ids, text_mask, inputs, step_mask=None, phonemes=None):
+        seen.append(inputs.clone())
+        return original(text_ids, text_mask, inputs, step_mask, phonemes)
+
+    lm.model.logits = logits
+    objective = LMObjective(lm.model, phoneme_input_dropout=0.5)
+    text_ids, text_mask = lm.encode_texts(["hello world", "drums and bass"], ["speech", "music"])
+    codes = torch.randint(0, codec.codebook_size, (2, codec.num_codebooks, 20))
+    args = (text_ids, text_mask, torch.zeros(2, dtype=torch.bool), codes, torch.tensor([20, 20]),
+            torch.zeros(2, dtype=torch.bool), PhonemeTrack(torch.tensor([[5, 6, 7], [0, 0, 0]]), torch.tensor([20, 20])))
+    objective.eval()
+    objective(*args)
+    objective.train()
+    torch.manual_seed(0)
+    objective(*args)
+    clean, hidden = seen
+    empty = lm.config.empty_id
+    changed = (clean != hidden).any(dim=1)  # (B, S): steps that were hidden
+    assert changed[0].float().mean().item() == pytest.approx(0.5, abs=0.25) and not changed[1].any()
+    assert bool((hidden[0][:, changed[0]] == empty).all())
