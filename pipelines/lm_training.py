@@ -130,6 +130,9 @@ def train_lm(config: str | os.PathLike | AudioLMConfig, data, out: str | os.Path
     codec = resolve_codec(codec)
     train, held, source = _load_examples(data, eval_data, codec, task, tc)
     _open_run_folder(accelerator, out)
+    config = copy.deepcopy(config) if isinstance(config, AudioLMConfig) else AudioLMConfig.from_preset(config)
+    if tc.phoneme_track and not config.phoneme_vocab_size:
+        config.phoneme_vocab_size = PHONEME_VOCAB_SIZE
     if resume:
         saved = out / CHECKPOINT_DIR / LM_SUBDIR
         text_tokenizer = TextTokenizer.from_pretrained(saved)
@@ -138,13 +141,10 @@ def train_lm(config: str | os.PathLike | AudioLMConfig, data, out: str | os.Path
         _check_same_architecture(config, lm_config, saved)
         lm = AudioLM(AudioLMModel(lm_config), text_tokenizer, codec)  # weights come from the checkpoint
     else:
-        config = copy.deepcopy(config) if isinstance(config, AudioLMConfig) else AudioLMConfig.from_preset(config)
         # The config's text_vocab_size, when set, bounds the vocabulary; sentencepiece may learn fewer pieces.
         vocab_size = config.text_vocab_size or tc.text_vocab_size
         text_tokenizer = TextTokenizer.train(train.texts, vocab_size=vocab_size, seed=tc.seed)
         config.text_vocab_size, config.null_condition_ids = None, None  # filled from the tokenizer
-        if tc.phoneme_track and not config.phoneme_vocab_size:
-            config.phoneme_vocab_size = PHONEME_VOCAB_SIZE
         config.voices = train.voices
         config.default_voice = train.most_frequent_voice  # the voice generation uses when none is named
         set_seed(tc.seed)  # the same initial weights on every process

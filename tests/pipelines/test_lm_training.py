@@ -533,3 +533,16 @@ def test_phoneme_input_dropout_hides_only_tracked_items_inputs_in_training(files
     changed = (clean != hidden).any(dim=1)  # (B, S): steps that were hidden
     assert changed[0].float().mean().item() == pytest.approx(0.5, abs=0.25) and not changed[1].any()
     assert bool((hidden[0][:, changed[0]] == empty).all())
+
+
+@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
+def test_train_lm_with_a_phoneme_track_resumes_to_the_same_weights(files, tmp_path, monkeypatch):
+    tc = _training(max_steps=3, save_every=1, eval_every=3, phoneme_track=True)
+    whole = train_lm(files["lm"], files["speech"], tmp_path / "whole", codec=files["codec"], training=tc)
+    assert load_lm(whole).has_phoneme_track and load_lm(whole).config.frames_per_phoneme
+    monkeypatch.setattr(BatchPlan, "batch", _dies_at(2))
+    with pytest.raises(KeyboardInterrupt):
+        train_lm(files["lm"], files["speech"], tmp_path / "cut", codec=files["codec"], training=tc)
+    monkeypatch.undo()
+    resumed = train_lm(files["lm"], files["speech"], tmp_path / "cut", codec=files["codec"], training=tc, resume=True)
+    assert _max_diff(load_lm(resumed).model.state_dict(), load_lm(whole).model.state_dict()) == 0.0
