@@ -340,7 +340,7 @@ class AudioLM:
         model.eval()
         return cls(model, TextTokenizer.from_pretrained(directory), codec)
 
-    def with_phoneme_track(self, kernel: int = 15) -> AudioLM:
+    def with_phoneme_track(self, kernel: int = AudioLMConfig.phoneme_kernel) -> AudioLM:
         """A copy of this LM with an aligned phoneme track added (see `lm.model`): every trained weight is kept,
         and the track's projection starts at zero, so the copy generates exactly what this LM does until it is
         trained with phonemes."""

@@ -35,6 +35,7 @@ from transformers.utils import ModelOutput
 
 from .config import AudioLMConfig
 from .patterns import CodebookPattern
+from .phonemes import END_ID, PAD_ID
 
 
 # ----------------------------------------------------------------------------------------- rotary positions
@@ -177,7 +178,7 @@ class PhonemeTrack:
 
     def without(self, drop: torch.Tensor) -> PhonemeTrack:
         """The same track with the rows where drop BoolTensor[B] is True emptied (the null condition)."""
-        return PhonemeTrack(self.ids.masked_fill(drop.to(self.ids.device).unsqueeze(1), 0), self.total_frames,
+        return PhonemeTrack(self.ids.masked_fill(drop.to(self.ids.device).unsqueeze(1), PAD_ID), self.total_frames,
                             self.frame_offset)
 
 
@@ -215,7 +216,7 @@ class AudioLMModel(PreTrainedModel):
         self.norm = nn.RMSNorm(D, eps=config.norm_eps)
         self.heads = nn.ModuleList(nn.Linear(D, config.num_logits, bias=False) for _ in range(K))
         if config.phoneme_vocab_size:
-            self.phoneme_embedding = nn.Embedding(config.phoneme_vocab_size, D, padding_idx=0)
+            self.phoneme_embedding = nn.Embedding(config.phoneme_vocab_size, D, padding_idx=PAD_ID)
             self.phoneme_conv = nn.Conv1d(D, D, config.phoneme_kernel, padding=config.phoneme_kernel // 2)
             self.phoneme_projection = nn.Linear(D, D, bias=False)
         self.post_init()
@@ -255,7 +256,7 @@ class AudioLMModel(PreTrainedModel):
             raise ValueError(f"phoneme ids must lie in [0, phoneme_vocab_size={self.config.phoneme_vocab_size}), "
                              f"got values in [{int(ids.min())}, {int(ids.max())}]")
         B, D = ids.shape[0], self.config.hidden_size
-        count = (ids > 0).sum(1)  # (B,) phonemes per row (the padding is on the right)
+        count = (ids != PAD_ID).sum(1)  # (B,) phonemes per row (the padding is on the right)
         total = track.total_frames.to(self.device)
         offset = torch.zeros_like(total) if track.frame_offset is None else track.frame_offset.to(self.device)
         if ids.shape[1] == 0:  # no row has phonemes; still run the track, so every process uses its weights
@@ -266,7 +267,7 @@ class AudioLMModel(PreTrainedModel):
         where = ((frame.double() + 0.5) * count.unsqueeze(1) / total.unsqueeze(1)).floor().long()
         where = torch.minimum(where, (count - 1).clamp(min=0).unsqueeze(1)).clamp(min=0)  # (B, S)
         features = context.gather(1, where.unsqueeze(2).expand(-1, -1, D))  # (B, S, D)
-        end = self.phoneme_embedding.weight[1].to(features.dtype)  # lm.phonemes.END_ID
+        end = self.phoneme_embedding.weight[END_ID].to(features.dtype)
         features = torch.where((frame >= total.unsqueeze(1)).unsqueeze(2), end, features)
         keep = (count > 0).unsqueeze(1) & (frame >= 0)  # (B, S): rows with phonemes, frames of the utterance on
         features = features * keep.unsqueeze(2).to(features.dtype)
