@@ -407,10 +407,13 @@ class AudioLM:
     def has_phoneme_track(self) -> bool:
         return bool(self.config.phoneme_vocab_size)
 
-    def phoneme_track(self, transcripts: list[str | None], total_frames, frame_offset=None) -> PhonemeTrack:
+    def phoneme_track(self, transcripts: list[str | None], total_frames, frame_offset=None,
+                      starts: list | None = None) -> PhonemeTrack:
         """The aligned phoneme track of a batch: each transcript (None: no track for that row, e.g. music)
-        phonemized by espeak-ng and spread over its item's `total_frames` (ints [B]); `frame_offset` (ints [B],
-        None: 0) is the frame of each item's first audio position."""
+        phonemized by espeak-ng and laid over its item's frames up to `total_frames` (ints [B]): spread evenly, or
+        from `starts` (per row None or the start frame of each `phoneme_ids` symbol, see `PhonemeTrack`; rows
+        without starts are spread evenly). `frame_offset` (ints [B], None: 0) is the frame of each item's first
+        audio position."""
         if not self.has_phoneme_track:
             raise ValueError("this LM has no phoneme track (config.phoneme_vocab_size=0)")
         ids = [phoneme_ids(phonemize(t)) if t is not None else [] for t in transcripts]
@@ -419,7 +422,19 @@ class AudioLM:
             padded[row, :len(item)] = torch.tensor(item, dtype=torch.long)
         total = torch.as_tensor(total_frames, dtype=torch.long).reshape(-1)
         offset = None if frame_offset is None else torch.as_tensor(frame_offset, dtype=torch.long).reshape(-1)
-        return PhonemeTrack(padded, total, offset)
+        laid = None
+        if starts is not None and any(row is not None for row in starts):
+            if len(starts) != len(ids):
+                raise ValueError(f"got starts for {len(starts)} rows, the batch has {len(ids)}")
+            laid = torch.zeros_like(padded)
+            for row, (item, given) in enumerate(zip(ids, starts)):
+                if given is None:  # the even spread, written as starts
+                    n = len(item)
+                    given = [-((n - 2 * j * int(total[row])) // (2 * n)) for j in range(n)]  # ceil(j T / n - 1/2)
+                if len(given) != len(item):
+                    raise ValueError(f"row {row} has {len(item)} phoneme symbols and {len(given)} starts")
+                laid[row, :len(item)] = torch.as_tensor(given, dtype=torch.long)
+        return PhonemeTrack(padded, total, offset, laid)
 
     # -- training -------------------------------------------------------------------------------------------
 

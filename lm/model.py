@@ -159,15 +159,20 @@ class PhonemeTrack:
     """Phonemes laid along the audio frames of each item (see the module docstring).
 
     ids: LongTensor[B, P], `lm.phonemes` ids right-padded with 0; a row of zeros has no track (music, a dropped
-        condition). total_frames: LongTensor[B], the frames the phonemes are spread over: phoneme
-        floor((t + 0.5) * n / total) sits at frame t, and frames t >= total are past the end. frame_offset:
-        LongTensor[B] or None (0), the frame of the first audio position: the start of a training crop, or minus
-        the length of an audio prompt (frames before 0 get no track).
+        condition). total_frames: LongTensor[B], the frame after the last phoneme: frames t >= total are past the
+        end. frame_offset: LongTensor[B] or None (0), the frame of the first audio position: the start of a
+        training crop, or minus the length of an audio prompt (frames before 0 get no track).
+    starts: LongTensor[B, P] or None. None spreads the phonemes evenly: phoneme floor((t + 0.5) * n / total) sits
+        at frame t. Given, each symbol starts at its frame (non-decreasing along a row; `lm.phonemes.lay_out` or a
+        forced alignment makes them): frame t has the last symbol that starts at or before it, so a symbol that
+        starts where the next does takes no frames, and frames before the first start are, like those past the
+        end, silence (the end feature).
     """
 
     ids: torch.Tensor
     total_frames: torch.Tensor
     frame_offset: torch.Tensor | None = None
+    starts: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         if self.ids.dim() != 2 or self.total_frames.shape != self.ids.shape[:1]:
@@ -175,11 +180,19 @@ class PhonemeTrack:
                              f"{list(self.total_frames.shape)}")
         if bool((self.total_frames < 1).any()):
             raise ValueError(f"total_frames must be >= 1, got {self.total_frames.tolist()}")
+        if self.starts is not None:
+            if self.starts.shape != self.ids.shape:
+                raise ValueError(f"starts must have the shape of ids {list(self.ids.shape)}, got "
+                                 f"{list(self.starts.shape)}")
+            real = self.ids != PAD_ID
+            if bool(((self.starts[:, 1:] < self.starts[:, :-1]) & real[:, 1:]).any()):
+                raise ValueError("starts must not decrease along a row (each symbol starts at or after the one "
+                                 "before it)")
 
     def without(self, drop: torch.Tensor) -> PhonemeTrack:
         """The same track with the rows where drop BoolTensor[B] is True emptied (the null condition)."""
         return PhonemeTrack(self.ids.masked_fill(drop.to(self.ids.device).unsqueeze(1), PAD_ID), self.total_frames,
-                            self.frame_offset)
+                            self.frame_offset, self.starts)
 
 
 @dataclass
@@ -259,16 +272,25 @@ class AudioLMModel(PreTrainedModel):
         count = (ids != PAD_ID).sum(1)  # (B,) phonemes per row (the padding is on the right)
         total = track.total_frames.to(self.device)
         offset = torch.zeros_like(total) if track.frame_offset is None else track.frame_offset.to(self.device)
+        starts = None if track.starts is None else track.starts.to(self.device)
         if ids.shape[1] == 0:  # no row has phonemes; still run the track, so every process uses its weights
             ids = ids.new_zeros(B, 1)
+            starts = None if starts is None else ids.clone()
         embedded = self.phoneme_embedding(ids)  # (B, P, D), zeros at padding
         context = self.phoneme_conv(embedded.transpose(1, 2)).transpose(1, 2)  # (B, P, D)
         frame = offset.unsqueeze(1) + torch.arange(num_positions, device=self.device)  # (B, S)
-        where = ((frame.double() + 0.5) * count.unsqueeze(1) / total.unsqueeze(1)).floor().long()
+        silent = frame >= total.unsqueeze(1)  # (B, S): past the last phoneme
+        if starts is None:  # spread evenly
+            where = ((frame.double() + 0.5) * count.unsqueeze(1) / total.unsqueeze(1)).floor().long()
+        else:  # the last symbol starting at or before the frame; padding starts never
+            never = torch.iinfo(torch.long).max
+            where = torch.searchsorted(starts.masked_fill(ids == PAD_ID, never).contiguous(), frame.contiguous(),
+                                       right=True) - 1
+            silent = silent | (where < 0)  # before the first phoneme
         where = torch.minimum(where, (count - 1).clamp(min=0).unsqueeze(1)).clamp(min=0)  # (B, S)
         features = context.gather(1, where.unsqueeze(2).expand(-1, -1, D))  # (B, S, D)
         end = self.phoneme_embedding.weight[END_ID].to(features.dtype)
-        features = torch.where((frame >= total.unsqueeze(1)).unsqueeze(2), end, features)
+        features = torch.where(silent.unsqueeze(2), end, features)
         keep = (count > 0).unsqueeze(1) & (frame >= 0)  # (B, S): rows with phonemes, frames of the utterance on
         features = features * keep.unsqueeze(2).to(features.dtype)
         return self.phoneme_projection(features)

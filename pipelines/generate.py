@@ -29,7 +29,7 @@ import torch
 from tqdm.auto import tqdm
 
 from lm import AudioLM, GenerationConfig, PhonemeTrack, split_items
-from lm.phonemes import phoneme_ids, phonemize
+from lm.phonemes import lay_out, phoneme_ids, phonemize
 from tokenizer.audio import load_audio, save_audio
 
 from .codec_files import read_codes
@@ -278,17 +278,25 @@ class _Request:
                 yield chunk.cpu()
 
     def phoneme_track(self) -> PhonemeTrack | None:
-        """Speech with an LM that has a phoneme track: each text's phonemes spread over the frames the voice
-        takes for them in training (`frames_per_phoneme`, written by train-lm), after the audio prompt."""
+        """Speech with an LM that has a phoneme track: each text's phonemes laid out after the audio prompt, each
+        sound lasting as long as the voice's sounds did in training (`phoneme_durations`, written by a run with
+        training.phoneme_alignment), or else spread evenly at the voice's frames per phoneme
+        (`frames_per_phoneme`, written by train-lm)."""
         if self.config.task != "speech" or not self.lm.has_phoneme_track:
             return None
+        prompt_frames = 0 if self.prompt_codes is None else self.prompt_codes.shape[2]
+        tables = getattr(self.lm.config, "phoneme_durations", None) or {}
+        if tables:
+            durations = {**tables.get("", {}), **tables.get(self.voice or "", {})}
+            laid = [lay_out(phonemize(text), durations) for text in self.texts]
+            return self.lm.phoneme_track(self.texts, [end for _, end in laid], [-prompt_frames] * len(self.texts),
+                                         [starts for starts, _ in laid])
         rates = getattr(self.lm.config, "frames_per_phoneme", None) or {}
         rate = rates.get(self.voice or "", rates.get(""))
         if rate is None:
             raise ValueError("the LM has a phoneme track but no frames_per_phoneme in its config; train it with "
                              "speech (train-lm writes them)")
         counts = [len(phoneme_ids(phonemize(text))) for text in self.texts]
-        prompt_frames = 0 if self.prompt_codes is None else self.prompt_codes.shape[2]
         return self.lm.phoneme_track(self.texts, [max(1, round(n * rate)) for n in counts],
                                      [-prompt_frames] * len(self.texts))
 

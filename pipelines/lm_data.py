@@ -128,6 +128,7 @@ class LMExamples:
     frames: np.ndarray  # (N,) frames T of each example's codes
     voice_of: list[str | None]  # (N,) the voice of each example (None without a `voice` column)
     dropped: dict[str, int]  # reason -> rows left out
+    alignment: list | None = None  # (N,) per speech example an `alignment.Alignment` of its phonemes, or None
 
     @classmethod
     def from_dataset(cls, dataset: Dataset, task: str | None = None) -> LMExamples:
@@ -190,20 +191,22 @@ class LMExamples:
         """The examples at positions `keep`, in that order."""
         keep = np.asarray(keep, dtype=np.int64)
         return LMExamples(self.dataset, self.rows[keep], [self.texts[i] for i in keep], [self.tasks[i] for i in keep],
-                          self.frames[keep], [self.voice_of[i] for i in keep], dict(self.dropped))
+                          self.frames[keep], [self.voice_of[i] for i in keep], dict(self.dropped),
+                          None if self.alignment is None else [self.alignment[i] for i in keep])
 
     def with_mismatched_texts(self) -> LMExamples:
         """The same examples, each conditioned on the text of the next example of its task (cyclically), in its
         own voice: what the LM's loss is worth when the words do not match the audio. The loss gap between this
         and the real texts measures how much the LM uses its text (see `train_lm`'s eval_text_gain). A task with
-        one example keeps its text."""
+        one example keeps its text. Alignments belong to the real texts, so the other texts' phonemes are spread
+        evenly."""
         texts = list(self.texts)
         for task in set(self.tasks):
             where = [i for i, t in enumerate(self.tasks) if t == task]
             bodies = [text_without_voice(self.texts[i], self.voice_of[i]) for i in where]
             for n, i in enumerate(where):
                 texts[i] = condition_text(bodies[(n + 1) % len(where)], self.voice_of[i])
-        return dataclasses.replace(self, texts=texts)
+        return dataclasses.replace(self, texts=texts, alignment=None)
 
     @classmethod
     def concatenate(cls, parts: list[LMExamples]) -> LMExamples:
@@ -223,6 +226,8 @@ class LMExamples:
             frames=np.concatenate([p.frames for p in parts]),
             voice_of=[v for p in parts for v in p.voice_of],
             dropped=dropped,
+            alignment=(None if all(p.alignment is None for p in parts) else
+                       [a for p in parts for a in (p.alignment or [None] * len(p))]),
         )
 
     def transcript(self, index: int) -> str | None:
@@ -346,7 +351,9 @@ class Batch:
     """Tensors of a (micro-)batch: codes LongTensor[B, K, T] (padded with 0), code_lengths LongTensor[B],
     cut BoolTensor[B] (no end-of-audio target), drop BoolTensor[B] (text replaced by the null condition),
     and the texts and tasks. For an aligned phoneme track: the transcripts (None for music), each example's
-    whole length total_frames LongTensor[B] and the first frame of its crop, frame_offset LongTensor[B]."""
+    whole length total_frames LongTensor[B] (the end of its last phoneme when it is aligned), the first frame of
+    its crop, frame_offset LongTensor[B], and phoneme_starts (per item the start frame of each phoneme symbol, or
+    None: spread evenly)."""
 
     texts: list[str]
     tasks: list[str]
@@ -357,6 +364,7 @@ class Batch:
     transcripts: list[str | None]
     total_frames: torch.Tensor
     frame_offset: torch.Tensor
+    phoneme_starts: list | None = None
 
 
 def collate(examples: LMExamples, batch: GlobalBatch) -> Batch:
@@ -367,12 +375,19 @@ def collate(examples: LMExamples, batch: GlobalBatch) -> Batch:
     codes = torch.zeros(len(items), K, longest, dtype=torch.long)  # (B, K, T)
     for b, (item, start, length) in enumerate(zip(items, batch.start, batch.length)):
         codes[b, :, :length] = torch.from_numpy(item[:, start:start + length])
+    total_frames = examples.frames[batch.index].copy()
+    starts = None
+    if examples.alignment is not None:
+        aligned = [examples.alignment[int(i)] for i in batch.index]
+        starts = [None if a is None else a.starts for a in aligned]
+        total_frames = np.asarray([t if a is None else a.end for t, a in zip(total_frames, aligned)], dtype=np.int64)
     return Batch(texts=[examples.texts[int(i)] for i in batch.index], tasks=[examples.tasks[int(i)] for i in batch.index],
                  codes=codes, code_lengths=torch.from_numpy(batch.length.copy()),
                  cut=torch.from_numpy(batch.cut.copy()), drop=torch.from_numpy(batch.drop.copy()),
                  transcripts=[examples.transcript(int(i)) for i in batch.index],
-                 total_frames=torch.from_numpy(examples.frames[batch.index].copy()),
-                 frame_offset=torch.from_numpy(np.asarray(batch.start, dtype=np.int64).copy()))
+                 total_frames=torch.from_numpy(total_frames),
+                 frame_offset=torch.from_numpy(np.asarray(batch.start, dtype=np.int64).copy()),
+                 phoneme_starts=starts)
 
 
 def eval_batches(examples: LMExamples, batch_size: int, max_frames: int, rank: int = 0, num_processes: int = 1):

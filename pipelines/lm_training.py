@@ -67,6 +67,7 @@ from tokenizer import CheckpointError, RVQCodec
 from tokenizer.run_folder import (CHECKPOINT_DIR, FINAL_DIR, LOG_NAME, STATE_NAME, check_run_folder, prepare, quiet,
                                   recover_interrupted_swap, save_run_checkpoint, step_seed, truncate_log)
 
+from .alignment import Alignment, align_examples
 from .defaults import load_lm, resolve_codec, save_lm
 from .lm_data import BatchPlan, LMExamples, check_codec_metadata, collate, eval_batches, eval_subset, open_lm_data, \
     split_held_out
@@ -75,6 +76,7 @@ from .lm_training_config import LMTrainingConfig, lr_factor
 logger = logging.getLogger(__name__)
 
 TRAINING_CONFIG_NAME, LM_SUBDIR = "training_config.json", "lm"
+ALIGNMENT_NAME = "phoneme_alignment.json"  # training.phoneme_alignment's alignments and durations
 LORA_TARGETS = ["qkv", "out", "fc", "proj"]  # the attention and MLP linear layers of every block
 
 
@@ -151,6 +153,8 @@ def train_lm(config: str | os.PathLike | AudioLMConfig, data, out: str | os.Path
         lm = AudioLM.from_config(config, text_tokenizer, codec)
         if lm.has_phoneme_track:
             lm.config.frames_per_phoneme = _speech_rates(train)
+    if tc.phoneme_alignment:
+        train, held = _align_phonemes(accelerator, lm, codec, train, held, out)
     return _run(accelerator, lm, codec, train, held, source, tc, out, resume, TrainState(kind="train-lm"))
 
 
@@ -182,6 +186,8 @@ def finetune(model: str | os.PathLike, data, out: str | os.PathLike, *,
     if lm.has_phoneme_track:
         lm.config.frames_per_phoneme = {**(getattr(lm.config, "frames_per_phoneme", None) or {}),
                                         **_speech_rates(train)}
+    if tc.phoneme_alignment:
+        train, held = _align_phonemes(accelerator, lm, codec, train, held, out)
     return _run(accelerator, lm, codec, train, held, source, tc, out, resume, TrainState(kind="finetune", lora=lora))
 
 
@@ -463,7 +469,40 @@ def _phonemes(lm: AudioLM, part) -> PhonemeTrack | None:
     """The aligned phoneme track of a collated batch, for an LM that has one."""
     if not lm.has_phoneme_track:
         return None
-    return lm.phoneme_track(part.transcripts, part.total_frames, part.frame_offset)
+    return lm.phoneme_track(part.transcripts, part.total_frames, part.frame_offset, part.phoneme_starts)
+
+
+def _align_phonemes(accelerator: Accelerator, lm: AudioLM, codec: RVQCodec, train: LMExamples, held: LMExamples,
+                    out: Path) -> tuple[LMExamples, LMExamples]:
+    """`training.phoneme_alignment`: the examples with forced alignments of their phonemes, and the LM's config
+    with each voice's durations. The main process aligns (minutes on a CPU) and keeps the result in the run
+    folder, which a resumed run reads back when its data are the same; the others wait and read it."""
+    if not lm.has_phoneme_track:
+        raise ValueError("training.phoneme_alignment needs an LM with a phoneme track: set training.phoneme_track")
+    path = out / ALIGNMENT_NAME
+    digest = f"{_digest(train)}-{_digest(held)}-{codec.fingerprint}"
+    if accelerator.is_main_process:
+        saved = json.loads(path.read_text()) if path.is_file() else {}
+        if saved.get("digest") != digest:
+            aligned, held_aligned, table = align_examples(codec, train, held)
+            encode = lambda rows: [None if a is None else [a.starts, a.end] for a in rows]  # noqa: E731
+            _write_json_atomic(path, {"digest": digest, "durations": table, "train": encode(aligned),
+                                     "held": encode(held_aligned)})
+            logger.info("aligned the phonemes of %d training and %d held-out speech rows (%s)",
+                        sum(a is not None for a in aligned), sum(a is not None for a in held_aligned), path)
+    accelerator.wait_for_everyone()
+    saved = json.loads(path.read_text())
+    decode = lambda rows: [None if a is None else Alignment(a[0], a[1]) for a in rows]  # noqa: E731
+    durations = {**(getattr(lm.config, "phoneme_durations", None) or {}), **saved["durations"]}
+    lm.config.phoneme_durations = durations
+    return (dataclasses.replace(train, alignment=decode(saved["train"])),
+            dataclasses.replace(held, alignment=decode(saved["held"])))
+
+
+def _write_json_atomic(path: Path, obj) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(obj, separators=(",", ":")) + "\n")
+    os.replace(tmp, path)
 
 
 def _speech_rates(examples: LMExamples) -> dict[str, float]:

@@ -47,6 +47,10 @@ class LMTrainingConfig(JsonConfig):
     phoneme_input_dropout: share of the audio steps fed to speech with a phoneme track that are hidden (made
         empty) in training, so that the LM reads the track rather than continuing its own audio (see
         `LMObjective`). 0 turns it off.
+    phoneme_alignment: lay each speech row's phonemes where a forced alignment puts them (`pipelines.alignment`,
+        fitted on the training rows when the run starts and kept in the run folder) instead of spreading them
+        evenly, and record each voice's mean frames per sound (`config.phoneme_durations`), by which generation
+        lays out a sentence. Needs phoneme_track.
     """
 
     batch_size: int = 16
@@ -73,6 +77,7 @@ class LMTrainingConfig(JsonConfig):
     lora_alpha: float = 32.0
     phoneme_track: bool = False
     phoneme_input_dropout: float = 0.0
+    phoneme_alignment: bool = False
 
     def __post_init__(self) -> None:
         def integer(name: str, low: int) -> None:
@@ -107,8 +112,9 @@ class LMTrainingConfig(JsonConfig):
         self.betas = tuple(float(b) for b in self.betas)
         if self.schedule not in SCHEDULES:
             raise ValueError(f"training.schedule must be one of {list(SCHEDULES)}, got {self.schedule!r}")
-        if not isinstance(self.phoneme_track, bool):
-            raise ValueError(f"training.phoneme_track must be true or false, got {self.phoneme_track!r}")
+        for name in ("phoneme_track", "phoneme_alignment"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"training.{name} must be true or false, got {getattr(self, name)!r}")
         if self.speech_crop not in SPEECH_CROPS:
             raise ValueError(f"training.speech_crop must be one of {list(SPEECH_CROPS)}, got {self.speech_crop!r}")
         if self.mixed_precision not in ("no", "bf16", "fp16"):

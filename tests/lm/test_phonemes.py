@@ -11,7 +11,7 @@ import torch
 from lm import AudioLM, GenerationConfig, PhonemeTrack
 from lm import phonemes as phonemes_module
 from lm.model import KVCache
-from lm.phonemes import END_ID, VOCAB_SIZE, PhonemizerError, phoneme_ids, phonemize
+from lm.phonemes import END_ID, LEAD, VOCAB_SIZE, PhonemizerError, lay_out, phoneme_ids, phoneme_units, phonemize
 
 TEXTS = ["hello world", "the quick brown fox jumps over the lazy dog"]
 needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
@@ -83,6 +83,65 @@ def test_each_frame_gets_its_phoneme_then_the_end_and_rows_without_phonemes_get_
     # Row 2 starts 2 frames before the utterance (an audio prompt): nothing there, then 4 phonemes over 8 frames.
     expected = torch.stack([torch.zeros(D)] * 2 + [table[i] for i in [9, 9, 10, 10, 11, 11, 12, 12]])
     assert torch.allclose(features[2], expected, atol=1e-6)
+
+
+def test_starts_put_each_symbol_at_its_frame_skip_symbols_without_frames_and_silence_the_edges(make_lm):
+    lm = make_lm(phoneme_vocab_size=VOCAB_SIZE, phoneme_kernel=3)
+    model, D = lm.model, lm.config.hidden_size
+    with torch.no_grad():
+        model.phoneme_conv.weight.zero_()
+        model.phoneme_conv.bias.zero_()
+        model.phoneme_conv.weight[:, :, 1] = torch.eye(D)
+        model.phoneme_projection.weight.copy_(torch.eye(D))
+    # Row 0: symbol 6 takes no frames (it starts where 7 does), frames 0-1 come before the first symbol and
+    # frames from 7 on are past the end; row 1 is seen from 2 frames before its start (an audio prompt).
+    track = PhonemeTrack(torch.tensor([[5, 6, 7, 8], [9, 10, 0, 0]]), torch.tensor([7, 4]), torch.tensor([0, -2]),
+                         starts=torch.tensor([[2, 4, 4, 5], [0, 1, 99, 0]]))
+    with torch.no_grad():
+        features = model.phoneme_features(track, 8)
+    table, end = model.phoneme_embedding.weight, model.phoneme_embedding.weight[END_ID]
+    expected = torch.stack([end, end, table[5], table[5], table[7], table[8], table[8], end])
+    assert torch.allclose(features[0], expected, atol=1e-6)
+    expected = torch.stack([torch.zeros(D)] * 2 + [table[9], table[10], table[10], table[10], end, end])
+    assert torch.allclose(features[1], expected, atol=1e-6)
+
+
+@needs_espeak
+def test_rows_without_starts_are_spread_evenly_when_others_have_starts(make_lm):
+    lm = tracked_lm(make_lm)
+    totals, offsets = [40, 23], [0, -3]
+    even = lm.phoneme_track(TEXTS, totals, offsets)
+    given = list(range(len(phoneme_ids(phonemize(TEXTS[0])))))
+    mixed = lm.phoneme_track(TEXTS, totals, offsets, starts=[given, None])  # row 1 written as even starts
+    assert mixed.starts is not None and torch.equal(mixed.starts[0, :len(given)], torch.tensor(given))
+    with torch.no_grad():
+        assert torch.allclose(lm.model.phoneme_features(even, 30)[1], lm.model.phoneme_features(mixed, 30)[1],
+                              atol=1e-6)
+    with pytest.raises(ValueError, match="starts"):
+        lm.phoneme_track(TEXTS, totals, offsets, starts=[given[:-1], None])
+
+
+def test_starts_must_match_the_ids_and_not_decrease():
+    ids = torch.tensor([[5, 6, 7]])
+    with pytest.raises(ValueError, match="shape of ids"):
+        PhonemeTrack(ids, torch.tensor([9]), starts=torch.tensor([[0, 1]]))
+    with pytest.raises(ValueError, match="must not decrease"):
+        PhonemeTrack(ids, torch.tensor([9]), starts=torch.tensor([[0, 4, 3]]))
+
+
+def test_phoneme_units_group_modifiers_and_skip_stress_and_word_boundaries():
+    assert phoneme_units("h@l'oU") == [("h", 0), ("@", 1), ("l", 2), ("o", 4), ("U", 5)]
+    assert phoneme_units("D@2 i: | n'0t") == [("D", 0), ("@2", 1), ("i:", 4), ("|", 7), ("n", 9), ("0", 11),
+                                               ("t", 12)]
+    assert phoneme_units("'") == [] and phoneme_units("") == []
+
+
+def test_lay_out_gives_each_sound_its_duration_and_symbols_without_sound_no_frames():
+    starts, end = lay_out("h@l'oU", {LEAD: 3, "h": 2, "@": 4, "l": 3, "o": 5, "U": 1})
+    assert starts == [3, 5, 9, 12, 12, 17] and end == 18
+    assert len(starts) == len(phoneme_ids("h@l'oU"))
+    starts, end = lay_out("h@", {"h": 2, "x": 6})  # an unknown sound lasts the mean of the known ones
+    assert starts == [0, 2] and end == 6
 
 
 def test_track_features_do_not_depend_on_the_batchs_padding(make_lm):

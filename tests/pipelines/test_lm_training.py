@@ -19,12 +19,12 @@ from datasets import Dataset, DatasetDict, Features, List, Value
 from safetensors.torch import load_file
 
 from lm import AudioLM, AudioLMConfig, GenerationConfig, PhonemeTrack, TextTokenizer, split_items
-from lm.phonemes import phoneme_ids, phonemize
+from lm.phonemes import lay_out, phoneme_ids, phoneme_units, phonemize
 from pipelines.defaults import load_lm
 from pipelines.finetune import main as cli_main
 from pipelines.generate import _Request, generate
 from pipelines.lm_data import BatchPlan, LMExamples, collate, split_held_out
-from pipelines.lm_training import LMObjective, TrainState, _load_examples, finetune, train_lm
+from pipelines.lm_training import ALIGNMENT_NAME, LMObjective, TrainState, _load_examples, finetune, train_lm
 from pipelines.lm_training_config import LMTrainingConfig, lr_factor
 from pipelines.tokenize.storage import _codec_metadata, _description
 from tokenizer import CodecConfig, RVQCodec
@@ -502,6 +502,50 @@ def test_finetune_adds_a_phoneme_track_with_each_voices_rate_and_generate_uses_i
     assert track.total_frames.tolist() == [max(1, round(count * expected["flite-rms"]))]
     assert _Request("drums", "music", 0.03, 0, 1.0, 250, 1.0, 3.0, None, None, None, tuned, None).phoneme_track() \
         is None
+
+
+@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
+def test_phoneme_alignment_places_the_phonemes_records_durations_and_resumes_from_its_cache(trained, files, tmp_path,
+                                                                                           monkeypatch):
+    tc = _training(max_steps=2, save_every=1, phoneme_track=True, phoneme_alignment=True)
+    final = finetune(trained / "final", files["speech"], tmp_path / "al", training=tc)
+    saved = json.loads((tmp_path / "al" / ALIGNMENT_NAME).read_text())
+    rows = datasets.load_from_disk(str(files["speech"]))["train"]
+    train, _, _ = _load_examples(files["speech"], None, RVQCodec.from_pretrained(files["codec"]), None, tc)
+    assert len(saved["train"]) == len(train)
+    for i, entry in enumerate(saved["train"]):
+        text = train.transcript(i)
+        if entry is None:  # only a row whose sounds outnumber its frames is spread evenly
+            assert len(phoneme_units(phonemize(text))) > train.frames[i]
+            continue
+        starts, end = entry
+        assert len(starts) == len(phoneme_ids(phonemize(text))) and 1 <= end <= train.frames[i]
+        assert starts == sorted(starts) and starts[-1] <= end
+    assert sum(entry is not None for entry in saved["train"]) > len(train) // 2
+    durations = load_lm(final).config.phoneme_durations
+    assert set(durations) == set(rows["voice"]) | {""} and durations == saved["durations"]
+    assert all(frames >= 0 for table in durations.values() for frames in table.values())
+    # Generation lays the sentence out with the voice's durations.
+    tuned = load_lm(final)
+    request = _Request("hello world", "speech", 0.03, 0, 1.0, 250, 1.0, 3.0, "flite-rms", None, None, tuned, None)
+    track = request.phoneme_track()
+    starts, end = lay_out(phonemize("hello world"), {**durations[""], **durations["flite-rms"]})
+    assert track.starts[0].tolist() == starts and track.total_frames.tolist() == [end]
+    # A resumed run reads the alignment back instead of aligning again, and ends with the same weights.
+    monkeypatch.setattr(BatchPlan, "batch", _dies_at(1))
+    with pytest.raises(KeyboardInterrupt):
+        finetune(trained / "final", files["speech"], tmp_path / "cut", training=tc)
+    monkeypatch.undo()
+    monkeypatch.setattr("pipelines.lm_training.align_examples", _fails)
+    resumed = finetune(trained / "final", files["speech"], tmp_path / "cut", training=tc, resume=True)
+    assert _max_diff(load_lm(resumed).model.state_dict(), tuned.model.state_dict()) == 0.0
+    with pytest.raises(ValueError, match="phoneme track"):
+        finetune(trained / "final", files["speech"], tmp_path / "no_track",
+                 training=_training(max_steps=1, phoneme_alignment=True))
+
+
+def _fails(*args, **kwargs):
+    raise AssertionError("aligned again")
 
 
 def test_phoneme_input_dropout_hides_only_tracked_items_inputs_in_training(files):
