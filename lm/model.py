@@ -9,11 +9,12 @@ codec's codes plus three specials (empty slot, end of audio, pad, see `lm.config
 the next step's slots, each over the codes plus end of audio.
 
 With `config.phoneme_vocab_size` set, speech also gets an aligned phoneme track (`PhonemeTrack`): the
-utterance's phonemes are spread evenly over its frames, a convolution over the phonemes gives each one its
-neighbours, and each audio position adds the features of its frame's phoneme (through a zero-initialised
-projection, so a track added to a trained LM starts from that LM's behaviour). The text prefix alone leaves the
-model to discover where in the text each frame is, which a small model on a CPU budget does not; the track tells
-it roughly, and the window tells it what is around. Frames past the utterance get an end-of-phonemes feature.
+utterance's phonemes are laid along its frames (where a forced alignment or a duration table puts them, or spread
+evenly), a convolution over the phonemes gives each one its neighbours, and each audio position adds the features
+of its frame's phoneme (through a zero-initialised projection, so a track added to a trained LM starts from that
+LM's behaviour). The text prefix alone leaves the model to discover where in the text each frame is, which a small
+model on a CPU budget does not; the track tells it, and the window tells it what is around. Frames outside the
+utterance's phonemes get an end-of-phonemes feature.
 
 Pre-norm blocks (RMSNorm), rotary positions, attention through `scaled_dot_product_attention`, and a key/value
 cache preallocated for the whole generation. Positions count only real tokens, so a left-padded text (or a

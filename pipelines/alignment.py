@@ -4,17 +4,17 @@
     paths = aligner.align(items)                    # per item, the sound index of every frame
     alignment = Alignment.from_path(path, phonemes) # where each `phoneme_ids` symbol starts, and the speech's end
 
-The track spreads a transcript's phonemes evenly over its frames unless told where each starts, and an even spread
-puts a frame's phoneme about two sounds off on our speech (measured: 1.8 sounds on average), so the LM is left to
-work out where it is in the sentence. This gives it the place instead, the way HTK-style aligners (and the
+The track spreads a transcript's phonemes evenly over its frames unless told where each starts, and on the default
+speech data an even spread gives only 15% of the frames the symbol this alignment gives them (2.2 symbols off on
+average), so the LM is left to work out where it is in the sentence. This gives it the place instead, the way HTK-style aligners (and the
 Montreal Forced Aligner after them) do it from nothing but transcripts: a flat start (the sounds spread evenly
 between a silence at each end), then rounds of segmental k-means. Each round takes each voice's mean log-mel frame
 of every sound (shrunk towards the mean over all voices when a voice says it rarely) and finds, by Viterbi, the
 left-to-right path through the item's sounds that is nearest those means, each sound lasting at least one frame;
 pauses ("|", "_") and the end silences may be skipped. Frames are the codes decoded by the codec and taken through a
 log-mel filterbank at the codec's frame rate, normalised per voice. On the default speech data the frames that
-move fall from 73% in the first round to 0.4% in the eighth, and the sounds come out with the lengths phonetics
-expects (long vowels and fricatives about twice as long as plosives).
+move fall from 74% in the first round to 0.8% in the eighth, and the sounds come out with the lengths phonetics
+expects (vowels and fricatives 8-9 frames, plosives about 3).
 
 `duration_table` turns the alignments into each voice's mean frames per sound and silence at each end;
 generation lays out a sentence with it (`lm.phonemes.lay_out`).
@@ -130,33 +130,34 @@ def flat_start(frames: int, states: int) -> np.ndarray:
 class SoundAligner:
     """Each voice's mean frame of each sound (with all voices' as a prior) and each voice's frame normalisation."""
 
-    def __init__(self, means: dict[str, np.ndarray], voice_means: dict[tuple[str, str], tuple[np.ndarray, float]],
+    def __init__(self, means: dict[str, np.ndarray], voice_sums: dict[tuple[str, str], tuple[np.ndarray, float]],
                  norms: dict[str, tuple[np.ndarray, np.ndarray]]):
-        self.means, self.voice_means, self.norms = means, voice_means, norms
+        self.means = means  # label -> mean frame over all voices
+        self.voice_sums = voice_sums  # (voice, label) -> (sum of frames, count)
+        self.norms = norms  # voice -> (mean, std) of its frames
 
     @classmethod
     def fit(cls, items: list[SpeechItem], iterations: int = 8, progress: bool = True
             ) -> tuple[SoundAligner, list[np.ndarray]]:
         """Fit on `items` from a flat start; returns the aligner and the items' final paths."""
+        if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
+            raise ValueError(f"iterations must be an integer >= 1, got {iterations!r}")
         norms = _voice_norms(items)
         feats = [_normalise(item, norms) for item in items]
         paths = [flat_start(len(f), len(item.labels)) for f, item in zip(feats, items)]
-        aligner = None
+        aligner = cls({}, {}, norms)
         for round_ in tqdm(range(iterations), desc="aligning phonemes", disable=not progress):
             aligner = cls._estimate(feats, items, paths, norms)
             new = [aligner._path(f, item) for f, item in zip(feats, items)]
             moved = sum(int((a != b).sum()) for a, b in zip(new, paths)) / max(sum(len(p) for p in paths), 1)
             logger.info("alignment round %d: %.1f%% of the frames moved", round_ + 1, 100 * moved)
             paths = new
-        if aligner is None:
-            raise ValueError(f"iterations must be >= 1, got {iterations}")
         return aligner, paths
 
     def align(self, items: list[SpeechItem]) -> list[np.ndarray]:
         """Paths of other items (e.g. held-out rows) under the fitted means; a voice not seen in fitting is
         normalised by its own frames and aligned with all voices' means."""
-        norms = dict(self.norms)
-        norms.update({v: n for v, n in _voice_norms([i for i in items if i.voice not in norms]).items()})
+        norms = {**_voice_norms([item for item in items if item.voice not in self.norms]), **self.norms}
         return [self._path(_normalise(item, norms), item) for item in items]
 
     @classmethod
@@ -176,14 +177,13 @@ class SoundAligner:
                 voice_sums[key] = voice_sums.get(key, 0) + total
                 voice_counts[key] += len(chosen)
         means = {label: sums[label] / counts[label] for label in sums}
-        voice_means = {key: (voice_sums[key], voice_counts[key]) for key in voice_sums}
-        return cls(means, voice_means, norms)
+        return cls(means, {key: (voice_sums[key], voice_counts[key]) for key in voice_sums}, norms)
 
     def _mean(self, voice: str, label: str, width: int) -> np.ndarray:
         prior = self.means.get(label)
         if prior is None:
             prior = np.zeros(width, dtype=np.float32)  # a sound never seen: the voice's average frame
-        total, count = self.voice_means.get((voice, label), (0.0, 0.0))
+        total, count = self.voice_sums.get((voice, label), (0.0, 0.0))
         return (total + SHRINK_FRAMES * prior) / (count + SHRINK_FRAMES)
 
     def _path(self, f: np.ndarray, item: SpeechItem) -> np.ndarray:
@@ -257,34 +257,35 @@ def align_examples(codec, train, held=None, iterations: int = 8, progress: bool 
     """Forced alignments of the speech rows of `train` (fitted on them) and `held` (`lm_data.LMExamples`, aligned
     with what `train` fitted). Returns (train alignments, held alignments, `duration_table` of train): lists with
     an `Alignment` per speech row and None for music, or for a row whose sounds outnumber its frames."""
+    frames_of = CodeFrames(codec)
+    fit = _speech_items(train, frames_of, progress)
+    aligner, paths = SoundAligner.fit([item for _, _, item in fit], iterations, progress)
+    aligned = _alignments(len(train), fit, paths)
+    held_aligned = None
+    if held is not None:
+        other = _speech_items(held, frames_of, progress)
+        held_aligned = _alignments(len(held), other, aligner.align([item for _, _, item in other]))
+    table = duration_table([aligned[row] for row, _, _ in fit], [text for _, text, _ in fit],
+                           [item.voice for _, _, item in fit], [int(train.frames[row]) for row, _, _ in fit])
+    return aligned, held_aligned, table
+
+
+def _speech_items(examples, frames_of: CodeFrames, progress: bool) -> list[tuple[int, str, SpeechItem]]:
+    """(row, phonemes, item) of each speech example with at least one sound and no more sounds than frames."""
     from concurrent.futures import ThreadPoolExecutor
 
     from lm.phonemes import phonemize
 
-    frames_of = CodeFrames(codec)
-    parts = [train] + ([held] if held is not None else [])
-    prepared = []
-    for part in parts:
-        where = [i for i, task in enumerate(part.tasks) if task == "speech"]
-        with ThreadPoolExecutor(max_workers=4) as pool:  # espeak-ng runs in its own process
-            phonemes = list(pool.map(phonemize, [part.transcript(i) for i in where]))
-        fits = [k for k, (row, text) in enumerate(zip(where, phonemes))
-                if 0 < len(phoneme_units(text)) <= part.frames[row]]  # each sound needs a frame
-        where, phonemes = [where[k] for k in fits], [phonemes[k] for k in fits]
-        items = [SpeechItem(frames_of(part.codes(i)), item_labels(text), part.voice_of[i] or "")
-                 for i, text in zip(tqdm(where, desc="log-mel frames", disable=not progress), phonemes)]
-        prepared.append((part, where, phonemes, items))
-    part, where, phonemes, items = prepared[0]
-    aligner, paths = SoundAligner.fit(items, iterations, progress) if items else (None, [])
-    results = []
-    for index, (part, where, phonemes, items) in enumerate(prepared):
-        if index:
-            paths = aligner.align(items) if aligner is not None and items else []
-        aligned: list[Alignment | None] = [None] * len(part)
-        for row, text, path in zip(where, phonemes, paths):
-            aligned[row] = Alignment.from_path(path, text)
-        results.append(aligned)
-    part, where, phonemes, items = prepared[0]
-    table = duration_table([results[0][i] for i in where], phonemes, [part.voice_of[i] or "" for i in where],
-                           [int(part.frames[i]) for i in where])
-    return results[0], (results[1] if held is not None else None), table
+    rows = [i for i, task in enumerate(examples.tasks) if task == "speech"]
+    with ThreadPoolExecutor(max_workers=4) as pool:  # espeak-ng runs in its own process
+        texts = list(pool.map(phonemize, [examples.transcript(i) for i in rows]))
+    fits = [(row, text) for row, text in zip(rows, texts) if 0 < len(phoneme_units(text)) <= examples.frames[row]]
+    return [(row, text, SpeechItem(frames_of(examples.codes(row)), item_labels(text), examples.voice_of[row] or ""))
+            for row, text in tqdm(fits, desc="log-mel frames", disable=not progress)]
+
+
+def _alignments(count: int, items: list[tuple[int, str, SpeechItem]], paths: list[np.ndarray]) -> list:
+    aligned: list[Alignment | None] = [None] * count
+    for (row, text, _), path in zip(items, paths):
+        aligned[row] = Alignment.from_path(path, text)
+    return aligned

@@ -6,7 +6,7 @@
 #
 #   scripts/default_models.sh                # everything, into runs/default (RUNS=... to move it)
 #   scripts/default_models.sh eval           # one stage: data, codec, decoder, tokenize, lm, lm-more, lm-more2,
-#                                            # lm-phonemes, install, eval
+#                                            # lm-phonemes, lm-aligned, install, eval
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-runs/default}
@@ -18,9 +18,10 @@ DECODER_STEPS=${DECODER_STEPS:-2000} # decoder fine-tuning with the adversarial 
 LM_STEPS=${LM_STEPS:-900}           # of configs/lm_train_base.json
 LM_MORE_STEPS=${LM_MORE_STEPS:-900} # continued training, configs/lm_train_base_continue.json
 LM_MORE2_STEPS=${LM_MORE2_STEPS:-2000} # and again, speech cropped from its start: configs/lm_train_base_continue2.json
-LM_PHONEME_STEPS=${LM_PHONEME_STEPS:-3000} # with an aligned phoneme track for speech: configs/lm_train_phonemes.json
+LM_PHONEME_STEPS=${LM_PHONEME_STEPS:-2600} # with an aligned phoneme track for speech: configs/lm_train_phonemes.json
+LM_ALIGNED_STEPS=${LM_ALIGNED_STEPS:-1800} # the track placed by a forced alignment: configs/lm_train_aligned.json
 NUM_PROC=${NUM_PROC:-2}
-stages=${1:-data codec decoder tokenize lm lm-more lm-more2 lm-phonemes install eval}
+stages=${1:-data codec decoder tokenize lm lm-more lm-more2 lm-phonemes lm-aligned install eval}
 
 for stage in $stages; do
   echo "=== $stage ($(date -u +%H:%M:%S))"
@@ -62,6 +63,11 @@ for stage in $stages; do
       $RVQ finetune --model "$RUNS/lm_more2/final" --training-config configs/lm_train_phonemes.json \
         --data "$RUNS/codes/speech" "$RUNS/codes/music" --out "$RUNS/lm_phonemes" --max-steps "$LM_PHONEME_STEPS" \
         $resume ;;
+    lm-aligned)
+      resume=$([ -d "$RUNS/lm_aligned/checkpoint" ] && echo --resume || true)
+      $RVQ finetune --model "$RUNS/lm_phonemes/final" --training-config configs/lm_train_aligned.json \
+        --data "$RUNS/codes/speech" "$RUNS/codes/music" --out "$RUNS/lm_aligned" --max-steps "$LM_ALIGNED_STEPS" \
+        $resume ;;
     install)
       .venv/bin/python -m pipelines.defaults --codec "$RUNS/codec_gan/final" --model "$RUNS/lm_phonemes/final" --codec-fp16 ;;
     eval)
@@ -73,7 +79,7 @@ for stage in $stages; do
         $RVQ train-music-classifier --data "$RUNS/data/music" -o "$RUNS/eval/classifier"
       $RVQ eval-music --data "$RUNS/data/music" --classifier "$RUNS/eval/classifier" --max-clips 50 --seed 0 \
         -o "$RUNS/eval/music.json" ;;
-    *) echo "unknown stage $stage (stages: data codec decoder tokenize lm lm-more lm-more2 lm-phonemes install eval)" >&2
+    *) echo "unknown stage $stage (stages: data codec decoder tokenize lm lm-more lm-more2 lm-phonemes lm-aligned install eval)" >&2
        exit 2 ;;
   esac
 done

@@ -50,6 +50,8 @@ def test_a_flat_start_finds_the_boundaries_of_known_sounds():
     assert start < 0.75 and exact > 0.99
     held, held_truths = _synthetic_items(1, count=10)  # other utterances: the fitted means align them too
     assert np.mean([(p == t).mean() for p, t in zip(aligner.align(held), held_truths)]) > 0.97
+    with pytest.raises(ValueError, match="iterations"):
+        SoundAligner.fit(items, iterations=0)
 
 
 def test_an_alignment_gives_each_symbol_its_start_and_a_skipped_pause_no_frames():
