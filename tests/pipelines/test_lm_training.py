@@ -531,6 +531,18 @@ def test_phoneme_alignment_places_the_phonemes_records_durations_and_resumes_fro
     track = request.phoneme_track()
     starts, end = lay_out(phonemize("hello world"), {**durations[""], **durations["flite-rms"]})
     assert track.starts[0].tolist() == starts and track.total_frames.tolist() == [end]
+    # ...and does not let the LM end the audio before that layout's end (unless min_duration says otherwise).
+    seen = []
+    monkeypatch.setattr(tuned, "stream", lambda texts, config, **kwargs: seen.append(config) or iter(()))
+    list(request.frames(progress=False))
+    assert seen[-1].min_duration == pytest.approx(min(end / tuned.config.frame_rate, 0.03))
+    list(_Request("hello world", "speech", 9.0, 0, 1.0, 250, 1.0, 3.0, "flite-rms", None, None, tuned,
+                  None).frames(progress=False))
+    assert seen[-1].min_duration == pytest.approx(end / tuned.config.frame_rate)
+    list(_Request("hello world", "speech", 9.0, 0, 1.0, 250, 1.0, 3.0, "flite-rms", None, 0.0, tuned,
+                  None).frames(progress=False))
+    assert seen[-1].min_duration == 0.0
+    monkeypatch.undo()
     # A resumed run reads the alignment back instead of aligning again, and ends with the same weights.
     monkeypatch.setattr(BatchPlan, "batch", _dies_at(1))
     with pytest.raises(KeyboardInterrupt):
