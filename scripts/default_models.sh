@@ -69,7 +69,7 @@ for stage in $stages; do
         --data "$RUNS/codes/speech" "$RUNS/codes/music" --out "$RUNS/lm_aligned" --max-steps "$LM_ALIGNED_STEPS" \
         $resume ;;
     install)
-      .venv/bin/python -m pipelines.defaults --codec "$RUNS/codec_gan/final" --model "$RUNS/lm_phonemes/final" --codec-fp16 ;;
+      .venv/bin/python -m pipelines.defaults --codec "$RUNS/codec_gan/final" --model "$RUNS/lm_aligned/final" --codec-fp16 ;;
     eval)
       mkdir -p "$RUNS/eval"
       $RVQ eval-codec --data "$RUNS/data/speech" --max-clips 50 -o "$RUNS/eval/codec_speech.json"
