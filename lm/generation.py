@@ -318,9 +318,20 @@ class AudioLM:
         bound = config.bound_to(codec, text_tokenizer.vocab_size, null_ids)
         return cls(AudioLMModel(bound), text_tokenizer, codec)
 
-    def save_pretrained(self, directory: str | os.PathLike) -> None:
-        """Write `directory` with config.json, model.safetensors and text_tokenizer.model."""
-        self.model.save_pretrained(directory)
+    def save_pretrained(self, directory: str | os.PathLike, dtype: torch.dtype | None = None) -> None:
+        """Write `directory` with config.json, model.safetensors and text_tokenizer.model.
+
+        `dtype=torch.float16` stores the floating-point weights in half the bytes (for shipping); `from_pretrained`
+        loads them back as float32.
+        """
+        state = None
+        if dtype is not None:
+            if not dtype.is_floating_point:
+                raise ValueError(f"dtype must be a floating-point dtype (e.g. torch.float16), got {dtype}")
+            state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in self.model.state_dict().items()}
+        self.model.save_pretrained(directory, state_dict=state)
+        for name in ("config.json", "model.safetensors"):  # transformers may write them private (0600)
+            os.chmod(Path(directory) / name, 0o644)
         self.text_tokenizer.save_pretrained(directory)
 
     @classmethod
@@ -334,7 +345,7 @@ class AudioLM:
         config = AudioLMConfig.from_pretrained(directory)
         if codec is not None:
             config.check_codec(codec)  # before reading the weights
-        model = AudioLMModel.from_pretrained(directory, config=config)
+        model = AudioLMModel.from_pretrained(directory, config=config, dtype=torch.float32)  # whatever it was stored as
         if device is not None:
             model.to(device)
         model.eval()

@@ -217,14 +217,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "eval-music", help="caption adherence (family, tempo) and Frechet distance of generated music",
-        description="Generate a clip for each held-out caption with the LM of --model (default: the bundled LM) "
+        description="Generate a clip for each held-out caption with the LM of --model (default: the bundled music LM) "
                     "and score it: instrument family by the classifier, tempo against the caption's, and the "
                     "Frechet distance to the held-out renders; the renders' own figures are reported beside. "
                     "--references-only scores the renders alone and generates nothing.")
     p.add_argument("--data", required=True, help="music dataset folder written by `rvqaudio data music`")
     p.add_argument("--classifier", required=True, help="folder written by train-music-classifier")
     which = p.add_mutually_exclusive_group()
-    which.add_argument("--model", default=None, help="self-contained LM folder (default: the bundled LM)")
+    which.add_argument("--model", default=None, help="self-contained LM folder (default: the bundled music LM)")
     which.add_argument("--references-only", action="store_true",
                        help="score only the held-out renders (no LM, no generation)")
     p.add_argument("--split", default="test")
@@ -245,7 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "may run). The held-out voices are ones the LM did not train on, so every sentence is "
                     "spoken with --voice or the LM's default voice.")
     p.add_argument("--data", required=True, help="speech dataset folder written by `rvqaudio data speech`")
-    p.add_argument("--model", default=None, help="self-contained LM folder (default: the bundled LM)")
+    p.add_argument("--model", default=None, help="self-contained LM folder (default: the bundled speech LM)")
     p.add_argument("--voice", default=None, help="a voice of the LM (see `rvqaudio voices`; default: its default)")
     p.add_argument("--split", default="test")
     p.add_argument("--max-clips", type=int, default=None, help="first N held-out sentences")

@@ -5,19 +5,26 @@ A self-contained LM folder is what `train-lm`, `finetune` and `generate` exchang
     lm_dir/config.json, model.safetensors, text_tokenizer.model   # AudioLM.save_pretrained
     lm_dir/codec/config.json, model.safetensors                    # the codec whose codes the LM models
 
-so `generate(model=lm_dir)` needs nothing else. The bundled models are one such pair stored side by side
-(`assets/codec`, and `assets/lm` without a `codec/` of its own), written by
+so `generate(model=lm_dir)` needs nothing else. The bundled models are one codec and an LM per task, trained on
+its codes and stored beside it without a `codec/` of their own:
 
-    python -m pipelines.defaults --codec runs/default/codec/final --model runs/default/lm/final
+    assets/codec/                     # default_codec()
+    assets/lm/music/, assets/lm/speech/   # default_lm("music"), default_lm("speech")
 
-(see scripts/default_models.sh and the model card, pipelines/assets/README.md).
+One LM per task because the measurements chose so (the model card, pipelines/assets/README.md): the LM stage that
+made speech intelligible made the music follow its captions less well. They are written by
+
+    python -m pipelines.defaults --codec runs/default/codec_gan/final \
+        --music-model runs/default/lm_music/final --speech-model runs/default/lm_aligned/final --fp16
+
+(see scripts/default_models.sh); `--model DIR` installs one LM for both tasks.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import shutil
+from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
 
@@ -29,7 +36,8 @@ from tokenizer.checkpoint import atomic_folder
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 DEFAULT_CODEC_DIR = ASSETS / "codec"
-DEFAULT_LM_DIR = ASSETS / "lm"
+DEFAULT_LM_DIR = ASSETS / "lm"  # one folder per task in LM_TASKS
+LM_TASKS = ("music", "speech")
 CODEC_SUBDIR = "codec"
 
 
@@ -43,14 +51,35 @@ def default_codec() -> RVQCodec:
     return RVQCodec.from_pretrained(DEFAULT_CODEC_DIR)
 
 
-@lru_cache(maxsize=1)
-def default_lm() -> AudioLM:
-    """The LM that ships inside the package (`pipelines/assets/lm`), with its codec, loaded once."""
-    if not (DEFAULT_LM_DIR / "config.json").is_file():
+def _check_task(task: str | None) -> str:
+    if task not in LM_TASKS:
+        raise ValueError(f"the bundled LMs are one per task {list(LM_TASKS)}; got task={task!r}. Pass one of them, "
+                         "or a model folder (--model DIR / model=DIR) for an LM trained without task tags")
+    return task
+
+
+def default_lm_dir(task: str = "music") -> Path:
+    """The folder of the bundled LM for `task` ("music" or "speech")."""
+    return DEFAULT_LM_DIR / _check_task(task)
+
+
+def default_lm(task: str = "music") -> AudioLM:
+    """The LM for `task` ("music" or "speech") that ships inside the package (`pipelines/assets/lm/<task>`), with
+    the bundled codec, loaded once."""
+    return _load_default_lm(_check_task(task))
+
+
+@lru_cache(maxsize=len(LM_TASKS))
+def _load_default_lm(task: str) -> AudioLM:
+    directory = default_lm_dir(task)
+    if not (directory / "config.json").is_file():
         raise CheckpointError(
-            f"no bundled LM at {DEFAULT_LM_DIR}: this build of rvqaudio ships none yet. Pass a model folder "
-            "instead (--model DIR / model=DIR), e.g. one written by `rvqaudio train-lm` or `rvqaudio finetune`")
-    return AudioLM.from_pretrained(DEFAULT_LM_DIR, codec=default_codec())
+            f"no bundled LM for task={task!r} at {directory}: this build of rvqaudio ships none yet. Pass a model "
+            "folder instead (--model DIR / model=DIR), e.g. one written by `rvqaudio train-lm` or `rvqaudio finetune`")
+    return AudioLM.from_pretrained(directory, codec=default_codec())
+
+
+default_lm.cache_clear = _load_default_lm.cache_clear  # as for default_codec: forget what was loaded
 
 
 def resolve_codec(codec: RVQCodec | str | os.PathLike | None) -> RVQCodec:
@@ -62,10 +91,10 @@ def resolve_codec(codec: RVQCodec | str | os.PathLike | None) -> RVQCodec:
     return RVQCodec.from_pretrained(codec)
 
 
-def resolve_lm(model: AudioLM | str | os.PathLike | None) -> AudioLM:
-    """An `AudioLM` (which must carry its codec), a self-contained LM folder, or the bundled default."""
+def resolve_lm(model: AudioLM | str | os.PathLike | None, task: str = "music") -> AudioLM:
+    """An `AudioLM` (which must carry its codec), a self-contained LM folder, or (None) the bundled LM for `task`."""
     if model is None:
-        return default_lm()
+        return default_lm(task)
     if isinstance(model, AudioLM):
         if model.codec is None:
             raise ValueError("this AudioLM carries no codec; build it with AudioLM(model, text_tokenizer, codec) "
@@ -94,21 +123,32 @@ def load_lm(directory: str | os.PathLike, device: str | None = None) -> AudioLM:
     return AudioLM.from_pretrained(directory, codec=codec, device=device)
 
 
-def install_defaults(codec: str | os.PathLike, model: str | os.PathLike, assets: str | os.PathLike = ASSETS,
-                     codec_dtype: torch.dtype | None = None) -> Path:
-    """Make a codec folder and a self-contained LM folder (trained on that codec's codes) the bundled defaults.
+def install_defaults(codec: str | os.PathLike, models: Mapping[str, str | os.PathLike],
+                     assets: str | os.PathLike = ASSETS, codec_dtype: torch.dtype | None = None,
+                     lm_dtype: torch.dtype | None = None) -> Path:
+    """Make a codec folder and, for each task, a self-contained LM folder (trained on that codec's codes) the
+    bundled defaults.
 
-    Writes `assets/codec` and `assets/lm` (the LM without its `codec/` copy), each atomically; returns `assets`.
-    `codec_dtype=torch.float16` stores the codec's weights in half the bytes (they load back as float32).
+    models: {task: LM folder} for every task of `LM_TASKS` (the same folder for several is fine). Writes
+    `assets/codec` and `assets/lm/<task>` (each LM without its `codec/` copy), each atomically; returns `assets`.
+    `codec_dtype`/`lm_dtype=torch.float16` store the weights in half the bytes (they load back as float32).
     """
     assets = Path(assets)
+    if sorted(models) != sorted(LM_TASKS):
+        raise ValueError(f"install_defaults needs an LM for each task {list(LM_TASKS)}, got {sorted(models)}")
     codec_model = RVQCodec.from_pretrained(codec)
-    lm = load_lm(model)
-    lm.config.check_codec(codec_model)  # the LM must speak this codec's codes
+    lms = {task: load_lm(model) for task, model in models.items()}
+    for task, lm in lms.items():
+        try:
+            lm.config.check_codec(codec_model)  # the LM must speak this codec's codes
+        except ValueError as exc:
+            raise ValueError(f"the {task} LM {str(models[task])!r} does not match the codec {str(codec)!r}: "
+                             f"{exc}") from exc
     with atomic_folder(assets / "codec") as tmp:
         codec_model.save_pretrained(tmp, dtype=codec_dtype)
     with atomic_folder(assets / "lm") as tmp:
-        shutil.copytree(model, tmp, dirs_exist_ok=True, ignore=shutil.ignore_patterns(CODEC_SUBDIR))
+        for task, lm in lms.items():
+            lm.save_pretrained(tmp / task, dtype=lm_dtype)
     default_codec.cache_clear()
     default_lm.cache_clear()
     return assets
@@ -117,10 +157,19 @@ def install_defaults(codec: str | os.PathLike, model: str | os.PathLike, assets:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m pipelines.defaults", description=install_defaults.__doc__.split("\n")[0])
     parser.add_argument("--codec", required=True, help="codec folder (e.g. runs/default/codec/final)")
-    parser.add_argument("--model", required=True, help="self-contained LM folder trained on its codes (runs/default/lm/final)")
-    parser.add_argument("--codec-fp16", action="store_true", help="store the codec's weights as float16 (half the size)")
+    parser.add_argument("--model", help="self-contained LM folder trained on its codes, for every task")
+    for task in LM_TASKS:
+        parser.add_argument(f"--{task}-model", help=f"the LM folder for task={task!r} (instead of --model)")
+    parser.add_argument("--fp16", action="store_true", help="store every weight as float16 (half the size)")
+    parser.add_argument("--codec-fp16", action="store_true", help="store only the codec's weights as float16")
     args = parser.parse_args(argv)
-    assets = install_defaults(args.codec, args.model, codec_dtype=torch.float16 if args.codec_fp16 else None)
+    models = {task: getattr(args, f"{task}_model") or args.model for task in LM_TASKS}
+    missing = [task for task, model in models.items() if model is None]
+    if missing:
+        parser.error(f"no LM for task(s) {missing}: pass --model DIR, or --{missing[0]}-model DIR")
+    half = torch.float16
+    assets = install_defaults(args.codec, models, codec_dtype=half if args.fp16 or args.codec_fp16 else None,
+                              lm_dtype=half if args.fp16 else None)
     print(f"installed the default models in {assets}")
 
 

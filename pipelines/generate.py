@@ -91,7 +91,7 @@ def generate(prompt: str | list[str], *, task: str | None = "music", duration: f
         MusicGen's does) and speech ends when the LM says the text is spoken, but, with an LM that has a phoneme
         track, not before the phonemes laid out for it are (in a batch: the shortest text's).
     voice: task="speech" only; one of the LM's voices (`voices(model)`); None takes `default_voice(model)`.
-    model: an `AudioLM` carrying its codec, a self-contained LM folder, or None for the bundled LM.
+    model: an `AudioLM` carrying its codec, a self-contained LM folder, or None for the bundled LM of the task.
     audio_prompt: audio to continue, the same for every text: a waveform FloatTensor[C, N] or [N] at the
         codec's sample rate, an audio file (any rate), or a codes file (.npz) from `rvqaudio encode`. The result
         holds only the continuation, decoded with the prompt as left context so that it joins seamlessly.
@@ -215,13 +215,13 @@ class AudioStream:
 
 def voices(model: AudioLM | str | os.PathLike | None = None) -> list[str]:
     """The voices the LM was trained with (sorted), for `generate(..., task="speech", voice=...)`."""
-    return known_voices(resolve_lm(model).config)
+    return known_voices(resolve_lm(model, task="speech").config)
 
 
 def default_voice(model: AudioLM | str | os.PathLike | None = None) -> str | None:
     """The voice speech uses when none is named: the config's `default_voice`, else the first known voice, else
     None (an LM trained without voices)."""
-    config = resolve_lm(model).config
+    config = resolve_lm(model, task="speech").config
     known = known_voices(config)
     chosen = getattr(config, "default_voice", None)
     if chosen is None:
@@ -261,7 +261,7 @@ class _Request:
         if voice is not None and task != "speech":
             raise ValueError(f"voice={voice!r} is for task='speech'; task={task!r} has no voice: drop the voice or "
                              "use task='speech'")
-        self.lm = resolve_lm(model)
+        self.lm = resolve_lm(model, task)
         self.voice = _pick_voice(self.lm, voice) if task == "speech" else None
         self.prompt_codes, self.prompt_fingerprint = _prompt_codes(self.lm, audio_prompt)
         self.max_frames = round(duration * self.lm.config.frame_rate)  # as AudioLM counts them
@@ -453,7 +453,7 @@ def add_generate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--min-duration", type=float, default=None,
                         help="seconds before the LM may end the audio (default: music the whole --duration, "
                              "speech any time)")
-    parser.add_argument("--model", default=None, help="self-contained LM folder (default: the bundled LM)")
+    parser.add_argument("--model", default=None, help="self-contained LM folder (default: the bundled LM of the task)")
     parser.add_argument("--audio-prompt", default=None, help="audio file or codes file (.npz) to continue")
     parser.add_argument("--stream", action="store_true",
                         help="write the file while generating (one prompt); it appears at -o when complete")
@@ -502,12 +502,12 @@ def output_paths(output: str, count: int) -> list[Path]:
 
 def add_voices_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of `rvqaudio voices`."""
-    parser.add_argument("--model", default=None, help="self-contained LM folder (default: the bundled LM)")
+    parser.add_argument("--model", default=None, help="self-contained LM folder (default: the bundled speech LM)")
 
 
 def run_voices(args: argparse.Namespace) -> None:
     """`rvqaudio voices`: print the LM's voices, one a line, the default marked."""
-    lm = resolve_lm(args.model)
+    lm = resolve_lm(args.model, task="speech")
     names, default = voices(lm), default_voice(lm)
     if not names:
         print("this LM was trained without voices: speech is generated without --voice")

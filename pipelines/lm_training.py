@@ -63,6 +63,7 @@ from lm.model import PhonemeTrack, codes_to_steps
 from lm.phonemes import VOCAB_SIZE as PHONEME_VOCAB_SIZE
 from lm.phonemes import phoneme_ids, phonemize
 from tokenizer import CheckpointError, RVQCodec
+from tokenizer.json_config import write_text_atomic
 # The run folder both trainers share: the same folder rules and atomic checkpoint swap.
 from tokenizer.run_folder import (CHECKPOINT_DIR, FINAL_DIR, LOG_NAME, STATE_NAME, check_run_folder, prepare, quiet,
                                   recover_interrupted_swap, save_run_checkpoint, step_seed, truncate_log)
@@ -486,8 +487,8 @@ def _align_phonemes(accelerator: Accelerator, lm: AudioLM, codec: RVQCodec, trai
         if saved.get("digest") != digest:
             aligned, held_aligned, table = align_examples(codec, train, held)
             encode = lambda rows: [None if a is None else [a.starts, a.end] for a in rows]  # noqa: E731
-            _write_json_atomic(path, {"digest": digest, "durations": table, "train": encode(aligned),
-                                     "held": encode(held_aligned)})
+            saved = {"digest": digest, "durations": table, "train": encode(aligned), "held": encode(held_aligned)}
+            write_text_atomic(path, json.dumps(saved, separators=(",", ":")) + "\n")
             logger.info("aligned the phonemes of %d training and %d held-out speech rows (%s)",
                         sum(a is not None for a in aligned), sum(a is not None for a in held_aligned), path)
     accelerator.wait_for_everyone()
@@ -497,12 +498,6 @@ def _align_phonemes(accelerator: Accelerator, lm: AudioLM, codec: RVQCodec, trai
     lm.config.phoneme_durations = durations
     return (dataclasses.replace(train, alignment=decode(saved["train"])),
             dataclasses.replace(held, alignment=decode(saved["held"])))
-
-
-def _write_json_atomic(path: Path, obj) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(obj, separators=(",", ":")) + "\n")
-    os.replace(tmp, path)
 
 
 def _speech_rates(examples: LMExamples) -> dict[str, float]:

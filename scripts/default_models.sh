@@ -6,7 +6,8 @@
 #
 #   scripts/default_models.sh                # everything, into runs/default (RUNS=... to move it)
 #   scripts/default_models.sh eval           # one stage: data, codec, decoder, tokenize, lm, lm-more, lm-more2,
-#                                            # lm-phonemes, lm-aligned, install, eval
+#                                            # lm-phonemes, lm-aligned (the speech LM), lm-music (the music LM),
+#                                            # install, eval
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-runs/default}
@@ -20,8 +21,9 @@ LM_MORE_STEPS=${LM_MORE_STEPS:-900} # continued training, configs/lm_train_base_
 LM_MORE2_STEPS=${LM_MORE2_STEPS:-2000} # and again, speech cropped from its start: configs/lm_train_base_continue2.json
 LM_PHONEME_STEPS=${LM_PHONEME_STEPS:-2600} # with an aligned phoneme track for speech: configs/lm_train_phonemes.json
 LM_ALIGNED_STEPS=${LM_ALIGNED_STEPS:-1800} # the track placed by a forced alignment: configs/lm_train_aligned.json
+LM_MUSIC_STEPS=${LM_MUSIC_STEPS:-1000} # from lm-phonemes on music alone: configs/lm_train_music.json
 NUM_PROC=${NUM_PROC:-2}
-stages=${1:-data codec decoder tokenize lm lm-more lm-more2 lm-phonemes lm-aligned install eval}
+stages=${1:-data codec decoder tokenize lm lm-more lm-more2 lm-phonemes lm-aligned lm-music install eval}
 
 for stage in $stages; do
   echo "=== $stage ($(date -u +%H:%M:%S))"
@@ -68,8 +70,13 @@ for stage in $stages; do
       $RVQ finetune --model "$RUNS/lm_phonemes/final" --training-config configs/lm_train_aligned.json \
         --data "$RUNS/codes/speech" "$RUNS/codes/music" --out "$RUNS/lm_aligned" --max-steps "$LM_ALIGNED_STEPS" \
         $resume ;;
+    lm-music)
+      resume=$([ -d "$RUNS/lm_music/checkpoint" ] && echo --resume || true)
+      $RVQ finetune --model "$RUNS/lm_phonemes/final" --training-config configs/lm_train_music.json \
+        --data "$RUNS/codes/music" --out "$RUNS/lm_music" --max-steps "$LM_MUSIC_STEPS" $resume ;;
     install)
-      .venv/bin/python -m pipelines.defaults --codec "$RUNS/codec_gan/final" --model "$RUNS/lm_aligned/final" --codec-fp16 ;;
+      .venv/bin/python -m pipelines.defaults --codec "$RUNS/codec_gan/final" --music-model "$RUNS/lm_music/final" \
+        --speech-model "$RUNS/lm_aligned/final" --fp16 ;;
     eval)
       mkdir -p "$RUNS/eval"
       $RVQ eval-codec --data "$RUNS/data/speech" --max-clips 50 -o "$RUNS/eval/codec_speech.json"
@@ -79,7 +86,7 @@ for stage in $stages; do
         $RVQ train-music-classifier --data "$RUNS/data/music" -o "$RUNS/eval/classifier"
       $RVQ eval-music --data "$RUNS/data/music" --classifier "$RUNS/eval/classifier" --max-clips 50 --seed 0 \
         -o "$RUNS/eval/music.json" ;;
-    *) echo "unknown stage $stage (stages: data codec decoder tokenize lm lm-more lm-more2 lm-phonemes lm-aligned install eval)" >&2
+    *) echo "unknown stage $stage (stages: data codec decoder tokenize lm lm-more lm-more2 lm-phonemes lm-aligned lm-music install eval)" >&2
        exit 2 ;;
   esac
 done

@@ -22,6 +22,20 @@ T = TypeVar("T", bound="JsonConfig")
 COMMENT_KEY = "_comment"  # presets may explain themselves; the key is not a setting
 
 
+def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
+    """Write `text` to `path` through a temporary sibling moved into place with `os.replace`: readers see the old
+    file or the new one, never a partial one, and a failure leaves the old file as it was."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
 class JsonConfig:
     """Mixin for `@dataclass` configs: JSON round trips, with nested `JsonConfig` fields and tuple fields."""
 
@@ -56,10 +70,7 @@ class JsonConfig:
 
     def to_json_file(self, path: str | os.PathLike) -> None:
         """Write the config as JSON, atomically (a failure leaves no partial file)."""
-        path = Path(path)
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        tmp.write_text(self.to_json_string())
-        os.replace(tmp, path)
+        write_text_atomic(path, self.to_json_string())
 
     @classmethod
     def from_json_file(cls: type[T], path: str | os.PathLike) -> T:

@@ -18,6 +18,8 @@ import soundfile as sf
 import torch
 from datasets import Audio, Dataset, DatasetDict
 
+from tokenizer.json_config import write_text_atomic
+
 
 def load_split(data: str | os.PathLike | Dataset | DatasetDict, split: str = "test") -> Dataset:
     """The `split` of a dataset folder written by `save_to_disk` (e.g. by `rvqaudio data`), or of a DatasetDict.
@@ -136,9 +138,7 @@ def write_report(output: str | os.PathLike | None, report: dict[str, Any]) -> No
     if "markdown" in report:
         files[output.with_suffix(".md")] = report["markdown"]
     for path, text in files.items():
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        tmp.write_text(text)
-        os.replace(tmp, path)
+        write_text_atomic(path, text)
 
 
 def check_count(name: str, value: Any, low: int = 1, allow_none: bool = False) -> None:

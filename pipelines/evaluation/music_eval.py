@@ -456,7 +456,7 @@ def evaluate_music_lm(
     Args:
         data: a music dataset folder written by `rvqaudio data music` (columns `audio`, `text`, `family`, `tempo`).
         classifier: a `FamilyClassifier` or its folder (`rvqaudio train-music-classifier`).
-        model: an `AudioLM` carrying its codec, a self-contained LM folder, or None for the bundled LM.
+        model: an `AudioLM` carrying its codec, a self-contained LM folder, or None for the bundled music LM.
         max_clips: use only the first N clips of `split` (at least 4, for the references' split-half distance).
         duration: seconds generated per caption (music runs for all of it: `generate` holds back end of audio
             until `duration` for music; `ended_by_itself` reports any clip that still ended earlier).
@@ -482,7 +482,7 @@ def evaluate_music_lm(
     settings = resolve_sampling(sampling)
     if not isinstance(classifier, FamilyClassifier):
         classifier = FamilyClassifier.from_pretrained(classifier)
-    lm = resolve_lm(model)  # loaded once, not once per batch
+    lm = resolve_lm(model, task="music")  # loaded once, not once per batch
     if duration > lm.config.max_duration:
         raise ValueError(f"duration={duration} s is more than this LM can generate ({lm.config.max_duration:g} s, "
                          f"max_audio_frames); pass --duration {lm.config.max_duration:g} or less")

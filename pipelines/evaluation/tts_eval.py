@@ -193,7 +193,7 @@ def evaluate_tts_lm(
 
     Args:
         data: a speech dataset folder written by `rvqaudio data speech` (columns `audio`, `text`, `voice`).
-        model: an `AudioLM` carrying its codec, a self-contained LM folder, or None for the bundled LM.
+        model: an `AudioLM` carrying its codec, a self-contained LM folder, or None for the bundled speech LM.
         voice: the voice every sentence is spoken with; None takes the LM's default voice. The held-out split's
             voices are usually ones the LM never heard, so they cannot be asked for; the report names the
             voice used and the split's voices (`voice`, `voice_note`, `reference_voices`).
@@ -217,7 +217,7 @@ def evaluate_tts_lm(
     check_count("batch_size", batch_size)
     check_count("seed", seed, low=0)
     settings = resolve_sampling(sampling)
-    lm = resolve_lm(model)  # loaded once, not once per batch
+    lm = resolve_lm(model, task="speech")  # loaded once, not once per batch
     known = voices(lm)
     if voice is not None and voice not in known:
         if not known:

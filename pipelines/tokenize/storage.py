@@ -19,6 +19,7 @@ import datasets
 from datasets import Dataset, Features, IterableDataset
 
 from tokenizer import RVQCodec
+from tokenizer.json_config import write_text_atomic
 
 from .sources import TokenizeError
 
@@ -200,9 +201,7 @@ def _write_report(output: Path, config: dict) -> dict:
 
 
 def _write_json(path: Path, obj) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(obj, indent=2) + "\n")
 
 
 @contextlib.contextmanager

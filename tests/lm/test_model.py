@@ -137,6 +137,7 @@ def test_save_load_gives_identical_logits_and_checks_the_codec(make_lm, tmp_path
     lm = make_lm()
     lm.save_pretrained(tmp_path)
     assert {p.name for p in tmp_path.iterdir()} == {"config.json", "model.safetensors", "text_tokenizer.model"}
+    assert all(p.stat().st_mode & 0o777 == 0o644 for p in tmp_path.iterdir())  # readable by whoever loads it
     saved = json.loads((tmp_path / "config.json").read_text())
     assert saved["codec_fingerprint"] == "fake-k4-c16" and saved["num_codebooks"] == 4 and saved["frame_rate"] == 10.0
     loaded = AudioLM.from_pretrained(tmp_path, codec=FakeCodec())
@@ -148,6 +149,21 @@ def test_save_load_gives_identical_logits_and_checks_the_codec(make_lm, tmp_path
         AudioLM.from_pretrained(tmp_path, codec=FakeCodec(fingerprint="other"))
     with pytest.raises(ValueError, match=r"num_codebooks=4, the codec has num_codebooks=8"):
         AudioLM(loaded.model, text_tokenizer, codec=FakeCodec(num_codebooks=8))
+
+
+def test_half_precision_weights_halve_the_file_and_load_back_as_float32(make_lm, tmp_path, fake_codec_class):
+    lm = make_lm()
+    lm.save_pretrained(tmp_path / "full")
+    lm.save_pretrained(tmp_path / "half", dtype=torch.float16)
+    size = lambda name: (tmp_path / name / "model.safetensors").stat().st_size  # noqa: E731
+    assert size("half") < 0.6 * size("full")
+    loaded = AudioLM.from_pretrained(tmp_path / "half", codec=fake_codec_class())
+    weights = dict(lm.model.named_parameters())
+    for name, value in loaded.model.named_parameters():
+        assert value.dtype == torch.float32
+        assert torch.equal(value, weights[name].detach().half().float()), name  # exactly the rounded weights
+    with pytest.raises(ValueError, match="floating-point dtype .* got torch.int8"):
+        lm.save_pretrained(tmp_path / "bad", dtype=torch.int8)
 
 
 def test_config_validates_and_presets_bind_to_the_codec(text_tokenizer, config_factory, fake_codec_class):

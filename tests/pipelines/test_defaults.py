@@ -10,7 +10,7 @@ import torch
 
 from pipelines import default_codec, default_lm, default_voice, generate, voices
 from pipelines.cli import main as cli_main
-from pipelines.defaults import DEFAULT_CODEC_DIR, DEFAULT_LM_DIR
+from pipelines.defaults import DEFAULT_CODEC_DIR, DEFAULT_LM_DIR, LM_TASKS, default_lm_dir
 from pipelines.evaluation.metrics import mel_distance
 from tokenizer import CodecConfig, RVQCodec
 
@@ -29,9 +29,11 @@ def speech(tmp_path_factory) -> torch.Tensor:
 
 
 def test_the_bundled_weights_are_within_budget():
-    files = [p for d in (DEFAULT_CODEC_DIR, DEFAULT_LM_DIR) for p in d.iterdir()]
     assert {"config.json", "model.safetensors"} <= {p.name for p in DEFAULT_CODEC_DIR.iterdir()}
-    assert {"config.json", "model.safetensors", "text_tokenizer.model"} <= {p.name for p in DEFAULT_LM_DIR.iterdir()}
+    for task in LM_TASKS:
+        names = {p.name for p in default_lm_dir(task).iterdir()}
+        assert {"config.json", "model.safetensors", "text_tokenizer.model"} <= names
+    files = [p for p in (*DEFAULT_CODEC_DIR.rglob("*"), *DEFAULT_LM_DIR.rglob("*")) if p.is_file()]
     assert sum(p.stat().st_size for p in files) < MAX_SHIPPED_BYTES
 
 
@@ -54,11 +56,15 @@ def test_the_bundled_codec_round_trips_audio(speech):
     assert distance < 0.6 * baseline
 
 
-def test_the_bundled_lm_speaks_the_bundled_codec_and_has_voices():
-    lm = default_lm()
-    assert lm.config.codec_fingerprint == default_codec().fingerprint
+def test_the_bundled_lms_speak_the_bundled_codec_and_the_speech_lm_has_voices():
+    for task in LM_TASKS:
+        assert default_lm(task).config.codec_fingerprint == default_codec().fingerprint
+        assert next(default_lm(task).model.parameters()).dtype == torch.float32  # whatever they are stored as
+    assert default_lm() is default_lm("music")  # loaded once per task
     known = voices()
-    assert len(known) > 10 and default_voice() in known
+    assert known == voices(default_lm("speech")) and len(known) > 10 and default_voice() in known
+    with pytest.raises(ValueError, match=r"one per task \['music', 'speech'\]; got task=None"):
+        generate("hi", task=None, duration=0.1, progress=False)
 
 
 def test_generate_music_with_defaults_gives_the_requested_duration():
@@ -84,20 +90,26 @@ def test_voices_command_lists_the_voices_and_an_unknown_voice_names_them(capsys)
         generate("hi", task="speech", voice="no-such-voice", duration=0.1, progress=False)
 
 
-def test_install_defaults_writes_the_pair_side_by_side_and_refuses_a_mismatch(tmp_path):
+def test_install_defaults_writes_an_lm_per_task_beside_the_codec_and_refuses_a_mismatch(tmp_path):
     from pipelines.defaults import install_defaults, save_lm
 
-    lm_dir = save_lm(default_lm(), default_codec(), tmp_path / "lm_folder")  # self-contained: has codec/
-    assets = install_defaults(DEFAULT_CODEC_DIR, lm_dir, assets=tmp_path / "assets")
-    assert sorted(p.name for p in (assets / "lm").iterdir()) == ["config.json", "model.safetensors",
-                                                                  "text_tokenizer.model"]
+    lm_dir = save_lm(default_lm("speech"), default_codec(), tmp_path / "lm_folder")  # self-contained: has codec/
+    models = {"music": lm_dir, "speech": lm_dir}
+    assets = install_defaults(DEFAULT_CODEC_DIR, models, assets=tmp_path / "assets")
+    assert sorted(p.name for p in (assets / "lm").iterdir()) == ["music", "speech"]
+    assert sorted(p.name for p in (assets / "lm" / "music").iterdir()) == ["config.json", "model.safetensors",
+                                                                           "text_tokenizer.model"]
     assert RVQCodec.from_pretrained(assets / "codec").fingerprint == default_codec().fingerprint
-    half = install_defaults(DEFAULT_CODEC_DIR, lm_dir, assets=tmp_path / "half", codec_dtype=torch.float16)
-    size = lambda a: (a / "codec" / "model.safetensors").stat().st_size  # noqa: E731
-    assert size(half) < 0.6 * size(assets)
+    half = install_defaults(DEFAULT_CODEC_DIR, models, assets=tmp_path / "half", codec_dtype=torch.float16,
+                            lm_dtype=torch.float16)
+    size = lambda a, *part: a.joinpath(*part, "model.safetensors").stat().st_size  # noqa: E731
+    assert size(half, "codec") < 0.6 * size(assets, "codec")
+    assert size(half, "lm", "speech") < 0.6 * size(assets, "lm", "speech")
     assert next(RVQCodec.from_pretrained(half / "codec").parameters()).dtype == torch.float32
+    with pytest.raises(ValueError, match=r"an LM for each task \['music', 'speech'\], got \['speech'\]"):
+        install_defaults(DEFAULT_CODEC_DIR, {"speech": lm_dir}, assets=tmp_path / "assets1")
     other = CodecConfig.from_dict({**default_codec().config.to_dict(), "dimension": 32})  # another fingerprint
     RVQCodec(other).save_pretrained(tmp_path / "other_codec")
-    with pytest.raises(ValueError, match="fingerprint"):
-        install_defaults(tmp_path / "other_codec", lm_dir, assets=tmp_path / "assets2")
-    assert not (tmp_path / "assets2" / "lm").exists()
+    with pytest.raises(ValueError, match="the music LM .* does not match the codec .*fingerprint"):
+        install_defaults(tmp_path / "other_codec", models, assets=tmp_path / "assets2")
+    assert not (tmp_path / "assets1").exists() and not (tmp_path / "assets2").exists()
