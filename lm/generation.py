@@ -22,7 +22,7 @@ import copy
 import math
 import os
 import secrets
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -130,7 +130,7 @@ class Decoding:
 
     def __init__(self, model: AudioLMModel, text_ids: torch.Tensor, text_mask: torch.Tensor,
                  prompt: torch.Tensor | None, new_frames: int, config: GenerationConfig,
-                 phonemes: PhonemeTrack | None = None) -> None:
+                 phonemes: PhonemeTrack | None = None, min_frames: list[int] | None = None) -> None:
         cfg = model.config
         self.model, self.config, self.pattern = model, config, model.pattern
         device = model.device
@@ -138,12 +138,16 @@ class Decoding:
         self.batch_size, self.num_codebooks = B, K
         self.prompt_frames = 0 if prompt is None else prompt.shape[2]
         self.max_frames = self.prompt_frames + new_frames + 1  # + the end frame
-        # End of audio may be sampled from the first step whose codebook-0 slot holds frame prompt + min_frames on:
-        # derived once from the full-length layout, which is every unfinished item's (an ended item samples nothing).
-        min_frames = min(new_frames, round(config.min_duration * cfg.frame_rate))
-        allowed = (self.pattern.layout(self.max_frames)[0] >= self.prompt_frames + min_frames).nonzero()[:, 0]
-        self.first_end_step = 0 if not min_frames else int(allowed[0]) if len(allowed) else self.pattern.num_steps(
-            self.max_frames)
+        # End of audio may be sampled from the first step whose codebook-0 slot holds frame prompt + floor on (the
+        # floor: config.min_duration, or the item's min_frames if more): derived once from the full-length layout,
+        # which is every unfinished item's (an ended item samples nothing).
+        floor = round(config.min_duration * cfg.frame_rate)
+        floors = [min(new_frames, max(floor, extra)) for extra in (min_frames or [0] * B)]
+        frame_of_step = self.pattern.layout(self.max_frames)[0]  # (num_steps,) codebook 0's frame, -1 where empty
+        never = self.pattern.num_steps(self.max_frames)
+        self.first_end_steps = torch.tensor(
+            [0 if not f else next(iter((frame_of_step >= self.prompt_frames + f).nonzero()[:, 0].tolist()), never)
+             for f in floors], device=device)  # (B,)
         self.text_ids, self.text_mask = text_ids.to(device), text_mask.to(device)
         self.prompt = None if prompt is None else prompt.to(device)
         self.phonemes = phonemes
@@ -226,8 +230,8 @@ class Decoding:
         logits = logits.float().clone()
         # End of audio is decided by codebook 0 only; the other codebooks are forced to it.
         logits[:, 1:, -1] = -math.inf
-        if step < self.first_end_step:  # min_duration not reached yet
-            logits[:, 0, -1] = -math.inf
+        early = step < self.first_end_steps  # (B,): min_duration / min_frames not reached yet
+        logits[:, 0, -1] = logits[:, 0, -1].masked_fill(early, -math.inf)
         return logits
 
     def _sample(self, logits: torch.Tensor) -> torch.Tensor:
@@ -461,7 +465,8 @@ class AudioLM:
     # -- generation -----------------------------------------------------------------------------------------
 
     def generate(self, texts: list[str], config: GenerationConfig, audio_prompt: torch.Tensor | None = None,
-                 prompt_fingerprint: str | None = None, phonemes: PhonemeTrack | None = None) -> torch.Tensor:
+                 prompt_fingerprint: str | None = None, phonemes: PhonemeTrack | None = None,
+                 min_frames: Sequence[int] | torch.Tensor | None = None) -> torch.Tensor:
         """Generate codes LongTensor[B, k, T] for `texts` (k = config.num_codebooks or K).
 
         T is the longest item's length, at most round(config.duration * frame_rate) frames; an item that ends
@@ -471,20 +476,22 @@ class AudioLM:
         are returned. Greedy decoding (top_k=1) gives the same codes in any batch as alone; with sampling, one
         generator serves the whole batch, so an item's draws depend on its place in the batch. `phonemes` (from
         `phoneme_track`, its frames counted from the prompt's first) conditions speech on aligned phonemes.
+        `min_frames` (one int per text) holds back each item's end of audio until that many new frames, where it
+        is more than `config.min_duration` (e.g. each text's laid-out phonemes, `PhonemeTrack.total_frames`).
         """
-        decoding = self._start(texts, config, audio_prompt, prompt_fingerprint, phonemes)
+        decoding = self._start(texts, config, audio_prompt, prompt_fingerprint, phonemes, min_frames)
         for _ in decoding.run():
             pass
         return self._output(decoding, max(decoding.lengths) - 1 - decoding.prompt_frames)
 
     def stream(self, texts: list[str], config: GenerationConfig, audio_prompt: torch.Tensor | None = None,
-               prompt_fingerprint: str | None = None, phonemes: PhonemeTrack | None = None
-               ) -> Iterator[torch.Tensor]:
+               prompt_fingerprint: str | None = None, phonemes: PhonemeTrack | None = None,
+               min_frames: Sequence[int] | torch.Tensor | None = None) -> Iterator[torch.Tensor]:
         """Like `generate`, but yield codes LongTensor[B, k, t_new] as soon as the pattern has completed them.
 
         Concatenating the chunks along the last axis gives what `generate` returns for the same arguments.
         """
-        decoding = self._start(texts, config, audio_prompt, prompt_fingerprint, phonemes)
+        decoding = self._start(texts, config, audio_prompt, prompt_fingerprint, phonemes, min_frames)
         sent = 0
         for ready in decoding.run():
             ready -= decoding.prompt_frames
@@ -497,7 +504,8 @@ class AudioLM:
         return decoding.frames[:, :k, decoding.prompt_frames:decoding.prompt_frames + max(ready, 0)].clone()
 
     def _start(self, texts: list[str], config: GenerationConfig, audio_prompt: torch.Tensor | None,
-               prompt_fingerprint: str | None, phonemes: PhonemeTrack | None = None) -> Decoding:
+               prompt_fingerprint: str | None, phonemes: PhonemeTrack | None = None,
+               min_frames: Sequence[int] | torch.Tensor | None = None) -> Decoding:
         """Check every input against the model's limits, then set up a `Decoding`."""
         cfg = self.config
         if not isinstance(config, GenerationConfig):
@@ -525,7 +533,11 @@ class AudioLM:
                 raise ValueError("phonemes were given, but this LM has no phoneme track (config.phoneme_vocab_size=0)")
             if phonemes.ids.shape[0] != len(texts):
                 raise ValueError(f"the phoneme track has {phonemes.ids.shape[0]} rows for {len(texts)} texts")
-        return Decoding(self.model, text_ids, text_mask, prompt, new_frames, config, phonemes)
+        if min_frames is not None:
+            min_frames = torch.as_tensor(min_frames).reshape(-1).tolist()
+            if len(min_frames) != len(texts) or not all(isinstance(f, int) and f >= 0 for f in min_frames):
+                raise ValueError(f"min_frames must hold one integer >= 0 per text ({len(texts)}), got {min_frames}")
+        return Decoding(self.model, text_ids, text_mask, prompt, new_frames, config, phonemes, min_frames)
 
     def _check_prompt(self, prompt: torch.Tensor | None, fingerprint: str | None, batch_size: int) -> torch.Tensor | None:
         cfg = self.config

@@ -17,7 +17,6 @@ much look-ahead, held back until it exists) gives the samples that decoding all 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import secrets
 import tempfile
@@ -89,7 +88,7 @@ def generate(prompt: str | list[str], *, task: str | None = "music", duration: f
         num_codebooks: as in `lm.GenerationConfig`. seed=None draws one (kept in the result).
     min_duration: seconds before the LM may end the audio. None: music plays for the whole `duration` (as
         MusicGen's does) and speech ends when the LM says the text is spoken, but, with an LM that has a phoneme
-        track, not before the phonemes laid out for it are (in a batch: the shortest text's).
+        track, not before the phonemes laid out for it are (each text's own).
     voice: task="speech" only; one of the LM's voices (`voices(model)`); None takes `default_voice(model)`.
     model: an `AudioLM` carrying its codec, a self-contained LM folder, or None for the bundled LM of the task.
     audio_prompt: audio to continue, the same for every text: a waveform FloatTensor[C, N] or [N] at the
@@ -272,14 +271,12 @@ class _Request:
         prompt = self.prompt_codes
         if prompt is not None:
             prompt = prompt.expand(len(texts), -1, -1)  # the same prompt for every text
-        track, config = self.phoneme_track(), self.config
-        if track is not None and self.default_min_duration:
-            # Not before the phonemes are laid out: an LM that learned a silent lead-in with the end-of-phonemes
-            # feature (an aligned track) would otherwise now and then end there, before saying anything.
-            spoken = int(track.total_frames.min()) / self.lm.config.frame_rate
-            config = dataclasses.replace(config, min_duration=min(spoken, config.duration))
-        chunks = self.lm.stream(texts, config, audio_prompt=prompt, prompt_fingerprint=self.prompt_fingerprint,
-                                phonemes=track)
+        track = self.phoneme_track()
+        # Not before its phonemes are laid out: an LM that learned a silent lead-in with the end-of-phonemes feature
+        # (an aligned track) would otherwise now and then end there, before saying anything.
+        spoken = track.total_frames if track is not None and self.default_min_duration else None
+        chunks = self.lm.stream(texts, self.config, audio_prompt=prompt, prompt_fingerprint=self.prompt_fingerprint,
+                                phonemes=track, min_frames=spoken)
         with tqdm(total=self.max_frames, desc="generating", unit="frame", disable=not progress,
                   dynamic_ncols=True) as bar:
             for chunk in chunks:

@@ -263,6 +263,14 @@ def test_min_duration_holds_back_end_of_audio_and_leaves_longer_items_alone(trai
         assert item.shape[2] >= floor
         if natural >= floor:
             assert item.shape[2] == natural  # ending after the floor is the model's own choice, as before
+    # A floor per item (min_frames) holds each item back as the same min_duration holds it alone.
+    floors = [floor, 0, floor]
+    per_item = split_items(lm.generate(list(PAIRS), greedy(duration=3.0), min_frames=floors))
+    for text, item, frames in zip(PAIRS, per_item, floors):
+        assert torch.equal(item, lm.generate([text], greedy(duration=3.0, min_duration=frames / 10)))
+    assert any(item.shape[2] != natural for item, natural in zip(per_item, PAIRS.values()))  # some were held back
+    with pytest.raises(ValueError, match=r"min_frames must hold one integer >= 0 per text \(2\), got \[3\]"):
+        lm.generate(["a", "b"], greedy(), min_frames=[3])
     full = lm.generate(list(PAIRS), greedy(duration=1.5, min_duration=5.0))  # floor beyond duration: full length
     assert [item.shape[2] for item in split_items(full)] == [15] * len(PAIRS)
     with pytest.raises(ValueError, match="min_duration"):

@@ -533,15 +533,14 @@ def test_phoneme_alignment_places_the_phonemes_records_durations_and_resumes_fro
     assert track.starts[0].tolist() == starts and track.total_frames.tolist() == [end]
     # ...and does not let the LM end the audio before that layout's end (unless min_duration says otherwise).
     seen = []
-    monkeypatch.setattr(tuned, "stream", lambda texts, config, **kwargs: seen.append(config) or iter(()))
-    list(request.frames(progress=False))
-    assert seen[-1].min_duration == pytest.approx(min(end / tuned.config.frame_rate, 0.03))
-    list(_Request("hello world", "speech", 9.0, 0, 1.0, 250, 1.0, 3.0, "flite-rms", None, None, tuned,
+    monkeypatch.setattr(tuned, "stream", lambda texts, config, **kwargs: seen.append(kwargs["min_frames"]) or iter(()))
+    list(_Request(["hello world", "hello"], "speech", 9.0, 0, 1.0, 250, 1.0, 3.0, "flite-rms", None, None, tuned,
                   None).frames(progress=False))
-    assert seen[-1].min_duration == pytest.approx(end / tuned.config.frame_rate)
+    short = lay_out(phonemize("hello"), {**durations[""], **durations["flite-rms"]})[1]
+    assert seen[-1].tolist() == [end, short]  # each text's own layout
     list(_Request("hello world", "speech", 9.0, 0, 1.0, 250, 1.0, 3.0, "flite-rms", None, 0.0, tuned,
                   None).frames(progress=False))
-    assert seen[-1].min_duration == 0.0
+    assert seen[-1] is None  # an explicit min_duration is the only floor
     monkeypatch.undo()
     # A resumed run reads the alignment back instead of aligning again, and ends with the same weights.
     monkeypatch.setattr(BatchPlan, "batch", _dies_at(1))
