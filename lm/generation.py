@@ -144,10 +144,12 @@ class Decoding:
         floor = round(config.min_duration * cfg.frame_rate)
         floors = [min(new_frames, max(floor, extra)) for extra in (min_frames or [0] * B)]
         frame_of_step = self.pattern.layout(self.max_frames)[0]  # (num_steps,) codebook 0's frame, -1 where empty
-        never = self.pattern.num_steps(self.max_frames)
-        self.first_end_steps = torch.tensor(
-            [0 if not f else next(iter((frame_of_step >= self.prompt_frames + f).nonzero()[:, 0].tolist()), never)
-             for f in floors], device=device)  # (B,)
+
+        def first_end_step(floor: int) -> int:
+            allowed = (frame_of_step >= self.prompt_frames + floor).nonzero()[:, 0]
+            return 0 if not floor else int(allowed[0]) if len(allowed) else len(frame_of_step)
+
+        self.first_end_steps = torch.tensor([first_end_step(f) for f in floors], device=device)  # (B,)
         self.text_ids, self.text_mask = text_ids.to(device), text_mask.to(device)
         self.prompt = None if prompt is None else prompt.to(device)
         self.phonemes = phonemes

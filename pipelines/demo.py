@@ -1,7 +1,7 @@
 """`make demo`: the main job with the bundled defaults, on a machine with nothing downloaded.
 
-1. `rvqaudio generate "a calm piano melody" -o melody.wav` (music, the bundled LM and codec);
-2. the same LM speaking "Hello, how are you today?" in its default voice (speech);
+1. `rvqaudio generate "a calm piano melody" -o melody.wav` (music, the bundled music LM and codec);
+2. the bundled speech LM speaking "Hello, how are you today?" in its default voice (speech);
 3. the bundled codec round-tripping a sentence spoken by espeak-ng at every bitrate it offers, with the
    reconstruction's mel distance.
 

@@ -1,7 +1,7 @@
 """How `train_lm` and `finetune` train: `LMTrainingConfig` (validated, JSON round-trippable) and the LR schedule.
 
-Presets: configs/lm_train_tiny.json, lm_train_base.json (the bundled LM), lm_train_small.json. Load one with
-`LMTrainingConfig.from_json_file`.
+Presets: configs/lm_train_tiny.json, lm_train_base.json (the bundled LMs' first stage), lm_train_small.json. Load one
+with `LMTrainingConfig.from_json_file`.
 """
 
 from __future__ import annotations

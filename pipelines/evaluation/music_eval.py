@@ -501,7 +501,7 @@ def evaluate_music_lm(
                                           batch_size=batch_size, progress=progress)
     generated["ended_by_itself"] = float(np.mean(ended))
     generated["seconds_generated"] = float(sum(item["seconds"] for item in generated["items"]))
-    report = {"data": describe(data), "split": split, "model": describe(model),
+    report = {"data": describe(data), "split": split, "model": describe(model, none="bundled music LM"),
               "duration": float(duration), "seed": seed, "batch_size": batch_size, "sampling": settings,
               "generated": generated, "references": references}
     report["markdown"] = format_music_report(report)

@@ -254,7 +254,7 @@ def evaluate_tts_lm(
         note = f"every sentence is spoken by {chosen!r} ({how})"
         if unseen:
             note += f"; the held-out voices {unseen} are not among the LM's voices, so none of them is asked for"
-    report |= {"data": describe(data), "model": describe(model),
+    report |= {"data": describe(data), "model": describe(model, none="bundled speech LM"),
                "voice": chosen, "voice_note": note, "reference_voices": heldout_voices, "seed": seed,
                "batch_size": batch_size, "sampling": settings, "capped": capped[0]}
     report["markdown"] = format_tts_report(report)
