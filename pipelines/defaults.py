@@ -14,8 +14,8 @@ its codes and stored beside it without a `codec/` of their own:
 One LM per task because the measurements chose so (the model card, pipelines/assets/README.md): the LM stage that
 made speech intelligible made the music follow its captions less well. They are written by
 
-    python -m pipelines.defaults --codec runs/default/codec_gan/final \
-        --music-model runs/default/lm_music/final --speech-model runs/default/lm_aligned/final --fp16
+    python -m pipelines.defaults --codec runs/default/codec_gan/final --codec-fp16 --lm-fp16 music \
+        --music-model runs/default/lm_music/final --speech-model runs/default/lm_aligned/final
 
 (see scripts/default_models.sh); `--model DIR` installs one LM for both tasks.
 """
@@ -125,17 +125,22 @@ def load_lm(directory: str | os.PathLike, device: str | None = None) -> AudioLM:
 
 def install_defaults(codec: str | os.PathLike, models: Mapping[str, str | os.PathLike],
                      assets: str | os.PathLike = ASSETS, codec_dtype: torch.dtype | None = None,
-                     lm_dtype: torch.dtype | None = None) -> Path:
+                     lm_dtypes: Mapping[str, torch.dtype] | None = None) -> Path:
     """Make a codec folder and, for each task, a self-contained LM folder (trained on that codec's codes) the
     bundled defaults.
 
     models: {task: LM folder} for every task of `LM_TASKS` (the same folder for several is fine). Writes
     `assets/codec` and `assets/lm/<task>` (each LM without its `codec/` copy), each atomically; returns `assets`.
-    `codec_dtype`/`lm_dtype=torch.float16` store the weights in half the bytes (they load back as float32).
+    `codec_dtype=torch.float16` and `lm_dtypes={task: torch.float16}` store those weights in half the bytes (they
+    load back as float32); the others are stored as they are.
     """
     assets = Path(assets)
     if sorted(models) != sorted(LM_TASKS):
         raise ValueError(f"install_defaults needs an LM for each task {list(LM_TASKS)}, got {sorted(models)}")
+    lm_dtypes = dict(lm_dtypes or {})
+    if not set(lm_dtypes) <= set(LM_TASKS):
+        unknown = sorted(set(lm_dtypes) - set(LM_TASKS))
+        raise ValueError(f"lm_dtypes names tasks {unknown}; the tasks are {list(LM_TASKS)}")
     codec_model = RVQCodec.from_pretrained(codec)
     lms = {task: load_lm(model) for task, model in models.items()}
     for task, lm in lms.items():
@@ -148,7 +153,7 @@ def install_defaults(codec: str | os.PathLike, models: Mapping[str, str | os.Pat
         codec_model.save_pretrained(tmp, dtype=codec_dtype)
     with atomic_folder(assets / "lm") as tmp:
         for task, lm in lms.items():
-            lm.save_pretrained(tmp / task, dtype=lm_dtype)
+            lm.save_pretrained(tmp / task, dtype=lm_dtypes.get(task))
     default_codec.cache_clear()
     default_lm.cache_clear()
     return assets
@@ -161,7 +166,9 @@ def main(argv: list[str] | None = None) -> None:
     for task in LM_TASKS:
         parser.add_argument(f"--{task}-model", help=f"the LM folder for task={task!r} (instead of --model)")
     parser.add_argument("--fp16", action="store_true", help="store every weight as float16 (half the size)")
-    parser.add_argument("--codec-fp16", action="store_true", help="store only the codec's weights as float16")
+    parser.add_argument("--codec-fp16", action="store_true", help="store the codec's weights as float16")
+    parser.add_argument("--lm-fp16", nargs="+", choices=LM_TASKS, default=[], metavar="TASK",
+                        help=f"store the LM of these tasks {list(LM_TASKS)} as float16")
     args = parser.parse_args(argv)
     models = {task: getattr(args, f"{task}_model") or args.model for task in LM_TASKS}
     missing = [task for task, model in models.items() if model is None]
@@ -169,7 +176,7 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"no LM for task(s) {missing}: pass --model DIR, or --{missing[0]}-model DIR")
     half = torch.float16
     assets = install_defaults(args.codec, models, codec_dtype=half if args.fp16 or args.codec_fp16 else None,
-                              lm_dtype=half if args.fp16 else None)
+                              lm_dtypes={task: half for task in LM_TASKS if args.fp16 or task in args.lm_fp16})
     print(f"installed the default models in {assets}")
 
 

@@ -76,7 +76,7 @@ for stage in $stages; do
         --data "$RUNS/codes/music" --out "$RUNS/lm_music" --max-steps "$LM_MUSIC_STEPS" $resume ;;
     install)
       .venv/bin/python -m pipelines.defaults --codec "$RUNS/codec_gan/final" --music-model "$RUNS/lm_music/final" \
-        --speech-model "$RUNS/lm_aligned/final" --fp16 ;;
+        --speech-model "$RUNS/lm_aligned/final" --codec-fp16 --lm-fp16 music ;;
     eval)
       mkdir -p "$RUNS/eval"
       $RVQ eval-codec --data "$RUNS/data/speech" --max-clips 50 -o "$RUNS/eval/codec_speech.json"

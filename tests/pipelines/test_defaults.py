@@ -101,10 +101,13 @@ def test_install_defaults_writes_an_lm_per_task_beside_the_codec_and_refuses_a_m
                                                                            "text_tokenizer.model"]
     assert RVQCodec.from_pretrained(assets / "codec").fingerprint == default_codec().fingerprint
     half = install_defaults(DEFAULT_CODEC_DIR, models, assets=tmp_path / "half", codec_dtype=torch.float16,
-                            lm_dtype=torch.float16)
+                            lm_dtypes={"music": torch.float16})
     size = lambda a, *part: a.joinpath(*part, "model.safetensors").stat().st_size  # noqa: E731
     assert size(half, "codec") < 0.6 * size(assets, "codec")
-    assert size(half, "lm", "speech") < 0.6 * size(assets, "lm", "speech")
+    assert size(half, "lm", "music") < 0.6 * size(assets, "lm", "music")
+    assert size(half, "lm", "speech") == size(assets, "lm", "speech")  # stored as it was
+    with pytest.raises(ValueError, match=r"lm_dtypes names tasks \['sfx'\]"):
+        install_defaults(DEFAULT_CODEC_DIR, models, assets=tmp_path / "assets1", lm_dtypes={"sfx": torch.float16})
     assert next(RVQCodec.from_pretrained(half / "codec").parameters()).dtype == torch.float32
     with pytest.raises(ValueError, match=r"an LM for each task \['music', 'speech'\], got \['speech'\]"):
         install_defaults(DEFAULT_CODEC_DIR, {"speech": lm_dir}, assets=tmp_path / "assets1")
