@@ -32,7 +32,7 @@ from .codec_interface import AudioTokenizer
 from .config import AudioLMConfig
 from .model import AudioLMModel, AudioLMOutput, KVCache, PhonemeTrack
 from .phonemes import VOCAB_SIZE as PHONEME_VOCAB_SIZE
-from .phonemes import phoneme_ids, phonemize
+from .phonemes import text_phoneme_ids
 from .text import TextTokenizer
 
 PAD_FRAME = -1  # value of the frames after an item's end in a batch of generated codes
@@ -433,7 +433,7 @@ class AudioLM:
         audio position."""
         if not self.has_phoneme_track:
             raise ValueError("this LM has no phoneme track (config.phoneme_vocab_size=0)")
-        ids = [phoneme_ids(phonemize(t)) if t is not None else [] for t in transcripts]
+        ids = [text_phoneme_ids(t) if t is not None else [] for t in transcripts]
         padded = torch.zeros(len(ids), max((len(i) for i in ids), default=0), dtype=torch.long)  # (B, P)
         for row, item in enumerate(ids):
             padded[row, :len(item)] = torch.tensor(item, dtype=torch.long)

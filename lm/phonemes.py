@@ -59,6 +59,11 @@ def phoneme_ids(phonemes: str) -> list[int]:
     return [ord(c) - _FIRST + 2 for c in phonemes if _FIRST <= ord(c) <= _LAST]
 
 
+def text_phoneme_ids(text: str, language: str = LANGUAGE) -> list[int]:
+    """`phoneme_ids(phonemize(text))`: the ids the phoneme track reads for a transcript."""
+    return phoneme_ids(phonemize(text, language))
+
+
 # ----------------------------------------------------------------------------------------- sounds and durations
 
 SILENT = frozenset("',% !?")  # stress marks, word boundaries and punctuation: no sound of their own

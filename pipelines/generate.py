@@ -29,7 +29,7 @@ import torch
 from tqdm.auto import tqdm
 
 from lm import AudioLM, GenerationConfig, PhonemeTrack, split_items
-from lm.phonemes import lay_out, phoneme_ids, phonemize
+from lm.phonemes import lay_out, phonemize, text_phoneme_ids
 from tokenizer.audio import load_audio, save_audio
 
 from .codec_files import read_codes
@@ -302,7 +302,7 @@ class _Request:
         if rate is None:
             raise ValueError("the LM has a phoneme track but no frames_per_phoneme in its config; train it with "
                              "speech (train-lm writes them)")
-        counts = [len(phoneme_ids(phonemize(text))) for text in self.texts]
+        counts = [len(text_phoneme_ids(text)) for text in self.texts]
         return self.lm.phoneme_track(self.texts, [max(1, round(n * rate)) for n in counts],
                                      [-prompt_frames] * len(self.texts))
 

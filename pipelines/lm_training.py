@@ -61,7 +61,7 @@ from lm import AudioLM, AudioLMConfig, AudioLMModel, TextTokenizer
 from lm.config import CODEC_FIELDS
 from lm.model import PhonemeTrack, codes_to_steps
 from lm.phonemes import VOCAB_SIZE as PHONEME_VOCAB_SIZE
-from lm.phonemes import phoneme_ids, phonemize
+from lm.phonemes import text_phoneme_ids
 from tokenizer import CheckpointError, RVQCodec
 from tokenizer.json_config import write_text_atomic
 # The run folder both trainers share: the same folder rules and atomic checkpoint swap.
@@ -508,7 +508,7 @@ def _speech_rates(examples: LMExamples) -> dict[str, float]:
         return {}
     transcripts = [examples.transcript(i) for i in where]
     with ThreadPoolExecutor(max_workers=4) as pool:  # espeak-ng runs in its own process
-        counts = list(pool.map(lambda t: len(phoneme_ids(phonemize(t))), transcripts))
+        counts = list(pool.map(lambda t: len(text_phoneme_ids(t)), transcripts))
     rates: dict[str, list[float]] = {"": []}
     for i, count in zip(where, counts):
         if count:
