@@ -71,7 +71,7 @@ def default_lm(task: str = "music") -> AudioLM:
 
 @lru_cache(maxsize=len(LM_TASKS))
 def _load_default_lm(task: str) -> AudioLM:
-    directory = default_lm_dir(task)
+    directory = DEFAULT_LM_DIR / task  # a task default_lm has checked
     if not (directory / "config.json").is_file():
         raise CheckpointError(
             f"no bundled LM for task={task!r} at {directory}: this build of rvqaudio ships none yet. Pass a model "
