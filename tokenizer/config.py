@@ -88,6 +88,10 @@ class CodecTrainingConfig(JsonConfig):
     freeze_codes: bool = False
     disc_filters: int = 32
     disc_n_ffts: tuple[int, ...] = (1024, 512, 256)
+    # HiFi-GAN's multi-period discriminator beside the MS-STFT one: one sub-discriminator per period (HiFi-GAN
+    # and Vocos use 2, 3, 5, 7, 11), its widths grow from `period_disc_filters`. Empty: MS-STFT only.
+    disc_periods: tuple[int, ...] = ()
+    period_disc_filters: int = 32
     mixed_precision: str = "no"
     seed: int = 0
     log_every: int = 50
@@ -108,8 +112,14 @@ class CodecTrainingConfig(JsonConfig):
                f"training.mixed_precision must be 'no', 'fp16' or 'bf16', got {self.mixed_precision!r}")
         _check(len(self.disc_n_ffts) >= 1 and all(n >= 16 for n in self.disc_n_ffts),
                f"training.disc_n_ffts must list FFT sizes >= 16, got {self.disc_n_ffts!r}")
+        _check(all(isinstance(p, int) and p >= 1 for p in self.disc_periods)
+               and len(set(self.disc_periods)) == len(self.disc_periods),
+               f"training.disc_periods must list distinct integer periods >= 1, got {list(self.disc_periods)!r}")
+        _check(isinstance(self.period_disc_filters, int) and self.period_disc_filters >= 1,
+               f"training.period_disc_filters must be an integer >= 1, got {self.period_disc_filters!r}")
         self.betas = tuple(self.betas)
         self.disc_n_ffts = tuple(self.disc_n_ffts)
+        self.disc_periods = tuple(self.disc_periods)
 
 
 @dataclass

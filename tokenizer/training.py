@@ -15,9 +15,9 @@ processes and of intra-op threads (reductions are summed in a different order ot
 
 Stages: steps `[0, adversarial_start_step)` train on reconstruction only (multi-scale mel + multi-resolution
 STFT + commitment/codebook losses, plus the phase-aware compressed complex STFT loss when `complex_weight` > 0);
-from `adversarial_start_step` on, each step first updates the MS-STFT
-discriminator (hinge loss on the detached reconstruction), then the codec with the added hinge and
-feature-matching losses against the updated discriminator. Loss weights are fixed, from `config.training`.
+from `adversarial_start_step` on, each step first updates the discriminator (EnCodec's MS-STFT-D, plus HiFi-GAN's
+multi-period one when `training.disc_periods` lists periods; hinge loss on the detached reconstruction), then the
+codec with the added hinge and feature-matching losses against the updated discriminator. Loss weights are fixed, from `config.training`.
 
 Decoder fine-tuning (`training.freeze_codes`, from a trained codec passed as `init_from`): the encoder and the
 quantizer's codebooks stay as they are (no gradients, no EMA updates, no dead-code replacement) while quantizer
@@ -60,7 +60,7 @@ from tqdm.auto import tqdm
 from .checkpoint import load_checkpoint
 from .config import CodecConfig, CodecTrainingConfig
 from .data import AudioCrops
-from .discriminator import MultiScaleSTFTDiscriminator
+from .discriminator import CodecDiscriminator
 from .errors import CheckpointError
 from .losses import (CompressedComplexSTFTLoss, MultiResolutionSTFTLoss, MultiScaleMelLoss, discriminator_hinge_loss,
                      feature_matching_loss, generator_hinge_loss)
@@ -161,7 +161,7 @@ def fit_codec(config: CodecConfig, data: str | os.PathLike | list[str | os.PathL
     accelerator.register_for_checkpointing(sched_g)
     disc = opt_d = sched_d = None
     if adversarial_from is not None:
-        disc = MultiScaleSTFTDiscriminator.from_config(config)
+        disc = CodecDiscriminator.from_config(config)
         opt_d = torch.optim.AdamW(disc.parameters(), lr=tc.discriminator_learning_rate, betas=tc.betas)
         sched_d = torch.optim.lr_scheduler.LambdaLR(opt_d, _lr_factor(tc, total))
         disc, opt_d = prepare(accelerator, disc, opt_d)

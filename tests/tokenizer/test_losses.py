@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from tokenizer import AudioInputError, CodecConfig
-from tokenizer.discriminator import MultiScaleSTFTDiscriminator
+from tokenizer.discriminator import CodecDiscriminator, MultiPeriodDiscriminator, MultiScaleSTFTDiscriminator
 from tokenizer.losses import (CompressedComplexSTFTLoss, MultiResolutionSTFTLoss, MultiScaleMelLoss,
                               discriminator_hinge_loss, feature_matching_loss, generator_hinge_loss)
 
@@ -144,3 +144,52 @@ def test_discriminator_from_config_and_items_are_independent():
         torch.testing.assert_close(batched[1:], alone, rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="at least 512 samples"):
         disc(torch.zeros(1, 1, 500))
+
+
+@pytest.mark.parametrize("channels", [1, 2])
+def test_period_discriminator_shapes_and_gradient_to_the_input(channels):
+    torch.manual_seed(0)
+    disc = MultiPeriodDiscriminator(channels=channels, filters=2, periods=(2, 3, 5))
+    x = _clip(batch=3, channels=channels, seconds=0.1).requires_grad_()  # 1600 samples
+    logits, features = disc(x)
+    assert len(logits) == len(features) == 3
+    for period, logit, feats in zip((2, 3, 5), logits, features):
+        rows = math.ceil(x.shape[-1] / period)
+        assert len(feats) == 5  # four stride-3 convs, one more
+        assert feats[0].shape == (3, 2, math.ceil(rows / 3), period)
+        assert [f.shape[1] for f in feats] == [2, 8, 32, 64, 64]
+        assert logit.shape[:2] == (3, 1) and logit.shape[3] == period
+    sum(logit.mean() for logit in logits).backward()
+    assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+
+
+def test_period_discriminator_sees_each_phase_of_its_period_apart():
+    # A column of the folded input holds samples period apart: changing one sample changes one column's logits.
+    torch.manual_seed(0)
+    disc = MultiPeriodDiscriminator(filters=2, periods=(4,)).eval()
+    x = _clip(batch=1, seconds=0.1)
+    changed = x.clone()
+    changed[..., 801] += 1.0  # 801 = 4 * 200 + 1: column 1
+    (before,), _ = disc(x)
+    (after,), _ = disc(changed)
+    moved = (before - after).abs().amax(dim=(0, 1, 2))
+    assert moved[1] > 0 and moved[[0, 2, 3]].max() == 0
+
+
+def test_codec_discriminator_adds_the_periods_after_the_stft_scales():
+    config = CodecConfig(sample_rate=SR, training={"disc_filters": 4, "disc_n_ffts": [256, 128],
+                                                   "disc_periods": [2, 3], "period_disc_filters": 2})
+    disc = CodecDiscriminator.from_config(config).eval()
+    x = _clip(batch=2, seconds=0.1)
+    logits, features = disc(x)
+    assert len(logits) == len(features) == 4
+    stft_logits, _ = disc.stft(x)
+    period_logits, _ = disc.period(x)
+    for got, want in zip(logits, stft_logits + period_logits):
+        torch.testing.assert_close(got, want)
+    single, _ = disc(x[1:])
+    for batched, alone in zip(logits, single):
+        torch.testing.assert_close(batched[1:], alone, rtol=1e-5, atol=1e-6)
+    assert CodecDiscriminator.from_config(CodecConfig(sample_rate=SR)).period is None  # no periods: MS-STFT only
+    with pytest.raises(ValueError, match="disc_periods"):
+        CodecConfig(sample_rate=SR, training={"disc_periods": [2, 2]})

@@ -69,6 +69,9 @@ def test_presets_load_and_have_the_advertised_rates():
     tuning = CodecConfig.from_json_file(REPO / "configs" / "codec_spectral_small_decoder_gan.json")
     assert tuning.fingerprint == spectral.fingerprint and tuning.training.freeze_codes
     assert tuning.training.adversarial_start_step == 0
+    periods = CodecConfig.from_json_file(REPO / "configs" / "codec_spectral_small_decoder_mpd.json")
+    assert periods.fingerprint == spectral.fingerprint and periods.training.freeze_codes
+    assert periods.training.disc_periods == (2, 3, 5, 7, 11)
     # EnCodec 24 kHz's bandwidths are the prefixes of 2, 4, 8, 16 and 32 codebooks.
     assert [big.bitrate(k) for k in (2, 4, 8, 16, 32)] == pytest.approx([1.5, 3.0, 6.0, 12.0, 24.0])
 
@@ -218,7 +221,9 @@ def test_a_tiny_codec_overfits_one_clip(tmp_path):
 
 @pytest.mark.slow
 def test_an_interrupted_run_resumes_to_the_same_weights(tmp_path, corpus, monkeypatch):
-    config = tiny(max_steps=8, adversarial_start_step=3, save_every=4, log_every=1)
+    # With both discriminators: the MS-STFT one and the multi-period one.
+    config = tiny(max_steps=8, adversarial_start_step=3, save_every=4, log_every=1, disc_periods=(2, 3),
+                  period_disc_filters=2)
     whole = train_codec(config, corpus, tmp_path / "whole")
 
     # The second run dies while computing step 7, after its checkpoint at step 4 and before the next one.
@@ -279,7 +284,8 @@ def test_decoder_fine_tuning_keeps_every_code_and_changes_only_the_decoder(tmp_p
     with pytest.raises(ValueError, match="init_from"):
         train_codec(tiny(max_steps=2, freeze_codes=True), corpus, tmp_path / "no_init")
 
-    config = tiny(max_steps=4, adversarial_start_step=0, freeze_codes=True, save_every=2, log_every=1)
+    config = tiny(max_steps=4, adversarial_start_step=0, freeze_codes=True, save_every=2, log_every=1,
+                  disc_periods=(2, 3, 5), period_disc_filters=2)
     tuned = train_codec(config, corpus, tmp_path / "tuned", init_from=start)
     before, after = RVQCodec.from_pretrained(start), RVQCodec.from_pretrained(tuned)
     assert after.fingerprint == before.fingerprint
