@@ -5,7 +5,7 @@
 # each stage produced, how long it took on a 2-core CPU and the figures of the evaluation stage.
 #
 #   scripts/default_models.sh                # everything, into runs/default (RUNS=... to move it)
-#   scripts/default_models.sh eval           # one stage: data, codec, decoder, tokenize, lm, lm-more, lm-more2,
+#   scripts/default_models.sh eval           # one stage: data, codec, decoder, decoder-periods, tokenize, lm, lm-more, lm-more2,
 #                                            # lm-phonemes, lm-aligned (the speech LM), lm-music (the music LM),
 #                                            # install, eval
 set -euo pipefail
@@ -16,6 +16,7 @@ HOURS=${HOURS:-4}                    # hours of speech and of music
 CODEC_CONFIG=${CODEC_CONFIG:-configs/codec_spectral_small.json}
 CODEC_STEPS=${CODEC_STEPS:-4000}     # the config's max_steps; its LR cools down over the last 1000
 DECODER_STEPS=${DECODER_STEPS:-2000} # decoder fine-tuning with the adversarial stage, codes fixed
+DECODER2_STEPS=${DECODER2_STEPS:-2000} # and again with the multi-period discriminator added
 LM_STEPS=${LM_STEPS:-900}           # of configs/lm_train_base.json
 LM_MORE_STEPS=${LM_MORE_STEPS:-900} # continued training, configs/lm_train_base_continue.json
 LM_MORE2_STEPS=${LM_MORE2_STEPS:-2000} # and again, speech cropped from its start: configs/lm_train_base_continue2.json
@@ -23,7 +24,7 @@ LM_PHONEME_STEPS=${LM_PHONEME_STEPS:-2600} # with an aligned phoneme track for s
 LM_ALIGNED_STEPS=${LM_ALIGNED_STEPS:-1800} # the track placed by a forced alignment: configs/lm_train_aligned.json
 LM_MUSIC_STEPS=${LM_MUSIC_STEPS:-1000} # from lm-phonemes on music alone: configs/lm_train_music.json
 NUM_PROC=${NUM_PROC:-2}
-stages=${1:-data codec decoder tokenize lm lm-more lm-more2 lm-phonemes lm-aligned lm-music install eval}
+stages=${1:-data codec decoder decoder-periods tokenize lm lm-more lm-more2 lm-phonemes lm-aligned lm-music install eval}
 
 for stage in $stages; do
   echo "=== $stage ($(date -u +%H:%M:%S))"
@@ -42,6 +43,11 @@ for stage in $stages; do
       resume=$([ -d "$RUNS/codec_gan/checkpoint" ] && echo --resume || true)
       $RVQ train-codec --config configs/codec_spectral_small_decoder_gan.json --init-from "$RUNS/codec/final" \
         --data "$RUNS/data/speech" "$RUNS/data/music" --out "$RUNS/codec_gan" --max-steps "$DECODER_STEPS" $resume ;;
+    decoder-periods)
+      # The same, from the decoder stage, with HiFi-GAN's multi-period discriminator beside the MS-STFT one.
+      resume=$([ -d "$RUNS/codec_mpd/checkpoint" ] && echo --resume || true)
+      $RVQ train-codec --config configs/codec_spectral_small_decoder_mpd.json --init-from "$RUNS/codec_gan/final" \
+        --data "$RUNS/data/speech" "$RUNS/data/music" --out "$RUNS/codec_mpd" --max-steps "$DECODER2_STEPS" $resume ;;
     tokenize)
       for kind in speech music; do
         $RVQ tokenize "$RUNS/data/$kind" -o "$RUNS/codes/$kind" --codec "$RUNS/codec/final" \
@@ -75,7 +81,7 @@ for stage in $stages; do
       $RVQ finetune --model "$RUNS/lm_phonemes/final" --training-config configs/lm_train_music.json \
         --data "$RUNS/codes/music" --out "$RUNS/lm_music" --max-steps "$LM_MUSIC_STEPS" $resume ;;
     install)
-      .venv/bin/python -m pipelines.defaults --codec "$RUNS/codec_gan/final" --music-model "$RUNS/lm_music/final" \
+      .venv/bin/python -m pipelines.defaults --codec "$RUNS/codec_mpd/final" --music-model "$RUNS/lm_music/final" \
         --speech-model "$RUNS/lm_aligned/final" --codec-fp16 --lm-fp16 music ;;
     eval)
       mkdir -p "$RUNS/eval"
@@ -86,7 +92,7 @@ for stage in $stages; do
         $RVQ train-music-classifier --data "$RUNS/data/music" -o "$RUNS/eval/classifier"
       $RVQ eval-music --data "$RUNS/data/music" --classifier "$RUNS/eval/classifier" --max-clips 50 --seed 0 \
         -o "$RUNS/eval/music.json" ;;
-    *) echo "unknown stage $stage (stages: data codec decoder tokenize lm lm-more lm-more2 lm-phonemes lm-aligned lm-music install eval)" >&2
+    *) echo "unknown stage $stage (stages: data codec decoder decoder-periods tokenize lm lm-more lm-more2 lm-phonemes lm-aligned lm-music install eval)" >&2
        exit 2 ;;
   esac
 done
