@@ -219,7 +219,9 @@ def build_parser() -> argparse.ArgumentParser:
         "eval-music", help="caption adherence (family, tempo) and Frechet distance of generated music",
         description="Generate a clip for each held-out caption with the LM of --model (default: the bundled music LM) "
                     "and score it: instrument family by the classifier, tempo against the caption's, and the "
-                    "Frechet distance to the held-out renders; the renders' own figures are reported beside. "
+                    "Frechet distance to the held-out renders; the renders' own figures are reported beside, and "
+                    "those of the renders after a round trip through the LM's codec (what any LM on its codes can "
+                    "reach). "
                     "--references-only scores the renders alone and generates nothing.")
     p.add_argument("--data", required=True, help="music dataset folder written by `rvqaudio data music`")
     p.add_argument("--classifier", required=True, help="folder written by train-music-classifier")

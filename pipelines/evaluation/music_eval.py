@@ -33,6 +33,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from lm import AudioLM
+from lm.codec_interface import AudioTokenizer
 
 from .data import check_count, describe, iter_audio, load_split, write_report
 from .metrics import (FEATURE_DIM, FEATURE_N_MELS, FEATURE_SAMPLE_RATE, audio_features,
@@ -409,6 +410,7 @@ def evaluate_music_references(
     max_clips: int | None = None,
     output: str | os.PathLike | None = None,
     progress: bool = True,
+    codec: AudioTokenizer | None = None,
 ) -> dict[str, Any]:
     """The music measures on real held-out renders standing in for generations: the ceiling a generator can reach.
 
@@ -416,7 +418,10 @@ def evaluate_music_references(
     accuracy and tempo-estimator accuracy on real music), with two Fréchet distances in place of the trivial 0:
     `frechet_distance_halves` (even vs odd clips of `split`: the sampling floor at half the set size) and
     `frechet_distance_train` (`split` vs as many clips of "train", another SoundFont; absent without a train
-    split). Written as JSON to `output` when given.
+    split). With a `codec`, `through_codec` holds the same measures for the renders after a round trip through it
+    (encode, decode with every codebook), its Fréchet distance against the renders themselves: the ceiling of an LM
+    that speaks that codec's codes, since whatever the codec loses no LM can put back. Written as JSON to `output`
+    when given.
     """
     if not isinstance(classifier, FamilyClassifier):
         classifier = FamilyClassifier.from_pretrained(classifier)
@@ -433,9 +438,20 @@ def evaluate_music_references(
     if split != "train" and _has_split(data, "train"):
         train_feats, _ = clip_features(data, "train", len(feats), progress)
         report["frechet_distance_train"] = frechet_distance(np.concatenate(feats), np.concatenate(train_feats))
+    if codec is not None:
+        report["through_codec"] = evaluate_music(_round_trips(codec, generated, progress), feats, classifier,
+                                                 progress=progress)
     report["split"] = split
     write_report(output, report)
     return report
+
+
+def _round_trips(codec: AudioTokenizer, clips: Sequence[Generated], progress: bool) -> list[Generated]:
+    out = []
+    for wav, sr, meta in tqdm(clips, desc="codec round trip", disable=not progress, unit="clip"):
+        audio = codec.decode(codec.encode(wav[None] if wav.dim() == 2 else wav[None, None], sample_rate=sr))
+        out.append((audio[0], codec.sample_rate, meta))
+    return out
 
 
 def evaluate_music_lm(
@@ -487,7 +503,8 @@ def evaluate_music_lm(
         raise ValueError(f"duration={duration} s is more than this LM can generate ({lm.config.max_duration:g} s, "
                          f"max_audio_frames); pass --duration {lm.config.max_duration:g} or less")
     # The references first: they are quick, and they fail early on a split too small to score.
-    references = evaluate_music_references(data, classifier, split=split, max_clips=max_clips, progress=progress)
+    references = evaluate_music_references(data, classifier, split=split, max_clips=max_clips, progress=progress,
+                                           codec=lm.codec)
     batch_seeds = itertools.count(seed)
     ended: list[bool] = []
 
@@ -533,9 +550,13 @@ def format_music_report(report: dict[str, Any]) -> str:
     if generated is not None:
         lines.append(row("generated", generated, generated["frechet_distance"]))
     lines.append(row("held-out renders", references, references["frechet_distance_halves"]))
+    if "through_codec" in references:
+        through = references["through_codec"]
+        lines.append(row("held-out renders through the codec", through, through["frechet_distance"]))
     lines += ["", "Fréchet distance between audio_features windows (units², not comparable with FAD): generated "
               "vs the held-out renders of the same captions; held-out renders: even vs odd clips, the floor at "
-              "half this set size."]
+              "half this set size" + ("; through the codec: vs the renders themselves. The codec's row is the "
+                                      "ceiling of any LM on its codes." if "through_codec" in references else ".")]
     if "frechet_distance_train" in references:
         lines.append(f"Held-out renders vs as many train renders (another SoundFont): "
                      f"{references['frechet_distance_train']:.1f}.")

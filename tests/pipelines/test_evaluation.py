@@ -364,6 +364,35 @@ def test_evaluate_music_generation_calls_generate_in_batches(classifier, toy_mus
     assert refs["frechet_distance_train"] > 0
 
 
+class _LosslessCodec:
+    """A codec whose round trip gives back its input exactly: its 'codes' are the samples."""
+
+    sample_rate = 16000
+
+    def encode(self, wav, sample_rate=None):
+        assert wav.dim() == 3 and sample_rate == self.sample_rate
+        return wav
+
+    def decode(self, codes):
+        return codes
+
+
+class _SilencingCodec(_LosslessCodec):
+    def decode(self, codes):
+        return torch.zeros_like(codes)
+
+
+def test_music_references_through_a_codec_measure_what_it_loses(classifier, toy_music_dir):
+    # The toy renders are at the fake codec's rate (encode checks it), so the lossless round trip is exact.
+    refs = evaluate_music_references(toy_music_dir, classifier[0], progress=False, codec=_LosslessCodec())
+    through = refs["through_codec"]
+    assert through["family"] == refs["family"] and through["tempo"] == refs["tempo"]
+    assert through["frechet_distance"] == pytest.approx(0.0, abs=1e-6)  # against the renders themselves
+    silenced = evaluate_music_references(toy_music_dir, classifier[0], progress=False,
+                                         codec=_SilencingCodec())["through_codec"]
+    assert silenced["tempo"]["unmeasured"] == silenced["n"] and silenced["frechet_distance"] > 0
+
+
 def test_evaluate_music_counts_clips_too_short_or_silent_as_misses(classifier, toy_music_dir):
     from pipelines.evaluation.data import iter_audio, load_split
 
@@ -398,9 +427,12 @@ def test_eval_music_command_end_to_end(classifier, toy_music_dir, lm_dir, tmp_pa
     assert all(i["seconds"] <= 1.0 for i in gen["items"]) and 0.0 <= gen["ended_by_itself"] <= 1.0
     assert 0.0 <= gen["family"]["accuracy"] <= 1.0 and 0.0 <= gen["tempo"]["within_octave"] <= 1.0
     assert gen["frechet_distance"] is None or gen["frechet_distance"] >= 0
+    through = refs.pop("through_codec")  # the renders after a round trip through the LM's codec
     assert refs == json.loads(json.dumps(evaluate_music_references(toy_music_dir, classifier[0], max_clips=4,
                                                                    progress=False)))
     assert refs["family"]["accuracy"] == 1.0  # the ceiling, for context
+    assert through["n"] == 4 and [i["text"] for i in through["items"]] == list(rows["text"])
+    assert "| held-out renders through the codec |" in printed
 
     assert main(["eval-music", "--data", str(toy_music_dir), "--classifier", str(classifier[1]),
                  "--references-only", "--no-progress"]) == 0
