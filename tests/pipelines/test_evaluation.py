@@ -436,7 +436,16 @@ def test_eval_music_command_end_to_end(classifier, toy_music_dir, lm_dir, tmp_pa
 
     assert main(["eval-music", "--data", str(toy_music_dir), "--classifier", str(classifier[1]),
                  "--references-only", "--no-progress"]) == 0
-    assert "| held-out renders |" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "| held-out renders |" in printed and "through the codec" not in printed
+    assert main(["eval-music", "--data", str(toy_music_dir), "--classifier", str(classifier[1]),
+                 "--references-only", "--codec", str(lm_dir / "codec"), "--max-clips", "4", "--no-progress",
+                 "-o", str(tmp_path / "refs.json")]) == 0
+    assert "| held-out renders through the codec |" in capsys.readouterr().out
+    assert json.loads((tmp_path / "refs.json").read_text())["through_codec"] == through  # the LM's codec, as above
+    assert main(["eval-music", "--data", str(toy_music_dir), "--classifier", str(classifier[1]), "--model",
+                 str(lm_dir), "--codec", str(lm_dir / "codec")]) == 2
+    assert "--codec goes with --references-only" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["eval-music", "--data", str(toy_music_dir), "--classifier", str(classifier[1]), "--references-only",
               "--model", str(lm_dir)])
