@@ -10,7 +10,7 @@ It depends only on the narrow codec interface in `lm.codec_interface`.
 from .codec_interface import AudioTokenizer
 from .config import AudioLMConfig
 from .generation import PAD_FRAME, AudioLM, GenerationConfig, sample_logits, split_items
-from .model import AudioLMModel, AudioLMOutput, PhonemeTrack
+from .model import AudioLMModel, AudioLMOutput, BeatTrack, PhonemeTrack
 from .patterns import (
     CoarseFirstPattern,
     CodebookPattern,
@@ -34,6 +34,7 @@ __all__ = [
     "GenerationConfig",
     "PAD_FRAME",
     "ParallelPattern",
+    "BeatTrack",
     "PhonemeTrack",
     "TextTokenizer",
     "build_pattern",

@@ -59,6 +59,9 @@ class AudioLMConfig(PreTrainedConfig):
     # the width in phonemes of the convolution that gives each frame its neighbours (odd).
     phoneme_vocab_size: int = 0
     phoneme_kernel: int = 15
+    # Beat track (music): each audio position adds features of the requested tempo's beat phase at its frame
+    # (`BeatTrack`); False turns it off.
+    beat_track: bool = False
     # Text side, filled from the TextTokenizer.
     text_vocab_size: int | None = None
     null_condition_ids: list[int] | None = None  # text ids kept in the null condition (task tags, eos)
@@ -102,6 +105,8 @@ class AudioLMConfig(PreTrainedConfig):
             raise ValueError(f"phoneme_vocab_size must be 0 (no phoneme track) or an integer >= 2, got "
                              f"{self.phoneme_vocab_size!r}")
         positive_int("phoneme_kernel")
+        if not isinstance(self.beat_track, bool):
+            raise ValueError(f"beat_track must be true or false, got {self.beat_track!r}")
         if self.phoneme_kernel % 2 == 0:
             raise ValueError(f"phoneme_kernel must be odd (centred on each frame's phoneme), got {self.phoneme_kernel}")
         if self.text_vocab_size is not None:

@@ -30,10 +30,10 @@ import torch
 
 from .codec_interface import AudioTokenizer
 from .config import AudioLMConfig
-from .model import AudioLMModel, AudioLMOutput, KVCache, PhonemeTrack
+from .model import AudioLMModel, AudioLMOutput, BeatTrack, KVCache, PhonemeTrack
 from .phonemes import VOCAB_SIZE as PHONEME_VOCAB_SIZE
 from .phonemes import text_phoneme_ids
-from .text import TextTokenizer
+from .text import TextTokenizer, tempo_from_text
 
 PAD_FRAME = -1  # value of the frames after an item's end in a batch of generated codes
 
@@ -130,7 +130,8 @@ class Decoding:
 
     def __init__(self, model: AudioLMModel, text_ids: torch.Tensor, text_mask: torch.Tensor,
                  prompt: torch.Tensor | None, new_frames: int, config: GenerationConfig,
-                 phonemes: PhonemeTrack | None = None, min_frames: list[int] | None = None) -> None:
+                 phonemes: PhonemeTrack | None = None, min_frames: list[int] | None = None,
+                 beats: BeatTrack | None = None) -> None:
         cfg = model.config
         self.model, self.config, self.pattern = model, config, model.pattern
         device = model.device
@@ -152,7 +153,7 @@ class Decoding:
         self.first_end_steps = torch.tensor([first_end_step(f) for f in floors], device=device)  # (B,)
         self.text_ids, self.text_mask = text_ids.to(device), text_mask.to(device)
         self.prompt = None if prompt is None else prompt.to(device)
-        self.phonemes = phonemes
+        self.phonemes, self.beats = phonemes, beats
         # Provisional length of each item (max_frames) until codebook 0 says where it ends.
         self.lengths = [self.max_frames] * B  # frames + the end frame
         self.frames = torch.full((B, K, self.max_frames - 1), PAD_FRAME, dtype=torch.long, device=device)
@@ -264,9 +265,9 @@ class Decoding:
             text_ids = torch.cat([text_ids, text_ids])
             text_mask = torch.cat([text_mask, model.null_condition(self.text_ids, self.text_mask)])
         rows = text_ids.shape[0]
-        features = None  # the phoneme track's additions at every audio position, (rows, num_steps + 1, D)
-        if self.phonemes is not None:
-            features = model.phoneme_features(self.phonemes, self.num_steps + 1)
+        # The tracks' additions at every audio position, (rows, num_steps + 1, D); the unconditional rows get none.
+        features = model.step_features(self.num_steps + 1, self.phonemes, self.beats)
+        if features is not None:
             if self.config.uses_guidance:
                 features = torch.cat([features, torch.zeros_like(features)])
         # Steps before the first one with a frame to sample hold only prompt frames: one prefill pass.
@@ -363,13 +364,27 @@ class AudioLM:
         trained with phonemes."""
         if self.has_phoneme_track:
             raise ValueError("this LM already has a phoneme track")
+        return self._with_new_weights("phoneme_", phoneme_vocab_size=PHONEME_VOCAB_SIZE, phoneme_kernel=kernel)
+
+    def with_beat_track(self) -> AudioLM:
+        """A copy of this LM with a beat track added (see `lm.model`): every trained weight is kept, and the
+        track's projection starts at zero, so the copy generates exactly what this LM does until it is trained
+        with tempos."""
+        if self.has_beat_track:
+            raise ValueError("this LM already has a beat track")
+        return self._with_new_weights("beat_", beat_track=True)
+
+    def _with_new_weights(self, prefix: str, **config_changes) -> AudioLM:
+        """A copy of this LM with `config_changes` applied: every trained weight is kept, and the new weights (all
+        named `prefix`...) are freshly initialised."""
         config = copy.deepcopy(self.config)
-        config.phoneme_vocab_size, config.phoneme_kernel = PHONEME_VOCAB_SIZE, kernel
+        for name, value in config_changes.items():
+            setattr(config, name, value)
         config._validate()
         model = AudioLMModel(config).to(device=self.device, dtype=self.model.dtype)
         missing, unexpected = model.load_state_dict(self.model.state_dict(), strict=False)
-        if unexpected or not all(name.startswith("phoneme_") for name in missing):
-            raise RuntimeError(f"adding a phoneme track changed other weights: missing {missing}, unexpected "
+        if unexpected or not all(name.startswith(prefix) for name in missing):
+            raise RuntimeError(f"adding {prefix}* weights changed other weights: missing {missing}, unexpected "
                                f"{unexpected}")
         model.train(self.model.training)
         return AudioLM(model, self.text_tokenizer, self.codec)
@@ -424,6 +439,23 @@ class AudioLM:
     def has_phoneme_track(self) -> bool:
         return bool(self.config.phoneme_vocab_size)
 
+    @property
+    def has_beat_track(self) -> bool:
+        return bool(getattr(self.config, "beat_track", False))
+
+    def beat_track(self, texts: list[str], tasks: list[str | None] | str | None, frame_offset=None) -> BeatTrack:
+        """The beat track of a batch: the tempo each music text names (`lm.text.tempo_from_text`; rows of
+        other tasks, and captions that name none, get no tempo). `frame_offset` (ints [B], None: 0) is the frame of
+        each item's first audio position; the first beat falls on frame 0."""
+        if not self.has_beat_track:
+            raise ValueError("this LM has no beat track (config.beat_track=false)")
+        tasks = [tasks] * len(texts) if tasks is None or isinstance(tasks, str) else list(tasks)
+        if len(tasks) != len(texts):
+            raise ValueError(f"got {len(tasks)} tasks for {len(texts)} texts")
+        bpm = [(tempo_from_text(text) or 0.0) if task == "music" else 0.0 for text, task in zip(texts, tasks)]
+        offset = None if frame_offset is None else torch.as_tensor(frame_offset, dtype=torch.long).reshape(-1)
+        return BeatTrack(torch.tensor(bpm, dtype=torch.float32), offset)
+
     def phoneme_track(self, transcripts: list[str | None], total_frames, frame_offset=None,
                       starts: list | None = None) -> PhonemeTrack:
         """The aligned phoneme track of a batch: each transcript (None: no track for that row, e.g. music)
@@ -456,19 +488,21 @@ class AudioLM:
     # -- training -------------------------------------------------------------------------------------------
 
     def loss(self, texts: list[str], codes: torch.Tensor, code_lengths: torch.Tensor | None = None,
-             task: str | list[str] | None = None, phonemes: PhonemeTrack | None = None) -> AudioLMOutput:
+             task: str | list[str] | None = None, phonemes: PhonemeTrack | None = None,
+             beats: BeatTrack | None = None) -> AudioLMOutput:
         """Teacher-forced loss of texts -> codes LongTensor[B, K, T] (code_lengths [B]: real frames per item),
-        with the aligned phoneme track `phonemes` if given."""
+        with the aligned phoneme track `phonemes` and the beat track `beats` if given."""
         text_ids, text_mask = self.encode_texts(texts, task)
         device = self.device
         lengths = None if code_lengths is None else code_lengths.to(device)
-        return self.model(text_ids.to(device), text_mask.to(device), codes.to(device), lengths, phonemes)
+        return self.model(text_ids.to(device), text_mask.to(device), codes.to(device), lengths, phonemes, beats)
 
     # -- generation -----------------------------------------------------------------------------------------
 
     def generate(self, texts: list[str], config: GenerationConfig, audio_prompt: torch.Tensor | None = None,
                  prompt_fingerprint: str | None = None, phonemes: PhonemeTrack | None = None,
-                 min_frames: Sequence[int] | torch.Tensor | None = None) -> torch.Tensor:
+                 min_frames: Sequence[int] | torch.Tensor | None = None, beats: BeatTrack | None = None
+                 ) -> torch.Tensor:
         """Generate codes LongTensor[B, k, T] for `texts` (k = config.num_codebooks or K).
 
         T is the longest item's length, at most round(config.duration * frame_rate) frames; an item that ends
@@ -480,20 +514,22 @@ class AudioLM:
         `phoneme_track`, its frames counted from the prompt's first) conditions speech on aligned phonemes.
         `min_frames` (one int per text) holds back each item's end of audio until that many new frames, where it
         is more than `config.min_duration` (e.g. each text's laid-out phonemes, `PhonemeTrack.total_frames`).
+        `beats` (from `beat_track`, its frames counted from the prompt's first) conditions music on a tempo.
         """
-        decoding = self._start(texts, config, audio_prompt, prompt_fingerprint, phonemes, min_frames)
+        decoding = self._start(texts, config, audio_prompt, prompt_fingerprint, phonemes, min_frames, beats)
         for _ in decoding.run():
             pass
         return self._output(decoding, max(decoding.lengths) - 1 - decoding.prompt_frames)
 
     def stream(self, texts: list[str], config: GenerationConfig, audio_prompt: torch.Tensor | None = None,
                prompt_fingerprint: str | None = None, phonemes: PhonemeTrack | None = None,
-               min_frames: Sequence[int] | torch.Tensor | None = None) -> Iterator[torch.Tensor]:
+               min_frames: Sequence[int] | torch.Tensor | None = None, beats: BeatTrack | None = None
+               ) -> Iterator[torch.Tensor]:
         """Like `generate`, but yield codes LongTensor[B, k, t_new] as soon as the pattern has completed them.
 
         Concatenating the chunks along the last axis gives what `generate` returns for the same arguments.
         """
-        decoding = self._start(texts, config, audio_prompt, prompt_fingerprint, phonemes, min_frames)
+        decoding = self._start(texts, config, audio_prompt, prompt_fingerprint, phonemes, min_frames, beats)
         sent = 0
         for ready in decoding.run():
             ready -= decoding.prompt_frames
@@ -507,7 +543,7 @@ class AudioLM:
 
     def _start(self, texts: list[str], config: GenerationConfig, audio_prompt: torch.Tensor | None,
                prompt_fingerprint: str | None, phonemes: PhonemeTrack | None = None,
-               min_frames: Sequence[int] | torch.Tensor | None = None) -> Decoding:
+               min_frames: Sequence[int] | torch.Tensor | None = None, beats: BeatTrack | None = None) -> Decoding:
         """Check every input against the model's limits, then set up a `Decoding`."""
         cfg = self.config
         if not isinstance(config, GenerationConfig):
@@ -535,11 +571,16 @@ class AudioLM:
                 raise ValueError("phonemes were given, but this LM has no phoneme track (config.phoneme_vocab_size=0)")
             if phonemes.ids.shape[0] != len(texts):
                 raise ValueError(f"the phoneme track has {phonemes.ids.shape[0]} rows for {len(texts)} texts")
+        if beats is not None:
+            if not self.has_beat_track:
+                raise ValueError("beats were given, but this LM has no beat track (config.beat_track=false)")
+            if beats.bpm.shape[0] != len(texts):
+                raise ValueError(f"the beat track has {beats.bpm.shape[0]} rows for {len(texts)} texts")
         if min_frames is not None:
             min_frames = torch.as_tensor(min_frames).reshape(-1).tolist()
             if len(min_frames) != len(texts) or not all(isinstance(f, int) and f >= 0 for f in min_frames):
                 raise ValueError(f"min_frames must hold one integer >= 0 per text ({len(texts)}), got {min_frames}")
-        return Decoding(self.model, text_ids, text_mask, prompt, new_frames, config, phonemes, min_frames)
+        return Decoding(self.model, text_ids, text_mask, prompt, new_frames, config, phonemes, min_frames, beats)
 
     def _check_prompt(self, prompt: torch.Tensor | None, fingerprint: str | None, batch_size: int) -> torch.Tensor | None:
         cfg = self.config

@@ -16,6 +16,11 @@ LM's behaviour). The text prefix alone leaves the model to discover where in the
 model on a CPU budget does not; the track tells it, and the window tells it what is around. Frames outside the
 utterance's phonemes get an end-of-phonemes feature.
 
+With `config.beat_track`, music also gets a beat track (`BeatTrack`): each audio position adds, through another
+zero-initialised projection, the cosine and sine of the requested tempo's beat phase at its frame at four rates
+(a bar of 4 beats, 2 beats, the beat, half a beat) and the tempo's octave relative to 120 bpm. A tempo in the
+caption's digits is a few text tokens the model must learn to turn into a period; the track hands it the period.
+
 Pre-norm blocks (RMSNorm), rotary positions, attention through `scaled_dot_product_attention`, and a key/value
 cache preallocated for the whole generation. Positions count only real tokens, so a left-padded text (or a
 null condition whose dropped tokens are masked) gives the same numbers as the unpadded sequence.
@@ -196,6 +201,38 @@ class PhonemeTrack:
                             self.frame_offset, self.starts)
 
 
+BEAT_RATES = (0.25, 0.5, 1.0, 2.0)  # cycles per beat of the beat track's sinusoids: a 4-beat bar .. half a beat
+BEAT_FEATURES = 2 * len(BEAT_RATES) + 1  # cos and sin per rate, and log2(bpm / 120)
+MIN_BPM, MAX_BPM = 20.0, 400.0
+
+
+@dataclass
+class BeatTrack:
+    """The requested tempo of each item, laid along its frames as beat phase (see the module docstring).
+
+    bpm: FloatTensor[B], beats per minute; 0 for a row without a tempo (speech, a caption that names none, a
+        dropped condition). The first beat falls on frame 0. frame_offset: LongTensor[B] or None (0), the frame of
+        the first audio position (the start of a training crop).
+    """
+
+    bpm: torch.Tensor
+    frame_offset: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        if self.bpm.dim() != 1:
+            raise ValueError(f"a BeatTrack needs bpm [B], got shape {list(self.bpm.shape)}")
+        if self.frame_offset is not None and self.frame_offset.shape != self.bpm.shape:
+            raise ValueError(f"frame_offset must have bpm's shape {list(self.bpm.shape)}, got "
+                             f"{list(self.frame_offset.shape)}")
+        real = self.bpm[self.bpm != 0]
+        if not bool(torch.isfinite(self.bpm).all()) or bool(((real < MIN_BPM) | (real > MAX_BPM)).any()):
+            raise ValueError(f"bpm must be 0 (no tempo) or in [{MIN_BPM:g}, {MAX_BPM:g}], got {self.bpm.tolist()}")
+
+    def without(self, drop: torch.Tensor) -> BeatTrack:
+        """The same track with the rows where drop BoolTensor[B] is True emptied (no tempo)."""
+        return BeatTrack(self.bpm.masked_fill(drop.to(self.bpm.device), 0.0), self.frame_offset)
+
+
 @dataclass
 class AudioLMOutput(ModelOutput):
     """loss: mean over codebooks of each codebook's cross-entropy (None when no targets).
@@ -233,11 +270,13 @@ class AudioLMModel(PreTrainedModel):
             self.phoneme_embedding = nn.Embedding(config.phoneme_vocab_size, D, padding_idx=PAD_ID)
             self.phoneme_conv = nn.Conv1d(D, D, config.phoneme_kernel, padding=config.phoneme_kernel // 2)
             self.phoneme_projection = nn.Linear(D, D, bias=False)
+        if config.beat_track:
+            self.beat_projection = nn.Linear(BEAT_FEATURES, D, bias=False)
         self.post_init()
 
     def _init_weights(self, module: nn.Module) -> None:
         super()._init_weights(module)
-        if module is getattr(self, "phoneme_projection", None):
+        if module is getattr(self, "phoneme_projection", None) or module is getattr(self, "beat_projection", None):
             nn.init.zeros_(module.weight)  # a new track changes nothing until it has learnt something
 
     # -- pieces ---------------------------------------------------------------------------------------------
@@ -259,6 +298,33 @@ class AudioLMModel(PreTrainedModel):
         """
         keep = torch.isin(text_ids, torch.tensor(self.config.null_condition_ids, device=text_ids.device))
         return text_mask & keep
+
+    def step_features(self, num_positions: int, phonemes: PhonemeTrack | None = None,
+                      beats: BeatTrack | None = None) -> torch.Tensor | None:
+        """What the tracks given add at audio positions 0..num_positions-1: FloatTensor[B, num_positions, D], or
+        None without tracks."""
+        features = None if phonemes is None else self.phoneme_features(phonemes, num_positions)
+        if beats is not None:
+            beat = self.beat_features(beats, num_positions)
+            features = beat if features is None else features + beat
+        return features
+
+    def beat_features(self, track: BeatTrack, num_positions: int) -> torch.Tensor:
+        """FloatTensor[B, num_positions, D]: what the beat track adds at audio positions 0.. (position s predicts
+        frame frame_offset + s); zeros for rows without a tempo."""
+        if not self.config.beat_track:
+            raise ValueError("this LM has no beat track (config.beat_track=false); pass beats=None")
+        bpm = track.bpm.to(self.device, torch.float64)
+        offset = torch.zeros_like(bpm, dtype=torch.long) if track.frame_offset is None else \
+            track.frame_offset.to(self.device)
+        frame = offset.unsqueeze(1) + torch.arange(num_positions, device=self.device)  # (B, S)
+        beats = frame.double() / self.config.frame_rate * bpm.unsqueeze(1) / 60.0  # (B, S) beats since frame 0
+        angle = 2 * torch.pi * beats.unsqueeze(2) * torch.tensor(BEAT_RATES, device=self.device, dtype=torch.float64)
+        octave = torch.log2(bpm.clamp(min=MIN_BPM) / 120.0)[:, None, None].expand(-1, num_positions, 1)
+        features = torch.cat([angle.cos(), angle.sin(), octave], dim=2)  # (B, S, BEAT_FEATURES)
+        keep = (bpm > 0).unsqueeze(1) & (frame >= 0)  # (B, S)
+        features = (features * keep.unsqueeze(2)).to(self.beat_projection.weight.dtype)
+        return self.beat_projection(features)
 
     def phoneme_features(self, track: PhonemeTrack, num_positions: int) -> torch.Tensor:
         """FloatTensor[B, num_positions, D]: what the track adds at audio positions 0.. (position s predicts frame
@@ -333,12 +399,13 @@ class AudioLMModel(PreTrainedModel):
     # -- uncached: whole sequences -------------------------------------------------------------------------
 
     def logits(self, text_ids: torch.Tensor, text_mask: torch.Tensor | None, step_inputs: torch.Tensor,
-               step_mask: torch.Tensor | None = None, phonemes: PhonemeTrack | None = None) -> torch.Tensor:
+               step_mask: torch.Tensor | None = None, phonemes: PhonemeTrack | None = None,
+               beats: BeatTrack | None = None) -> torch.Tensor:
         """Logits of every audio step, recomputed from scratch (no cache).
 
         text_ids LongTensor[B, L], text_mask BoolTensor[B, L] (None: all real), step_inputs LongTensor[B, K, S]
         with step_inputs[:, :, 0] the start step and step_inputs[:, :, s] = step s - 1, step_mask BoolTensor[B, S]
-        (None: all real), phonemes: the aligned phoneme track (None: none). Returns FloatTensor[B, K, S,
+        (None: all real), phonemes: the aligned phoneme track, beats: the beat track (None: none). Returns FloatTensor[B, K, S,
         codebook_size + 1]: position s predicts step s.
         """
         B, L = text_ids.shape
@@ -346,14 +413,16 @@ class AudioLMModel(PreTrainedModel):
         if step_mask is None:
             step_mask = torch.ones(B, step_inputs.shape[2], dtype=torch.bool, device=step_inputs.device)
         steps = self.embed_steps(step_inputs)  # (B, S, D)
-        if phonemes is not None:
-            steps = steps + self.phoneme_features(phonemes, step_inputs.shape[2])
+        features = self.step_features(step_inputs.shape[2], phonemes, beats)
+        if features is not None:
+            steps = steps + features
         hidden = torch.cat([self.text_embedding(text_ids), steps], dim=1)  # (B, L + S, D)
         hidden = self._run(hidden, torch.cat([text_mask, step_mask], dim=1), cache=None)
         return self._heads(hidden[:, L:])
 
     def forward(self, text_ids: torch.Tensor, text_mask: torch.Tensor | None, codes: torch.Tensor,
-                code_lengths: torch.Tensor | None = None, phonemes: PhonemeTrack | None = None) -> AudioLMOutput:
+                code_lengths: torch.Tensor | None = None, phonemes: PhonemeTrack | None = None,
+                beats: BeatTrack | None = None) -> AudioLMOutput:
         """Teacher-forced logits and the training loss for text -> codes pairs.
 
         text_ids LongTensor[B, L] and text_mask BoolTensor[B, L] (padding either side); codes LongTensor[B, K, T]
@@ -361,16 +430,17 @@ class AudioLMModel(PreTrainedModel):
         end-of-audio frame, are laid out by the pattern, and the loss is the cross-entropy of every filled slot
         (codes and end of audio; not empty slots, not padding), averaged per codebook, then over codebooks.
         In training mode each item's text is replaced by the null condition with probability
-        `config.condition_dropout` (its phonemes too).
+        `config.condition_dropout` (its phonemes and tempo too).
         """
         text_mask = torch.ones_like(text_ids, dtype=torch.bool) if text_mask is None else text_mask.bool()
         if self.training and self.config.condition_dropout > 0:
             drop = torch.rand(text_ids.shape[0], device=text_ids.device) < self.config.condition_dropout  # (B,)
             text_mask = torch.where(drop.unsqueeze(1), self.null_condition(text_ids, text_mask), text_mask)
             phonemes = None if phonemes is None else phonemes.without(drop)
+            beats = None if beats is None else beats.without(drop)
         steps, step_mask = codes_to_steps(codes, code_lengths, self.config, self.pattern)  # (B, K, S), (B, S)
         step_inputs = torch.cat([self.start_step(codes.shape[0]), steps[:, :, :-1]], dim=2)  # (B, K, S)
-        logits = self.logits(text_ids, text_mask, step_inputs, step_mask, phonemes)  # (B, K, S, V)
+        logits = self.logits(text_ids, text_mask, step_inputs, step_mask, phonemes, beats)  # (B, K, S, V)
         return step_loss(logits, steps, self.config)
 
     # -- cached: generation ----------------------------------------------------------------------------------
@@ -379,7 +449,7 @@ class AudioLMModel(PreTrainedModel):
                 cache: KVCache, step_features: torch.Tensor | None = None) -> torch.Tensor:
         """Run the text and the first step inputs [B, K, S0] into an empty cache; logits of the next step [B, K, V].
 
-        step_features FloatTensor[B, S0, D] (the phoneme track's, `phoneme_features`) are added to the steps."""
+        step_features FloatTensor[B, S0, D] (the tracks', `step_features`) are added to the steps."""
         steps = self.embed_steps(step_inputs)  # (B, S0, D)
         if step_features is not None:
             steps = steps + step_features

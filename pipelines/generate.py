@@ -88,7 +88,8 @@ def generate(prompt: str | list[str], *, task: str | None = "music", duration: f
         num_codebooks: as in `lm.GenerationConfig`. seed=None draws one (kept in the result).
     min_duration: seconds before the LM may end the audio. None: music plays for the whole `duration` (as
         MusicGen's does) and speech ends when the LM says the text is spoken, but, with an LM that has a phoneme
-        track, not before the phonemes laid out for it are (each text's own).
+        track, not before the phonemes laid out for it are (each text's own). With an LM that has a beat track,
+        music follows the tempo its caption names ("at 128 bpm", "96 beats per minute", "tempo 72").
     voice: task="speech" only; one of the LM's voices (`voices(model)`); None takes `default_voice(model)`.
     model: an `AudioLM` carrying its codec, a self-contained LM folder, or None for the bundled LM of the task.
     audio_prompt: audio to continue, the same for every text: a waveform FloatTensor[C, N] or [N] at the
@@ -275,8 +276,10 @@ class _Request:
         # Not before its phonemes are laid out: an LM that learned a silent lead-in with the end-of-phonemes feature
         # (an aligned track) would otherwise now and then end there, before saying anything.
         spoken = track.total_frames if track is not None and self.default_min_duration else None
+        # Music with an LM that has a beat track: the tempo each caption names, its first beat on the first frame.
+        beats = self.lm.beat_track(texts, self.config.task) if self.lm.has_beat_track else None
         chunks = self.lm.stream(texts, self.config, audio_prompt=prompt, prompt_fingerprint=self.prompt_fingerprint,
-                                phonemes=track, min_frames=spoken)
+                                phonemes=track, min_frames=spoken, beats=beats)
         with tqdm(total=self.max_frames, desc="generating", unit="frame", disable=not progress,
                   dynamic_ncols=True) as bar:
             for chunk in chunks:

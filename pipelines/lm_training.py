@@ -59,7 +59,7 @@ from tqdm.auto import tqdm
 
 from lm import AudioLM, AudioLMConfig, AudioLMModel, TextTokenizer
 from lm.config import CODEC_FIELDS
-from lm.model import PhonemeTrack, codes_to_steps
+from lm.model import BeatTrack, PhonemeTrack, codes_to_steps
 from lm.phonemes import VOCAB_SIZE as PHONEME_VOCAB_SIZE
 from lm.phonemes import text_phoneme_ids
 from tokenizer import CheckpointError, RVQCodec
@@ -136,6 +136,8 @@ def train_lm(config: str | os.PathLike | AudioLMConfig, data, out: str | os.Path
     config = copy.deepcopy(config) if isinstance(config, AudioLMConfig) else AudioLMConfig.from_preset(config)
     if tc.phoneme_track and not config.phoneme_vocab_size:
         config.phoneme_vocab_size = PHONEME_VOCAB_SIZE
+    if tc.beat_track:
+        config.beat_track = True
     if resume:
         saved = out / CHECKPOINT_DIR / LM_SUBDIR
         text_tokenizer = TextTokenizer.from_pretrained(saved)
@@ -184,6 +186,8 @@ def finetune(model: str | os.PathLike, data, out: str | os.PathLike, *,
     if tc.phoneme_track and not lm.has_phoneme_track:
         set_seed(tc.seed)  # the same new weights on every process
         lm = lm.with_phoneme_track()
+    if tc.beat_track and not lm.has_beat_track:
+        lm = lm.with_beat_track()  # its projection starts at zero: nothing random to agree on
     if lm.has_phoneme_track:
         lm.config.frames_per_phoneme = {**(getattr(lm.config, "frames_per_phoneme", None) or {}),
                                         **_speech_rates(train)}
@@ -326,19 +330,27 @@ class LMObjective(nn.Module):
     and process). Speech at 75 frames/s is mostly predictable from its own last frames, so a model can lower its
     loss while ignoring the phonemes; hiding some of those frames makes the track worth reading (Tacotron's
     always-on pre-net dropout does this for its attention). Targets do not change.
+
+    `beat_dropout`: in training mode, each item's beat track is left out with this probability (same generator),
+    its text kept, so that the LM also learns captions that name no tempo.
     """
 
-    def __init__(self, model: AudioLMModel, phoneme_input_dropout: float = 0.0) -> None:
+    def __init__(self, model: AudioLMModel, phoneme_input_dropout: float = 0.0, beat_dropout: float = 0.0) -> None:
         super().__init__()
         self.model = model
         self.phoneme_input_dropout = phoneme_input_dropout
+        self.beat_dropout = beat_dropout
 
     def forward(self, text_ids: torch.Tensor, text_mask: torch.Tensor, drop: torch.Tensor, codes: torch.Tensor,
-                code_lengths: torch.Tensor, cut: torch.Tensor, phonemes: PhonemeTrack | None = None
-                ) -> tuple[torch.Tensor, torch.Tensor]:
+                code_lengths: torch.Tensor, cut: torch.Tensor, phonemes: PhonemeTrack | None = None,
+                beats: BeatTrack | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         model, cfg = self.model, self.model.config
         text_mask = torch.where(drop.unsqueeze(1), model.null_condition(text_ids, text_mask), text_mask)
         phonemes = None if phonemes is None else phonemes.without(drop)
+        if beats is not None:
+            if self.training and self.beat_dropout > 0:
+                drop = drop.cpu() | (torch.rand(drop.shape[0]) < self.beat_dropout)
+            beats = beats.without(drop)
         steps, step_mask = codes_to_steps(codes, code_lengths, cfg, model.pattern)  # (B, K, S), (B, S)
         inputs = torch.cat([model.start_step(codes.shape[0]), steps[:, :, :-1]], dim=2)  # (B, K, S)
         if self.training and self.phoneme_input_dropout > 0 and phonemes is not None:
@@ -346,7 +358,7 @@ class LMObjective(nn.Module):
             hide = torch.rand(inputs.shape[0], 1, inputs.shape[2]) < self.phoneme_input_dropout  # (B, 1, S)
             hide = hide.to(inputs.device) & tracked.view(-1, 1, 1) & (inputs != cfg.pad_id)
             inputs = torch.where(hide, cfg.empty_id, inputs)
-        logits = model.logits(text_ids, text_mask, inputs, step_mask, phonemes)  # (B, K, S, V)
+        logits = model.logits(text_ids, text_mask, inputs, step_mask, phonemes, beats)  # (B, K, S, V)
         is_code, is_eos = steps < cfg.codebook_size, steps == cfg.eos_id
         mask = is_code | (is_eos & ~cut.view(-1, 1, 1))  # (B, K, S)
         targets = torch.where(is_eos, cfg.num_logits - 1, torch.where(is_code, steps, 0))
@@ -384,7 +396,7 @@ def _run(accelerator: Accelerator, lm: AudioLM, codec: RVQCodec, train: LMExampl
         set_seed(tc.seed)  # the adapters' initial weights
         peft_model = get_peft_model(lm.model, LoraConfig(r=tc.lora_rank, lora_alpha=tc.lora_alpha,
                                                          target_modules=LORA_TARGETS, lora_dropout=0.0))
-    objective = LMObjective(lm.model, tc.phoneme_input_dropout)  # with LoRA, lm.model holds the adapters
+    objective = LMObjective(lm.model, tc.phoneme_input_dropout, tc.beat_dropout)  # with LoRA, lm.model holds the adapters
     params = [p for p in objective.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(
         [{"params": [p for p in params if p.dim() >= 2], "weight_decay": tc.weight_decay},
@@ -418,7 +430,7 @@ def _run(accelerator: Accelerator, lm: AudioLM, codec: RVQCodec, train: LMExampl
             with sync:
                 nll, counted = wrapped(text_ids.to(device), text_mask.to(device), part.drop.to(device),
                                        part.codes.to(device), part.code_lengths.to(device), part.cut.to(device),
-                                       _phonemes(lm, part))
+                                       _phonemes(lm, part), _beats(lm, part))
                 expected = int(part.code_lengths.sum() + (~part.cut).sum())
                 if not bool((counted == expected).all()):
                     raise RuntimeError(f"the pattern laid out {counted.tolist()} targets per codebook, expected "
@@ -471,6 +483,14 @@ def _phonemes(lm: AudioLM, part) -> PhonemeTrack | None:
     if not lm.has_phoneme_track:
         return None
     return lm.phoneme_track(part.transcripts, part.total_frames, part.frame_offset, part.phoneme_starts)
+
+
+def _beats(lm: AudioLM, part) -> BeatTrack | None:
+    """The beat track of a collated batch (each music caption's tempo, from its crop's first frame), for an LM that
+    has one."""
+    if not lm.has_beat_track:
+        return None
+    return lm.beat_track(part.texts, part.tasks, part.frame_offset)
 
 
 def _align_phonemes(accelerator: Accelerator, lm: AudioLM, codec: RVQCodec, train: LMExamples, held: LMExamples,
@@ -542,7 +562,7 @@ def _evaluation_totals(accelerator: Accelerator, objective: LMObjective, lm: Aud
         with accelerator.autocast():
             nll, counted = objective(text_ids.to(device), text_mask.to(device), part.drop.to(device),
                                      part.codes.to(device), part.code_lengths.to(device), part.cut.to(device),
-                                     _phonemes(lm, part))
+                                     _phonemes(lm, part), _beats(lm, part))
         totals += torch.stack([nll.double(), counted.double()])
     totals = accelerator.reduce(totals, reduction="sum").cpu()
     objective.train()

@@ -51,6 +51,11 @@ class LMTrainingConfig(JsonConfig):
         fitted on the training rows when the run starts and kept in the run folder) instead of spreading them
         evenly, and record each voice's mean frames per sound (`config.phoneme_durations`), by which generation
         lays out a sentence. Needs phoneme_track.
+    beat_track: give the LM a beat track for music (see `lm.model`): the tempo each caption names, laid along its
+        frames as beat phase. `finetune` adds one to an LM that has none (its other weights kept, the track
+        starting from zero), `train_lm` builds the LM with one.
+    beat_dropout: share of the training items with a tempo whose beat track is left out (their caption kept),
+        so that the LM also composes for captions that name no tempo.
     """
 
     batch_size: int = 16
@@ -78,6 +83,8 @@ class LMTrainingConfig(JsonConfig):
     phoneme_track: bool = False
     phoneme_input_dropout: float = 0.0
     phoneme_alignment: bool = False
+    beat_track: bool = False
+    beat_dropout: float = 0.0
 
     def __post_init__(self) -> None:
         def integer(name: str, low: int) -> None:
@@ -107,12 +114,13 @@ class LMTrainingConfig(JsonConfig):
         number("eval_fraction", 0.0, 0.5, False)
         number("lora_alpha", 0.0, math.inf, True)
         number("phoneme_input_dropout", 0.0, 0.9, False)
+        number("beat_dropout", 0.0, 1.0, False)
         if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
             raise ValueError(f"training.betas must be two numbers in [0, 1), got {self.betas!r}")
         self.betas = tuple(float(b) for b in self.betas)
         if self.schedule not in SCHEDULES:
             raise ValueError(f"training.schedule must be one of {list(SCHEDULES)}, got {self.schedule!r}")
-        for name in ("phoneme_track", "phoneme_alignment"):
+        for name in ("phoneme_track", "phoneme_alignment", "beat_track"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"training.{name} must be true or false, got {getattr(self, name)!r}")
         if self.speech_crop not in SPEECH_CROPS:

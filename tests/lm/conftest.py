@@ -75,6 +75,28 @@ def reference():
     return reference_generate
 
 
+def cached_logits(model, text_ids: torch.Tensor, text_mask: torch.Tensor, steps: torch.Tensor,
+                  features: torch.Tensor | None, prefill: int = 3) -> torch.Tensor:
+    """The logits of steps[:, :, prefill - 1:] as generation computes them: `prefill` step inputs into a fresh KV
+    cache, then one step at a time, each with its track features (or none). FloatTensor[B, K, S - prefill + 1, V]."""
+    from lm.model import KVCache
+
+    S = steps.shape[2]
+    cache = KVCache(model.config, steps.shape[0], text_ids.shape[1] + S)
+    with torch.no_grad():
+        got = [model.prefill(text_ids, text_mask, steps[:, :, :prefill], cache,
+                             None if features is None else features[:, :prefill])]
+        for s in range(prefill, S):
+            got.append(model.decode_step(steps[:, :, s], cache, None if features is None else features[:, s:s + 1]))
+    return torch.stack(got, dim=2)
+
+
+@pytest.fixture(scope="session")
+def cached():
+    """`cached_logits`: a model's logits through its KV cache, step by step."""
+    return cached_logits
+
+
 @pytest.fixture(scope="session")
 def codec() -> FakeCodec:
     assert isinstance(FakeCodec(), AudioTokenizer)

@@ -10,7 +10,6 @@ import torch
 
 from lm import AudioLM, GenerationConfig, PhonemeTrack
 from lm import phonemes as phonemes_module
-from lm.model import KVCache
 from lm.phonemes import END_ID, LEAD, VOCAB_SIZE, PhonemizerError, lay_out, phoneme_ids, phoneme_units, phonemize
 
 TEXTS = ["hello world", "the quick brown fox jumps over the lazy dog"]
@@ -176,7 +175,7 @@ def test_a_dropped_condition_drops_the_track(make_lm):
     assert not dropped.ids[0].any() and torch.equal(dropped.ids[1], track.ids[1])
 
 
-def test_cache_with_track_features_equals_full_recomputation(make_lm):
+def test_cache_with_track_features_equals_full_recomputation(make_lm, cached):
     lm = tracked_lm(make_lm)
     ids, mask = lm.encode_texts(TEXTS, "speech")
     track = random_track(2, [6, 13], [9, 14])
@@ -185,11 +184,7 @@ def test_cache_with_track_features_equals_full_recomputation(make_lm):
     with torch.no_grad():
         full = lm.model.logits(ids, mask, steps, phonemes=track)
         features = lm.model.phoneme_features(track, 10)
-        cache = KVCache(lm.config, 2, ids.shape[1] + 10)
-        got = [lm.model.prefill(ids, mask, steps[:, :, :3], cache, features[:, :3])]
-        for s in range(3, 10):
-            got.append(lm.model.decode_step(steps[:, :, s], cache, features[:, s:s + 1]))
-    assert torch.allclose(torch.stack(got, dim=2), full[:, :, 2:], atol=1e-5)
+    assert torch.allclose(cached(lm.model, ids, mask, steps, features), full[:, :, 2:], atol=1e-5)
 
 
 @pytest.mark.parametrize("guidance_scale", [1.0, 3.0])

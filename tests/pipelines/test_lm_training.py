@@ -568,9 +568,9 @@ def test_phoneme_input_dropout_hides_only_tracked_items_inputs_in_training(files
     seen = []
     original = lm.model.logits
 
-    def logits(text_ids, text_mask, inputs, step_mask=None, phonemes=None):
+    def logits(text_ids, text_mask, inputs, step_mask=None, phonemes=None, beats=None):
         seen.append(inputs.clone())
-        return original(text_ids, text_mask, inputs, step_mask, phonemes)
+        return original(text_ids, text_mask, inputs, step_mask, phonemes, beats)
 
     lm.model.logits = logits
     objective = LMObjective(lm.model, phoneme_input_dropout=0.5)
@@ -601,3 +601,72 @@ def test_train_lm_with_a_phoneme_track_resumes_to_the_same_weights(files, tmp_pa
     monkeypatch.undo()
     resumed = train_lm(files["lm"], files["speech"], tmp_path / "cut", codec=files["codec"], training=tc, resume=True)
     assert _max_diff(load_lm(resumed).model.state_dict(), load_lm(whole).model.state_dict()) == 0.0
+
+
+def _music_with_tempos(codec: RVQCodec, n: int, seed: int) -> Dataset:
+    captions = ["a calm piano melody at 72 bpm", "drums and bass, 128 beats per minute", "an upbeat track, tempo 140",
+                "a quiet drone"]  # the last names no tempo
+    ds = _dataset(codec, n, seed, None)
+    return ds.remove_columns("text").add_column("text", [captions[i % len(captions)] for i in range(n)])
+
+
+def test_finetune_adds_a_beat_track_that_trains_resumes_exactly_and_generate_uses(trained, files, tmp_path,
+                                                                                  monkeypatch):
+    codec = RVQCodec.from_pretrained(files["codec"])
+    DatasetDict({"train": _music_with_tempos(codec, 12, 2), "test": _music_with_tempos(codec, 4, 3)}).save_to_disk(
+        str(tmp_path / "music"))
+    tc = _training(max_steps=2, save_every=1, beat_track=True, beat_dropout=0.25)
+    final = finetune(trained / "final", tmp_path / "music", tmp_path / "beats", training=tc)
+    base, tuned = load_lm(trained / "final"), load_lm(final)
+    assert tuned.has_beat_track and not base.has_beat_track and tuned.config.beat_track is True
+    assert tuned.model.beat_projection.weight.abs().sum() > 0  # the track trained from its zero start
+    monkeypatch.setattr(BatchPlan, "batch", _dies_at(1))
+    with pytest.raises(KeyboardInterrupt):
+        finetune(trained / "final", tmp_path / "music", tmp_path / "cut", training=tc)
+    monkeypatch.undo()
+    resumed = finetune(trained / "final", tmp_path / "music", tmp_path / "cut", training=tc, resume=True)
+    assert _max_diff(load_lm(resumed).model.state_dict(), tuned.model.state_dict()) == 0.0
+    # Generation reads the caption's tempo; the track changes the music it makes.
+    seen = []
+    original = AudioLM.stream
+
+    def stream(self, texts, config, **kwargs):
+        seen.append(kwargs.get("beats"))
+        return original(self, texts, config, **kwargs)
+
+    monkeypatch.setattr(AudioLM, "stream", stream)
+    clip = generate("a calm piano melody at 72 bpm", model=final, duration=0.03, seed=0, progress=False)
+    assert clip.waveform.shape[-1] > 0 and torch.isfinite(clip.waveform).all()
+    assert seen[-1].bpm.tolist() == [72.0]
+    generate("a quiet drone", model=final, duration=0.03, seed=0, progress=False)
+    assert seen[-1].bpm.tolist() == [0.0]
+
+
+def test_beat_dropout_leaves_out_some_items_tempos_in_training_only(files):
+    codec = RVQCodec.from_pretrained(files["codec"])
+    lm = AudioLM.from_config(AudioLMConfig.from_preset(files["lm"]), TextTokenizer.train(TEXTS, vocab_size=300),
+                             codec).with_beat_track()
+    seen = []
+    original = lm.model.logits
+
+    def logits(text_ids, text_mask, inputs, step_mask=None, phonemes=None, beats=None):
+        seen.append(beats.bpm.clone())
+        return original(text_ids, text_mask, inputs, step_mask, phonemes, beats)
+
+    lm.model.logits = logits
+    objective = LMObjective(lm.model, beat_dropout=0.5)
+    B = 64
+    text_ids, text_mask = lm.encode_texts(["drums at 120 bpm"] * B, "music")
+    codes = torch.randint(0, codec.codebook_size, (B, codec.num_codebooks, 6))
+    drop = torch.zeros(B, dtype=torch.bool)
+    drop[0] = True  # a dropped condition loses its tempo in eval mode too
+    args = (text_ids, text_mask, drop, codes, torch.full((B,), 6), torch.zeros(B, dtype=torch.bool),
+            None, lm.beat_track(["drums at 120 bpm"] * B, "music"))
+    objective.eval()
+    objective(*args)
+    objective.train()
+    torch.manual_seed(0)
+    objective(*args)
+    evaluated, trained_on = seen
+    assert evaluated[0] == 0 and bool((evaluated[1:] == 120).all())
+    assert trained_on[0] == 0 and (trained_on[1:] == 0).float().mean().item() == pytest.approx(0.5, abs=0.2)
