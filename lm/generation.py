@@ -441,7 +441,7 @@ class AudioLM:
 
     @property
     def has_beat_track(self) -> bool:
-        return bool(getattr(self.config, "beat_track", False))
+        return self.config.beat_track
 
     def beat_track(self, texts: list[str], tasks: list[str | None] | str | None, frame_offset=None) -> BeatTrack:
         """The beat track of a batch: the tempo each music text names (`lm.text.tempo_from_text`; rows of

@@ -42,6 +42,7 @@ from transformers.utils import ModelOutput
 from .config import AudioLMConfig
 from .patterns import CodebookPattern
 from .phonemes import END_ID, PAD_ID
+from .text import MAX_BPM, MIN_BPM
 
 
 # ----------------------------------------------------------------------------------------- rotary positions
@@ -203,7 +204,6 @@ class PhonemeTrack:
 
 BEAT_RATES = (0.25, 0.5, 1.0, 2.0)  # cycles per beat of the beat track's sinusoids: a 4-beat bar .. half a beat
 BEAT_FEATURES = 2 * len(BEAT_RATES) + 1  # cos and sin per rate, and log2(bpm / 120)
-MIN_BPM, MAX_BPM = 20.0, 400.0
 
 
 @dataclass

@@ -265,6 +265,7 @@ class TextTokenizer:
         return f"TextTokenizer(vocab_size={self.vocab_size}, tasks={self.TASKS})"
 
 
+MIN_BPM, MAX_BPM = 20.0, 400.0  # the tempos a caption can ask for
 _TEMPO_PATTERNS = (
     re.compile(r"(?<![\w.])(\d{2,3}(?:\.\d+)?)\s*(?:bpm|beats\s+(?:per|a)\s+minute)\b", re.IGNORECASE),
     re.compile(r"\btempo\s*(?:of\s*|is\s*|at\s*|[:=]\s*)?(\d{2,3}(?:\.\d+)?)(?![\d.])", re.IGNORECASE),
@@ -281,7 +282,7 @@ def tempo_from_text(text: str) -> float | None:
     if not found:
         return None
     bpm = min(found)[1]
-    return bpm if 20.0 <= bpm <= 400.0 else None
+    return bpm if MIN_BPM <= bpm <= MAX_BPM else None
 
 
 def _tag(task: str) -> str:
