@@ -6,7 +6,7 @@
 #
 #   scripts/default_models.sh                # everything, into runs/default (RUNS=... to move it)
 #   scripts/default_models.sh eval           # one stage: data, codec, decoder, decoder-periods, tokenize, lm, lm-more, lm-more2,
-#                                            # lm-phonemes, lm-aligned (the speech LM), lm-music, lm-beats (the music LM),
+#                                            # lm-phonemes, lm-aligned (the speech LM), lm-music, lm-beats, lm-beats2 (the music LM),
 #                                            # install, eval
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,8 +24,9 @@ LM_PHONEME_STEPS=${LM_PHONEME_STEPS:-2600} # with an aligned phoneme track for s
 LM_ALIGNED_STEPS=${LM_ALIGNED_STEPS:-1800} # the track placed by a forced alignment: configs/lm_train_aligned.json
 LM_MUSIC_STEPS=${LM_MUSIC_STEPS:-1000} # from lm-phonemes on music alone: configs/lm_train_music.json
 LM_BEATS_STEPS=${LM_BEATS_STEPS:-1500} # from lm-music with a beat track added: configs/lm_train_beats.json
+LM_BEATS2_STEPS=${LM_BEATS2_STEPS:-1500} # and again at a lower peak LR: configs/lm_train_beats_continue.json
 NUM_PROC=${NUM_PROC:-2}
-stages=${1:-data codec decoder decoder-periods tokenize lm lm-more lm-more2 lm-phonemes lm-aligned lm-music lm-beats install eval}
+stages=${1:-data codec decoder decoder-periods tokenize lm lm-more lm-more2 lm-phonemes lm-aligned lm-music lm-beats lm-beats2 install eval}
 
 for stage in $stages; do
   echo "=== $stage ($(date -u +%H:%M:%S))"
@@ -82,12 +83,17 @@ for stage in $stages; do
       $RVQ finetune --model "$RUNS/lm_phonemes/final" --training-config configs/lm_train_music.json \
         --data "$RUNS/codes/music" --out "$RUNS/lm_music" --max-steps "$LM_MUSIC_STEPS" $resume ;;
     lm-beats)
-      # The music LM's last stage: a beat track (the tempo each caption names, as beat phase at every frame).
+      # A beat track for the music LM (the tempo each caption names, as beat phase at every frame).
       resume=$([ -d "$RUNS/lm_beats/checkpoint" ] && echo --resume || true)
       $RVQ finetune --model "$RUNS/lm_music/final" --training-config configs/lm_train_beats.json \
         --data "$RUNS/codes/music" --out "$RUNS/lm_beats" --max-steps "$LM_BEATS_STEPS" $resume ;;
+    lm-beats2)
+      # The music LM's last stage: the same, re-warmed to a lower peak.
+      resume=$([ -d "$RUNS/lm_beats2/checkpoint" ] && echo --resume || true)
+      $RVQ finetune --model "$RUNS/lm_beats/final" --training-config configs/lm_train_beats_continue.json \
+        --data "$RUNS/codes/music" --out "$RUNS/lm_beats2" --max-steps "$LM_BEATS2_STEPS" $resume ;;
     install)
-      .venv/bin/python -m pipelines.defaults --codec "$RUNS/codec_mpd/final" --music-model "$RUNS/lm_beats/final" \
+      .venv/bin/python -m pipelines.defaults --codec "$RUNS/codec_mpd/final" --music-model "$RUNS/lm_beats2/final" \
         --speech-model "$RUNS/lm_aligned/final" --codec-fp16 --lm-fp16 music ;;
     eval)
       mkdir -p "$RUNS/eval"
@@ -98,7 +104,7 @@ for stage in $stages; do
         $RVQ train-music-classifier --data "$RUNS/data/music" -o "$RUNS/eval/classifier"
       $RVQ eval-music --data "$RUNS/data/music" --classifier "$RUNS/eval/classifier" --max-clips 50 --seed 0 \
         -o "$RUNS/eval/music.json" ;;
-    *) echo "unknown stage $stage (stages: data codec decoder decoder-periods tokenize lm lm-more lm-more2 lm-phonemes lm-aligned lm-music lm-beats install eval)" >&2
+    *) echo "unknown stage $stage (stages: data codec decoder decoder-periods tokenize lm lm-more lm-more2 lm-phonemes lm-aligned lm-music lm-beats lm-beats2 install eval)" >&2
        exit 2 ;;
   esac
 done
