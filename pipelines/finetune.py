@@ -79,6 +79,9 @@ def add_eval_lm_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--eval-data", default=None, help="held-out tokenized dataset (default: from --data)")
     parser.add_argument("--task", choices=["speech", "music"], default=None,
                         help="task of rows without a task column (default: speech if the data has voices, else music)")
+    parser.add_argument("--run", default=None,
+                        help="the run's output folder: with training.phoneme_alignment its kept alignment is reused "
+                             "(read only) instead of aligning again")
     parser.add_argument("-o", "--output", default=None, help="report.json")
 
 
@@ -87,7 +90,7 @@ def run_eval_lm(args: argparse.Namespace) -> None:
     from .lm_training import evaluate_lm
 
     report = evaluate_lm(args.model, args.data, training=args.training_config, eval_data=args.eval_data,
-                         task=args.task, output=args.output)
+                         task=args.task, run=args.run, output=args.output)
     print(f"held-out loss {report['eval_loss']:.4f} nats/code over {report['eval_items']} rows "
           f"({report['eval_tasks']}); per codebook {report['eval_codebook_losses']}")
     for task, gain in report["eval_text_gain"].items():

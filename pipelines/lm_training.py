@@ -44,6 +44,8 @@ import hashlib
 import json
 import logging
 import os
+import shutil
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -197,24 +199,35 @@ def finetune(model: str | os.PathLike, data, out: str | os.PathLike, *,
 
 
 def evaluate_lm(model: str | os.PathLike, data, *, training: LMTrainingConfig | str | os.PathLike | None = None,
-                eval_data=None, task: str | None = None, output: str | os.PathLike | None = None) -> dict:
+                eval_data=None, task: str | None = None, run: str | os.PathLike | None = None,
+                output: str | os.PathLike | None = None) -> dict:
     """The held-out loss and text gain of a trained LM, as a training run with these arguments would log them.
 
     `model` is a self-contained LM folder; `data`, `training`, `eval_data` and `task` are those of `train_lm`, and
     pick the same held-out rows (a run's seed, eval_fraction and max_eval_items decide them). Returns `eval_loss`,
     `eval_codebook_losses`, `eval_text_gain` and `eval_text_gain_codebooks` per task (see `_evaluation_record`),
     `eval_items`, `eval_tasks` (held-out rows per task), `eval_source` and `model`; written as JSON to `output`.
+
+    With `training.phoneme_alignment` the held-out phonemes are placed as the run placed them: read from the
+    alignment that `run` (the run's output folder) kept when it was made from the same data and codec, else aligned
+    again (minutes on a CPU). The run folder is only read.
     """
     from .evaluation.data import write_report
 
     tc = _training_config(training, None)
     lm = load_lm(model)
-    _, held, source = _load_examples(data, eval_data, lm.codec, task, tc)
+    train, held, source = _load_examples(data, eval_data, lm.codec, task, tc)
+    accelerator = Accelerator()
+    if tc.phoneme_alignment:
+        with tempfile.TemporaryDirectory() as scratch:
+            kept = Path(run) / ALIGNMENT_NAME if run is not None else None
+            if kept is not None and kept.is_file():
+                shutil.copyfile(kept, Path(scratch) / ALIGNMENT_NAME)  # a stale copy is replaced in scratch only
+            _, held = _align_phonemes(accelerator, lm, lm.codec, train, held, Path(scratch))
     held = _fitting_texts(lm, held, "evaluation")
     if len(held) == 0:
         raise ValueError("no held-out rows to evaluate: the data has no evaluation split and eval_fraction or "
                          "max_eval_items leaves none out")
-    accelerator = Accelerator()
     objective = LMObjective(lm.model.to(accelerator.device))
     max_frames = tc.max_frames or lm.config.max_audio_frames
     report = {"model": str(model), **_evaluation_record(accelerator, objective, lm, held, tc.batch_size, max_frames),

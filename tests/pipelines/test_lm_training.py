@@ -24,7 +24,8 @@ from pipelines.defaults import load_lm
 from pipelines.finetune import main as cli_main
 from pipelines.generate import _Request, generate
 from pipelines.lm_data import BatchPlan, LMExamples, collate, split_held_out
-from pipelines.lm_training import ALIGNMENT_NAME, LMObjective, TrainState, _load_examples, finetune, train_lm
+from pipelines.lm_training import (ALIGNMENT_NAME, LMObjective, TrainState, _load_examples, evaluate_lm, finetune,
+                                   train_lm)
 from pipelines.lm_training_config import LMTrainingConfig, lr_factor
 from pipelines.tokenize.storage import _codec_metadata, _description
 from tokenizer import CodecConfig, RVQCodec
@@ -522,6 +523,16 @@ def test_phoneme_alignment_places_the_phonemes_records_durations_and_resumes_fro
         assert len(starts) == len(phoneme_ids(phonemize(text))) and 1 <= end <= train.frames[i]
         assert starts == sorted(starts) and starts[-1] <= end
     assert sum(entry is not None for entry in saved["train"]) > len(train) // 2
+    # eval-lm places the held-out phonemes as the run did: from the run's alignment, read only, or aligned again.
+    last = [r for r in _log(tmp_path / "al") if "eval_loss" in r][-1]
+    kept = (tmp_path / "al" / ALIGNMENT_NAME).read_bytes()
+    for run in (tmp_path / "al", None):
+        report = evaluate_lm(final, files["speech"], training=tc, run=run)
+        assert report["eval_loss"] == pytest.approx(last["eval_loss"], abs=1e-9)  # same rows, weights, placement
+        assert report["eval_text_gain"]["speech"] == pytest.approx(last["eval_text_gain"]["speech"], abs=1e-4)
+    assert (tmp_path / "al" / ALIGNMENT_NAME).read_bytes() == kept
+    spread = evaluate_lm(final, files["speech"], training=dataclasses.replace(tc, phoneme_alignment=False))
+    assert abs(spread["eval_loss"] - last["eval_loss"]) > 1e-7  # an even spread is not the run's placement
     durations = load_lm(final).config.phoneme_durations
     assert set(durations) == set(rows["voice"]) | {""} and durations == saved["durations"]
     assert all(frames >= 0 for table in durations.values() for frames in table.values())
