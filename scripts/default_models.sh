@@ -6,8 +6,8 @@
 #
 #   scripts/default_models.sh                # everything, into runs/default (RUNS=... to move it)
 #   scripts/default_models.sh eval           # one stage: data, codec, decoder, decoder-periods, tokenize, lm, lm-more, lm-more2,
-#                                            # lm-phonemes, lm-aligned (the speech LM), lm-music, lm-beats, lm-beats2 (the music LM),
-#                                            # install, eval
+#                                            # lm-phonemes, lm-aligned, lm-aligned2 (the speech LM), lm-music, lm-beats,
+#                                            # lm-beats2 (the music LM), install, eval
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-runs/default}
@@ -22,11 +22,12 @@ LM_MORE_STEPS=${LM_MORE_STEPS:-900} # continued training, configs/lm_train_base_
 LM_MORE2_STEPS=${LM_MORE2_STEPS:-2000} # and again, speech cropped from its start: configs/lm_train_base_continue2.json
 LM_PHONEME_STEPS=${LM_PHONEME_STEPS:-2600} # with an aligned phoneme track for speech: configs/lm_train_phonemes.json
 LM_ALIGNED_STEPS=${LM_ALIGNED_STEPS:-1800} # the track placed by a forced alignment: configs/lm_train_aligned.json
+LM_ALIGNED2_STEPS=${LM_ALIGNED2_STEPS:-1000} # then on speech alone: configs/lm_train_aligned_continue.json
 LM_MUSIC_STEPS=${LM_MUSIC_STEPS:-1000} # from lm-phonemes on music alone: configs/lm_train_music.json
 LM_BEATS_STEPS=${LM_BEATS_STEPS:-1500} # from lm-music with a beat track added: configs/lm_train_beats.json
 LM_BEATS2_STEPS=${LM_BEATS2_STEPS:-1500} # and again at a lower peak LR: configs/lm_train_beats_continue.json
 NUM_PROC=${NUM_PROC:-2}
-stages=${1:-data codec decoder decoder-periods tokenize lm lm-more lm-more2 lm-phonemes lm-aligned lm-music lm-beats lm-beats2 install eval}
+stages=${1:-data codec decoder decoder-periods tokenize lm lm-more lm-more2 lm-phonemes lm-aligned lm-aligned2 lm-music lm-beats lm-beats2 install eval}
 
 for stage in $stages; do
   echo "=== $stage ($(date -u +%H:%M:%S))"
@@ -78,6 +79,11 @@ for stage in $stages; do
       $RVQ finetune --model "$RUNS/lm_phonemes/final" --training-config configs/lm_train_aligned.json \
         --data "$RUNS/codes/speech" "$RUNS/codes/music" --out "$RUNS/lm_aligned" --max-steps "$LM_ALIGNED_STEPS" \
         $resume ;;
+    lm-aligned2)
+      # The speech LM's last stage: the aligned track again, on the speech codes alone, at a lower peak LR.
+      resume=$([ -d "$RUNS/lm_aligned2/checkpoint" ] && echo --resume || true)
+      $RVQ finetune --model "$RUNS/lm_aligned/final" --training-config configs/lm_train_aligned_continue.json \
+        --data "$RUNS/codes/speech" --out "$RUNS/lm_aligned2" --max-steps "$LM_ALIGNED2_STEPS" $resume ;;
     lm-music)
       resume=$([ -d "$RUNS/lm_music/checkpoint" ] && echo --resume || true)
       $RVQ finetune --model "$RUNS/lm_phonemes/final" --training-config configs/lm_train_music.json \
@@ -94,7 +100,7 @@ for stage in $stages; do
         --data "$RUNS/codes/music" --out "$RUNS/lm_beats2" --max-steps "$LM_BEATS2_STEPS" $resume ;;
     install)
       .venv/bin/python -m pipelines.defaults --codec "$RUNS/codec_mpd/final" --music-model "$RUNS/lm_beats2/final" \
-        --speech-model "$RUNS/lm_aligned/final" --codec-fp16 --lm-fp16 music ;;
+        --speech-model "$RUNS/lm_aligned2/final" --codec-fp16 --lm-fp16 music ;;
     eval)
       mkdir -p "$RUNS/eval"
       $RVQ eval-codec --data "$RUNS/data/speech" --max-clips 50 -o "$RUNS/eval/codec_speech.json"
@@ -104,7 +110,7 @@ for stage in $stages; do
         $RVQ train-music-classifier --data "$RUNS/data/music" -o "$RUNS/eval/classifier"
       $RVQ eval-music --data "$RUNS/data/music" --classifier "$RUNS/eval/classifier" --max-clips 50 --seed 0 \
         -o "$RUNS/eval/music.json" ;;
-    *) echo "unknown stage $stage (stages: data codec decoder decoder-periods tokenize lm lm-more lm-more2 lm-phonemes lm-aligned lm-music lm-beats lm-beats2 install eval)" >&2
+    *) echo "unknown stage $stage (stages: data codec decoder decoder-periods tokenize lm lm-more lm-more2 lm-phonemes lm-aligned lm-aligned2 lm-music lm-beats lm-beats2 install eval)" >&2
        exit 2 ;;
   esac
 done
