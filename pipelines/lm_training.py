@@ -220,9 +220,9 @@ def evaluate_lm(model: str | os.PathLike, data, *, training: LMTrainingConfig | 
     accelerator = Accelerator()
     if tc.phoneme_alignment:
         with tempfile.TemporaryDirectory() as scratch:
-            kept = Path(run) / ALIGNMENT_NAME if run is not None else None
-            if kept is not None and kept.is_file():
-                shutil.copyfile(kept, Path(scratch) / ALIGNMENT_NAME)  # a stale copy is replaced in scratch only
+            if run is not None and (Path(run) / ALIGNMENT_NAME).is_file():
+                # _align_phonemes reuses the copy when its digest matches and replaces it, in scratch only, if not.
+                shutil.copyfile(Path(run) / ALIGNMENT_NAME, Path(scratch) / ALIGNMENT_NAME)
             _, held = _align_phonemes(accelerator, lm, lm.codec, train, held, Path(scratch))
     held = _fitting_texts(lm, held, "evaluation")
     if len(held) == 0:
