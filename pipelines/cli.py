@@ -67,7 +67,7 @@ def _eval_codec(args: argparse.Namespace) -> None:
 
     report = evaluate_codec(args.data, codec=args.codec, split=args.split, max_clips=args.max_clips,
                             num_codebooks=args.num_codebooks, opus_kbps=args.opus_kbps, output=args.output,
-                            domain=args.domain)
+                            domain=args.domain, by=args.by)
     print(report["markdown"])
 
 
@@ -210,6 +210,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-codebooks", type=int, nargs="+", default=None, help="bitrates to test (default: every k)")
     p.add_argument("--opus-kbps", type=float, nargs="*", default=[6.0, 12.0])
     p.add_argument("--domain", choices=["speech", "music"], default=None, help="default: speech if it has voices")
+    p.add_argument("--by", default=None, metavar="COLUMN",
+                   help="also break the figures down by this column of the split, e.g. voice, engine or family")
     p.add_argument("-o", "--output", default=None, help="report.json (a .md table is written beside it)")
     p.set_defaults(func=_eval_codec)
 

@@ -47,6 +47,7 @@ def evaluate_codec(
     opus_kbps: Sequence[float] = (6, 12),
     output: str | os.PathLike | None = None,
     domain: str | None = None,
+    by: str | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Mean reconstruction metrics of `codec` at each bitrate and of Opus, on the held-out `split` of `data`.
@@ -61,13 +62,18 @@ def evaluate_codec(
         output: where to write the JSON report; a markdown table is written beside it (same name, `.md`).
         domain: "speech" adds wideband PESQ and STOI; "music" does not; None: "speech" if the dataset has a
             `voice` column, else "music".
+        by: a column of the split (e.g. "voice", "engine" or "family") to break the figures down by: the report
+            gains `groups`, each value's mean of every metric per system, and the markdown a table per value of
+            the headline metrics (PESQ and STOI for speech, mel and STFT distances for music) of the codec at
+            its largest k and of Opus.
         progress: show a progress bar over clips.
 
     Returns the report: `systems`, a list of `{name, kind, kbps, num_codebooks | target_kbps, metrics}` where
     `metrics[m] = {mean, std, n, values}` for `m` in METRICS (PESQ and STOI for speech only; `values` holds each
     scored clip's figure in dataset order, None where undefined, for paired comparisons between reports), plus
     `clips`, `seconds`, `sample_rate`, `domain`, `skipped` (clips too short to score), `units` and `markdown` (the
-    table).
+    table). With `by`: `groups = {column, labels (each scored clip's value, in the order of values), means
+    ({value: {system: {metric: mean | None, n}}})}`.
     """
     codec = resolve_codec(codec)
     ds = load_split(data, split)
@@ -82,6 +88,8 @@ def evaluate_codec(
     if max_clips is not None and (not isinstance(max_clips, int) or max_clips < 1):
         raise ValueError(f"max_clips must be a positive integer or None, got {max_clips!r}")
     metric_names = [m for m in METRICS if domain == "speech" or m not in SPEECH_METRICS]
+    if by is not None and by not in ds.column_names:
+        raise ValueError(f"by={by!r} is not a column of split {split!r}; it has {ds.column_names}")
 
     systems = [{"name": f"codec k={k}", "kind": "codec", "num_codebooks": k, "kbps": codec.bitrate(k)} for k in ks]
     systems += [{"name": f"opus {b:g} kbps", "kind": "opus", "target_kbps": b} for b in opus_kbps]
@@ -89,8 +97,9 @@ def evaluate_codec(
     opus_bytes = {b: 0 for b in opus_kbps}
     sr = codec.sample_rate
     clips, seconds, skipped = 0, 0.0, 0
+    labels: list[str] = []  # the `by` value of each scored clip
     total = len(ds) if max_clips is None else min(len(ds), max_clips)
-    for wav, clip_sr, _ in tqdm(iter_audio(ds, max_clips), total=total, desc=f"eval-codec {split}",
+    for wav, clip_sr, row in tqdm(iter_audio(ds, max_clips), total=total, desc=f"eval-codec {split}",
                                 disable=not progress, unit="clip"):
         ref = resample(to_channels(wav, codec.channels), clip_sr, sr)  # (C, N) at the codec's rate
         n = ref.shape[-1]
@@ -99,6 +108,8 @@ def evaluate_codec(
             continue
         clips += 1
         seconds += n / sr
+        if by is not None:
+            labels.append(str(row[by]))
         codes = codec.encode(ref[None])  # (1, K, T)
         for k in ks:
             est = codec.decode(codes[:, :k])[0, :, :n].float()  # (C, N)
@@ -124,6 +135,8 @@ def evaluate_codec(
         "units": {m: METRICS[m][0] for m in metric_names} | {
             "kbps": "codec: nominal frame_rate * k * log2(codebook_size); opus: measured file bytes * 8 / seconds"},
     }
+    if by is not None:
+        report["groups"] = {"column": by, "labels": labels, "means": _group_means(systems, labels)}
     report["markdown"] = format_codec_report(report)
     write_report(output, report)
     return report
@@ -144,7 +157,44 @@ def format_codec_report(report: dict[str, Any]) -> str:
             cells.append("–" if v["mean"] is None else f"{v['mean']:.3f}" if m != "si_sdr" else f"{v['mean']:.2f}")
         lines.append(f"| {s['name']} | {s['kbps']:.2f} | " + " | ".join(cells) + " |")
     lines += ["", "Opus kbps are measured from file sizes (Ogg container included); codec kbps are nominal."]
+    if "groups" in report:
+        lines += ["", *_format_groups(report)]
     return "\n".join(lines) + "\n"
+
+
+def _group_means(systems: list[dict[str, Any]], labels: list[str]) -> dict[str, dict[str, dict[str, Any]]]:
+    """{label: {system: {metric: mean of its clips (None if none defined), "n": clips}}} over `labels`' values."""
+    means: dict[str, dict[str, dict[str, Any]]] = {}
+    for label in sorted(set(labels)):
+        rows = [i for i, x in enumerate(labels) if x == label]
+        means[label] = {}
+        for s in systems:
+            cell: dict[str, Any] = {"n": len(rows)}
+            for m, summary in s["metrics"].items():
+                v = [summary["values"][i] for i in rows if summary["values"][i] is not None]
+                cell[m] = float(np.mean(v)) if v else None
+            means[label][s["name"]] = cell
+    return means
+
+
+def _format_groups(report: dict[str, Any]) -> list[str]:
+    """Markdown lines: per value of the `by` column, the headline metrics of the largest-k codec and of Opus."""
+    groups = report["groups"]
+    headline = [m for m in (SPEECH_METRICS if report["domain"] == "speech" else ("mel_distance", "stft_distance"))
+                if m in report["units"]]
+    codecs = [s for s in report["systems"] if s["kind"] == "codec"]
+    shown = ([max(codecs, key=lambda s: s["num_codebooks"])] if codecs else []) + [
+        s for s in report["systems"] if s["kind"] == "opus"]
+    arrows = {m: "↑" if METRICS[m][1] else "↓" for m in headline}
+    columns = [(s["name"], m) for s in shown for m in headline]
+    lines = [f"By {groups['column']}:", "",
+             f"| {groups['column']} | clips | " + " | ".join(f"{name} {m} {arrows[m]}" for name, m in columns) + " |",
+             "| --- | ---: | " + " | ".join("---:" for _ in columns) + " |"]
+    for label, cells in groups["means"].items():
+        values = [cells[name][m] for name, m in columns]
+        n = next(iter(cells.values()))["n"] if cells else 0
+        lines.append(f"| {label} | {n} | " + " | ".join("–" if v is None else f"{v:.3f}" for v in values) + " |")
+    return lines
 
 
 def _score(into: dict[str, list[float]], ref: torch.Tensor, est: torch.Tensor, sample_rate: int) -> None:

@@ -236,6 +236,31 @@ def test_evaluate_codec_report_matches_the_metrics(speech_dir, tmp_path):
     assert table == report["markdown"] and "| opus 12 kbps |" in table and "pesq_wb" in table
 
 
+def test_evaluate_codec_by_column_averages_each_value_s_clips(speech_dir):
+    from datasets import concatenate_datasets
+
+    from pipelines.evaluation.data import load_split
+
+    both = concatenate_datasets([load_split(speech_dir, "test"), load_split(speech_dir, "train")])
+    clips = both.add_column("speaker", ["x", "y", "x"])
+    report = evaluate_codec(clips, _codec(), num_codebooks=[1, 2], opus_kbps=(6,), by="speaker", progress=False)
+    groups = report["groups"]
+    assert groups["column"] == "speaker" and groups["labels"] == ["x", "y", "x"]
+    for s in report["systems"]:
+        for m, summary in s["metrics"].items():
+            v = summary["values"]
+            assert groups["means"]["x"][s["name"]][m] == pytest.approx((v[0] + v[2]) / 2)
+            assert groups["means"]["y"][s["name"]][m] == pytest.approx(v[1])
+    assert groups["means"]["x"]["opus 6 kbps"]["n"] == 2
+    table = report["markdown"].split("By speaker:")[1]
+    assert "| speaker | clips | codec k=2 pesq_wb ↑ | codec k=2 stoi ↑ | opus 6 kbps pesq_wb ↑ |" in table
+    assert "codec k=1" not in table  # the codec at its largest k only
+    x_pesq = groups["means"]["x"]["codec k=2"]["pesq_wb"]
+    assert f"| x | 2 | {x_pesq:.3f} |" in table
+    with pytest.raises(ValueError, match="'voices' is not a column.*speaker"):
+        evaluate_codec(clips, _codec(), num_codebooks=[1], opus_kbps=(), by="voices", progress=False)
+
+
 def test_evaluate_codec_music_domain_has_no_speech_metrics(speech_dir):
     report = evaluate_codec(speech_dir, _codec(), max_clips=1, num_codebooks=[2], opus_kbps=(), domain="music",
                             progress=False)
