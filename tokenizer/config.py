@@ -77,6 +77,7 @@ class CodecTrainingConfig(JsonConfig):
     mel_weight: float = 15.0
     stft_weight: float = 1.0
     complex_weight: float = 0.0  # phase-aware compressed complex STFT loss (off by default)
+    phase_weight: float = 0.0  # phase-derivative loss: instantaneous frequency and group delay (off by default)
     commitment_weight: float = 0.25
     codebook_weight: float = 1.0  # factorized quantizer: codebook loss
     adversarial_weight: float = 1.0

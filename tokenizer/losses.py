@@ -158,6 +158,42 @@ class CompressedComplexSTFTLoss(nn.Module):
         return loss / len(self.n_ffts)
 
 
+class PhaseDerivativeLoss(CompressedComplexSTFTLoss):
+    """Phase-derivative loss: how far the estimate's instantaneous frequency and group delay are from the target's.
+
+    A decoder that predicts each frame's phase freely (Vocos's inverse-STFT head) learns the magnitudes long before
+    the phases, and frames whose phases do not join up are what PESQ hears most. The absolute phase of a frame is
+    not what matters (and is hardly in a few kbps of codes); its differences to the neighbouring frame (the
+    instantaneous frequency: which exact frequency a harmonic has) and to the neighbouring bin (the group delay:
+    where in the frame a pitch pulse falls) are, as in APNet's instantaneous-frequency and group-delay losses
+    (Ai & Ling 2023). Per FFT size (power-law compressed spectra `C`, as `CompressedComplexSTFTLoss`) and per
+    direction d (next frame, next bin), with `z = C[x + d] conj(C[x])` the phase step and its magnitude as weight:
+
+        1 - sum_x Re(z_est conj(z_tgt)) / sum_x |z_est| |z_tgt|
+
+    a weighted mean of `1 - cos(step error)`: 0 when the phase steps agree wherever both have energy, 1 for
+    unrelated phases, blind to a constant phase offset, 0 for a waveform silent throughout. It stays smooth where a
+    spectrum is near 0 (no angle is taken). Averaged over batch, channels, both directions and the sizes.
+    Inputs: waveforms `FloatTensor[B, C, N]` with N > max(n_ffts) / 2. Output: scalar in [0, 2].
+    """
+
+    def forward(self, estimate: Tensor, target: Tensor) -> Tensor:
+        _check_pair(estimate, target, max(self.n_ffts) // 2, "PhaseDerivativeLoss")
+        estimate, target = estimate.float(), target.float()
+        loss = estimate.new_zeros(())
+        for n in self.n_ffts:
+            est = torch.view_as_complex(self._compressed(estimate, n).contiguous())  # (B * C, freqs, frames)
+            tgt = torch.view_as_complex(self._compressed(target, n).contiguous())
+            for dim in (2, 1):  # next frame (instantaneous frequency), next bin (group delay)
+                z_est = est.narrow(dim, 1, est.shape[dim] - 1) * est.narrow(dim, 0, est.shape[dim] - 1).conj()
+                z_tgt = tgt.narrow(dim, 1, tgt.shape[dim] - 1) * tgt.narrow(dim, 0, tgt.shape[dim] - 1).conj()
+                agree = (z_est * z_tgt.conj()).real.flatten(1).sum(1)
+                weight = (z_est.abs() * z_tgt.abs()).flatten(1).sum(1)
+                # Nothing to compare where either is silent throughout (a crop of silence): 0 there.
+                loss = loss + torch.where(weight > 0, 1 - agree / weight.clamp(min=1e-12), 0.0).mean()
+        return loss / (2 * len(self.n_ffts))
+
+
 def discriminator_hinge_loss(real_logits: Sequence[Tensor], fake_logits: Sequence[Tensor]) -> Tensor:
     """Hinge loss of the discriminator: mean over scales of `mean(relu(1 - D(x))) + mean(relu(1 + D(x_hat)))`.
 

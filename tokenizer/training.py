@@ -14,8 +14,9 @@ On a machine with GPUs the same launchers give one GPU per process over NCCL. Ex
 processes and of intra-op threads (reductions are summed in a different order otherwise).
 
 Stages: steps `[0, adversarial_start_step)` train on reconstruction only (multi-scale mel + multi-resolution
-STFT + commitment/codebook losses, plus the phase-aware compressed complex STFT loss when `complex_weight` > 0);
-from `adversarial_start_step` on, each step first updates the discriminator (EnCodec's MS-STFT-D, plus HiFi-GAN's
+STFT + commitment/codebook losses, plus the phase-aware compressed complex STFT loss when `complex_weight` > 0 and
+the phase-derivative loss, instantaneous frequency and group delay, when `phase_weight` > 0); from
+`adversarial_start_step` on, each step first updates the discriminator (EnCodec's MS-STFT-D, plus HiFi-GAN's
 multi-period one when `training.disc_periods` lists periods; hinge loss on the detached reconstruction), then the
 codec with the added hinge and feature-matching losses against the updated discriminator. Loss weights are fixed, from `config.training`.
 
@@ -62,8 +63,8 @@ from .config import CodecConfig, CodecTrainingConfig
 from .data import AudioCrops
 from .discriminator import CodecDiscriminator
 from .errors import CheckpointError
-from .losses import (CompressedComplexSTFTLoss, MultiResolutionSTFTLoss, MultiScaleMelLoss, discriminator_hinge_loss,
-                     feature_matching_loss, generator_hinge_loss)
+from .losses import (CompressedComplexSTFTLoss, MultiResolutionSTFTLoss, MultiScaleMelLoss, PhaseDerivativeLoss,
+                     discriminator_hinge_loss, feature_matching_loss, generator_hinge_loss)
 from .model import RVQCodec
 from .run_folder import (CHECKPOINT_DIR, FINAL_DIR, LOG_NAME, STATE_NAME, check_run_folder, prepare, quiet,
                          recover_interrupted_swap, save_run_checkpoint, step_seed, truncate_log)
@@ -169,6 +170,7 @@ def fit_codec(config: CodecConfig, data: str | os.PathLike | list[str | os.PathL
     mel_loss = MultiScaleMelLoss(config.sample_rate).to(accelerator.device)
     stft_loss = MultiResolutionSTFTLoss().to(accelerator.device)
     complex_loss = CompressedComplexSTFTLoss().to(accelerator.device) if tc.complex_weight > 0 else None
+    phase_loss = PhaseDerivativeLoss().to(accelerator.device) if tc.phase_weight > 0 else None
     model = accelerator.unwrap_model(codec)
 
     state = TrainState(num_processes=accelerator.num_processes)
@@ -209,6 +211,9 @@ def fit_codec(config: CodecConfig, data: str | os.PathLike | list[str | os.PathL
         if complex_loss is not None:
             terms["complex"] = complex_loss(res.audio, wav)
             loss = loss + tc.complex_weight * terms["complex"]
+        if phase_loss is not None:
+            terms["phase"] = phase_loss(res.audio, wav)
+            loss = loss + tc.phase_weight * terms["phase"]
         if disc is not None and step >= adversarial_from:
             batch = wav.shape[0]
             logits, _ = disc(torch.cat([wav, res.audio.detach()]))  # one pass over real and fake

@@ -10,7 +10,7 @@ import torch
 from tokenizer import AudioInputError, CodecConfig
 from tokenizer.discriminator import CodecDiscriminator, MultiPeriodDiscriminator, MultiScaleSTFTDiscriminator
 from tokenizer.losses import (CompressedComplexSTFTLoss, MultiResolutionSTFTLoss, MultiScaleMelLoss,
-                              discriminator_hinge_loss, feature_matching_loss, generator_hinge_loss)
+                              PhaseDerivativeLoss, discriminator_hinge_loss, feature_matching_loss, generator_hinge_loss)
 
 SR = 16000
 
@@ -26,18 +26,19 @@ def _clip(batch: int = 2, channels: int = 1, seconds: float = 0.25, seed: int = 
 
 @pytest.fixture(scope="module")
 def spectral_losses():
-    return {"mel": MultiScaleMelLoss(SR), "stft": MultiResolutionSTFTLoss(), "complex": CompressedComplexSTFTLoss()}
+    return {"mel": MultiScaleMelLoss(SR), "stft": MultiResolutionSTFTLoss(), "complex": CompressedComplexSTFTLoss(),
+            "phase": PhaseDerivativeLoss()}
 
 
-@pytest.mark.parametrize("name", ["mel", "stft", "complex"])
+@pytest.mark.parametrize("name", ["mel", "stft", "complex", "phase"])
 def test_reconstruction_loss_is_zero_for_identical_inputs(spectral_losses, name):
     target = _clip()
-    assert spectral_losses[name](target.clone(), target).item() == 0.0
+    assert spectral_losses[name](target.clone(), target).item() == pytest.approx(0.0, abs=1e-6 if name == "phase" else 0)
     silence = torch.zeros(1, 1, 4000)
     assert spectral_losses[name](silence, silence.clone()).item() == 0.0
 
 
-@pytest.mark.parametrize("name", ["mel", "stft", "complex"])
+@pytest.mark.parametrize("name", ["mel", "stft", "complex", "phase"])
 def test_reconstruction_loss_falls_as_the_estimate_approaches_the_target(spectral_losses, name):
     target = _clip(channels=2)
     noise = torch.randn(target.shape, generator=torch.Generator().manual_seed(1))
@@ -48,7 +49,7 @@ def test_reconstruction_loss_falls_as_the_estimate_approaches_the_target(spectra
     assert all(a > b for a, b in zip(losses, losses[1:])), losses
 
 
-@pytest.mark.parametrize("name", ["mel", "stft", "complex"])
+@pytest.mark.parametrize("name", ["mel", "stft", "complex", "phase"])
 def test_reconstruction_loss_gradients_are_finite_even_on_digital_silence(spectral_losses, name):
     target = _clip()
     estimate = torch.zeros_like(target, requires_grad=True)  # |STFT| = 0 everywhere: the non-smooth point of |z|
@@ -76,6 +77,20 @@ def test_complex_loss_hears_the_phase_that_magnitude_losses_ignore(spectral_loss
     assert spectral_losses["complex"](torch.zeros_like(target), target).item() == pytest.approx(1.0, abs=1e-3)
     shifts = [spectral_losses["complex"](target.roll(k, -1), target).item() for k in (1, 4, 16)]
     assert 0 < shifts[0] < shifts[1] < shifts[2], shifts
+
+
+def test_phase_derivative_loss_hears_frequency_and_timing_not_a_constant_phase(spectral_losses):
+    target = _clip()
+    phase = spectral_losses["phase"]
+    assert phase(-target, target).item() == pytest.approx(0.0, abs=1e-6)  # every phase turned by pi: same steps
+    t = torch.arange(SR) / SR
+    tone = lambda f, offset=0.0: torch.sin(2 * math.pi * f * t + offset)[None, None]  # noqa: E731
+    assert phase(tone(200, 1.0), tone(200)).item() < 0.02  # a phase offset: hardly anything (the edges)
+    detuned = [phase(tone(200 + df), tone(200)).item() for df in (4, 16)]
+    assert 0.02 < detuned[0] < detuned[1], detuned  # instantaneous frequency
+    shifted = [phase(target.roll(k, -1), target).item() for k in (1, 4, 16)]
+    assert 0 < shifted[0] < shifted[1] < shifted[2], shifted  # group delay
+    assert 0.5 < phase(0.1 * torch.randn(target.shape, generator=torch.Generator().manual_seed(2)), target).item() < 1.5
 
 
 def test_reconstruction_losses_reject_mismatched_or_too_short_inputs(spectral_losses):
