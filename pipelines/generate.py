@@ -394,6 +394,7 @@ class _StreamDecoder:
         if getattr(config, "lstm_layers", 0):
             window = None
         self.lookback = window  # None: from the first frame
+        self.period = int(getattr(codec, "decoder_period", 1))  # spans start at multiples of it
         self.lookahead = 0 if causal else window  # None: only at the end
         self.codes = None if context is None else context.cpu()
         self.done = 0 if context is None else context.shape[2]  # frames whose samples are out (or are the prompt)
@@ -421,7 +422,7 @@ class _StreamDecoder:
         if end <= self.done:
             return self._empty()
         total = self.codes.shape[2]
-        start = 0 if self.lookback is None else max(0, self.done - self.lookback)
+        start = 0 if self.lookback is None else max(0, self.done - self.lookback) // self.period * self.period
         stop = total if self.lookahead is None else min(total, end + self.lookahead)
         wav = self.codec.decode(self.codes[:, :, start:stop])[0].cpu()  # (C, (stop - start) * hop)
         piece = wav[:, (self.done - start) * self.hop:(end - start) * self.hop]

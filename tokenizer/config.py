@@ -136,8 +136,16 @@ class SpectralConfig(JsonConfig):
     num_layers: int = 8
     kernel_size: int = 7
     n_fft: int = 1280
+    # The decoder's phases are taken relative to the signal's origin instead of each frame's start (the
+    # frequency-invariant STFT convention). A steady tone at a bin's centre then has the same phase in every
+    # frame, so the frame-wise decoder can hold a pitch by repeating itself; with per-frame phases, repeated frames
+    # overlap-add into a signal periodic at the frame rate (a 130 Hz tone comes out on multiples of 75 Hz). Does
+    # not change what codes mean (not part of the fingerprint).
+    frequency_invariant_phase: bool = False
 
     def __post_init__(self) -> None:
+        _check(isinstance(self.frequency_invariant_phase, bool),
+               f"spectral.frequency_invariant_phase must be true or false, got {self.frequency_invariant_phase!r}")
         for name in ("dim", "hidden_dim", "num_layers"):
             _check(isinstance(getattr(self, name), int) and getattr(self, name) >= 1,
                    f"spectral.{name} must be an integer >= 1, got {getattr(self, name)!r}")
@@ -252,4 +260,6 @@ class CodecConfig(JsonConfig):
             data.pop(key)
         if data["spectral"] is None:  # SEANet codecs keep the fingerprints they had before `spectral` existed
             data.pop("spectral")
+        else:  # how the decoder states phase is not what the codes mean
+            data["spectral"].pop("frequency_invariant_phase")
         return data

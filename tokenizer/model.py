@@ -61,6 +61,8 @@ class RVQCodec(nn.Module):
         # Context (in frames) each chunk of a chunked encode/decode needs so that it equals one pass.
         self._encoder_context = self.encoder.context_frames + 1
         self._decoder_context = self.decoder.context_frames + 1
+        # A span of codes decodes as part of a longer sequence only if it starts at a multiple of this.
+        self._decoder_period = getattr(self.decoder, "period", 1)
 
     # ---- the narrow interface -------------------------------------------------------------------
     @property
@@ -96,6 +98,12 @@ class RVQCodec(nn.Module):
         """Frames of codes around a frame (before it only, for a causal codec) that its decoded samples depend
         on; decoding new frames with this much left context reproduces a whole-sequence decode (streaming)."""
         return self._decoder_context
+
+    @property
+    def decoder_period(self) -> int:
+        """Decoding a span of codes that starts at a multiple of this many frames reproduces what a decode of
+        the whole sequence gives there (1 for most decoders; a frequency-invariant phase repeats every few)."""
+        return self._decoder_period
 
     def bitrate(self, num_codebooks: int | None = None) -> float:
         """kbps when transmitting the first `num_codebooks` codebooks (default: all)."""
@@ -147,13 +155,15 @@ class RVQCodec(nn.Module):
             return self.decoder(self.quantizer.decode(span))
 
         with _invariant_convolutions():
-            return self._chunked(decode_span, codes, frames, self._decoder_context, 1, self.hop_length)
+            return self._chunked(decode_span, codes, frames, self._decoder_context, 1, self.hop_length,
+                                 align=self._decoder_period)
 
     def _chunked(self, fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, frames: int,
-                 context: int, in_per_frame: int, out_per_frame: int) -> torch.Tensor:
+                 context: int, in_per_frame: int, out_per_frame: int, align: int = 1) -> torch.Tensor:
         """Apply `fn` to spans of `x` of at most `chunk_seconds` frames plus `context` frames on each side
-        (only the left for a causal model), keeping each span's middle. Every output frame then sees its
-        whole receptive field, so the result equals `fn(x)` while memory stays bounded."""
+        (only the left for a causal model; each span starts at a multiple of `align` frames), keeping each span's
+        middle. Every output frame then sees its whole receptive field, so the result equals `fn(x)` while memory
+        stays bounded."""
         chunk = max(1, int(self.config.chunk_seconds * self.frame_rate))
         if frames <= chunk:
             return fn(x)
@@ -161,7 +171,7 @@ class RVQCodec(nn.Module):
         pieces = []
         for start in range(0, frames, chunk):
             end = min(start + chunk, frames)
-            lo, hi = max(0, start - context), min(frames, end + right_context)
+            lo, hi = max(0, start - context) // align * align, min(frames, end + right_context)
             y = fn(x[..., lo * in_per_frame: hi * in_per_frame])
             pieces.append(y[..., (start - lo) * out_per_frame: (end - lo) * out_per_frame])
         return torch.cat(pieces, dim=-1)

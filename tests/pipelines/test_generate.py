@@ -26,12 +26,14 @@ HOP = 160
 VOICES = ["bob", "alice"]
 
 
-def tiny_codec(causal: bool = True, spectral: bool = False) -> RVQCodec:
+def tiny_codec(causal: bool = True, spectral: bool = False, frequency_invariant_phase: bool = False) -> RVQCodec:
     """8 kHz mono, hop 160 (50 frames/s), K=4 codebooks of 32; its decoder sees 9 frames, fewer than a clip.
 
-    `spectral`: the frame-rate ConvNeXt/iSTFT encoder and decoder (non-causal) instead of SEANet."""
+    `spectral`: the frame-rate ConvNeXt/iSTFT encoder and decoder (non-causal) instead of SEANet, with
+    `frequency_invariant_phase` (its decoder's spans must then start at even frames)."""
     torch.manual_seed(0)
-    layers = {"dim": 16, "hidden_dim": 32, "num_layers": 1, "kernel_size": 3, "n_fft": 320} if spectral else None
+    layers = {"dim": 16, "hidden_dim": 32, "num_layers": 1, "kernel_size": 3, "n_fft": 320,
+              "frequency_invariant_phase": frequency_invariant_phase} if spectral else None
     config = CodecConfig(sample_rate=8000, n_filters=4, strides=(4, 5, 8), dimension=16, causal=causal,
                          spectral=layers, quantizer={"num_codebooks": 4, "codebook_size": 32})
     codec = RVQCodec(config)
@@ -280,12 +282,14 @@ def test_audio_prompt_as_waveform_or_codes_file(no_early_end, tmp_path):
                                     progress=False).codes, clip.codes)
 
 
-@pytest.mark.parametrize("kind", ["causal", "non-causal", "spectral"])
+@pytest.mark.parametrize("kind", ["causal", "non-causal", "spectral", "spectral-fi"])
 @pytest.mark.parametrize("chunk_frames", [None, 3])
 def test_streamed_audio_equals_decoding_everything(kind, chunk_frames, lm, text_tokenizer):
     # A non-causal decoder needs look-ahead too: frames are held back until it has been generated.
     causal = kind == "causal"
-    model = lm if causal else tiny_lm(tiny_codec(causal=False, spectral=kind == "spectral"), text_tokenizer)
+    model = lm if causal else tiny_lm(tiny_codec(causal=False, spectral=kind.startswith("spectral"),
+                                                 frequency_invariant_phase=kind == "spectral-fi"), text_tokenizer)
+    assert model.codec.decoder_period == (2 if kind == "spectral-fi" else 1)
     with end_of_audio(model):
         stream = generate_stream(PROMPT, duration=DURATION, seed=3, model=model, chunk_frames=chunk_frames)
         assert stream.sample_rate == 8000 and stream.channels == 1

@@ -247,8 +247,9 @@ def test_failed_save_leaves_no_partial_checkpoint(codec, tmp_path, monkeypatch):
 # ---- the frame-rate (spectral) encoder and decoder -------------------------------------------------
 
 def spectral_config(**overrides) -> CodecConfig:
-    return tiny_config(causal=False, spectral={"dim": 16, "hidden_dim": 32, "num_layers": 2, "kernel_size": 3,
-                                                "n_fft": 32}, **overrides)
+    spectral = {"dim": 16, "hidden_dim": 32, "num_layers": 2, "kernel_size": 3, "n_fft": 32}
+    spectral.update(overrides.pop("spectral", {}))
+    return tiny_config(causal=False, spectral=spectral, **overrides)
 
 
 def test_spectral_config_round_trips_and_keeps_seanet_fingerprints(tmp_path):
@@ -287,9 +288,11 @@ def test_spectral_codec_frame_counts_and_finite_gradients(num_samples):
     assert codec.decode(codes).shape == (2, 1, codes.shape[-1] * 8)
 
 
-def test_spectral_codec_chunked_equals_one_pass():
+@pytest.mark.parametrize("frequency_invariant_phase", [False, True])
+def test_spectral_codec_chunked_equals_one_pass(frequency_invariant_phase):
     torch.manual_seed(0)
-    codec = RVQCodec(spectral_config())
+    codec = RVQCodec(spectral_config(spectral={"frequency_invariant_phase": frequency_invariant_phase}))
+    assert codec.decoder_period == (4 if frequency_invariant_phase else 1)  # n_fft 32 / hop 8
     codec.train()(tone(0.5)[None])
     codec.eval()
     long = torch.cat([tone(0.5), tone(0.5).flip(-1), tone(0.7)], dim=-1)[None]
@@ -298,6 +301,39 @@ def test_spectral_codec_chunked_equals_one_pass():
     codec.config.chunk_seconds = 0.123  # chunk edges mid-clip, context on both sides
     assert torch.equal(codec.encode(long), whole)
     assert torch.allclose(codec.decode(whole), whole_audio, atol=1e-5)
+    # What the alignment is for: a span that starts off the period decodes differently.
+    middle = slice(40 * codec.hop_length, 60 * codec.hop_length)
+    shifted = codec.decode(whole[..., 1:])[..., middle]
+    assert torch.allclose(shifted, whole_audio[..., codec.hop_length:][..., middle], atol=1e-5) == (
+        not frequency_invariant_phase)
+
+
+def test_frequency_invariant_phase_holds_a_steady_tone_in_repeated_frames():
+    """With signal-origin phases a bin-centred tone is the same decoder frame over and over, so a frame-wise
+    decoder can hold any pitch; with frame-origin phases repeated frames make a signal periodic at the hop."""
+    fi = RVQCodec(spectral_config(spectral={"frequency_invariant_phase": True}))
+    assert fi.fingerprint == RVQCodec(spectral_config()).fingerprint  # the codes mean the same
+    dec, frames = fi.decoder, 40
+    t = torch.arange(frames * fi.hop_length)
+    wav = torch.cos(2 * math.pi * 3 * t / dec.n_fft + 0.4)  # bin 3's centre: 3 cycles per n_fft samples
+    spec = fi.encoder.stft(wav[None])[0]  # frame-origin phases (bins, frames)
+    signal_origin = spec * torch.polar(torch.ones(()), -dec._frame_phase_offsets(frames))
+    inner = signal_origin[3, 4:-4]
+    assert torch.allclose(inner, inner[0].expand_as(inner), atol=1e-4)  # the same in every frame
+    assert not torch.allclose(spec[3, 4:-4], spec[3, 4].expand_as(spec[3, 4:-4]), atol=1e-2)
+    # One frame holding bin 3 alone, repeated: the tone itself with signal-origin phases; with frame-origin
+    # phases, a signal that repeats every hop (a "pitch" on multiples of the frame rate).
+    frame = torch.zeros(dec.bins, frames, dtype=torch.complex64)
+    frame[3] = torch.polar(torch.tensor(1.0), torch.tensor(0.4))
+    tone_fi = dec.inverse_stft((frame * torch.polar(torch.ones(()), dec._frame_phase_offsets(frames)))[None])[0]
+    tone_ti = dec.inverse_stft(frame[None])[0]
+    inner = slice(dec.n_fft, -dec.n_fft)
+    arg = 2 * math.pi * 3 * t[inner] / dec.n_fft
+    basis = torch.stack([torch.cos(arg), torch.sin(arg)], dim=1)  # a bin-3 sinusoid of any phase
+    fit = basis @ torch.linalg.lstsq(basis, tone_fi[inner, None]).solution
+    assert (fit[:, 0] - tone_fi[inner]).norm() < 1e-4 * tone_fi[inner].norm()
+    hop = fi.hop_length
+    assert torch.allclose(tone_ti[dec.n_fft:-dec.n_fft - hop], tone_ti[dec.n_fft + hop:-dec.n_fft], atol=1e-5)
 
 
 def test_spectral_codec_saves_and_loads_bit_identically(tmp_path):

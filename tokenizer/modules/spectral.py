@@ -113,6 +113,9 @@ class SpectralDecoder(nn.Module):
         self.backbone = ConvNeXtStack(config.dimension, s, embed_kernel=s.kernel_size)
         self.head = nn.Linear(s.dim, 2 * self.bins * config.channels)
         self.context_frames = self.backbone.reach + math.ceil(s.n_fft / self.hop)
+        self.frequency_invariant = s.frequency_invariant_phase
+        # Frame t's phase offset at bin k is 2 pi k t hop / n_fft: it repeats every `period` frames.
+        self.period = s.n_fft // math.gcd(s.n_fft, self.hop) if self.frequency_invariant else 1
 
     def forward(self, latent: torch.Tensor) -> torch.Tensor:
         b, _, t = latent.shape
@@ -120,7 +123,17 @@ class SpectralDecoder(nn.Module):
         h = h.view(b, t, self.channels, 2, self.bins).permute(0, 2, 3, 4, 1).reshape(b * self.channels, 2, self.bins, t)
         # (B*C, bins, T); at most 1e2 as Vocos, clamped before exp so that an overflow cannot make 0 * inf gradients
         mag = h[:, 0].clamp(max=math.log(1e2)).exp()
-        return self.inverse_stft(torch.polar(mag, h[:, 1])).reshape(b, self.channels, t * self.hop)
+        phase = h[:, 1]
+        if self.frequency_invariant:
+            phase = phase + self._frame_phase_offsets(t).to(phase.dtype)
+        return self.inverse_stft(torch.polar(mag, phase)).reshape(b, self.channels, t * self.hop)
+
+    def _frame_phase_offsets(self, frames: int) -> torch.Tensor:
+        """(bins, frames): 2 pi k t hop / n_fft, from exact integers, turning signal-origin phases into the
+        frame-origin phases the inverse FFT expects. Periodic in t with `self.period`."""
+        k = torch.arange(self.bins, device=self.window.device)[:, None]
+        t = torch.arange(frames, device=self.window.device)[None, :] % self.period
+        return (k * t * self.hop % self.n_fft).float() * (2 * math.pi / self.n_fft)
 
     def inverse_stft(self, spec: torch.Tensor) -> torch.Tensor:
         """Complex (M, bins, T) -> (M, T * hop) samples; the exact inverse of `SpectralEncoder.stft`."""
