@@ -72,6 +72,12 @@ def test_presets_load_and_have_the_advertised_rates():
     periods = CodecConfig.from_json_file(REPO / "configs" / "codec_spectral_small_decoder_mpd.json")
     assert periods.fingerprint == spectral.fingerprint and periods.training.freeze_codes
     assert periods.training.disc_periods == (2, 3, 5, 7, 11)
+    # Their variants: a phase-derivative loss, and signal-origin decoder phases; the codes still the same.
+    phase = CodecConfig.from_json_file(REPO / "configs" / "codec_spectral_small_decoder_phase.json")
+    assert phase.fingerprint == spectral.fingerprint and phase.training.phase_weight > 0
+    fi = CodecConfig.from_json_file(REPO / "configs" / "codec_spectral_small_decoder_fi.json")
+    assert fi.fingerprint == spectral.fingerprint and fi.spectral.frequency_invariant_phase
+    assert fi.training.freeze_codes and phase.training.freeze_codes
     # EnCodec 24 kHz's bandwidths are the prefixes of 2, 4, 8, 16 and 32 codebooks.
     assert [big.bitrate(k) for k in (2, 4, 8, 16, 32)] == pytest.approx([1.5, 3.0, 6.0, 12.0, 24.0])
 
