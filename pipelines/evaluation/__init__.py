@@ -1,10 +1,11 @@
 """Evaluation: codec reconstruction next to Opus, music generation by classifier/tempo/Fréchet distance, and
 TTS intelligibility by an offline recogniser. Metrics are plain functions in `metrics`, with units stated."""
 
-from .codec_eval import evaluate_codec, format_codec_report
+from .codec_eval import evaluate_codec, format_codec_report, steady_tone_fidelity
 from .data import OpusResult, load_split, opus_roundtrip
-from .metrics import (audio_features, estimate_tempo, frechet_distance, mel_distance, normalize_text, pesq_wb, si_sdr,
-                      stft_distance, stoi, tempo_errors, wer, word_recall)
+from .metrics import (audio_features, estimate_tempo, frechet_distance, harmonic_energy_fraction, harmonic_tone,
+                      mel_distance, normalize_text, pesq_wb, si_sdr, stft_distance, stoi, tempo_errors, wer,
+                      word_recall)
 from .music_eval import (FamilyClassifier, FamilyClassifierConfig, evaluate_family_classifier, evaluate_music,
                          evaluate_music_generation, evaluate_music_lm, evaluate_music_references,
                          format_music_report, train_family_classifier)
@@ -14,7 +15,8 @@ __all__ = [
     "FamilyClassifier", "FamilyClassifierConfig", "OpusResult", "audio_features", "duration_correlation",
     "estimate_tempo", "evaluate_codec", "evaluate_family_classifier", "evaluate_music", "evaluate_music_generation",
     "evaluate_music_lm", "evaluate_music_references", "evaluate_tts", "evaluate_tts_lm", "format_codec_report",
-    "format_music_report", "format_tts_report", "frechet_distance", "load_split",
+    "format_music_report", "format_tts_report", "frechet_distance", "harmonic_energy_fraction", "harmonic_tone",
+    "load_split",
     "mel_distance", "normalize_text", "opus_roundtrip", "pesq_wb", "si_sdr", "stft_distance", "stoi",
-    "tempo_errors", "train_family_classifier", "transcribe", "wer", "word_recall",
+    "steady_tone_fidelity", "tempo_errors", "train_family_classifier", "transcribe", "wer", "word_recall",
 ]

@@ -24,7 +24,7 @@ from tokenizer.audio import resample, to_channels
 
 from ..defaults import resolve_codec
 from .data import describe, iter_audio, load_split, opus_roundtrip, write_report
-from .metrics import mel_distance, pesq_wb, si_sdr, stft_distance, stoi
+from .metrics import harmonic_energy_fraction, harmonic_tone, mel_distance, pesq_wb, si_sdr, stft_distance, stoi
 
 # name -> (units, True if higher is better), in table order
 METRICS = {
@@ -35,6 +35,8 @@ METRICS = {
     "stoi": ("0-1", True),
 }
 SPEECH_METRICS = ("pesq_wb", "stoi")
+# Pitches of the steady-tone probe: 24 log-spaced from 90 to 350 Hz (voices' and low notes' fundamentals).
+STEADY_TONE_F0S = tuple(round(90 * (350 / 90) ** (i / 23), 1) for i in range(24))
 _MIN_SAMPLES = 1025  # the 2048-sample windows of the spectral distances need more than 1024 samples
 
 
@@ -72,8 +74,9 @@ def evaluate_codec(
     `metrics[m] = {mean, std, n, values}` for `m` in METRICS (PESQ and STOI for speech only; `values` holds each
     scored clip's figure in dataset order, None where undefined, for paired comparisons between reports), plus
     `clips`, `seconds`, `sample_rate`, `domain`, `skipped` (clips too short to score), `units` and `markdown` (the
-    table). With `by`: `groups = {column, labels (each scored clip's value, in the order of values), means
-    ({value: {system: {metric: mean | None, n}}})}`.
+    table), and `steady_tones` (`steady_tone_fidelity`: does a held pitch survive the codec). With `by`: `groups =
+    {column, labels (each scored clip's value, in the order of values), means ({value: {system: {metric: mean |
+    None, n}}})}`.
     """
     codec = resolve_codec(codec)
     ds = load_split(data, split)
@@ -137,6 +140,7 @@ def evaluate_codec(
     }
     if by is not None:
         report["groups"] = {"column": by, "labels": labels, "means": _group_means(systems, labels)}
+    report["steady_tones"] = steady_tone_fidelity(codec)
     report["markdown"] = format_codec_report(report)
     write_report(output, report)
     return report
@@ -159,7 +163,30 @@ def format_codec_report(report: dict[str, Any]) -> str:
     lines += ["", "Opus kbps are measured from file sizes (Ogg container included); codec kbps are nominal."]
     if "groups" in report:
         lines += ["", *_format_groups(report)]
+    if "steady_tones" in report:
+        tones = report["steady_tones"]
+        lines += ["", f"Steady tones through the codec (k={tones['num_codebooks']}): {tones['mean']:.3f} of a held harmonic "
+                  f"tone's energy stays on its harmonics (mean over {len(tones['f0'])} pitches, "
+                  f"{min(tones['f0']):g}-{max(tones['f0']):g} Hz; 1 = pitch kept)."]
     return "\n".join(lines) + "\n"
+
+
+def steady_tone_fidelity(codec: RVQCodec, f0s: Sequence[float] = STEADY_TONE_F0S) -> dict[str, Any]:
+    """Does a held pitch survive the codec? Each 2 s harmonic tone (`metrics.harmonic_tone`) goes through a round
+    trip with every codebook; `metrics.harmonic_energy_fraction` of the result says how much of its energy stayed on
+    the tone's harmonics (1.0 for the tone itself). A frame-wise decoder that repeats itself over a steady input pulls
+    pitches onto multiples of its frame rate, which mel and STFT distances barely see.
+
+    Returns `{f0, fraction (per f0), mean, num_codebooks}`. Single tones are sensitive to where the codes fall; read
+    the mean.
+    """
+    sr, fractions = codec.sample_rate, []
+    for f0 in f0s:
+        tone = harmonic_tone(f0, sr)
+        est = codec.decode(codec.encode(to_channels(tone[None], codec.channels)[None]))[0, :, : tone.numel()]
+        fractions.append(harmonic_energy_fraction(est.float().mean(0), sr, f0))
+    return {"f0": [float(f) for f in f0s], "fraction": fractions, "mean": float(np.mean(fractions)),
+            "num_codebooks": codec.num_codebooks}
 
 
 def _group_means(systems: list[dict[str, Any]], labels: list[str]) -> dict[str, dict[str, dict[str, Any]]]:

@@ -137,6 +137,37 @@ def stft_distance(ref: ArrayLike, est: ArrayLike) -> float:
         return float(_stft_loss()(_batched(est), _batched(ref)))
 
 
+def harmonic_tone(f0: float, sample_rate: int, seconds: float = 2.0, harmonics: int = 19) -> torch.Tensor:
+    """A steady harmonic tone FloatTensor[N]: partials k * f0 (k = 1..harmonics, those below Nyquist) of amplitude
+    0.2 / k, zero phase. The probe of `harmonic_energy_fraction`."""
+    t = torch.arange(round(seconds * sample_rate), dtype=torch.float64) / sample_rate
+    ks = [k for k in range(1, harmonics + 1) if k * f0 < sample_rate / 2]
+    return sum((0.2 / k) * torch.sin(2 * math.pi * k * f0 * t) for k in ks).float()
+
+
+def harmonic_energy_fraction(wav: ArrayLike, sample_rate: int, f0: float, max_hz: float = 2000.0,
+                             tolerance_hz: float = 3.0) -> float:
+    """How much of a steady tone's energy lies on the harmonics of `f0`: 1.0 for the tone itself, near 0 when its
+    pitch has moved. Of a mono signal of at least 1.5 s, the 1 s starting at 0.5 s (Hann window, 1 Hz bins) is
+    analysed, and the energy below `max_hz` within `tolerance_hz` of some k * f0 is divided by all energy below
+    `max_hz`. Dimensionless, 0-1.
+    """
+    x = _mono(wav, "wav").double()
+    if x.numel() < round(1.5 * sample_rate):
+        raise ValueError(f"harmonic_energy_fraction needs at least 1.5 s of audio, got {x.numel()} samples at "
+                         f"{sample_rate} Hz")
+    if not 0 < f0 < max_hz:
+        raise ValueError(f"f0 must lie in (0, max_hz={max_hz}) Hz, got {f0!r}")
+    start, n = sample_rate // 2, sample_rate
+    power = torch.fft.rfft(x[start:start + n] * torch.hann_window(n, dtype=torch.float64)).abs().pow(2)
+    freqs = torch.arange(power.numel(), dtype=torch.float64) * sample_rate / n
+    below = freqs < max_hz
+    nearest = (freqs / f0).round().clamp(min=1) * f0
+    on = below & ((freqs - nearest).abs() <= tolerance_hz)
+    total = power[below].sum()
+    return float(power[on].sum() / total) if total > 0 else 0.0
+
+
 def _to_16k_numpy(x: ArrayLike, sample_rate: int, what: str) -> np.ndarray:
     x = _mono(x, what).float()
     return resample(x, int(sample_rate), PESQ_SAMPLE_RATE).double().numpy()

@@ -22,7 +22,7 @@ from pipelines.evaluation import (FamilyClassifier, audio_features, duration_cor
                                   evaluate_tts_lm, frechet_distance, mel_distance, normalize_text, opus_roundtrip,
                                   pesq_wb, si_sdr, stft_distance, stoi, tempo_errors, train_family_classifier,
                                   transcribe, wer, word_recall)
-from pipelines.evaluation.metrics import FEATURE_DIM, FEATURE_N_MELS
+from pipelines.evaluation.metrics import FEATURE_DIM, FEATURE_N_MELS, harmonic_energy_fraction, harmonic_tone
 from pipelines.generate import generate
 from tokenizer import CodecConfig, RVQCodec
 
@@ -116,6 +116,20 @@ def test_pesq_and_stoi_of_identical_speech_are_their_maxima(speech_clip):
     assert stoi(wav, wav, sr) == pytest.approx(1.0, abs=1e-3)
     noisy = wav + 0.05 * torch.randn(wav.shape, generator=torch.Generator().manual_seed(0))
     assert pesq_wb(wav, noisy, sr) < 2.5 and stoi(wav, noisy, sr) < 0.95
+
+
+def test_harmonic_energy_fraction_of_a_tone_itself_detuned_and_in_noise():
+    tone = harmonic_tone(220.0, 24000)
+    assert tone.shape == (48000,) and tone.abs().max() < 1
+    assert harmonic_energy_fraction(tone, 24000, 220.0) == pytest.approx(1.0, abs=1e-6)
+    assert harmonic_energy_fraction(harmonic_tone(230.0, 24000), 24000, 220.0) < 0.01  # its pitch moved
+    noise = torch.randn(48000, generator=torch.Generator().manual_seed(0))
+    noisy = tone + noise * tone.norm() / noise.norm()  # as much noise energy as tone (mostly above 2 kHz)
+    assert 0.5 < harmonic_energy_fraction(noisy, 24000, 220.0) < 1.0
+    with pytest.raises(ValueError, match="1.5 s"):
+        harmonic_energy_fraction(tone[:24000], 24000, 220.0)
+    with pytest.raises(ValueError, match="f0"):
+        harmonic_energy_fraction(tone, 24000, 2500.0)
 
 
 def test_wer_known_cases():
@@ -234,6 +248,15 @@ def test_evaluate_codec_report_matches_the_metrics(speech_dir, tmp_path):
     assert saved["systems"] == report["systems"]
     table = (tmp_path / "r.md").read_text()
     assert table == report["markdown"] and "| opus 12 kbps |" in table and "pesq_wb" in table
+
+    tones = report["steady_tones"]  # a held pitch through the codec, with every codebook
+    assert len(tones["f0"]) == len(tones["fraction"]) == 24 and tones["num_codebooks"] == 4
+    assert all(0.0 <= x <= 1.0 for x in tones["fraction"])
+    assert tones["mean"] == pytest.approx(sum(tones["fraction"]) / 24)
+    tone = harmonic_tone(tones["f0"][5], 8000)
+    est = codec.decode(codec.encode(tone[None, None]))[0, 0, : tone.numel()]
+    assert tones["fraction"][5] == pytest.approx(harmonic_energy_fraction(est, 8000, tones["f0"][5]))
+    assert f"Steady tones through the codec (k=4): {tones['mean']:.3f}" in table
 
 
 def test_evaluate_codec_by_column_averages_each_value_s_clips(speech_dir):
