@@ -165,8 +165,8 @@ def format_codec_report(report: dict[str, Any]) -> str:
         lines += ["", *_format_groups(report)]
     if "steady_tones" in report:
         tones = report["steady_tones"]
-        lines += ["", f"Steady tones through the codec (k={tones['num_codebooks']}): {tones['mean']:.3f} of a held harmonic "
-                  f"tone's energy stays on its harmonics (mean over {len(tones['f0'])} pitches, "
+        lines += ["", f"Steady tones through the codec (k={tones['num_codebooks']}): {tones['mean']:.3f} of a held "
+                  f"harmonic tone's energy stays on its harmonics (mean over {len(tones['f0'])} pitches, "
                   f"{min(tones['f0']):g}-{max(tones['f0']):g} Hz; 1 = pitch kept)."]
     return "\n".join(lines) + "\n"
 
