@@ -30,6 +30,14 @@ def _train_codec(args: argparse.Namespace) -> None:
     print(f"saved the trained codec to {out}")
 
 
+def _train_pitch_head(args: argparse.Namespace) -> None:
+    from tokenizer.pitch_training import train_pitch_head
+
+    out = train_pitch_head(args.codec, args.data, args.out, steps=args.steps, batch_size=args.batch_size,
+                           progress=not args.no_progress)
+    print(f"saved the pitch-phase codec to {out}")
+
+
 def _export_codec(args: argparse.Namespace) -> None:
     import torch
 
@@ -279,6 +287,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="codec folder to start from instead of random weights (same code space as --config); "
                         "with training.freeze_codes only its decoder trains and its codes stay valid")
     p.set_defaults(func=_train_codec)
+
+    p = sub.add_parser("train-pitch-head",
+                       help="give a trained spectral codec a pitch-phase decoder: fit only its pitch head (same codes)")
+    p.add_argument("--codec", required=True, help="codec folder to start from (a spectral codec)")
+    p.add_argument("--data", required=True, nargs="+", help="audio folders or saved datasets (pooled), as train-codec")
+    p.add_argument("--out", required=True, help="run folder to write: log.jsonl, and the codec in final/")
+    p.add_argument("--steps", type=int, default=3000, help="optimisation steps (default 3000)")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_train_pitch_head)
 
     p = sub.add_parser("export-codec", help="write a codec run's latest checkpoint as a codec folder (run keeps going)")
     p.add_argument("run", help="the --out folder of train-codec")

@@ -395,6 +395,10 @@ class _StreamDecoder:
             window = None
         self.lookback = window  # None: from the first frame
         self.period = int(getattr(codec, "decoder_period", 1))  # spans start at multiples of it
+        # A pitch-phase decoder's source phase runs over the whole sequence: each span continues from the phase
+        # where the samples already out end (known once a span from the first frame has been decoded).
+        self.pitch_phase = bool(getattr(codec, "pitch_phase", False))
+        self.phase = None
         self.lookahead = 0 if causal else window  # None: only at the end
         self.codes = None if context is None else context.cpu()
         self.done = 0 if context is None else context.shape[2]  # frames whose samples are out (or are the prompt)
@@ -424,7 +428,16 @@ class _StreamDecoder:
         total = self.codes.shape[2]
         start = 0 if self.lookback is None else max(0, self.done - self.lookback) // self.period * self.period
         stop = total if self.lookahead is None else min(total, end + self.lookahead)
-        wav = self.codec.decode(self.codes[:, :, start:stop])[0].cpu()  # (C, (stop - start) * hop)
+        if self.pitch_phase:
+            if self.phase is None:
+                start = 0
+            anchor = None if self.phase is None else (self.done - start, self.phase)
+            wav, phases = self.codec.decode(self.codes[:, :, start:stop], source_phase=anchor,
+                                            return_source_phase=True)
+            self.phase = phases[..., end - start]
+            wav = wav[0].cpu()
+        else:
+            wav = self.codec.decode(self.codes[:, :, start:stop])[0].cpu()  # (C, (stop - start) * hop)
         piece = wav[:, (self.done - start) * self.hop:(end - start) * self.hop]
         self.done = end
         return piece

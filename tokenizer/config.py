@@ -78,6 +78,10 @@ class CodecTrainingConfig(JsonConfig):
     stft_weight: float = 1.0
     complex_weight: float = 0.0  # phase-aware compressed complex STFT loss (off by default)
     phase_weight: float = 0.0  # phase-derivative loss: instantaneous frequency and group delay (off by default)
+    # Pitch-phase decoders (`spectral.pitch_phase`): weight of the f0 and voicing losses against YIN targets, and
+    # the first steps in which the harmonic source follows those targets instead of the decoder's own prediction.
+    pitch_weight: float = 1.0
+    pitch_teacher_steps: int = 0
     commitment_weight: float = 0.25
     codebook_weight: float = 1.0  # factorized quantizer: codebook loss
     adversarial_weight: float = 1.0
@@ -106,6 +110,9 @@ class CodecTrainingConfig(JsonConfig):
         _check(isinstance(self.cooldown_steps, int) and self.cooldown_steps >= 0,
                f"training.cooldown_steps must be an integer >= 0, got {self.cooldown_steps!r}")
         _check(len(self.betas) == 2, f"training.betas must have two values, got {self.betas!r}")
+        _check(self.pitch_weight >= 0, f"training.pitch_weight must be >= 0, got {self.pitch_weight!r}")
+        _check(isinstance(self.pitch_teacher_steps, int) and self.pitch_teacher_steps >= 0,
+               f"training.pitch_teacher_steps must be an integer >= 0, got {self.pitch_teacher_steps!r}")
         _check(self.adversarial_start_step >= -1,
                f"training.adversarial_start_step must be >= 0, or -1 for never, got {self.adversarial_start_step!r}")
         _check(isinstance(self.freeze_codes, bool), f"training.freeze_codes must be true or false, got {self.freeze_codes!r}")
@@ -142,8 +149,14 @@ class SpectralConfig(JsonConfig):
     # overlap-add into a signal periodic at the frame rate (a 130 Hz tone comes out on multiples of 75 Hz). Does
     # not change what codes mean (not part of the fingerprint).
     frequency_invariant_phase: bool = False
+    # The decoder also predicts f0 and voicing per frame; in voiced frames the phase of every bin below
+    # `tokenizer.modules.spectral.PITCH_PHASE_MAX_HZ` is that of a harmonic source driven by the predicted f0,
+    # whose phase accumulates from frame to frame (NSF-style), so held pitches stay where they are. Does not
+    # change what codes mean (not part of the fingerprint).
+    pitch_phase: bool = False
 
     def __post_init__(self) -> None:
+        _check(isinstance(self.pitch_phase, bool), f"spectral.pitch_phase must be true or false, got {self.pitch_phase!r}")
         _check(isinstance(self.frequency_invariant_phase, bool),
                f"spectral.frequency_invariant_phase must be true or false, got {self.frequency_invariant_phase!r}")
         for name in ("dim", "hidden_dim", "num_layers"):
@@ -262,4 +275,5 @@ class CodecConfig(JsonConfig):
             data.pop("spectral")
         else:  # how the decoder states phase is not what the codes mean
             data["spectral"].pop("frequency_invariant_phase")
+            data["spectral"].pop("pitch_phase")
         return data

@@ -39,6 +39,7 @@ class CodecOutput:
     commit_loss: torch.Tensor  # scalar
     codebook_loss: torch.Tensor  # scalar
     num_codebooks: torch.Tensor  # (B,) codebooks each item was reconstructed from
+    pitch: torch.Tensor | None = None  # pitch-phase decoder: (B * C, PITCH_BINS + 1, T) f0 class and voicing logits
 
 
 class RVQCodec(nn.Module):
@@ -63,6 +64,7 @@ class RVQCodec(nn.Module):
         self._decoder_context = self.decoder.context_frames + 1
         # A span of codes decodes as part of a longer sequence only if it starts at a multiple of this.
         self._decoder_period = getattr(self.decoder, "period", 1)
+        self._pitch_phase = getattr(self.decoder, "pitch_head", None) is not None
 
     # ---- the narrow interface -------------------------------------------------------------------
     @property
@@ -100,6 +102,12 @@ class RVQCodec(nn.Module):
         return self._decoder_context
 
     @property
+    def pitch_phase(self) -> bool:
+        """Whether the decoder drives a harmonic source whose phase carries over from span to span: decoding
+        part of a sequence then needs `decode(..., source_phase=...)` to continue where the previous part ended."""
+        return self._pitch_phase
+
+    @property
     def decoder_period(self) -> int:
         """Decoding a span of codes that starts at a multiple of this many frames reproduces what a decode of
         the whole sequence gives there (1 for most decoders; a frequency-invariant phase repeats every few)."""
@@ -110,14 +118,22 @@ class RVQCodec(nn.Module):
         return self.config.bitrate(num_codebooks)
 
     # ---- training forward -----------------------------------------------------------------------
-    def forward(self, wav: torch.Tensor) -> CodecOutput:
-        """Reconstruct wav (B, C, N). In train() mode, quantizer dropout picks each item's codebook count."""
+    def forward(self, wav: torch.Tensor, pitch: torch.Tensor | None = None) -> CodecOutput:
+        """Reconstruct wav (B, C, N). In train() mode, quantizer dropout picks each item's codebook count.
+
+        `pitch` (B * C, 2, T): f0 (Hz) and voicing (0 or 1) per frame that drive a pitch-phase decoder's source in
+        place of its own prediction (teacher forcing); its prediction is returned in `CodecOutput.pitch`.
+        """
         n = wav.shape[-1]
         x = self._pad_to_hop(wav)
         latent = self.encoder(x)  # (B, D, T)
         q = self.quantizer(latent)
-        audio = self.decoder(q.quantized)[..., :n]
-        return CodecOutput(audio, q.codes, q.commit_loss, q.codebook_loss, q.num_codebooks)
+        if self._pitch_phase:
+            out = self.decoder.run(q.quantized, pitch=pitch)
+            audio, predicted = out.audio, out.pitch
+        else:
+            audio, predicted = self.decoder(q.quantized), None
+        return CodecOutput(audio[..., :n], q.codes, q.commit_loss, q.codebook_loss, q.num_codebooks, predicted)
 
     # ---- inference ------------------------------------------------------------------------------
     @torch.inference_mode()
@@ -139,40 +155,65 @@ class RVQCodec(nn.Module):
         x = self._pad_to_hop(wav)
         frames = x.shape[-1] // self.hop_length
 
-        def encode_span(span: torch.Tensor) -> torch.Tensor:
+        def encode_span(span: torch.Tensor, *_) -> torch.Tensor:
             return self.quantizer.encode(self.encoder(span), k)
 
         with _invariant_convolutions():
             return self._chunked(encode_span, x, frames, self._encoder_context, self.hop_length, 1)
 
     @torch.inference_mode()
-    def decode(self, codes: torch.Tensor) -> torch.Tensor:
-        """Codes (B, K', T) with 1 <= K' <= num_codebooks -> waveform FloatTensor (B, C, T * hop_length)."""
+    def decode(self, codes: torch.Tensor, source_phase: tuple[int, torch.Tensor] | None = None,
+               return_source_phase: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor | None]:
+        """Codes (B, K', T) with 1 <= K' <= num_codebooks -> waveform FloatTensor (B, C, T * hop_length).
+
+        A pitch-phase decoder (`pitch_phase`) accumulates its harmonic source's phase over the whole sequence; to
+        decode a later part of a sequence as a whole decode would, pass `source_phase=(frame, phase)`: the phase
+        (B, C) at the start of `frame` of these codes, as an earlier call returned it. With
+        `return_source_phase` the result is (waveform, phases (B, C, T + 1) float64 at every frame start), the
+        phases None for other decoders.
+        """
         codes = self._check_codes(codes)
         frames = codes.shape[-1]
+        carried = None if source_phase is None else (int(source_phase[0]), source_phase[1])
+        phases = []
 
-        def decode_span(span: torch.Tensor) -> torch.Tensor:
-            return self.decoder(self.quantizer.decode(span))
+        def decode_span(span: torch.Tensor, lo: int, start: int, end: int) -> torch.Tensor:
+            nonlocal carried
+            latent = self.quantizer.decode(span)
+            if not self._pitch_phase:
+                return self.decoder(latent)
+            anchor = None if carried is None else (carried[0] - lo, carried[1])
+            out = self.decoder.run(latent, source_phase=anchor)
+            phases.append(out.source_phase[..., start - lo:end - lo + (end == frames)])
+            carried = (end, out.source_phase[..., end - lo])
+            return out.audio
 
+        if source_phase is not None and self._pitch_phase and not 0 <= carried[0] <= frames:
+            raise CodesError(f"source_phase's frame must be in [0, {frames}] for {frames} frames of codes, "
+                             f"got {carried[0]}")
         with _invariant_convolutions():
-            return self._chunked(decode_span, codes, frames, self._decoder_context, 1, self.hop_length,
-                                 align=self._decoder_period)
+            wav = self._chunked(decode_span, codes, frames, self._decoder_context, 1, self.hop_length,
+                                align=self._decoder_period)
+        if not return_source_phase:
+            return wav
+        return wav, (torch.cat(phases, dim=-1) if phases else None)
 
-    def _chunked(self, fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, frames: int,
+    def _chunked(self, fn: Callable[[torch.Tensor, int, int, int], torch.Tensor], x: torch.Tensor, frames: int,
                  context: int, in_per_frame: int, out_per_frame: int, align: int = 1) -> torch.Tensor:
         """Apply `fn` to spans of `x` of at most `chunk_seconds` frames plus `context` frames on each side
         (only the left for a causal model; each span starts at a multiple of `align` frames), keeping each span's
         middle. Every output frame then sees its whole receptive field, so the result equals `fn(x)` while memory
-        stays bounded."""
+        stays bounded. `fn(span, lo, start, end)` also gets the span's first frame and the frames it keeps, in
+        order from the first span to the last."""
         chunk = max(1, int(self.config.chunk_seconds * self.frame_rate))
         if frames <= chunk:
-            return fn(x)
+            return fn(x, 0, 0, frames)
         right_context = 0 if self.config.causal else context
         pieces = []
         for start in range(0, frames, chunk):
             end = min(start + chunk, frames)
             lo, hi = max(0, start - context) // align * align, min(frames, end + right_context)
-            y = fn(x[..., lo * in_per_frame: hi * in_per_frame])
+            y = fn(x[..., lo * in_per_frame: hi * in_per_frame], lo, start, end)
             pieces.append(y[..., (start - lo) * out_per_frame: (end - lo) * out_per_frame])
         return torch.cat(pieces, dim=-1)
 

@@ -66,10 +66,13 @@ from .errors import CheckpointError
 from .losses import (CompressedComplexSTFTLoss, MultiResolutionSTFTLoss, MultiScaleMelLoss, PhaseDerivativeLoss,
                      discriminator_hinge_loss, feature_matching_loss, generator_hinge_loss)
 from .model import RVQCodec
+from .pitch import PITCH_RANGE_HZ, VOICING_THRESHOLD, pitch_losses, yin
 from .run_folder import (CHECKPOINT_DIR, FINAL_DIR, LOG_NAME, STATE_NAME, check_run_folder, prepare, quiet,
                          recover_interrupted_swap, save_run_checkpoint, step_seed, truncate_log)
 
 logger = logging.getLogger(__name__)
+
+_PITCH_HEAD_LR_SCALE = 10.0
 
 
 
@@ -154,7 +157,12 @@ def fit_codec(config: CodecConfig, data: str | os.PathLike | list[str | os.PathL
     if tc.freeze_codes:
         codec.encoder.requires_grad_(False)
         codec.quantizer.requires_grad_(False)
-    opt_g = torch.optim.AdamW([p for p in codec.parameters() if p.requires_grad], lr=tc.learning_rate, betas=tc.betas)
+    # A pitch head added to a trained decoder starts from scratch: it learns at a higher rate than the rest.
+    head = list(codec.decoder.pitch_head.parameters()) if codec.pitch_phase else []
+    groups = [{"params": [p for p in codec.parameters() if p.requires_grad and all(p is not q for q in head)]}]
+    if head:
+        groups.append({"params": head, "lr": tc.learning_rate * _PITCH_HEAD_LR_SCALE})
+    opt_g = torch.optim.AdamW(groups, lr=tc.learning_rate, betas=tc.betas)
     sched_g = torch.optim.lr_scheduler.LambdaLR(opt_g, _lr_factor(tc, total))
     adversarial_from = tc.adversarial_start_step if tc.adversarial_start_step >= 0 else None
     codec, opt_g = prepare(accelerator, codec, opt_g)
@@ -199,7 +207,9 @@ def fit_codec(config: CodecConfig, data: str | os.PathLike | list[str | os.PathL
         if tc.freeze_codes:  # the quantizer itself stays in train mode: its dropout still picks the bitrate
             model.encoder.eval()
             model.quantizer.levels.eval()
-        res = codec(wav)
+        pitch_target = _pitch_targets(wav, config) if model.pitch_phase else None
+        teacher = pitch_target if pitch_target is not None and step < tc.pitch_teacher_steps else None
+        res = codec(wav, pitch=teacher)
         terms = {
             "mel": mel_loss(res.audio, wav),
             "stft": stft_loss(res.audio, wav),
@@ -214,6 +224,9 @@ def fit_codec(config: CodecConfig, data: str | os.PathLike | list[str | os.PathL
         if phase_loss is not None:
             terms["phase"] = phase_loss(res.audio, wav)
             loss = loss + tc.phase_weight * terms["phase"]
+        if pitch_target is not None:
+            terms["f0"], terms["voicing"] = pitch_losses(res.pitch, pitch_target)
+            loss = loss + tc.pitch_weight * (terms["f0"] + terms["voicing"])
         if disc is not None and step >= adversarial_from:
             batch = wav.shape[0]
             logits, _ = disc(torch.cat([wav, res.audio.detach()]))  # one pass over real and fake
@@ -267,6 +280,15 @@ def fit_codec(config: CodecConfig, data: str | os.PathLike | list[str | os.PathL
     return model.eval()
 
 
+def _pitch_targets(wav: torch.Tensor, config: CodecConfig) -> torch.Tensor:
+    """YIN's f0 (Hz) and voicing (0 or 1, at `VOICING_THRESHOLD`) of every channel, (B * C, 2, T) at the codec's
+    frame rate: what a pitch head learns."""
+    b, c, n = wav.shape
+    flat = torch.nn.functional.pad(wav.reshape(b * c, n), (0, -n % config.hop_length))
+    f0, voiced = yin(flat, config.sample_rate, config.hop_length, *PITCH_RANGE_HZ, threshold=VOICING_THRESHOLD)
+    return torch.stack([f0, voiced.to(f0.dtype)], dim=1)
+
+
 def export_checkpoint(run: str | os.PathLike, out: str | os.PathLike, dtype: torch.dtype | None = None) -> Path:
     """Write the codec of a run's latest checkpoint (`run/checkpoint`) as a codec folder (`config.json` +
     `model.safetensors`, atomically) and return it: to evaluate or tokenize with a run that is still training.
@@ -290,7 +312,12 @@ def _load_initial_weights(codec: RVQCodec, init_from: str | os.PathLike) -> None
     diff = codec.config.code_space_differences(start.config)
     if diff:
         raise CheckpointError(f"cannot start from {str(init_from)!r}: its codec differs from this config in {diff}")
-    codec.load_state_dict(start.state_dict())
+    # A decoder gaining a pitch head starts it from scratch; every other weight must be there.
+    missing, unexpected = codec.load_state_dict(start.state_dict(), strict=False)
+    missing = [k for k in missing if not k.startswith("decoder.pitch_head.")]
+    if missing or unexpected:
+        raise CheckpointError(f"cannot start from {str(init_from)!r}: missing weights {missing[:5]}, unexpected "
+                              f"weights {unexpected[:5]}")
 
 
 def _lr_factor(tc: CodecTrainingConfig, total: int | None = None):

@@ -26,14 +26,16 @@ HOP = 160
 VOICES = ["bob", "alice"]
 
 
-def tiny_codec(causal: bool = True, spectral: bool = False, frequency_invariant_phase: bool = False) -> RVQCodec:
+def tiny_codec(causal: bool = True, spectral: bool = False, frequency_invariant_phase: bool = False,
+               pitch_phase: bool = False) -> RVQCodec:
     """8 kHz mono, hop 160 (50 frames/s), K=4 codebooks of 32; its decoder sees 9 frames, fewer than a clip.
 
     `spectral`: the frame-rate ConvNeXt/iSTFT encoder and decoder (non-causal) instead of SEANet, with
-    `frequency_invariant_phase` (its decoder's spans must then start at even frames)."""
+    `frequency_invariant_phase` (its decoder's spans must then start at even frames) or `pitch_phase` (its
+    source's phase must carry over from span to span)."""
     torch.manual_seed(0)
     layers = {"dim": 16, "hidden_dim": 32, "num_layers": 1, "kernel_size": 3, "n_fft": 320,
-              "frequency_invariant_phase": frequency_invariant_phase} if spectral else None
+              "frequency_invariant_phase": frequency_invariant_phase, "pitch_phase": pitch_phase} if spectral else None
     config = CodecConfig(sample_rate=8000, n_filters=4, strides=(4, 5, 8), dimension=16, causal=causal,
                          spectral=layers, quantizer={"num_codebooks": 4, "codebook_size": 32})
     codec = RVQCodec(config)
@@ -282,14 +284,16 @@ def test_audio_prompt_as_waveform_or_codes_file(no_early_end, tmp_path):
                                     progress=False).codes, clip.codes)
 
 
-@pytest.mark.parametrize("kind", ["causal", "non-causal", "spectral", "spectral-fi"])
+@pytest.mark.parametrize("kind", ["causal", "non-causal", "spectral", "spectral-fi", "spectral-pitch"])
 @pytest.mark.parametrize("chunk_frames", [None, 3])
 def test_streamed_audio_equals_decoding_everything(kind, chunk_frames, lm, text_tokenizer):
     # A non-causal decoder needs look-ahead too: frames are held back until it has been generated.
     causal = kind == "causal"
     model = lm if causal else tiny_lm(tiny_codec(causal=False, spectral=kind.startswith("spectral"),
-                                                 frequency_invariant_phase=kind == "spectral-fi"), text_tokenizer)
+                                                 frequency_invariant_phase=kind == "spectral-fi",
+                                                 pitch_phase=kind == "spectral-pitch"), text_tokenizer)
     assert model.codec.decoder_period == (2 if kind == "spectral-fi" else 1)
+    assert getattr(model.codec, "pitch_phase", False) == (kind == "spectral-pitch")
     with end_of_audio(model):
         stream = generate_stream(PROMPT, duration=DURATION, seed=3, model=model, chunk_frames=chunk_frames)
         assert stream.sample_rate == 8000 and stream.channels == 1
@@ -307,13 +311,15 @@ def test_streamed_audio_equals_decoding_everything(kind, chunk_frames, lm, text_
         assert all(p.shape[-1] >= chunk_frames * HOP for p in pieces[:-1])
 
 
-def test_streaming_with_an_audio_prompt_joins_it_seamlessly(no_early_end):
-    lm = no_early_end
+def test_streaming_with_an_audio_prompt_joins_it_seamlessly(no_early_end, text_tokenizer):
     wav = torch.randn(1, 1600) * 0.1  # 10 frames
-    clip = generate(PROMPT, duration=0.2, seed=0, model=lm, audio_prompt=wav, progress=False)
-    streamed = torch.cat(list(generate_stream(PROMPT, duration=0.2, seed=0, model=lm, audio_prompt=wav,
-                                              progress=False)), dim=-1)
-    assert torch.allclose(streamed, clip.waveform, atol=1e-5, rtol=0)
+    # Also with a pitch-phase decoder, whose source phase must start from where the prompt leaves it.
+    for lm in (no_early_end, tiny_lm(tiny_codec(causal=False, spectral=True, pitch_phase=True), text_tokenizer)):
+        with end_of_audio(lm):
+            clip = generate(PROMPT, duration=0.2, seed=0, model=lm, audio_prompt=wav, progress=False)
+            streamed = torch.cat(list(generate_stream(PROMPT, duration=0.2, seed=0, model=lm, audio_prompt=wav,
+                                                      progress=False)), dim=-1)
+        assert torch.allclose(streamed, clip.waveform, atol=1e-5, rtol=0)
 
 
 def test_an_interrupted_stream_leaves_no_file(lm, tmp_path, monkeypatch):

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tokenizer import CodecConfig, ConfigError, RVQCodec
+from tokenizer import CodecConfig, CodesError, ConfigError, RVQCodec
 from tokenizer.quantization import ResidualVectorQuantizer
 
 from .conftest import tiny_config, tone
@@ -293,6 +293,7 @@ def test_spectral_codec_chunked_equals_one_pass(frequency_invariant_phase):
     torch.manual_seed(0)
     codec = RVQCodec(spectral_config(spectral={"frequency_invariant_phase": frequency_invariant_phase}))
     assert codec.decoder_period == (4 if frequency_invariant_phase else 1)  # n_fft 32 / hop 8
+    assert not codec.pitch_phase
     codec.train()(tone(0.5)[None])
     codec.eval()
     long = torch.cat([tone(0.5), tone(0.5).flip(-1), tone(0.7)], dim=-1)[None]
@@ -306,6 +307,37 @@ def test_spectral_codec_chunked_equals_one_pass(frequency_invariant_phase):
     shifted = codec.decode(whole[..., 1:])[..., middle]
     assert torch.allclose(shifted, whole_audio[..., codec.hop_length:][..., middle], atol=1e-5) == (
         not frequency_invariant_phase)
+
+
+def test_pitch_phase_decoding_carries_the_source_phase_across_chunks_and_calls():
+    """The harmonic source's phase runs over the whole sequence: chunked decoding carries it from span to span,
+    and a later part decoded on its own continues from the phase an earlier call returned."""
+    torch.manual_seed(0)
+    config = spectral_config(sample_rate=24000, strides=(4, 80), spectral={"n_fft": 1280, "pitch_phase": True})
+    codec = RVQCodec(config)
+    codec.train()(torch.randn(2, 1, 24000) * 0.1)
+    codec.eval()
+    assert codec.pitch_phase and codec.decoder_period == 1 and codec.hop_length == 320
+    with torch.no_grad():  # the untrained pitch head, its voicing logit centred: some frames voiced, some not
+        codec.decoder.pitch_head[-1].bias[-1] = 0.0
+    codes = codec.encode(torch.randn(1, 1, 3 * 24000) * 0.1)
+    whole, phases = codec.decode(codes, return_source_phase=True)
+    assert phases.shape == (1, 1, codes.shape[-1] + 1) and phases.dtype == torch.float64
+    pitch = codec.decoder.run(codec.quantizer.decode(codes)).pitch
+    assert 0.05 < float((pitch[:, -1] > 0).float().mean()) < 0.95  # both voiced and unvoiced frames
+    codec.config.chunk_seconds = 0.5  # chunk edges mid-clip, context on both sides
+    chunked, chunked_phases = codec.decode(codes, return_source_phase=True)
+    assert torch.allclose(chunked, whole, atol=1e-5) and torch.allclose(chunked_phases, phases)
+    codec.config.chunk_seconds = 30.0
+    # The codes from frame 100 on, with 40 frames of context, anchored at frame 100's phase: the whole decode.
+    later = codec.decode(codes[..., 60:], source_phase=(40, phases[..., 100]))
+    assert torch.allclose(later[..., 40 * 320:], whole[..., 100 * 320:], atol=1e-5)
+    unanchored = codec.decode(codes[..., 60:])
+    assert not torch.allclose(unanchored[..., 40 * 320:], whole[..., 100 * 320:], atol=1e-2)
+    assert codec.decode(codes, return_source_phase=True)[1] is not None
+    assert RVQCodec(spectral_config()).eval().decode(codes[..., :4] % 32, return_source_phase=True)[1] is None
+    with pytest.raises(CodesError, match="source_phase"):
+        codec.decode(codes, source_phase=(codes.shape[-1] + 1, phases[..., 0]))
 
 
 def test_frequency_invariant_phase_holds_a_steady_tone_in_repeated_frames():

@@ -17,9 +17,10 @@ import soundfile as sf
 import torch
 from safetensors.torch import load_file
 
-from tokenizer import AudioInputError, CheckpointError, CodecConfig, RVQCodec
+from tokenizer import AudioInputError, CheckpointError, CodecConfig, RVQCodec, SpectralConfig
 from tokenizer.data import AudioCrops
-from tokenizer.training import TrainState, _lr_factor, export_checkpoint, train_codec
+from tokenizer.pitch_training import train_pitch_head
+from tokenizer.training import TrainState, _lr_factor, _pitch_targets, export_checkpoint, train_codec
 
 REPO = Path(__file__).resolve().parents[2]
 SR = 16000
@@ -78,6 +79,9 @@ def test_presets_load_and_have_the_advertised_rates():
     fi = CodecConfig.from_json_file(REPO / "configs" / "codec_spectral_small_decoder_fi.json")
     assert fi.fingerprint == spectral.fingerprint and fi.spectral.frequency_invariant_phase
     assert fi.training.freeze_codes and phase.training.freeze_codes
+    pitch = CodecConfig.from_json_file(REPO / "configs" / "codec_spectral_small_decoder_pitch.json")
+    assert pitch.fingerprint == spectral.fingerprint and pitch.spectral.pitch_phase and pitch.training.freeze_codes
+    assert pitch.training.pitch_teacher_steps == 0 and pitch.training.pitch_weight > 0
     # EnCodec 24 kHz's bandwidths are the prefixes of 2, 4, 8, 16 and 32 codebooks.
     assert [big.bitrate(k) for k in (2, 4, 8, 16, 32)] == pytest.approx([1.5, 3.0, 6.0, 12.0, 24.0])
 
@@ -312,6 +316,60 @@ def test_decoder_fine_tuning_keeps_every_code_and_changes_only_the_decoder(tmp_p
     other.n_filters = 4
     with pytest.raises(CheckpointError, match="n_filters"):
         train_codec(other, corpus, tmp_path / "other", init_from=start)
+
+
+def spectral(pitch_phase: bool, **training) -> CodecConfig:
+    """`tiny` with the frame-rate spectral encoder and decoder (16 kHz, hop 40, n_fft 160)."""
+    config = tiny(**training)
+    config.causal = False
+    config.spectral = SpectralConfig(dim=16, hidden_dim=32, num_layers=1, kernel_size=3, n_fft=160,
+                                     pitch_phase=pitch_phase)
+    return config
+
+
+@pytest.mark.slow
+def test_a_pitch_head_is_added_to_a_trained_decoder_and_learns_from_yin(tmp_path, corpus):
+    start = train_codec(spectral(False, max_steps=2, adversarial_start_step=-1), corpus, tmp_path / "start")
+    config = spectral(True, max_steps=4, adversarial_start_step=-1, freeze_codes=True, log_every=1,
+                      pitch_teacher_steps=2)
+    tuned = train_codec(config, corpus, tmp_path / "tuned", init_from=start)
+    before, after = RVQCodec.from_pretrained(start), RVQCodec.from_pretrained(tuned)
+    assert after.pitch_phase and after.fingerprint == before.fingerprint
+    added = set(after.state_dict()) - set(before.state_dict())
+    assert added and all(k.startswith("decoder.pitch_head.") for k in added)
+    log = _log(tmp_path / "tuned")
+    assert all({"f0", "voicing"} <= set(r) for r in log) and all(np.isfinite(r["f0"]) for r in log)
+    wav = torch.from_numpy(harmonic(1.0, 150.0, seed=1))
+    codes = before.encode(wav, SR)
+    assert torch.equal(after.encode(wav, SR), codes)
+    audio = after.decode(codes)
+    assert audio.shape == before.decode(codes).shape and bool(torch.isfinite(audio).all())
+    # YIN's targets for the clips: the training data's pitch, every frame of them voiced.
+    target = _pitch_targets(torch.from_numpy(harmonic(1.0, 190.0, seed=190))[None, None], config)
+    inner = target[0, :, 10:-10]
+    assert bool((inner[1] == 1).all()) and float((inner[0] / 190.0 - 1).abs().max()) < 0.06  # the vibrato's 5%
+
+
+@pytest.mark.slow
+def test_fitting_only_a_pitch_head_changes_no_other_weight_and_learns_the_pitch(tmp_path, corpus):
+    start = train_codec(spectral(False, max_steps=2, adversarial_start_step=-1), corpus, tmp_path / "start")
+    final = train_pitch_head(start, corpus, tmp_path / "pitch", steps=150, batch_size=4, learning_rate=3e-3,
+                             progress=False)
+    assert final == tmp_path / "pitch" / "final"
+    before, after = RVQCodec.from_pretrained(start), RVQCodec.from_pretrained(final)
+    assert after.pitch_phase and not before.pitch_phase and after.fingerprint == before.fingerprint
+    for name, tensor in before.state_dict().items():
+        assert torch.equal(after.state_dict()[name], tensor), name
+    log = _log(tmp_path / "pitch")
+    assert [r["step"] for r in log] == [100, 150]
+    # Three steady tones with vibrato: the head finds their pitch (YIN's targets) on most voiced frames.
+    assert log[-1]["f0_within_5pct"] > 0.5 and log[-1]["voicing_agreement"] > 0.8, log[-1]
+    assert log[-1]["f0"] < log[0]["f0"]
+    with pytest.raises(FileExistsError, match="already holds a run"):
+        train_pitch_head(start, corpus, tmp_path / "pitch", steps=1, progress=False)
+    seanet = train_codec(tiny(max_steps=1, adversarial_start_step=-1), corpus, tmp_path / "seanet")
+    with pytest.raises(ValueError, match="spectral"):
+        train_pitch_head(seanet, corpus, tmp_path / "other", steps=1, progress=False)
 
 
 def _torchrun(tmp_path: Path, corpus: Path, *flags: str) -> tuple[subprocess.CompletedProcess, Path]:

@@ -14,12 +14,18 @@ frames on each side.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..config import CodecConfig, SpectralConfig
+from ..pitch import PITCH_BINS, PITCH_RANGE_HZ, f0_from_logits, harmonic_source
+
+PITCH_PHASE_MAX_HZ = 5000.0  # pitch-phase decoders: voiced bins below this take the harmonic source's phase
+_SOURCE_MAX_HZ = 6000.0  # the source's partials reach past that band, so bins at its edge see whole peaks
+_F0_GRID = 16.0  # steps per Hz of the f0 that drives the source
 
 
 class ConvNeXtBlock(nn.Module):
@@ -60,6 +66,12 @@ def _same_padding(n_fft: int, hop: int) -> int:
     return (n_fft - hop) // 2
 
 
+def _stft(wav: torch.Tensor, n_fft: int, hop: int, window: torch.Tensor) -> torch.Tensor:
+    """(M, N) samples, N a multiple of hop -> complex (M, bins, N / hop), frame t centred on hop t."""
+    pad = _same_padding(n_fft, hop)
+    return torch.stft(F.pad(wav, (pad, pad)), n_fft, hop, window=window, center=False, return_complex=True)
+
+
 class SpectralEncoder(nn.Module):
     """Waveform (B, channels, N) with N a multiple of hop -> latent (B, dimension, N / hop).
 
@@ -81,9 +93,7 @@ class SpectralEncoder(nn.Module):
 
     def stft(self, wav: torch.Tensor) -> torch.Tensor:
         """(M, N) samples, N a multiple of hop -> complex (M, bins, N / hop), frame t centred on hop t."""
-        pad = _same_padding(self.n_fft, self.hop)
-        return torch.stft(F.pad(wav, (pad, pad)), self.n_fft, self.hop, window=self.window, center=False,
-                          return_complex=True)
+        return _stft(wav, self.n_fft, self.hop, self.window)
 
     def forward(self, wav: torch.Tensor) -> torch.Tensor:
         b, c, n = wav.shape
@@ -95,11 +105,20 @@ class SpectralEncoder(nn.Module):
         return self.proj(self.backbone(feats)).transpose(1, 2)  # (B, dimension, T)
 
 
+@dataclass
+class DecoderOutput:
+    audio: torch.Tensor  # (B, C, T * hop)
+    pitch: torch.Tensor | None = None  # (B * C, PITCH_BINS + 1, T): f0 class logits and, last, voicing logit
+    source_phase: torch.Tensor | None = None  # (B, C, T + 1) float64: the source's phase at every frame start
+
+
 class SpectralDecoder(nn.Module):
     """Latent (B, dimension, T) -> waveform (B, channels, T * hop) through an inverse STFT.
 
     The head predicts each channel's log magnitude and phase per bin (Vocos); the waveform is the windowed
     overlap-add of the inverse FFTs, divided by the window's squared overlap (exact inverse of the encoder's STFT).
+    With `spectral.pitch_phase` a second head predicts f0 and voicing per frame, and voiced bins below
+    `PITCH_PHASE_MAX_HZ` take their phase from the STFT of a harmonic source driven by that f0 (`run`).
     """
 
     def __init__(self, config: CodecConfig):
@@ -107,6 +126,7 @@ class SpectralDecoder(nn.Module):
         s = config.spectral
         self.hop = config.hop_length
         self.n_fft = s.n_fft
+        self.sample_rate = config.sample_rate
         self.channels = config.channels
         self.bins = s.n_fft // 2 + 1
         self.register_buffer("window", torch.hann_window(s.n_fft), persistent=False)
@@ -116,17 +136,66 @@ class SpectralDecoder(nn.Module):
         self.frequency_invariant = s.frequency_invariant_phase
         # Frame t's phase offset at bin k is 2 pi k t hop / n_fft: it repeats every `period` frames.
         self.period = s.n_fft // math.gcd(s.n_fft, self.hop) if self.frequency_invariant else 1
+        self.pitch_head = None
+        if s.pitch_phase:
+            # f0 as PITCH_BINS classes plus a voicing logit per channel and frame: classes learn pitch far faster
+            # and finer than a regression of log f0 (measured on the bundled decoder's features: 88% against 55%
+            # of voiced frames within 5% of YIN's f0).
+            self.pitch_head = nn.Sequential(nn.Linear(s.dim, 256), nn.GELU(), nn.Linear(256, 256), nn.GELU(),
+                                            nn.Linear(256, (PITCH_BINS + 1) * config.channels))
+            freqs = torch.arange(self.bins) * config.sample_rate / s.n_fft
+            self.register_buffer("low_band", freqs < PITCH_PHASE_MAX_HZ, persistent=False)
 
     def forward(self, latent: torch.Tensor) -> torch.Tensor:
+        return self.run(latent).audio
+
+    def run(self, latent: torch.Tensor, source_phase: tuple[int, torch.Tensor] | None = None,
+            pitch: torch.Tensor | None = None) -> DecoderOutput:
+        """Decode, with the pitch head's outputs and the harmonic source's phases of a pitch-phase decoder.
+
+        Args:
+            latent: (B, dimension, T).
+            source_phase: (frame, phase (B, C)): the source's phase at the start of frame `frame` (default 0 at
+                frame 0). Decoding a span anchored where the previous span's `source_phase` left off continues it.
+            pitch: (B * C, 2, T) f0 in Hz and voicing (1 voiced, 0 not) to drive the source instead of the
+                pitch head's prediction (teacher forcing in training).
+        """
         b, _, t = latent.shape
-        h = self.head(self.backbone(latent))  # (B, T, 2 * C * bins)
+        feats = self.backbone(latent)  # (B, T, dim)
+        h = self.head(feats)  # (B, T, 2 * C * bins)
         h = h.view(b, t, self.channels, 2, self.bins).permute(0, 2, 3, 4, 1).reshape(b * self.channels, 2, self.bins, t)
         # (B*C, bins, T); at most 1e2 as Vocos, clamped before exp so that an overflow cannot make 0 * inf gradients
         mag = h[:, 0].clamp(max=math.log(1e2)).exp()
         phase = h[:, 1]
         if self.frequency_invariant:
             phase = phase + self._frame_phase_offsets(t).to(phase.dtype)
-        return self.inverse_stft(torch.polar(mag, phase)).reshape(b, self.channels, t * self.hop)
+        pitch_out = source_phase_out = None
+        if self.pitch_head is not None:
+            pitch_out = self.pitch_head(feats).view(b, t, self.channels, PITCH_BINS + 1).permute(0, 2, 3, 1)
+            pitch_out = pitch_out.reshape(b * self.channels, PITCH_BINS + 1, t)
+            phase, source_phase_out = self._source_phase(phase, pitch_out.detach() if pitch is None else pitch,
+                                                         predicted=pitch is None, anchor=source_phase)
+            source_phase_out = source_phase_out.view(b, self.channels, t + 1)
+        audio = self.inverse_stft(torch.polar(mag, phase)).reshape(b, self.channels, t * self.hop)
+        return DecoderOutput(audio, pitch_out, source_phase_out)
+
+    def _source_phase(self, phase: torch.Tensor, pitch: torch.Tensor, predicted: bool,
+                      anchor: tuple[int, torch.Tensor] | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The head's phases (B*C, bins, T) with voiced low bins replaced by the harmonic source's, and the
+        source's phase (B*C, T + 1) at every frame start."""
+        if predicted:
+            f0, voiced = f0_from_logits(pitch[:, :PITCH_BINS]), pitch[:, PITCH_BINS] > 0
+        else:
+            f0, voiced = pitch[:, 0], pitch[:, 1] > 0.5
+        # On a grid of 1/16 Hz (under a cent above 50 Hz): a rounding difference in f0 between a span and the
+        # whole sequence would otherwise accumulate in the phase, and chunked decoding would drift from whole.
+        f0 = (f0.float().clamp(*PITCH_RANGE_HZ) * _F0_GRID).round() / _F0_GRID
+        frame, start = (0, None) if anchor is None else (anchor[0], anchor[1].reshape(-1))
+        source, source_phase = harmonic_source(f0, self.hop, self.sample_rate,
+                                               min(_SOURCE_MAX_HZ, self.sample_rate / 2), frame, start)
+        source_angle = _stft(source, self.n_fft, self.hop, self.window.double()).angle().to(phase.dtype)
+        use = voiced[:, None, :] & self.low_band[None, :, None]
+        return torch.where(use, source_angle, phase), source_phase
 
     def _frame_phase_offsets(self, frames: int) -> torch.Tensor:
         """(bins, frames): 2 pi k t hop / n_fft, from exact integers, turning signal-origin phases into the

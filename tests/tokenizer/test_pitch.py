@@ -1,0 +1,132 @@
+"""YIN and the harmonic source behind pitch-phase decoders, and what such a decoder keeps: a held pitch."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from pipelines.evaluation.metrics import harmonic_energy_fraction, harmonic_tone
+from tokenizer import ConfigError, RVQCodec
+from tokenizer.pitch import PITCH_BINS, f0_from_logits, harmonic_source, pitch_losses, yin
+
+from .conftest import tiny_config
+
+SR, HOP = 24000, 320
+
+
+@pytest.mark.parametrize("f0", [60.0, 97.0, 130.0, 220.0, 347.0, 480.0])
+def test_yin_finds_the_pitch_of_a_harmonic_tone(f0):
+    found, voiced = yin(harmonic_tone(f0, SR, 1.0)[None], SR, HOP)
+    assert found.shape == voiced.shape == (1, 75)
+    inner = slice(5, -5)
+    assert bool(voiced[0, inner].all())
+    assert (found[0, inner] / f0 - 1).abs().max() < 0.002  # within 3.5 cents
+
+
+def test_yin_calls_noise_and_silence_unvoiced_and_checks_its_input():
+    torch.manual_seed(0)
+    assert not bool(yin(0.1 * torch.randn(2, SR), SR, HOP)[1].any())
+    assert not bool(yin(torch.zeros(1, SR), SR, HOP)[1].any())
+    f0, voiced = yin(torch.zeros(3, HOP - 1), SR, HOP)  # shorter than a frame: no frames
+    assert f0.shape == voiced.shape == (3, 0)
+    with pytest.raises(ValueError, match=r"\(M, N\)"):
+        yin(torch.zeros(SR), SR, HOP)
+    with pytest.raises(ValueError, match="fmin"):
+        yin(torch.zeros(1, SR), SR, HOP, fmin=400.0, fmax=100.0)
+
+
+def test_the_harmonic_source_accumulates_phase_and_can_be_anchored_anywhere():
+    f0 = torch.full((1, 30), 150.0)  # 160 samples a period at 24 kHz
+    source, phase = harmonic_source(f0, HOP, SR, 6000.0)
+    assert source.shape == (1, 30 * HOP) and phase.shape == (1, 31) and phase.dtype == torch.float64
+    step = 2 * math.pi * 150.0 * HOP / SR
+    assert torch.allclose(phase[0], torch.arange(31, dtype=torch.float64) * step)
+    assert torch.allclose(source[0, 160:], source[0, :-160], atol=1e-4)  # periodic at 1 / f0
+    assert source.dtype == torch.float64 and source[0, 0].item() == pytest.approx(39.0)  # 39 partials < 6 kHz at phase 0
+    # The closed form is the sum of the partials, each counted while it stays below max_hz.
+    partials = sum(torch.cos(h * 2 * math.pi * 150.0 * torch.arange(30 * HOP, dtype=torch.float64) / SR) for h in range(1, 40))
+    assert torch.allclose(source[0], partials, atol=1e-6)
+    # Anchoring at frame 12 shifts the whole phase track so that it passes through the anchor there.
+    gliding = torch.linspace(90.0, 300.0, 30)[None]
+    _, free = harmonic_source(gliding, HOP, SR, 6000.0)
+    _, anchored = harmonic_source(gliding, HOP, SR, 6000.0, anchor_frame=12,
+                                      anchor_phase=torch.tensor([1.25], dtype=torch.float64))
+    assert anchored[0, 12].item() == pytest.approx(1.25)
+    assert torch.allclose(anchored - free, (1.25 - free[0, 12]).expand_as(free))
+    # A span of the track with a frame of context before frame 10, anchored there where the whole track stands,
+    # is the whole source from frame 10 on (chunked decoding); without that context f0 is held, not interpolated,
+    # over the first half frame and the phase drifts from there.
+    whole, whole_phase = harmonic_source(gliding, HOP, SR, 6000.0)
+    part, part_phase = harmonic_source(gliding[:, 9:], HOP, SR, 6000.0, 1, whole_phase[:, 10])
+    assert torch.allclose(part[:, HOP:], whole[:, 10 * HOP:], atol=1e-3)
+    assert torch.allclose(part_phase[:, 1:], whole_phase[:, 10:])
+    bare, _ = harmonic_source(gliding[:, 10:], HOP, SR, 6000.0, 0, whole_phase[:, 10])
+    assert not torch.allclose(bare, whole[:, 10 * HOP:], atol=1e-3)
+    with pytest.raises(ValueError, match="anchor_frame"):
+        harmonic_source(gliding, HOP, SR, 6000.0, anchor_frame=31)
+
+
+def test_f0_classes_decode_finer_than_their_spacing_and_never_between_octaves():
+    lo, hi = math.log(50.0), math.log(500.0)
+    position = lambda hz: (math.log(hz) - lo) / (hi - lo) * (PITCH_BINS - 1)
+    classes = torch.arange(PITCH_BINS, dtype=torch.float32)
+    for hz in (55.0, 123.4, 220.0, 471.0):
+        logits = -0.5 * (classes - position(hz)) ** 2  # a Gaussian (log-probabilities) centred between classes
+        assert f0_from_logits(logits[None, :, None]).item() == pytest.approx(hz, rel=0.002)
+    # Two octaves, the upper one likelier: the estimate is the upper one, not their mean.
+    two = torch.logaddexp(-0.5 * (classes - position(110.0)) ** 2, 0.5 - 0.5 * (classes - position(220.0)) ** 2)
+    assert f0_from_logits(two[None, :, None]).item() == pytest.approx(220.0, rel=0.01)
+
+
+def test_pitch_losses_are_least_for_the_right_class_and_ignore_f0_where_unvoiced():
+    lo, hi = math.log(50.0), math.log(500.0)
+    target = torch.tensor([[[150.0, 150.0], [1.0, 0.0]]])  # (1, 2, T=2): voiced at 150 Hz, then unvoiced
+    def logits(hz: float, voicing: float) -> torch.Tensor:
+        classes = torch.arange(PITCH_BINS, dtype=torch.float32)
+        peak = -0.5 * (classes - (math.log(hz) - lo) / (hi - lo) * (PITCH_BINS - 1)) ** 2
+        return torch.cat([peak, torch.tensor([voicing])])[None, :, None].expand(1, -1, 2).clone()
+    right, wrong = pitch_losses(logits(150.0, 0.0), target), pitch_losses(logits(300.0, 0.0), target)
+    assert right[0] < wrong[0] and right[1] == wrong[1]
+    # The unvoiced frame's f0 does not count: changing it changes nothing.
+    other = logits(150.0, 0.0)
+    other[0, :PITCH_BINS, 1] = 0.0
+    assert pitch_losses(other, target)[0] == right[0]
+    nothing_voiced = pitch_losses(logits(300.0, -20.0), torch.tensor([[[150.0, 150.0], [0.0, 0.0]]]))
+    assert nothing_voiced[0] == 0 and nothing_voiced[1] < 1e-6
+
+
+def pitch_codec(pitch_phase: bool = True) -> RVQCodec:
+    torch.manual_seed(0)
+    spectral = {"dim": 16, "hidden_dim": 32, "num_layers": 1, "kernel_size": 3, "n_fft": 1280,
+                "pitch_phase": pitch_phase}
+    config = tiny_config(sample_rate=SR, strides=(2, 4, 5, 8), causal=False, spectral=spectral)
+    return RVQCodec(config).eval()
+
+
+def test_pitch_phase_is_validated_and_leaves_the_code_space_alone():
+    assert pitch_codec(True).fingerprint == pitch_codec(False).fingerprint
+    assert pitch_codec(True).pitch_phase and not pitch_codec(False).pitch_phase
+    with pytest.raises(ConfigError, match="pitch_phase"):
+        tiny_config(causal=False, spectral={"n_fft": 32, "pitch_phase": "yes"})
+    with pytest.raises(ConfigError, match="pitch_teacher_steps"):
+        tiny_config(training={"pitch_teacher_steps": -1})
+    with pytest.raises(ConfigError, match="pitch_weight"):
+        tiny_config(training={"pitch_weight": -0.5})
+
+
+@pytest.mark.parametrize("f0", [97.0, 130.0, 220.0])
+def test_a_pitch_phase_decoder_holds_a_pitch_that_repeated_frames_cannot(f0):
+    """A held tone is one latent frame over and over. The frame-wise decoder alone overlap-adds it into a signal
+    periodic at the frame rate (75 Hz); driven by the harmonic source, the same frames keep the tone's pitch."""
+    latent = torch.randn(1, 16, 1).expand(1, 16, 180)  # 2.4 s
+    pitch = torch.stack([torch.full((1, 180), f0), torch.ones(1, 180)], dim=1)  # f0 (Hz) and voicing
+    with torch.no_grad():
+        held = pitch_codec(True).decoder.run(latent, pitch=pitch).audio[0, 0]
+        repeated = pitch_codec(False).decoder(latent)[0, 0]
+    assert torch.allclose(repeated[2000:-2000 - HOP], repeated[2000 + HOP:-2000], atol=1e-5)
+    # Scored up to 5 kHz, the band that takes the source's phase.
+    kept = harmonic_energy_fraction(held[2000:-2000], SR, f0, max_hz=5000.0)
+    lost = harmonic_energy_fraction(repeated[2000:-2000], SR, f0, max_hz=5000.0)
+    assert kept > 0.8 and lost < 0.3, (kept, lost)
