@@ -156,7 +156,8 @@ class SpectralConfig(JsonConfig):
     pitch_phase: bool = False
 
     def __post_init__(self) -> None:
-        _check(isinstance(self.pitch_phase, bool), f"spectral.pitch_phase must be true or false, got {self.pitch_phase!r}")
+        _check(isinstance(self.pitch_phase, bool),
+               f"spectral.pitch_phase must be true or false, got {self.pitch_phase!r}")
         _check(isinstance(self.frequency_invariant_phase, bool),
                f"spectral.frequency_invariant_phase must be true or false, got {self.frequency_invariant_phase!r}")
         for name in ("dim", "hidden_dim", "num_layers"):

@@ -56,40 +56,40 @@ def train_pitch_head(codec: str | os.PathLike, data: str | os.PathLike | list[st
     head = model.decoder.pitch_head.train().requires_grad_(True)
     optimizer = torch.optim.AdamW(head.parameters(), lr=learning_rate)
     out.mkdir(parents=True, exist_ok=True)
-    log = open(out / "log.jsonl", "w")
-    sums: dict[str, float] = {}
-    tick = time.perf_counter()
-    for step in tqdm(range(steps), desc="pitch head", disable=not progress, dynamic_ncols=True):
-        generator = torch.Generator().manual_seed(seed * 1_000_003 + step)
-        wav = crops.batch(step, batch_size, 0)
-        k = model.num_codebooks
-        if torch.rand((), generator=generator) >= 0.5:
-            k = int(torch.randint(1, model.num_codebooks + 1, (), generator=generator))
-        with torch.no_grad():
-            latent = model.quantizer.decode(model.quantizer.encode(model.encoder(wav), k))
-            features = model.decoder.backbone(latent)  # (B, T, dim)
-        b, t, _ = features.shape
-        logits = head(features).view(b, t, config.channels, PITCH_BINS + 1).permute(0, 2, 3, 1)
-        logits = logits.reshape(b * config.channels, PITCH_BINS + 1, t)
-        target = _pitch_targets(wav, config)
-        f0_loss, voicing_loss = pitch_losses(logits, target)
-        optimizer.zero_grad(set_to_none=True)
-        (f0_loss + voicing_loss).backward()
-        optimizer.step()
-        with torch.no_grad():
-            voiced, predicted = target[:, 1] > 0.5, logits[:, PITCH_BINS] > 0
-            both = voiced & predicted
-            ratio = f0_from_logits(logits[:, :PITCH_BINS])[both] / target[:, 0][both]
-        for name, value in (("f0", f0_loss.item()), ("voicing", voicing_loss.item()),
-                            ("voicing_agreement", float((voiced == predicted).float().mean())),
-                            ("f0_within_5pct", float(((ratio - 1).abs() < 0.05).float().mean()) if both.any() else 0.0)):
-            sums[name] = sums.get(name, 0.0) + value
-        if (step + 1) % 100 == 0 or step + 1 == steps:
-            count = 100 if (step + 1) % 100 == 0 else (step + 1) % 100
-            record = {"step": step + 1, **{k: v / count for k, v in sums.items()},
-                      "seconds_per_step": (time.perf_counter() - tick) / count}
-            log.write(json.dumps(record) + "\n")
-            log.flush()
-            sums, tick = {}, time.perf_counter()
-    log.close()
+    with open(out / "log.jsonl", "w") as log:
+        sums: dict[str, float] = {}
+        tick = time.perf_counter()
+        for step in tqdm(range(steps), desc="pitch head", disable=not progress, dynamic_ncols=True):
+            generator = torch.Generator().manual_seed(seed * 1_000_003 + step)
+            wav = crops.batch(step, batch_size, 0)
+            k = model.num_codebooks
+            if torch.rand((), generator=generator) >= 0.5:
+                k = int(torch.randint(1, model.num_codebooks + 1, (), generator=generator))
+            with torch.no_grad():
+                latent = model.quantizer.decode(model.quantizer.encode(model.encoder(wav), k))
+                features = model.decoder.backbone(latent)  # (B, T, dim)
+            b, t, _ = features.shape
+            logits = head(features).view(b, t, config.channels, PITCH_BINS + 1).permute(0, 2, 3, 1)
+            logits = logits.reshape(b * config.channels, PITCH_BINS + 1, t)
+            target = _pitch_targets(wav, config)
+            f0_loss, voicing_loss = pitch_losses(logits, target)
+            optimizer.zero_grad(set_to_none=True)
+            (f0_loss + voicing_loss).backward()
+            optimizer.step()
+            with torch.no_grad():
+                voiced, predicted = target[:, 1] > 0.5, logits[:, PITCH_BINS] > 0
+                both = voiced & predicted
+                ratio = f0_from_logits(logits[:, :PITCH_BINS])[both] / target[:, 0][both]
+            within = float(((ratio - 1).abs() < 0.05).float().mean()) if both.any() else 0.0
+            for name, value in (("f0", f0_loss.item()), ("voicing", voicing_loss.item()),
+                                ("voicing_agreement", float((voiced == predicted).float().mean())),
+                                ("f0_within_5pct", within)):
+                sums[name] = sums.get(name, 0.0) + value
+            if (step + 1) % 100 == 0 or step + 1 == steps:
+                count = 100 if (step + 1) % 100 == 0 else (step + 1) % 100
+                record = {"step": step + 1, **{key: total / count for key, total in sums.items()},
+                          "seconds_per_step": (time.perf_counter() - tick) / count}
+                log.write(json.dumps(record) + "\n")
+                log.flush()
+                sums, tick = {}, time.perf_counter()
     return model.eval().save_pretrained(out / FINAL_DIR)
