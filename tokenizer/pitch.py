@@ -20,6 +20,7 @@ PITCH_BINS = 160  # f0 classes, log-spaced over PITCH_RANGE_HZ: about 25 cents a
 # The source's phase helps there too: with the bundled codec's magnitudes and YIN's pitch, 20 held-out speech
 # clips score PESQ 1.88 at 0.25 and 0.4, against 1.77 at 0.15 (runs/check/pitch_eval.py, a one-off).
 VOICING_THRESHOLD = 0.3
+_LOG_RANGE = (math.log(PITCH_RANGE_HZ[0]), math.log(PITCH_RANGE_HZ[1]))
 
 
 def yin(wav: torch.Tensor, sample_rate: int, hop: int, fmin: float = 50.0, fmax: float = 500.0,
@@ -114,7 +115,7 @@ def harmonic_source(f0: torch.Tensor, hop: int, sample_rate: int, max_hz: float,
 
 def _bin_position(f0: torch.Tensor) -> torch.Tensor:
     """Fractional f0 class of Hz values: 0 at PITCH_RANGE_HZ[0], PITCH_BINS - 1 at PITCH_RANGE_HZ[1]."""
-    lo, hi = math.log(PITCH_RANGE_HZ[0]), math.log(PITCH_RANGE_HZ[1])
+    lo, hi = _LOG_RANGE
     return (f0.clamp(*PITCH_RANGE_HZ).log() - lo) / (hi - lo) * (PITCH_BINS - 1)
 
 
@@ -125,7 +126,7 @@ def f0_from_logits(logits: torch.Tensor) -> torch.Tensor:
     near = (torch.arange(PITCH_BINS, device=logits.device)[None, :, None] - probs.argmax(1, keepdim=True)).abs() <= 2
     weights = probs * near
     position = (weights * torch.arange(PITCH_BINS, device=logits.device)[None, :, None]).sum(1) / weights.sum(1)
-    lo, hi = math.log(PITCH_RANGE_HZ[0]), math.log(PITCH_RANGE_HZ[1])
+    lo, hi = _LOG_RANGE
     return torch.exp(lo + position / (PITCH_BINS - 1) * (hi - lo))
 
 

@@ -68,9 +68,7 @@ def train_pitch_head(codec: str | os.PathLike, data: str | os.PathLike | list[st
             with torch.no_grad():
                 latent = model.quantizer.decode(model.quantizer.encode(model.encoder(wav), k))
                 features = model.decoder.backbone(latent)  # (B, T, dim)
-            b, t, _ = features.shape
-            logits = head(features).view(b, t, config.channels, PITCH_BINS + 1).permute(0, 2, 3, 1)
-            logits = logits.reshape(b * config.channels, PITCH_BINS + 1, t)
+            logits = model.decoder.pitch_logits(features)
             target = _pitch_targets(wav, config)
             f0_loss, voicing_loss = pitch_losses(logits, target)
             optimizer.zero_grad(set_to_none=True)

@@ -171,13 +171,19 @@ class SpectralDecoder(nn.Module):
             phase = phase + self._frame_phase_offsets(t).to(phase.dtype)
         pitch_out = source_phase_out = None
         if self.pitch_head is not None:
-            pitch_out = self.pitch_head(feats).view(b, t, self.channels, PITCH_BINS + 1).permute(0, 2, 3, 1)
-            pitch_out = pitch_out.reshape(b * self.channels, PITCH_BINS + 1, t)
+            pitch_out = self.pitch_logits(feats)
             phase, source_phase_out = self._source_phase(phase, pitch_out.detach() if pitch is None else pitch,
                                                          predicted=pitch is None, anchor=source_phase)
             source_phase_out = source_phase_out.view(b, self.channels, t + 1)
         audio = self.inverse_stft(torch.polar(mag, phase)).reshape(b, self.channels, t * self.hop)
         return DecoderOutput(audio, pitch_out, source_phase_out)
+
+    def pitch_logits(self, features: torch.Tensor) -> torch.Tensor:
+        """The pitch head on backbone features (B, T, dim): (B * C, PITCH_BINS + 1, T) f0 class logits and, last,
+        the voicing logit of every channel and frame."""
+        b, t, _ = features.shape
+        logits = self.pitch_head(features).view(b, t, self.channels, PITCH_BINS + 1).permute(0, 2, 3, 1)
+        return logits.reshape(b * self.channels, PITCH_BINS + 1, t)
 
     def _source_phase(self, phase: torch.Tensor, pitch: torch.Tensor, predicted: bool,
                       anchor: tuple[int, torch.Tensor] | None) -> tuple[torch.Tensor, torch.Tensor]:
