@@ -75,7 +75,7 @@ def _eval_codec(args: argparse.Namespace) -> None:
 
     report = evaluate_codec(args.data, codec=args.codec, split=args.split, max_clips=args.max_clips,
                             num_codebooks=args.num_codebooks, opus_kbps=args.opus_kbps, output=args.output,
-                            domain=args.domain, by=args.by)
+                            domain=args.domain, by=args.by, asr=args.asr)
     print(report["markdown"])
 
 
@@ -220,6 +220,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--domain", choices=["speech", "music"], default=None, help="default: speech if it has voices")
     p.add_argument("--by", default=None, metavar="COLUMN",
                    help="also break the figures down by this column of the split, e.g. voice, engine or family")
+    p.add_argument("--asr", action="store_true",
+                   help="speech: also the WER and words found of pocketsphinx on every system's output and on the "
+                        "reference (intelligibility; about 5x real time per system)")
     p.add_argument("-o", "--output", default=None, help="report.json (a .md table is written beside it)")
     p.set_defaults(func=_eval_codec)
 

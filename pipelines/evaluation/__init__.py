@@ -1,6 +1,7 @@
 """Evaluation: codec reconstruction next to Opus, music generation by classifier/tempo/Fréchet distance, and
 TTS intelligibility by an offline recogniser. Metrics are plain functions in `metrics`, with units stated."""
 
+from .asr import transcribe
 from .codec_eval import evaluate_codec, format_codec_report, steady_tone_fidelity
 from .data import OpusResult, load_split, opus_roundtrip
 from .metrics import (audio_features, estimate_tempo, frechet_distance, harmonic_energy_fraction, harmonic_tone,
@@ -9,7 +10,7 @@ from .metrics import (audio_features, estimate_tempo, frechet_distance, harmonic
 from .music_eval import (FamilyClassifier, FamilyClassifierConfig, evaluate_family_classifier, evaluate_music,
                          evaluate_music_generation, evaluate_music_lm, evaluate_music_references,
                          format_music_report, train_family_classifier)
-from .tts_eval import duration_correlation, evaluate_tts, evaluate_tts_lm, format_tts_report, transcribe
+from .tts_eval import duration_correlation, evaluate_tts, evaluate_tts_lm, format_tts_report
 
 __all__ = [
     "FamilyClassifier", "FamilyClassifierConfig", "OpusResult", "audio_features", "duration_correlation",

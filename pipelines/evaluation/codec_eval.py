@@ -5,6 +5,8 @@ every system, so resampling is nobody's loss. The codec encodes it once with all
 prefix of k codebooks (an RVQ's first k codes are its k-codebook encoding). Opus (ffmpeg's libopus) codes the
 same reference at each requested bitrate; its bitrate in the report is the real one, file bytes (Ogg container
 included) * 8 over the audio's duration, while the codec's is its nominal `bitrate(k)` (no entropy coding).
+With `asr=True` (speech with transcripts) every system's output and the reference also go through the offline
+recogniser of `asr`: the words it still finds are an intelligibility measure that PESQ and STOI do not replace.
 """
 
 from __future__ import annotations
@@ -23,8 +25,10 @@ from tokenizer import RVQCodec
 from tokenizer.audio import resample, to_channels
 
 from ..defaults import resolve_codec
+from .asr import RECOGNISER, transcribe
 from .data import describe, iter_audio, load_split, opus_roundtrip, write_report
-from .metrics import harmonic_energy_fraction, harmonic_tone, mel_distance, pesq_wb, si_sdr, stft_distance, stoi
+from .metrics import (harmonic_energy_fraction, harmonic_tone, mel_distance, pesq_wb, si_sdr, stft_distance, stoi,
+                      wer, word_recall)
 
 # name -> (units, True if higher is better), in table order
 METRICS = {
@@ -50,6 +54,7 @@ def evaluate_codec(
     output: str | os.PathLike | None = None,
     domain: str | None = None,
     by: str | None = None,
+    asr: bool = False,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Mean reconstruction metrics of `codec` at each bitrate and of Opus, on the held-out `split` of `data`.
@@ -68,6 +73,11 @@ def evaluate_codec(
             gains `groups`, each value's mean of every metric per system, and the markdown a table per value of
             the headline metrics (PESQ and STOI for speech, mel and STFT distances for music) of the codec at
             its largest k and of Opus.
+        asr: also transcribe the reference and every system's output of each clip with `asr.transcribe`
+            (speech with a `text` column only; about 5x real time per system on one core). The report gains
+            `asr = {recogniser, words, reference: {wer, words_found, transcripts}}` and each system `asr = {wer,
+            words_found, transcripts}`: corpus WER and the share of the transcripts' words found (`metrics.wer`,
+            `metrics.word_recall`), and a table of them in the markdown.
         progress: show a progress bar over clips.
 
     Returns the report: `systems`, a list of `{name, kind, kbps, num_codebooks | target_kbps, metrics}` where
@@ -93,11 +103,16 @@ def evaluate_codec(
     metric_names = [m for m in METRICS if domain == "speech" or m not in SPEECH_METRICS]
     if by is not None and by not in ds.column_names:
         raise ValueError(f"by={by!r} is not a column of split {split!r}; it has {ds.column_names}")
+    if asr and (domain != "speech" or "text" not in ds.column_names):
+        raise ValueError(f"asr=True needs speech with a 'text' column (the transcripts); split {split!r} is "
+                         f"{domain} with columns {ds.column_names}")
 
     systems = [{"name": f"codec k={k}", "kind": "codec", "num_codebooks": k, "kbps": codec.bitrate(k)} for k in ks]
     systems += [{"name": f"opus {b:g} kbps", "kind": "opus", "target_kbps": b} for b in opus_kbps]
     scores = {s["name"]: {m: [] for m in metric_names} for s in systems}
     opus_bytes = {b: 0 for b in opus_kbps}
+    texts: list[str] = []  # with asr: each scored clip's transcript, and what the recogniser hears in each system
+    heard: dict[str, list[str]] = {"reference": [], **{s["name"]: [] for s in systems}}
     sr = codec.sample_rate
     clips, seconds, skipped = 0, 0.0, 0
     labels: list[str] = []  # the `by` value of each scored clip
@@ -113,14 +128,21 @@ def evaluate_codec(
         seconds += n / sr
         if by is not None:
             labels.append(str(row[by]))
+        outputs = {"reference": ref}
         codes = codec.encode(ref[None])  # (1, K, T)
         for k in ks:
-            est = codec.decode(codes[:, :k])[0, :, :n].float()  # (C, N)
-            _score(scores[f"codec k={k}"], ref, est, sr)
+            outputs[f"codec k={k}"] = codec.decode(codes[:, :k])[0, :, :n].float()  # (C, N)
         for b in opus_kbps:
             result = opus_roundtrip(ref, sr, b)
             opus_bytes[b] += result.num_bytes
-            _score(scores[f"opus {b:g} kbps"], ref, result.audio, sr)
+            outputs[f"opus {b:g} kbps"] = result.audio
+        for name, est in outputs.items():
+            if name != "reference":
+                _score(scores[name], ref, est, sr)
+        if asr:
+            texts.append(row["text"])
+            for name, est in outputs.items():
+                heard[name].append(transcribe(est, sr))
     if clips == 0:
         raise ValueError(f"no clip of split {split!r} could be scored (empty split, or all shorter than "
                          f"{_MIN_SAMPLES} samples at {sr} Hz)")
@@ -129,6 +151,8 @@ def evaluate_codec(
         if s["kind"] == "opus":
             s["kbps"] = opus_bytes[s["target_kbps"]] * 8 / seconds / 1000
         s["metrics"] = {m: _summary(v) for m, v in scores[s["name"]].items()}
+        if asr:
+            s["asr"] = _asr_summary(texts, heard[s["name"]])
     report = {
         "data": describe(data), "split": split,
         "domain": domain, "clips": clips, "seconds": seconds, "skipped": skipped, "sample_rate": sr,
@@ -140,6 +164,9 @@ def evaluate_codec(
     }
     if by is not None:
         report["groups"] = {"column": by, "labels": labels, "means": _group_means(systems, labels)}
+    if asr:
+        report["asr"] = {"recogniser": RECOGNISER, "words": sum(len(t.split()) for t in texts),
+                         "reference": _asr_summary(texts, heard["reference"])}
     report["steady_tones"] = steady_tone_fidelity(codec)
     report["markdown"] = format_codec_report(report)
     write_report(output, report)
@@ -161,6 +188,12 @@ def format_codec_report(report: dict[str, Any]) -> str:
             cells.append("–" if v["mean"] is None else f"{v['mean']:.3f}" if m != "si_sdr" else f"{v['mean']:.2f}")
         lines.append(f"| {s['name']} | {s['kbps']:.2f} | " + " | ".join(cells) + " |")
     lines += ["", "Opus kbps are measured from file sizes (Ogg container included); codec kbps are nominal."]
+    if "asr" in report:
+        rows = [("reference", report["asr"]["reference"])] + [(s["name"], s["asr"]) for s in report["systems"]]
+        lines += ["", f"Intelligibility to {report['asr']['recogniser']} ({report['asr']['words']} words; read each "
+                  "system against the reference's row):", "",
+                  "| audio | WER ↓ | words found ↑ |", "| --- | ---: | ---: |"]
+        lines += [f"| {name} | {a['wer']:.3f} | {a['words_found']:.3f} |" for name, a in rows]
     if "groups" in report:
         lines += ["", *_format_groups(report)]
     if "steady_tones" in report:
@@ -231,6 +264,10 @@ def _score(into: dict[str, list[float]], ref: torch.Tensor, est: torch.Tensor, s
     if "pesq_wb" in into:
         into["pesq_wb"].append(pesq_wb(ref, est, sample_rate))
         into["stoi"].append(stoi(ref, est, sample_rate))
+
+
+def _asr_summary(texts: list[str], transcripts: list[str]) -> dict[str, Any]:
+    return {"wer": wer(texts, transcripts), "words_found": word_recall(texts, transcripts), "transcripts": transcripts}
 
 
 def _summary(values: list[float]) -> dict[str, Any]:

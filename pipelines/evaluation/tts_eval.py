@@ -23,13 +23,12 @@ from datasets import Dataset, DatasetDict
 from tqdm.auto import tqdm
 
 from lm import AudioLM, GenerationConfig
-from tokenizer.audio import resample
 
 from ..defaults import resolve_lm
 from .data import check_count, describe, iter_audio, load_split, write_report
+from .asr import transcribe
 from .metrics import wer, word_recall
 
-RECOGNISER_SAMPLE_RATE = 16000
 MAX_DURATION_RATIO = 2.0  # a generation "ends by itself" if it stops within this multiple of the reference's duration
 # The sampling settings of `evaluate_tts_lm`: `generate`'s defaults, stated here so that the report can name them.
 SAMPLING = {"temperature": 1.0, "top_k": 250, "top_p": 1.0, "guidance_scale": 3.0}
@@ -68,36 +67,6 @@ def format_sampling(sampling: Mapping[str, Any]) -> str:
     """`temperature 1, top_k 250, top_p 1, guidance_scale 3`: the settings of a report, for its table's title."""
     return ", ".join(f"{name} {value:g}" if isinstance(value, float) else f"{name} {value}"
                      for name, value in sampling.items())
-
-
-def _decoder():
-    from pocketsphinx import Decoder
-
-    # A new decoder per utterance (~0.35 s to load the model): a reused one carries adaptation state from one
-    # utterance to the next, so a clip's transcript would depend on what was transcribed before it.
-    return Decoder(samprate=RECOGNISER_SAMPLE_RATE, loglevel="FATAL")
-
-
-def transcribe(wav: torch.Tensor | np.ndarray, sample_rate: int) -> str:
-    """Recognise English speech in FloatTensor[C, N] or [N] at `sample_rate` Hz with pocketsphinx; lowercase words.
-
-    The audio is down-mixed to mono, resampled to 16 kHz and converted to 16-bit PCM (clipped to [-1, 1]).
-    Returns "" when nothing is recognised. Runs at roughly 5x real time on one core, plus ~0.35 s to load the
-    model: each call uses a fresh decoder, so the transcript of a clip does not depend on earlier calls.
-    """
-    x = torch.as_tensor(np.asarray(wav) if isinstance(wav, np.ndarray) else wav).detach().cpu()
-    if not x.is_floating_point() or x.dim() not in (1, 2):
-        raise ValueError(f"transcribe needs a float waveform [N] or [C, N], got dtype {x.dtype} and shape "
-                         f"{tuple(x.shape)}")
-    x = x.float().mean(0) if x.dim() == 2 else x.float()
-    x = resample(x, int(sample_rate), RECOGNISER_SAMPLE_RATE)
-    pcm = (x.clamp(-1.0, 1.0) * 32767.0).round().to(torch.int16).numpy().tobytes()
-    decoder = _decoder()
-    decoder.start_utt()
-    decoder.process_raw(pcm, full_utt=True)
-    decoder.end_utt()
-    hyp = decoder.hyp()
-    return hyp.hypstr.strip().lower() if hyp is not None else ""
 
 
 def evaluate_tts(

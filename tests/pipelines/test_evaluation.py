@@ -284,6 +284,34 @@ def test_evaluate_codec_by_column_averages_each_value_s_clips(speech_dir):
         evaluate_codec(clips, _codec(), num_codebooks=[1], opus_kbps=(), by="voices", progress=False)
 
 
+def test_evaluate_codec_asr_transcribes_the_reference_and_every_system(speech_dir):
+    from pipelines.evaluation.data import iter_audio, load_split
+    from tokenizer.audio import resample
+
+    codec = _codec()
+    report = evaluate_codec(speech_dir, codec, num_codebooks=[4], opus_kbps=(12,), asr=True, progress=False)
+    refs = [(resample(wav, sr, 8000), row["text"]) for wav, sr, row in iter_audio(load_split(speech_dir, "test"))]
+    texts = [text for _, text in refs]
+    asr = report["asr"]
+    assert asr["words"] == sum(len(t.split()) for t in texts) and "pocketsphinx" in asr["recogniser"]
+    assert asr["reference"]["transcripts"] == [transcribe(ref, 8000) for ref, _ in refs]
+    assert asr["reference"]["wer"] == pytest.approx(wer(texts, asr["reference"]["transcripts"]))
+    assert asr["reference"]["words_found"] > 0.5  # clear flite speech, even band-limited to 4 kHz
+    codec_row, opus_row = (s["asr"] for s in report["systems"])
+    ref, _ = refs[0]
+    est = codec.decode(codec.encode(ref[None]))[0, :, : ref.shape[-1]]
+    assert codec_row["transcripts"][0] == transcribe(est, 8000)
+    assert codec_row["words_found"] == pytest.approx(word_recall(texts, codec_row["transcripts"]))
+    assert codec_row["words_found"] < asr["reference"]["words_found"]  # an untrained codec's output is noise
+    assert opus_row["words_found"] > 0.5
+    table = report["markdown"].split("Intelligibility to ")[1]
+    assert f"| reference | {asr['reference']['wer']:.3f} | {asr['reference']['words_found']:.3f} |" in table
+    assert f"| codec k=4 | {codec_row['wer']:.3f} |" in table and "| opus 12 kbps |" in table
+    with pytest.raises(ValueError, match="asr=True needs speech with a 'text' column.*music"):
+        evaluate_codec(speech_dir, codec, num_codebooks=[4], opus_kbps=(), domain="music", asr=True,
+                       progress=False)
+
+
 def test_evaluate_codec_music_domain_has_no_speech_metrics(speech_dir):
     report = evaluate_codec(speech_dir, _codec(), max_clips=1, num_codebooks=[2], opus_kbps=(), domain="music",
                             progress=False)
