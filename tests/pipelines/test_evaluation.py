@@ -312,6 +312,19 @@ def test_evaluate_codec_asr_transcribes_the_reference_and_every_system(speech_di
                        progress=False)
 
 
+def test_eval_codec_command_end_to_end(speech_dir, tmp_path, capsys):
+    codec_dir = _codec().save_pretrained(tmp_path / "codec")
+    assert main(["eval-codec", "--data", str(speech_dir), "--codec", str(codec_dir), "--num-codebooks", "2", "4",
+                 "--opus-kbps", "--asr", "--max-clips", "1", "-o", str(tmp_path / "r.json")]) == 0
+    out = capsys.readouterr().out
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert [s["name"] for s in report["systems"]] == ["codec k=2", "codec k=4"] and report["clips"] == 1
+    assert (tmp_path / "r.md").read_text() in out and "| reference |" in out.split("Intelligibility to ")[1]
+    assert main(["eval-codec", "--data", str(speech_dir), "--codec", str(codec_dir), "--asr",
+                 "--domain", "music"]) == 2
+    assert "asr=True needs speech with a 'text' column" in capsys.readouterr().err
+
+
 def test_evaluate_codec_music_domain_has_no_speech_metrics(speech_dir):
     report = evaluate_codec(speech_dir, _codec(), max_clips=1, num_codebooks=[2], opus_kbps=(), domain="music",
                             progress=False)
