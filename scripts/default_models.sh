@@ -5,7 +5,8 @@
 # each stage produced, how long it took on a 2-core CPU and the figures of the evaluation stage.
 #
 #   scripts/default_models.sh                # everything, into runs/default (RUNS=... to move it)
-#   scripts/default_models.sh eval           # one stage: data, codec, decoder, decoder-periods, tokenize, lm, lm-more, lm-more2,
+#   scripts/default_models.sh eval           # one stage: data, codec, decoder, decoder-periods, pitch-head, decoder-pitch
+#                                            # (the codec), tokenize, lm, lm-more, lm-more2,
 #                                            # lm-phonemes, lm-aligned, lm-aligned2 (the speech LM), lm-music, lm-beats,
 #                                            # lm-beats2 (the music LM), install, eval
 set -euo pipefail
@@ -17,6 +18,9 @@ CODEC_CONFIG=${CODEC_CONFIG:-configs/codec_spectral_small.json}
 CODEC_STEPS=${CODEC_STEPS:-4000}     # the config's max_steps; its LR cools down over the last 1000
 DECODER_STEPS=${DECODER_STEPS:-2000} # decoder fine-tuning with the adversarial stage, codes fixed
 DECODER2_STEPS=${DECODER2_STEPS:-2000} # and again with the multi-period discriminator added
+PITCH_HEAD_STEPS=${PITCH_HEAD_STEPS:-2500} # an f0/voicing head fitted on the frozen decoder (batch 16)
+PITCH_STEPS=${PITCH_STEPS:-"700 1400"} # the pitch-phase decoder fine-tune: 700 steps, then resumed to 1400 (its LR
+                                     # schedule re-warms at 700, as in the shipped run; exact resume makes it the same)
 LM_STEPS=${LM_STEPS:-900}           # of configs/lm_train_base.json
 LM_MORE_STEPS=${LM_MORE_STEPS:-900} # continued training, configs/lm_train_base_continue.json
 LM_MORE2_STEPS=${LM_MORE2_STEPS:-2000} # and again, speech cropped from its start: configs/lm_train_base_continue2.json
@@ -27,7 +31,7 @@ LM_MUSIC_STEPS=${LM_MUSIC_STEPS:-1000} # from lm-phonemes on music alone: config
 LM_BEATS_STEPS=${LM_BEATS_STEPS:-1500} # from lm-music with a beat track added: configs/lm_train_beats.json
 LM_BEATS2_STEPS=${LM_BEATS2_STEPS:-1500} # and again at a lower peak LR: configs/lm_train_beats_continue.json
 NUM_PROC=${NUM_PROC:-2}
-stages=${1:-data codec decoder decoder-periods tokenize lm lm-more lm-more2 lm-phonemes lm-aligned lm-aligned2 lm-music lm-beats lm-beats2 install eval}
+stages=${1:-data codec decoder decoder-periods pitch-head decoder-pitch tokenize lm lm-more lm-more2 lm-phonemes lm-aligned lm-aligned2 lm-music lm-beats lm-beats2 install eval}
 
 for stage in $stages; do
   echo "=== $stage ($(date -u +%H:%M:%S))"
@@ -51,6 +55,17 @@ for stage in $stages; do
       resume=$([ -d "$RUNS/codec_mpd/checkpoint" ] && echo --resume || true)
       $RVQ train-codec --config configs/codec_spectral_small_decoder_mpd.json --init-from "$RUNS/codec_gan/final" \
         --data "$RUNS/data/speech" "$RUNS/data/music" --out "$RUNS/codec_mpd" --max-steps "$DECODER2_STEPS" $resume ;;
+    pitch-head)
+      [ -f "$RUNS/pitch_head/final/config.json" ] ||
+        $RVQ train-pitch-head --codec "$RUNS/codec_mpd/final" --data "$RUNS/data/speech" "$RUNS/data/music" \
+          --out "$RUNS/pitch_head" --steps "$PITCH_HEAD_STEPS" --batch-size 16 ;;
+    decoder-pitch)
+      # The pitch-phase decoder: voiced bins below 5 kHz take the phase of a harmonic source on the predicted f0.
+      for steps in $PITCH_STEPS; do
+        resume=$([ -d "$RUNS/codec_pitch/checkpoint" ] && echo --resume || true)
+        $RVQ train-codec --config configs/codec_spectral_small_decoder_pitch.json --init-from "$RUNS/pitch_head/final" \
+          --data "$RUNS/data/speech" "$RUNS/data/music" --out "$RUNS/codec_pitch" --max-steps "$steps" $resume
+      done ;;
     tokenize)
       for kind in speech music; do
         $RVQ tokenize "$RUNS/data/$kind" -o "$RUNS/codes/$kind" --codec "$RUNS/codec/final" \
@@ -99,7 +114,7 @@ for stage in $stages; do
       $RVQ finetune --model "$RUNS/lm_beats/final" --training-config configs/lm_train_beats_continue.json \
         --data "$RUNS/codes/music" --out "$RUNS/lm_beats2" --max-steps "$LM_BEATS2_STEPS" $resume ;;
     install)
-      .venv/bin/python -m pipelines.defaults --codec "$RUNS/codec_mpd/final" --music-model "$RUNS/lm_beats2/final" \
+      .venv/bin/python -m pipelines.defaults --codec "$RUNS/codec_pitch/final" --music-model "$RUNS/lm_beats2/final" \
         --speech-model "$RUNS/lm_aligned2/final" --codec-fp16 --lm-fp16 music ;;
     eval)
       mkdir -p "$RUNS/eval"
@@ -110,7 +125,7 @@ for stage in $stages; do
         $RVQ train-music-classifier --data "$RUNS/data/music" -o "$RUNS/eval/classifier"
       $RVQ eval-music --data "$RUNS/data/music" --classifier "$RUNS/eval/classifier" --max-clips 50 --seed 0 \
         -o "$RUNS/eval/music.json" ;;
-    *) echo "unknown stage $stage (stages: data codec decoder decoder-periods tokenize lm lm-more lm-more2 lm-phonemes lm-aligned lm-aligned2 lm-music lm-beats lm-beats2 install eval)" >&2
+    *) echo "unknown stage $stage (stages: data codec decoder decoder-periods pitch-head decoder-pitch tokenize lm lm-more lm-more2 lm-phonemes lm-aligned lm-aligned2 lm-music lm-beats lm-beats2 install eval)" >&2
        exit 2 ;;
   esac
 done
