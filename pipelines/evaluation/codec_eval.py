@@ -128,19 +128,19 @@ def evaluate_codec(
         seconds += n / sr
         if by is not None:
             labels.append(str(row[by]))
-        outputs = {"reference": ref}
+        outputs = {}  # system name -> its (C, N) output
         codes = codec.encode(ref[None])  # (1, K, T)
         for k in ks:
-            outputs[f"codec k={k}"] = codec.decode(codes[:, :k])[0, :, :n].float()  # (C, N)
+            outputs[f"codec k={k}"] = codec.decode(codes[:, :k])[0, :, :n].float()
         for b in opus_kbps:
             result = opus_roundtrip(ref, sr, b)
             opus_bytes[b] += result.num_bytes
             outputs[f"opus {b:g} kbps"] = result.audio
         for name, est in outputs.items():
-            if name != "reference":
-                _score(scores[name], ref, est, sr)
+            _score(scores[name], ref, est, sr)
         if asr:
             texts.append(row["text"])
+            heard["reference"].append(transcribe(ref, sr))
             for name, est in outputs.items():
                 heard[name].append(transcribe(est, sr))
     if clips == 0:

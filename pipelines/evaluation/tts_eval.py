@@ -25,8 +25,8 @@ from tqdm.auto import tqdm
 from lm import AudioLM, GenerationConfig
 
 from ..defaults import resolve_lm
-from .data import check_count, describe, iter_audio, load_split, write_report
 from .asr import transcribe
+from .data import check_count, describe, iter_audio, load_split, write_report
 from .metrics import wer, word_recall
 
 MAX_DURATION_RATIO = 2.0  # a generation "ends by itself" if it stops within this multiple of the reference's duration
