@@ -75,7 +75,6 @@ logger = logging.getLogger(__name__)
 _PITCH_HEAD_LR_SCALE = 10.0
 
 
-
 @dataclass
 class TrainState:
     """Where training stands; saved next to accelerate's state in every checkpoint."""
