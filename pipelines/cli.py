@@ -75,7 +75,7 @@ def _eval_codec(args: argparse.Namespace) -> None:
 
     report = evaluate_codec(args.data, codec=args.codec, split=args.split, max_clips=args.max_clips,
                             num_codebooks=args.num_codebooks, opus_kbps=args.opus_kbps, output=args.output,
-                            domain=args.domain, by=args.by, asr=args.asr)
+                            domain=args.domain, by=args.by, asr=args.asr, phase_oracle=args.phase_oracle)
     print(report["markdown"])
 
 
@@ -223,6 +223,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--asr", action="store_true",
                    help="speech: also the WER and words found of pocketsphinx on every system's output and on the "
                         "reference (intelligibility; about 5x real time per system)")
+    p.add_argument("--phase-oracle", action="store_true",
+                   help="also score the codec's output (largest k) with the reference's STFT phase, and the "
+                        "reference with the codec's phase: does the codec lose more in magnitude or in phase?")
     p.add_argument("-o", "--output", default=None, help="report.json (a .md table is written beside it)")
     p.set_defaults(func=_eval_codec)
 

@@ -5,8 +5,8 @@ from .asr import transcribe
 from .codec_eval import evaluate_codec, format_codec_report, steady_tone_fidelity
 from .data import OpusResult, load_split, opus_roundtrip
 from .metrics import (audio_features, estimate_tempo, frechet_distance, harmonic_energy_fraction, harmonic_tone,
-                      mel_distance, normalize_text, pesq_wb, si_sdr, stft_distance, stoi, tempo_errors, wer,
-                      word_recall)
+                      mel_distance, normalize_text, pesq_wb, phase_swap, si_sdr, stft_distance, stoi, tempo_errors,
+                      wer, word_recall)
 from .music_eval import (FamilyClassifier, FamilyClassifierConfig, evaluate_family_classifier, evaluate_music,
                          evaluate_music_generation, evaluate_music_lm, evaluate_music_references,
                          format_music_report, train_family_classifier)
@@ -18,6 +18,6 @@ __all__ = [
     "evaluate_music_lm", "evaluate_music_references", "evaluate_tts", "evaluate_tts_lm", "format_codec_report",
     "format_music_report", "format_tts_report", "frechet_distance", "harmonic_energy_fraction", "harmonic_tone",
     "load_split",
-    "mel_distance", "normalize_text", "opus_roundtrip", "pesq_wb", "si_sdr", "stft_distance", "stoi",
+    "mel_distance", "normalize_text", "opus_roundtrip", "pesq_wb", "phase_swap", "si_sdr", "stft_distance", "stoi",
     "steady_tone_fidelity", "tempo_errors", "train_family_classifier", "transcribe", "wer", "word_recall",
 ]

@@ -7,6 +7,9 @@ same reference at each requested bitrate; its bitrate in the report is the real 
 included) * 8 over the audio's duration, while the codec's is its nominal `bitrate(k)` (no entropy coding).
 With `asr=True` (speech with transcripts) every system's output and the reference also go through the offline
 recogniser of `asr`: the words it still finds are an intelligibility measure that PESQ and STOI do not replace.
+With `phase_oracle=True` two oracles join them, built from the codec's output at its largest k and the reference
+(`metrics.phase_swap`): the decoded magnitudes with the reference's phase, and the reference's magnitudes with the
+decoded phase. They say whether the codec loses more in its magnitudes or in its phases.
 """
 
 from __future__ import annotations
@@ -27,8 +30,8 @@ from tokenizer.audio import resample, to_channels
 from ..defaults import resolve_codec
 from .asr import RECOGNISER, transcribe
 from .data import describe, iter_audio, load_split, opus_roundtrip, write_report
-from .metrics import (harmonic_energy_fraction, harmonic_tone, mel_distance, pesq_wb, si_sdr, stft_distance, stoi,
-                      wer, word_recall)
+from .metrics import (harmonic_energy_fraction, harmonic_tone, mel_distance, pesq_wb, phase_swap, si_sdr,
+                      stft_distance, stoi, wer, word_recall)
 
 # name -> (units, True if higher is better), in table order
 METRICS = {
@@ -55,6 +58,7 @@ def evaluate_codec(
     domain: str | None = None,
     by: str | None = None,
     asr: bool = False,
+    phase_oracle: bool = False,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Mean reconstruction metrics of `codec` at each bitrate and of Opus, on the held-out `split` of `data`.
@@ -78,6 +82,9 @@ def evaluate_codec(
             `asr = {recogniser, words, reference: {wer, words_found, transcripts}}` and each system `asr = {wer,
             words_found, transcripts}`: corpus WER and the share of the transcripts' words found (`metrics.wer`,
             `metrics.word_recall`), and a table of them in the markdown.
+        phase_oracle: also score two oracles of the codec at the largest k evaluated (kind "oracle", kbps None):
+            its output's STFT magnitudes with the reference's phases, and the reference's magnitudes with its
+            output's phases (`metrics.phase_swap`). Not codecs: they use the reference.
         progress: show a progress bar over clips.
 
     Returns the report: `systems`, a list of `{name, kind, kbps, num_codebooks | target_kbps, metrics}` where
@@ -109,6 +116,12 @@ def evaluate_codec(
 
     systems = [{"name": f"codec k={k}", "kind": "codec", "num_codebooks": k, "kbps": codec.bitrate(k)} for k in ks]
     systems += [{"name": f"opus {b:g} kbps", "kind": "opus", "target_kbps": b} for b in opus_kbps]
+    oracles = {}  # with phase_oracle: system name -> (magnitudes from, phases from), each "codec" or "reference"
+    if phase_oracle:
+        k = ks[-1]
+        oracles = {f"codec k={k} magnitudes, reference phase": ("codec", "reference"),
+                   f"reference magnitudes, codec k={k} phase": ("reference", "codec")}
+        systems += [{"name": name, "kind": "oracle", "num_codebooks": k, "kbps": None} for name in oracles]
     scores = {s["name"]: {m: [] for m in metric_names} for s in systems}
     opus_bytes = {b: 0 for b in opus_kbps}
     texts: list[str] = []  # with asr: each scored clip's transcript, and what the recogniser hears in each system
@@ -136,6 +149,9 @@ def evaluate_codec(
             result = opus_roundtrip(ref, sr, b)
             opus_bytes[b] += result.num_bytes
             outputs[f"opus {b:g} kbps"] = result.audio
+        sides = {"codec": outputs[f"codec k={ks[-1]}"], "reference": ref}
+        for name, (magnitude, phase) in oracles.items():
+            outputs[name] = phase_swap(sides[magnitude], sides[phase])
         for name, est in outputs.items():
             _score(scores[name], ref, est, sr)
         if asr:
@@ -160,7 +176,8 @@ def evaluate_codec(
                   "codebook_size": codec.codebook_size, "frame_rate": codec.frame_rate},
         "systems": systems,
         "units": {m: METRICS[m][0] for m in metric_names} | {
-            "kbps": "codec: nominal frame_rate * k * log2(codebook_size); opus: measured file bytes * 8 / seconds"},
+            "kbps": "codec: nominal frame_rate * k * log2(codebook_size); opus: measured file bytes * 8 / seconds; "
+                    "oracles: none (null)"},
     }
     if by is not None:
         report["groups"] = {"column": by, "labels": labels, "means": _group_means(systems, labels)}
@@ -186,8 +203,12 @@ def format_codec_report(report: dict[str, Any]) -> str:
         for m in names:
             v = s["metrics"][m]
             cells.append("–" if v["mean"] is None else f"{v['mean']:.3f}" if m != "si_sdr" else f"{v['mean']:.2f}")
-        lines.append(f"| {s['name']} | {s['kbps']:.2f} | " + " | ".join(cells) + " |")
+        kbps = "–" if s["kbps"] is None else f"{s['kbps']:.2f}"
+        lines.append(f"| {s['name']} | {kbps} | " + " | ".join(cells) + " |")
     lines += ["", "Opus kbps are measured from file sizes (Ogg container included); codec kbps are nominal."]
+    if any(s["kind"] == "oracle" for s in report["systems"]):
+        lines += ["Oracle rows mix the codec's output with the reference (STFT magnitudes of one, phases of the "
+                  "other): they say where the codec loses, they are not codecs."]
     if "asr" in report:
         rows = [("reference", report["asr"]["reference"])] + [(s["name"], s["asr"]) for s in report["systems"]]
         lines += ["", f"Intelligibility to {report['asr']['recogniser']} ({report['asr']['words']} words; read each "

@@ -2,7 +2,8 @@
 
 Waveforms may be torch tensors or numpy arrays shaped `[N]` or `[C, N]` (channels, samples); where a metric is
 defined on mono audio, channels are averaged first. Every function returns a Python float (or, for the
-feature extractor, a numpy array) and never keeps state between calls beyond cached filter banks.
+feature extractor, a numpy array; `phase_swap` builds an oracle waveform) and never keeps state between calls
+beyond cached filter banks.
 
 The Fréchet distance here is computed in a hand-crafted feature space (`audio_features`: log-mel and MFCC
 statistics over 1 s windows), not in the embedding space of a pretrained network as FAD is: none is available
@@ -135,6 +136,34 @@ def stft_distance(ref: ArrayLike, est: ArrayLike) -> float:
     ref, est = _pair(ref, est)
     with torch.inference_mode():
         return float(_stft_loss()(_batched(est), _batched(ref)))
+
+
+ORACLE_N_FFT = 1024  # phase_swap's STFT: Hann, 1024 samples (43 ms at 24 kHz), hop 256
+ORACLE_HOP = 256
+
+
+def phase_swap(magnitude_from: ArrayLike, phase_from: ArrayLike) -> torch.Tensor:
+    """The waveform whose STFT has `magnitude_from`'s magnitudes and `phase_from`'s phases (an oracle).
+
+    Decoded audio given the reference's phase, or the reference given the decoded audio's phase, tells whether a
+    codec loses more in its magnitudes or in its phases. Hann STFT of ORACLE_N_FFT samples, hop ORACLE_HOP, and its
+    least-squares inverse; the magnitudes and phases of an STFT are not independent, so the result's own STFT is
+    the nearest consistent one, not exactly the mix. `phase_swap(x, x)` returns x. Both inputs `[N]` or `[C, N]`
+    of the same shape (channels handled one by one); returns a float32 tensor of that shape.
+    """
+    mag, phase = (_as_tensor(x, name).float() for x, name in ((magnitude_from, "magnitude_from"),
+                                                                (phase_from, "phase_from")))
+    if mag.shape != phase.shape:
+        raise ValueError(f"phase_swap needs two waveforms of the same shape, got {tuple(mag.shape)} and "
+                         f"{tuple(phase.shape)}")
+    n = mag.shape[-1]
+    if n <= ORACLE_N_FFT // 2:
+        raise ValueError(f"phase_swap needs more than {ORACLE_N_FFT // 2} samples, got {n}")
+    window = torch.hann_window(ORACLE_N_FFT)
+    stft = lambda x: torch.stft(x, ORACLE_N_FFT, ORACLE_HOP, window=window, return_complex=True)
+    with torch.inference_mode():
+        spec = torch.polar(stft(mag).abs(), stft(phase).angle())
+        return torch.istft(spec, ORACLE_N_FFT, ORACLE_HOP, window=window, length=n).clone()
 
 
 def harmonic_tone(f0: float, sample_rate: int, seconds: float = 2.0, harmonics: int = 19) -> torch.Tensor:

@@ -20,8 +20,8 @@ from pipelines.evaluation import (FamilyClassifier, audio_features, duration_cor
                                   evaluate_codec, evaluate_music, evaluate_music_generation,
                                   evaluate_music_references, evaluate_tts,
                                   evaluate_tts_lm, frechet_distance, mel_distance, normalize_text, opus_roundtrip,
-                                  pesq_wb, si_sdr, stft_distance, stoi, tempo_errors, train_family_classifier,
-                                  transcribe, wer, word_recall)
+                                  pesq_wb, phase_swap, si_sdr, stft_distance, stoi, tempo_errors,
+                                  train_family_classifier, transcribe, wer, word_recall)
 from pipelines.evaluation.metrics import FEATURE_DIM, FEATURE_N_MELS, harmonic_energy_fraction, harmonic_tone
 from pipelines.generate import generate
 from tokenizer import CodecConfig, RVQCodec
@@ -130,6 +130,22 @@ def test_harmonic_energy_fraction_of_a_tone_itself_detuned_and_in_noise():
         harmonic_energy_fraction(tone[:24000], 24000, 220.0)
     with pytest.raises(ValueError, match="f0"):
         harmonic_energy_fraction(tone, 24000, 2500.0)
+
+
+def test_phase_swap_keeps_a_signal_and_takes_magnitude_and_phase_from_each_side(speech_clip):
+    wav, _, _ = speech_clip
+    x = wav.mean(0) if wav.dim() > 1 else wav
+    assert phase_swap(x, x) == pytest.approx(x, abs=1e-5)  # a consistent STFT comes back whole
+    assert phase_swap(0.5 * x, x) == pytest.approx(0.5 * x, abs=1e-5)  # magnitudes from the first
+    assert phase_swap(x, -x) == pytest.approx(-x, abs=1e-5)  # phases from the second
+    stereo = phase_swap(torch.stack([x, 2 * x]), torch.stack([x, -x]))  # channel by channel
+    assert stereo.shape == (2, x.numel()) and stereo[1] == pytest.approx(-2 * x, abs=1e-5)
+    noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(0)) * x.std()
+    assert si_sdr(x, phase_swap(x, noise)) < -10  # its own magnitudes with noise's phase: the waveform is lost
+    with pytest.raises(ValueError, match="same shape"):
+        phase_swap(x, x[:-1])
+    with pytest.raises(ValueError, match="more than 512 samples"):
+        phase_swap(x[:512], x[:512])
 
 
 def test_wer_known_cases():
@@ -259,6 +275,30 @@ def test_evaluate_codec_report_matches_the_metrics(speech_dir, tmp_path):
     assert f"Steady tones through the codec (k=4): {tones['mean']:.3f}" in table
 
 
+def test_evaluate_codec_phase_oracle_scores_both_mixes_of_the_largest_k(speech_dir):
+    from pipelines.evaluation.data import iter_audio, load_split
+    from tokenizer.audio import resample
+
+    codec = _codec()
+    report = evaluate_codec(speech_dir, codec, max_clips=1, num_codebooks=[2, 4], opus_kbps=(), phase_oracle=True,
+                            progress=False)
+    names = [s["name"] for s in report["systems"]]
+    assert names == ["codec k=2", "codec k=4", "codec k=4 magnitudes, reference phase",
+                     "reference magnitudes, codec k=4 phase"]
+    oracle_mag, oracle_phase = report["systems"][2:]
+    assert oracle_mag["kind"] == oracle_phase["kind"] == "oracle" and oracle_mag["kbps"] is None
+    wav, sr, _ = next(iter_audio(load_split(speech_dir, "test")))
+    ref = resample(wav, sr, 8000)
+    est = codec.decode(codec.encode(ref[None]))[0, :, : ref.shape[-1]]
+    assert oracle_mag["metrics"]["pesq_wb"]["mean"] == pytest.approx(pesq_wb(ref, phase_swap(est, ref), 8000),
+                                                                     rel=1e-5)
+    assert oracle_phase["metrics"]["si_sdr"]["mean"] == pytest.approx(si_sdr(ref, phase_swap(ref, est)), abs=1e-4)
+    # the reference's phase puts the waveform back in place: an untrained codec's SI-SDR rises with it
+    assert oracle_mag["metrics"]["si_sdr"]["mean"] > report["systems"][1]["metrics"]["si_sdr"]["mean"]
+    assert "| reference magnitudes, codec k=4 phase | – |" in report["markdown"]
+    assert "they are not codecs" in report["markdown"]
+
+
 def test_evaluate_codec_by_column_averages_each_value_s_clips(speech_dir):
     from datasets import concatenate_datasets
 
@@ -315,10 +355,12 @@ def test_evaluate_codec_asr_transcribes_the_reference_and_every_system(speech_di
 def test_eval_codec_command_end_to_end(speech_dir, tmp_path, capsys):
     codec_dir = _codec().save_pretrained(tmp_path / "codec")
     assert main(["eval-codec", "--data", str(speech_dir), "--codec", str(codec_dir), "--num-codebooks", "2", "4",
-                 "--opus-kbps", "--asr", "--max-clips", "1", "-o", str(tmp_path / "r.json")]) == 0
+                 "--opus-kbps", "--asr", "--phase-oracle", "--max-clips", "1", "-o", str(tmp_path / "r.json")]) == 0
     out = capsys.readouterr().out
     report = json.loads((tmp_path / "r.json").read_text())
-    assert [s["name"] for s in report["systems"]] == ["codec k=2", "codec k=4"] and report["clips"] == 1
+    assert [s["name"] for s in report["systems"]] == ["codec k=2", "codec k=4", "codec k=4 magnitudes, reference phase",
+                                                      "reference magnitudes, codec k=4 phase"]
+    assert report["clips"] == 1
     assert (tmp_path / "r.md").read_text() in out and "| reference |" in out.split("Intelligibility to ")[1]
     assert main(["eval-codec", "--data", str(speech_dir), "--codec", str(codec_dir), "--asr",
                  "--domain", "music"]) == 2
