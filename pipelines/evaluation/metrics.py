@@ -147,9 +147,9 @@ def phase_swap(magnitude_from: ArrayLike, phase_from: ArrayLike) -> torch.Tensor
 
     Decoded audio given the reference's phase, or the reference given the decoded audio's phase, tells whether a
     codec loses more in its magnitudes or in its phases. Hann STFT of ORACLE_N_FFT samples, hop ORACLE_HOP, and its
-    least-squares inverse; the magnitudes and phases of an STFT are not independent, so the result's own STFT is
-    the nearest consistent one, not exactly the mix. `phase_swap(x, x)` returns x. Both inputs `[N]` or `[C, N]`
-    of the same shape (channels handled one by one); returns a float32 tensor of that shape.
+    least-squares inverse: an STFT's magnitudes and phases are not independent, so the result is the signal whose
+    STFT lies nearest the mix, not exactly the mix. `phase_swap(x, x)` returns x. Both inputs `[N]` or `[C, N]` of
+    the same shape (channels handled one by one); returns a float32 tensor of that shape.
     """
     mag, phase = (_as_tensor(x, name).float() for x, name in ((magnitude_from, "magnitude_from"),
                                                                 (phase_from, "phase_from")))
@@ -160,10 +160,11 @@ def phase_swap(magnitude_from: ArrayLike, phase_from: ArrayLike) -> torch.Tensor
     if n <= ORACLE_N_FFT // 2:
         raise ValueError(f"phase_swap needs more than {ORACLE_N_FFT // 2} samples, got {n}")
     window = torch.hann_window(ORACLE_N_FFT)
-    stft = lambda x: torch.stft(x, ORACLE_N_FFT, ORACLE_HOP, window=window, return_complex=True)
-    with torch.inference_mode():
-        spec = torch.polar(stft(mag).abs(), stft(phase).angle())
-        return torch.istft(spec, ORACLE_N_FFT, ORACLE_HOP, window=window, length=n).clone()
+    with torch.no_grad():  # not inference mode: the caller may use the waveform anywhere
+        mag_spec, phase_spec = (torch.stft(x, ORACLE_N_FFT, ORACLE_HOP, window=window, return_complex=True)
+                                for x in (mag, phase))
+        spec = torch.polar(mag_spec.abs(), phase_spec.angle())
+        return torch.istft(spec, ORACLE_N_FFT, ORACLE_HOP, window=window, length=n)
 
 
 def harmonic_tone(f0: float, sample_rate: int, seconds: float = 2.0, harmonics: int = 19) -> torch.Tensor:
