@@ -154,10 +154,18 @@ class SpectralConfig(JsonConfig):
     # whose phase accumulates from frame to frame (NSF-style), so held pitches stay where they are. Does not
     # change what codes mean (not part of the fingerprint).
     pitch_phase: bool = False
+    # With `pitch_phase`: in the frame on each side of a voiced run, the band's phases are the source's running
+    # phase plus an offset the decoder predicts, instead of phases of its own, so the unvoiced frames that meet a
+    # voiced run know the phase they have to join. Does not change what codes mean (not part of the fingerprint).
+    edge_phase: bool = False
 
     def __post_init__(self) -> None:
         _check(isinstance(self.pitch_phase, bool),
                f"spectral.pitch_phase must be true or false, got {self.pitch_phase!r}")
+        _check(isinstance(self.edge_phase, bool),
+               f"spectral.edge_phase must be true or false, got {self.edge_phase!r}")
+        _check(self.pitch_phase or not self.edge_phase,
+               "spectral.edge_phase offsets the harmonic source's phase: it needs spectral.pitch_phase true")
         _check(isinstance(self.frequency_invariant_phase, bool),
                f"spectral.frequency_invariant_phase must be true or false, got {self.frequency_invariant_phase!r}")
         for name in ("dim", "hidden_dim", "num_layers"):
@@ -277,4 +285,5 @@ class CodecConfig(JsonConfig):
         else:  # how the decoder states phase is not what the codes mean
             data["spectral"].pop("frequency_invariant_phase")
             data["spectral"].pop("pitch_phase")
+            data["spectral"].pop("edge_phase")
         return data

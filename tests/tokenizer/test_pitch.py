@@ -97,10 +97,10 @@ def test_pitch_losses_are_least_for_the_right_class_and_ignore_f0_where_unvoiced
     assert nothing_voiced[0] == 0 and nothing_voiced[1] < 1e-6
 
 
-def pitch_codec(pitch_phase: bool = True) -> RVQCodec:
+def pitch_codec(pitch_phase: bool = True, edge_phase: bool = False) -> RVQCodec:
     torch.manual_seed(0)
     spectral = {"dim": 16, "hidden_dim": 32, "num_layers": 1, "kernel_size": 3, "n_fft": 1280,
-                "pitch_phase": pitch_phase}
+                "pitch_phase": pitch_phase, "edge_phase": edge_phase}
     config = tiny_config(sample_rate=SR, strides=(2, 4, 5, 8), causal=False, spectral=spectral)
     return RVQCodec(config).eval()
 
@@ -114,6 +114,37 @@ def test_pitch_phase_is_validated_and_leaves_the_code_space_alone():
         tiny_config(training={"pitch_teacher_steps": -1})
     with pytest.raises(ConfigError, match="pitch_weight"):
         tiny_config(training={"pitch_weight": -0.5})
+    assert pitch_codec(True, edge_phase=True).fingerprint == pitch_codec(False).fingerprint
+    with pytest.raises(ConfigError, match="edge_phase.*pitch_phase"):
+        tiny_config(causal=False, spectral={"n_fft": 32, "edge_phase": True})
+    with pytest.raises(ConfigError, match="edge_phase"):
+        tiny_config(causal=False, spectral={"n_fft": 32, "pitch_phase": True, "edge_phase": 1})
+
+
+def test_edge_phases_are_the_source_phase_plus_an_offset_in_the_frame_either_side_of_a_voiced_run():
+    """Voiced low bins take the source's phase; the unvoiced frame on each side of a voiced run takes it plus the
+    predicted offset (zero at initialisation); other frames and the bins above the band keep the head's phases."""
+    decoder = pitch_codec(True, edge_phase=True).decoder
+    assert decoder.context_frames == pitch_codec(True).decoder.context_frames + 1
+    assert not decoder.edge_offset.weight.any() and not decoder.edge_offset.bias.any()
+    voiced = torch.tensor([[0, 0, 1, 1, 0, 0, 0, 1, 0, 0]], dtype=torch.bool)  # edges: 1, 4 and 6, 8
+    frames, low = voiced.shape[-1], decoder.n_low
+    pitch = torch.stack([torch.full((1, frames), 150.0), voiced.float()], dim=1)
+    head = torch.rand(1, decoder.bins, frames) * 6 - 3
+    offset = torch.rand(1, low, frames) + 0.5
+    with torch.no_grad():
+        plain, _ = decoder._source_phase(head, pitch, predicted=False, anchor=None)
+        edged, _ = decoder._source_phase(head, pitch, predicted=False, anchor=None, edge_offset=offset)
+        all_voiced = torch.stack([torch.full((1, frames), 150.0), torch.ones(1, frames)], dim=1)
+        source, _ = decoder._source_phase(head, all_voiced, predicted=False, anchor=None)  # in every frame
+    edge, other = [1, 4, 6, 8], [0, 5, 9]
+    assert torch.equal(edged[:, low:], head[:, low:]) and torch.equal(edged[..., other], head[..., other])
+    assert torch.equal(edged[:, :low, voiced[0]], source[:, :low, voiced[0]])
+    assert torch.equal(plain[..., edge], head[..., edge])  # without offsets, edges keep the head's phases
+    assert torch.allclose(edged[:, :low, edge], source[:, :low, edge] + offset[..., edge])
+    # In the decoder, the offsets are learned: the waveform's gradient reaches their layer.
+    decoder.run(torch.randn(1, 16, frames), pitch=pitch).audio.square().sum().backward()
+    assert decoder.edge_offset.weight.grad.abs().max() > 0
 
 
 @pytest.mark.parametrize("f0", [97.0, 130.0, 220.0])

@@ -82,6 +82,9 @@ def test_presets_load_and_have_the_advertised_rates():
     pitch = CodecConfig.from_json_file(REPO / "configs" / "codec_spectral_small_decoder_pitch.json")
     assert pitch.fingerprint == spectral.fingerprint and pitch.spectral.pitch_phase and pitch.training.freeze_codes
     assert pitch.training.pitch_teacher_steps == 0 and pitch.training.pitch_weight > 0
+    edge = CodecConfig.from_json_file(REPO / "configs" / "codec_spectral_small_decoder_edge.json")
+    assert edge.fingerprint == spectral.fingerprint and edge.spectral.edge_phase and edge.spectral.pitch_phase
+    assert edge.training.freeze_codes and edge.training == dataclasses.replace(pitch.training, max_steps=1000)
     # EnCodec 24 kHz's bandwidths are the prefixes of 2, 4, 8, 16 and 32 codebooks.
     assert [big.bitrate(k) for k in (2, 4, 8, 16, 32)] == pytest.approx([1.5, 3.0, 6.0, 12.0, 24.0])
 
@@ -348,6 +351,13 @@ def test_a_pitch_head_is_added_to_a_trained_decoder_and_learns_from_yin(tmp_path
     target = _pitch_targets(torch.from_numpy(harmonic(1.0, 190.0, seed=190))[None, None], config)
     inner = target[0, :, 10:-10]
     assert bool((inner[1] == 1).all()) and float((inner[0] / 190.0 - 1).abs().max()) < 0.06  # the vibrato's 5%
+    # Edge phases added to the tuned decoder: a new layer only, starting at zero (the source's phase).
+    config.spectral = dataclasses.replace(config.spectral, edge_phase=True)
+    config.training = dataclasses.replace(config.training, max_steps=2, pitch_teacher_steps=0)
+    edged = RVQCodec.from_pretrained(train_codec(config, corpus, tmp_path / "edged", init_from=tuned))
+    added = set(edged.state_dict()) - set(after.state_dict())
+    assert added == {"decoder.edge_offset.weight", "decoder.edge_offset.bias"}
+    assert torch.equal(edged.encode(wav, SR), codes)
 
 
 @pytest.mark.slow

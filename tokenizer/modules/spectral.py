@@ -118,7 +118,9 @@ class SpectralDecoder(nn.Module):
     The head predicts each channel's log magnitude and phase per bin (Vocos); the waveform is the windowed
     overlap-add of the inverse FFTs, divided by the window's squared overlap (exact inverse of the encoder's STFT).
     With `spectral.pitch_phase` a second head predicts f0 and voicing per frame, and voiced bins below
-    `PITCH_PHASE_MAX_HZ` take their phase from the STFT of a harmonic source driven by that f0 (`run`).
+    `PITCH_PHASE_MAX_HZ` take their phase from the STFT of a harmonic source driven by that f0 (`run`). With
+    `spectral.edge_phase` as well, those bins in the frame on each side of a voiced run take the source's phase
+    plus an offset predicted from the frame's features (zero at initialisation: the source's phase itself).
     """
 
     def __init__(self, config: CodecConfig):
@@ -145,6 +147,14 @@ class SpectralDecoder(nn.Module):
                                             nn.Linear(256, (PITCH_BINS + 1) * config.channels))
             freqs = torch.arange(self.bins) * config.sample_rate / s.n_fft
             self.register_buffer("low_band", freqs < PITCH_PHASE_MAX_HZ, persistent=False)
+        self.edge_offset = None
+        if s.edge_phase:
+            # The band is bins [0, n_low): their offsets from the source's phase at voicing edges, per channel.
+            self.n_low = int(self.low_band.sum())
+            self.edge_offset = nn.Linear(s.dim, self.n_low * config.channels)
+            nn.init.zeros_(self.edge_offset.weight)
+            nn.init.zeros_(self.edge_offset.bias)
+            self.context_frames += 1  # a frame is an edge by its neighbours' voicing
 
     def forward(self, latent: torch.Tensor) -> torch.Tensor:
         return self.run(latent).audio
@@ -172,8 +182,13 @@ class SpectralDecoder(nn.Module):
         pitch_out = source_phase_out = None
         if self.pitch_head is not None:
             pitch_out = self.pitch_logits(feats)
+            edge_offset = None
+            if self.edge_offset is not None:
+                edge_offset = self.edge_offset(feats).view(b, t, self.channels, self.n_low).permute(0, 2, 3, 1)
+                edge_offset = edge_offset.reshape(b * self.channels, self.n_low, t)
             phase, source_phase_out = self._source_phase(phase, pitch_out.detach() if pitch is None else pitch,
-                                                         predicted=pitch is None, anchor=source_phase)
+                                                         predicted=pitch is None, anchor=source_phase,
+                                                         edge_offset=edge_offset)
             source_phase_out = source_phase_out.view(b, self.channels, t + 1)
         audio = self.inverse_stft(torch.polar(mag, phase)).reshape(b, self.channels, t * self.hop)
         return DecoderOutput(audio, pitch_out, source_phase_out)
@@ -186,9 +201,11 @@ class SpectralDecoder(nn.Module):
         return logits.reshape(b * self.channels, PITCH_BINS + 1, t)
 
     def _source_phase(self, phase: torch.Tensor, pitch: torch.Tensor, predicted: bool,
-                      anchor: tuple[int, torch.Tensor] | None) -> tuple[torch.Tensor, torch.Tensor]:
+                      anchor: tuple[int, torch.Tensor] | None,
+                      edge_offset: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """The head's phases (B*C, bins, T) with voiced low bins replaced by the harmonic source's, and the
-        source's phase (B*C, T + 1) at every frame start."""
+        source's phase (B*C, T + 1) at every frame start. With `edge_offset` (B*C, n_low, T), the low bins of
+        unvoiced frames next to a voiced one take the source's phase plus that offset."""
         if predicted:
             f0, voiced = f0_from_logits(pitch[:, :PITCH_BINS]), pitch[:, PITCH_BINS] > 0
         else:
@@ -200,8 +217,13 @@ class SpectralDecoder(nn.Module):
         source, source_phase = harmonic_source(f0, self.hop, self.sample_rate,
                                                min(_SOURCE_MAX_HZ, self.sample_rate / 2), frame, start)
         source_angle = _stft(source, self.n_fft, self.hop, self.window.double()).angle().to(phase.dtype)
-        use = voiced[:, None, :] & self.low_band[None, :, None]
-        return torch.where(use, source_angle, phase), source_phase
+        low = self.low_band[None, :, None]
+        phase = torch.where(voiced[:, None, :] & low, source_angle, phase)
+        if edge_offset is not None:
+            edge = (F.max_pool1d(voiced[:, None].float(), 3, stride=1, padding=1)[:, 0] > 0) & ~voiced
+            offset = F.pad(edge_offset, (0, 0, 0, self.bins - self.n_low))
+            phase = torch.where(edge[:, None, :] & low, source_angle + offset, phase)
+        return phase, source_phase
 
     def _frame_phase_offsets(self, frames: int) -> torch.Tensor:
         """(bins, frames): 2 pi k t hop / n_fft, from exact integers, turning signal-origin phases into the
