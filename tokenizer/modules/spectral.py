@@ -182,10 +182,7 @@ class SpectralDecoder(nn.Module):
         pitch_out = source_phase_out = None
         if self.pitch_head is not None:
             pitch_out = self.pitch_logits(feats)
-            edge_offset = None
-            if self.edge_offset is not None:
-                edge_offset = self.edge_offset(feats).view(b, t, self.channels, self.n_low).permute(0, 2, 3, 1)
-                edge_offset = edge_offset.reshape(b * self.channels, self.n_low, t)
+            edge_offset = None if self.edge_offset is None else self._per_channel(self.edge_offset(feats))
             phase, source_phase_out = self._source_phase(phase, pitch_out.detach() if pitch is None else pitch,
                                                          predicted=pitch is None, anchor=source_phase,
                                                          edge_offset=edge_offset)
@@ -196,9 +193,12 @@ class SpectralDecoder(nn.Module):
     def pitch_logits(self, features: torch.Tensor) -> torch.Tensor:
         """The pitch head on backbone features (B, T, dim): (B * C, PITCH_BINS + 1, T) f0 class logits and, last,
         the voicing logit of every channel and frame."""
-        b, t, _ = features.shape
-        logits = self.pitch_head(features).view(b, t, self.channels, PITCH_BINS + 1).permute(0, 2, 3, 1)
-        return logits.reshape(b * self.channels, PITCH_BINS + 1, t)
+        return self._per_channel(self.pitch_head(features))
+
+    def _per_channel(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, T, C * width) per-frame outputs, channels outermost -> (B * C, width, T)."""
+        b, t, _ = x.shape
+        return x.view(b, t, self.channels, -1).permute(0, 2, 3, 1).reshape(b * self.channels, -1, t)
 
     def _source_phase(self, phase: torch.Tensor, pitch: torch.Tensor, predicted: bool,
                       anchor: tuple[int, torch.Tensor] | None,
