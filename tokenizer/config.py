@@ -158,6 +158,9 @@ class SpectralConfig(JsonConfig):
     # phase plus an offset the decoder predicts, instead of phases of its own, so the unvoiced frames that meet a
     # voiced run know the phase they have to join. Does not change what codes mean (not part of the fingerprint).
     edge_phase: bool = False
+    # With `edge_phase`: the offsets are learned (a layer initialised at zero) or, when false, held at zero, so edge
+    # frames take the source's running phase itself. Not part of the fingerprint.
+    edge_offsets: bool = True
 
     def __post_init__(self) -> None:
         _check(isinstance(self.pitch_phase, bool),
@@ -166,6 +169,10 @@ class SpectralConfig(JsonConfig):
                f"spectral.edge_phase must be true or false, got {self.edge_phase!r}")
         _check(self.pitch_phase or not self.edge_phase,
                "spectral.edge_phase offsets the harmonic source's phase: it needs spectral.pitch_phase true")
+        _check(isinstance(self.edge_offsets, bool),
+               f"spectral.edge_offsets must be true or false, got {self.edge_offsets!r}")
+        _check(self.edge_phase or self.edge_offsets,
+               "spectral.edge_offsets false holds the offsets of spectral.edge_phase at zero: it needs edge_phase true")
         _check(isinstance(self.frequency_invariant_phase, bool),
                f"spectral.frequency_invariant_phase must be true or false, got {self.frequency_invariant_phase!r}")
         for name in ("dim", "hidden_dim", "num_layers"):
@@ -286,4 +293,5 @@ class CodecConfig(JsonConfig):
             data["spectral"].pop("frequency_invariant_phase")
             data["spectral"].pop("pitch_phase")
             data["spectral"].pop("edge_phase")
+            data["spectral"].pop("edge_offsets")
         return data

@@ -309,21 +309,22 @@ def test_spectral_codec_chunked_equals_one_pass(frequency_invariant_phase):
         not frequency_invariant_phase)
 
 
-@pytest.mark.parametrize("edge_phase", [False, True])
-def test_pitch_phase_decoding_carries_the_source_phase_across_chunks_and_calls(edge_phase):
+@pytest.mark.parametrize("edge", [{}, {"edge_phase": True}, {"edge_phase": True, "edge_offsets": False}],
+                         ids=["pitch", "edge-learned", "edge-source"])
+def test_pitch_phase_decoding_carries_the_source_phase_across_chunks_and_calls(edge):
     """The harmonic source's phase runs over the whole sequence: chunked decoding carries it from span to span,
     and a later part decoded on its own continues from the phase an earlier call returned. With edge phases, a
     frame's phases also depend on its neighbours' voicing, one frame more of context."""
     torch.manual_seed(0)
     config = spectral_config(sample_rate=24000, strides=(4, 80),
-                             spectral={"n_fft": 1280, "pitch_phase": True, "edge_phase": edge_phase})
+                             spectral={"n_fft": 1280, "pitch_phase": True, **edge})
     codec = RVQCodec(config)
     codec.train()(torch.randn(2, 1, 24000) * 0.1)
     codec.eval()
     assert codec.pitch_phase and codec.decoder_period == 1 and codec.hop_length == 320
     with torch.no_grad():  # the untrained pitch head, its voicing logit centred: some frames voiced, some not
         codec.decoder.pitch_head[-1].bias[-1] = 0.0
-        if edge_phase:  # offsets that matter (they start at zero)
+        if codec.decoder.edge_offset is not None:  # offsets that matter (they start at zero)
             torch.nn.init.normal_(codec.decoder.edge_offset.weight)
     codes = codec.encode(torch.randn(1, 1, 3 * 24000) * 0.1)
     whole, phases = codec.decode(codes, return_source_phase=True)

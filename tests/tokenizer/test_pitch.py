@@ -97,10 +97,10 @@ def test_pitch_losses_are_least_for_the_right_class_and_ignore_f0_where_unvoiced
     assert nothing_voiced[0] == 0 and nothing_voiced[1] < 1e-6
 
 
-def pitch_codec(pitch_phase: bool = True, edge_phase: bool = False) -> RVQCodec:
+def pitch_codec(pitch_phase: bool = True, edge_phase: bool = False, edge_offsets: bool = True) -> RVQCodec:
     torch.manual_seed(0)
     spectral = {"dim": 16, "hidden_dim": 32, "num_layers": 1, "kernel_size": 3, "n_fft": 1280,
-                "pitch_phase": pitch_phase, "edge_phase": edge_phase}
+                "pitch_phase": pitch_phase, "edge_phase": edge_phase, "edge_offsets": edge_offsets}
     config = tiny_config(sample_rate=SR, strides=(2, 4, 5, 8), causal=False, spectral=spectral)
     return RVQCodec(config).eval()
 
@@ -119,6 +119,11 @@ def test_pitch_phase_is_validated_and_leaves_the_code_space_alone():
         tiny_config(causal=False, spectral={"n_fft": 32, "edge_phase": True})
     with pytest.raises(ConfigError, match="edge_phase"):
         tiny_config(causal=False, spectral={"n_fft": 32, "pitch_phase": True, "edge_phase": 1})
+    assert pitch_codec(True, edge_phase=True, edge_offsets=False).fingerprint == pitch_codec(False).fingerprint
+    with pytest.raises(ConfigError, match="edge_offsets.*edge_phase"):
+        tiny_config(causal=False, spectral={"n_fft": 32, "pitch_phase": True, "edge_offsets": False})
+    with pytest.raises(ConfigError, match="edge_offsets"):
+        tiny_config(causal=False, spectral={"n_fft": 32, "pitch_phase": True, "edge_phase": True, "edge_offsets": 0})
 
 
 def test_edge_phases_are_the_source_phase_plus_an_offset_in_the_frame_either_side_of_a_voiced_run():
@@ -145,6 +150,23 @@ def test_edge_phases_are_the_source_phase_plus_an_offset_in_the_frame_either_sid
     # In the decoder, the offsets are learned: the waveform's gradient reaches their layer.
     decoder.run(torch.randn(1, 16, frames), pitch=pitch).audio.square().sum().backward()
     assert decoder.edge_offset.weight.grad.abs().max() > 0
+
+
+def test_edge_phases_without_offsets_are_the_source_phase_itself():
+    """`edge_offsets: false` has no offset layer and decodes as a learned-offset decoder whose offsets are zero;
+    with the same weights, a pitch decoder without edge phases decodes the edge frames differently."""
+    learned = pitch_codec(True, edge_phase=True).decoder
+    fixed, plain = pitch_codec(True, edge_phase=True, edge_offsets=False).decoder, pitch_codec(True).decoder
+    assert fixed.edge_offset is None and fixed.context_frames == learned.context_frames
+    weights = {k: v for k, v in learned.state_dict().items() if not k.startswith("edge_offset.")}
+    fixed.load_state_dict(weights)
+    plain.load_state_dict(weights)
+    voiced = torch.tensor([[0, 0, 1, 1, 1, 0, 0, 0, 0, 1, 1, 0]], dtype=torch.float)
+    pitch = torch.stack([torch.full_like(voiced, 150.0), voiced], dim=1)
+    latent = torch.randn(1, 16, voiced.shape[-1])
+    with torch.no_grad():
+        audio = [d.run(latent, pitch=pitch).audio for d in (learned, fixed, plain)]
+    assert torch.equal(audio[0], audio[1]) and not torch.allclose(audio[1], audio[2], atol=1e-4)
 
 
 @pytest.mark.parametrize("f0", [97.0, 130.0, 220.0])

@@ -85,6 +85,9 @@ def test_presets_load_and_have_the_advertised_rates():
     edge = CodecConfig.from_json_file(REPO / "configs" / "codec_spectral_small_decoder_edge.json")
     assert edge.fingerprint == spectral.fingerprint and edge.spectral.edge_phase and edge.spectral.pitch_phase
     assert edge.training.freeze_codes and edge.training == dataclasses.replace(pitch.training, max_steps=1000)
+    source = CodecConfig.from_json_file(REPO / "configs" / "codec_spectral_small_decoder_edge_source.json")
+    assert source.fingerprint == spectral.fingerprint and source.training == edge.training
+    assert source.spectral == dataclasses.replace(edge.spectral, edge_offsets=False)
     # EnCodec 24 kHz's bandwidths are the prefixes of 2, 4, 8, 16 and 32 codebooks.
     assert [big.bitrate(k) for k in (2, 4, 8, 16, 32)] == pytest.approx([1.5, 3.0, 6.0, 12.0, 24.0])
 

@@ -120,7 +120,8 @@ class SpectralDecoder(nn.Module):
     With `spectral.pitch_phase` a second head predicts f0 and voicing per frame, and voiced bins below
     `PITCH_PHASE_MAX_HZ` take their phase from the STFT of a harmonic source driven by that f0 (`run`). With
     `spectral.edge_phase` as well, those bins in the frame on each side of a voiced run take the source's phase
-    plus an offset predicted from the frame's features (zero at initialisation: the source's phase itself).
+    plus an offset predicted from the frame's features (zero at initialisation: the source's phase itself), or
+    with `spectral.edge_offsets` false the source's phase itself.
     """
 
     def __init__(self, config: CodecConfig):
@@ -147,13 +148,15 @@ class SpectralDecoder(nn.Module):
                                             nn.Linear(256, (PITCH_BINS + 1) * config.channels))
             freqs = torch.arange(self.bins) * config.sample_rate / s.n_fft
             self.register_buffer("low_band", freqs < PITCH_PHASE_MAX_HZ, persistent=False)
+        self.edge_phase = s.edge_phase
         self.edge_offset = None
         if s.edge_phase:
             # The band is bins [0, n_low): their offsets from the source's phase at voicing edges, per channel.
             self.n_low = int(self.low_band.sum())
-            self.edge_offset = nn.Linear(s.dim, self.n_low * config.channels)
-            nn.init.zeros_(self.edge_offset.weight)
-            nn.init.zeros_(self.edge_offset.bias)
+            if s.edge_offsets:
+                self.edge_offset = nn.Linear(s.dim, self.n_low * config.channels)
+                nn.init.zeros_(self.edge_offset.weight)
+                nn.init.zeros_(self.edge_offset.bias)
             self.context_frames += 1  # a frame is an edge by its neighbours' voicing
 
     def forward(self, latent: torch.Tensor) -> torch.Tensor:
@@ -182,7 +185,11 @@ class SpectralDecoder(nn.Module):
         pitch_out = source_phase_out = None
         if self.pitch_head is not None:
             pitch_out = self.pitch_logits(feats)
-            edge_offset = None if self.edge_offset is None else self._per_channel(self.edge_offset(feats))
+            edge_offset = None
+            if self.edge_offset is not None:
+                edge_offset = self._per_channel(self.edge_offset(feats))
+            elif self.edge_phase:
+                edge_offset = feats.new_zeros(b * self.channels, self.n_low, t)
             phase, source_phase_out = self._source_phase(phase, pitch_out.detach() if pitch is None else pitch,
                                                          predicted=pitch is None, anchor=source_phase,
                                                          edge_offset=edge_offset)
