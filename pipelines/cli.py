@@ -79,6 +79,14 @@ def _eval_codec(args: argparse.Namespace) -> None:
     print(report["markdown"])
 
 
+def _compare_reports(args: argparse.Namespace) -> None:
+    from .evaluation import compare_codec_reports
+
+    result = compare_codec_reports(args.base, args.new, systems=args.system, resamples=args.resamples,
+                                   confidence=args.confidence, seed=args.seed, output=args.output)
+    print(result["markdown"])
+
+
 def _train_music_classifier(args: argparse.Namespace) -> None:
     from .evaluation import train_family_classifier
 
@@ -228,6 +236,18 @@ def build_parser() -> argparse.ArgumentParser:
                         "reference with the codec's phase: does the codec lose more in magnitude or in phase?")
     p.add_argument("-o", "--output", default=None, help="report.json (a .md table is written beside it)")
     p.set_defaults(func=_eval_codec)
+
+    p = sub.add_parser("compare-reports",
+                       help="paired differences of two eval-codec reports on the same clips, with bootstrap intervals")
+    p.add_argument("base", help="eval-codec report.json of the codec to compare against")
+    p.add_argument("new", help="eval-codec report.json of the other codec, on the same --data, --split, --max-clips")
+    p.add_argument("--system", nargs="+", default=None,
+                   help='systems to compare, e.g. "codec k=8" (default: every system in both reports)')
+    p.add_argument("--resamples", type=int, default=10000, help="bootstrap resamples over clips")
+    p.add_argument("--confidence", type=float, default=0.95, help="coverage of the intervals")
+    p.add_argument("--seed", type=int, default=0, help="resampling seed")
+    p.add_argument("-o", "--output", default=None, help="comparison.json (a .md table is written beside it)")
+    p.set_defaults(func=_compare_reports)
 
     p = sub.add_parser("train-music-classifier", help="instrument-family classifier on rendered clips (for eval-music)")
     p.add_argument("--data", required=True, help="music dataset folder written by `rvqaudio data music`")

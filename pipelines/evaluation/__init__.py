@@ -1,23 +1,25 @@
-"""Evaluation: codec reconstruction next to Opus, music generation by classifier/tempo/Fréchet distance, and
-TTS intelligibility by an offline recogniser. Metrics are plain functions in `metrics`, with units stated."""
+"""Evaluation: codec reconstruction next to Opus, and paired comparisons of two codecs on the same clips; music
+generation by classifier/tempo/Fréchet distance; TTS intelligibility by an offline recogniser. Metrics are plain functions in `metrics`, with units stated."""
 
 from .asr import transcribe
 from .codec_eval import evaluate_codec, format_codec_report, steady_tone_fidelity
+from .compare import compare_codec_reports, format_comparison
 from .data import OpusResult, load_split, opus_roundtrip
 from .metrics import (audio_features, estimate_tempo, frechet_distance, harmonic_energy_fraction, harmonic_tone,
                       mel_distance, normalize_text, pesq_wb, phase_swap, si_sdr, stft_distance, stoi, tempo_errors,
-                      wer, word_recall)
+                      wer, word_hits, word_recall)
 from .music_eval import (FamilyClassifier, FamilyClassifierConfig, evaluate_family_classifier, evaluate_music,
                          evaluate_music_generation, evaluate_music_lm, evaluate_music_references,
                          format_music_report, train_family_classifier)
 from .tts_eval import duration_correlation, evaluate_tts, evaluate_tts_lm, format_tts_report
 
 __all__ = [
-    "FamilyClassifier", "FamilyClassifierConfig", "OpusResult", "audio_features", "duration_correlation",
+    "FamilyClassifier", "FamilyClassifierConfig", "OpusResult", "audio_features", "compare_codec_reports",
+    "duration_correlation",
     "estimate_tempo", "evaluate_codec", "evaluate_family_classifier", "evaluate_music", "evaluate_music_generation",
     "evaluate_music_lm", "evaluate_music_references", "evaluate_tts", "evaluate_tts_lm", "format_codec_report",
-    "format_music_report", "format_tts_report", "frechet_distance", "harmonic_energy_fraction", "harmonic_tone",
-    "load_split",
+    "format_comparison", "format_music_report", "format_tts_report", "frechet_distance", "harmonic_energy_fraction",
+    "harmonic_tone", "load_split",
     "mel_distance", "normalize_text", "opus_roundtrip", "pesq_wb", "phase_swap", "si_sdr", "stft_distance", "stoi",
-    "steady_tone_fidelity", "tempo_errors", "train_family_classifier", "transcribe", "wer", "word_recall",
+    "steady_tone_fidelity", "tempo_errors", "train_family_classifier", "transcribe", "wer", "word_hits", "word_recall",
 ]

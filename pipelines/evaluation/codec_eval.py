@@ -79,7 +79,7 @@ def evaluate_codec(
             its largest k and of Opus.
         asr: also transcribe the reference and every system's output of each clip with `asr.transcribe`
             (speech with a `text` column only; about 5x real time per system on one core). The report gains
-            `asr = {recogniser, words, reference: {wer, words_found, transcripts}}` and each system `asr = {wer,
+            `asr = {recogniser, words, texts, reference: {wer, words_found, transcripts}}` and each system `asr = {wer,
             words_found, transcripts}`: corpus WER and the share of the transcripts' words found (`metrics.wer`,
             `metrics.word_recall`), and a table of them in the markdown.
         phase_oracle: also score two oracles of the codec at the largest k evaluated (kind "oracle", kbps None):
@@ -182,7 +182,7 @@ def evaluate_codec(
     if by is not None:
         report["groups"] = {"column": by, "labels": labels, "means": _group_means(systems, labels)}
     if asr:
-        report["asr"] = {"recogniser": RECOGNISER, "words": sum(len(t.split()) for t in texts),
+        report["asr"] = {"recogniser": RECOGNISER, "words": sum(len(t.split()) for t in texts), "texts": texts,
                          "reference": _asr_summary(texts, heard["reference"])}
     report["steady_tones"] = steady_tone_fidelity(codec)
     report["markdown"] = format_codec_report(report)

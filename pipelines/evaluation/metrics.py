@@ -274,6 +274,20 @@ def word_recall(refs: str | Sequence[str], hyps: str | Sequence[str]) -> float:
     return float(out.hits / (out.hits + out.substitutions + out.deletions))
 
 
+def word_hits(refs: Sequence[str], hyps: Sequence[str]) -> list[tuple[int, int]]:
+    """Per utterance, `(words found, reference words)`, aligned as `word_recall` aligns them.
+
+    Summed over utterances, hits over words is `word_recall(refs, hyps)`; kept apart, they let a comparison resample
+    whole sentences. Raises ValueError as `wer` does.
+    """
+    _align_words(refs, hyps, "word_hits")  # checks the pairing and empty references once, for the whole list
+    hits = []
+    for ref, hyp in zip(refs, hyps):
+        out = _align_words(ref, hyp, "word_hits")
+        hits.append((int(out.hits), int(out.hits + out.substitutions + out.deletions)))
+    return hits
+
+
 def _align_words(refs: str | Sequence[str], hyps: str | Sequence[str], metric: str):
     """jiwer's word alignment of normalised references and hypotheses, after checking they pair up."""
     import jiwer

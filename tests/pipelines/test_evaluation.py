@@ -16,12 +16,13 @@ from datasets import Audio, Dataset, DatasetDict
 from lm import AudioLM, TextTokenizer
 from pipelines.cli import main
 from pipelines.defaults import save_lm
-from pipelines.evaluation import (FamilyClassifier, audio_features, duration_correlation, estimate_tempo,
+from pipelines.evaluation import (FamilyClassifier, audio_features, compare_codec_reports, duration_correlation,
+                                  estimate_tempo,
                                   evaluate_codec, evaluate_music, evaluate_music_generation,
                                   evaluate_music_references, evaluate_tts,
                                   evaluate_tts_lm, frechet_distance, mel_distance, normalize_text, opus_roundtrip,
                                   pesq_wb, phase_swap, si_sdr, stft_distance, stoi, tempo_errors,
-                                  train_family_classifier, transcribe, wer, word_recall)
+                                  train_family_classifier, transcribe, wer, word_hits, word_recall)
 from pipelines.evaluation.metrics import FEATURE_DIM, FEATURE_N_MELS, harmonic_energy_fraction, harmonic_tone
 from pipelines.generate import generate
 from tokenizer import CodecConfig, RVQCodec
@@ -168,6 +169,15 @@ def test_word_recall_counts_hits_and_ignores_insertions():
     assert word_recall(["a b", "c d e f"], ["a b", "x d"]) == pytest.approx(3 / 6)  # hits summed over the corpus
     with pytest.raises(ValueError, match="word_recall needs as many hypotheses"):
         word_recall(["a", "b"], ["a"])
+
+
+def test_word_hits_per_sentence_sum_to_word_recall():
+    refs, hyps = ["a b", "c d e f", "The cat sat."], ["a b", "x d", "the cat sat down"]
+    assert word_hits(refs, hyps) == [(2, 2), (1, 4), (3, 3)]
+    hits = word_hits(refs, hyps)
+    assert sum(h for h, _ in hits) / sum(n for _, n in hits) == pytest.approx(word_recall(refs, hyps))
+    with pytest.raises(ValueError, match="word_hits needs as many hypotheses"):
+        word_hits(["a", "b"], ["a"])
 
 
 def test_frechet_distance_zero_for_a_set_with_itself_and_mean_shift_squared():
@@ -334,6 +344,7 @@ def test_evaluate_codec_asr_transcribes_the_reference_and_every_system(speech_di
     texts = [text for _, text in refs]
     asr = report["asr"]
     assert asr["words"] == sum(len(t.split()) for t in texts) and "pocketsphinx" in asr["recogniser"]
+    assert asr["texts"] == texts  # what compare-reports pairs sentence by sentence
     assert asr["reference"]["transcripts"] == [transcribe(ref, 8000) for ref, _ in refs]
     assert asr["reference"]["wer"] == pytest.approx(wer(texts, asr["reference"]["transcripts"]))
     assert asr["reference"]["words_found"] > 0.5  # clear flite speech, even band-limited to 4 kHz
@@ -716,3 +727,115 @@ def test_eval_tts_rejects_an_unknown_voice_and_lists_the_voices(speech_dir, lm_d
     assert "unknown voice 'flite-rms'" in err and "['alice', 'bob']" in err
     with pytest.raises(ValueError, match="batch_size"):
         evaluate_tts_lm(speech_dir, model=lm_dir, batch_size=0)
+
+
+# -------------------------------------------------------------------------------------------- paired comparisons
+def _report(values: dict[str, list], seconds: float = 10.0, tones: list[float] | None = None, **extra) -> dict:
+    """A minimal eval-codec report: one system, "codec k=8", with the given per-clip values of each metric."""
+    n = len(next(iter(values.values())))
+    report = {"data": "ds", "split": "test", "domain": "speech", "clips": n, "skipped": 0, "seconds": seconds,
+              "systems": [{"name": "codec k=8", "kind": "codec", "metrics": {
+                  m: {"values": v} for m, v in values.items()}}]}
+    if tones is not None:
+        report["steady_tones"] = {"f0": [100.0 + i for i in range(len(tones))], "fraction": tones}
+    return report | extra
+
+
+def _row(result: dict, metric: str, system: str = "codec k=8") -> dict:
+    return next(r for r in result["rows"] if r["metric"] == metric and r["system"] == system)
+
+
+def test_compare_reports_of_a_report_with_itself_and_with_a_constant_shift():
+    rng = np.random.default_rng(0)
+    pesq = list(rng.uniform(1.5, 2.5, 40))
+    mel = list(rng.uniform(2.5, 3.5, 40))
+    base = _report({"pesq_wb": pesq, "mel_distance": mel}, tones=[0.1, 0.5, 0.9])
+    same = compare_codec_reports(base, base, resamples=500)
+    for r in same["rows"]:
+        assert (r["difference"], r["low"], r["high"], r["better"], r["worse"]) == (0, 0, 0, 0, 0)
+    shifted = _report({"pesq_wb": [x + 0.25 for x in pesq], "mel_distance": [x + 0.25 for x in mel]},
+                      tones=[0.2, 0.5, 0.8])
+    result = compare_codec_reports(base, shifted, resamples=500)
+    pesq_row, mel_row = _row(result, "pesq_wb"), _row(result, "mel_distance")
+    assert pesq_row["difference"] == pytest.approx(0.25) and pesq_row["low"] == pytest.approx(0.25)
+    assert pesq_row["high"] == pytest.approx(0.25) and pesq_row["base"] == pytest.approx(np.mean(pesq))
+    assert (pesq_row["better"], pesq_row["worse"], pesq_row["n"]) == (40, 0, 40)  # higher PESQ is better
+    assert (mel_row["better"], mel_row["worse"]) == (0, 40)  # a higher mel distance is worse
+    tones = _row(result, "steady_tones", "steady tones")
+    assert tones["difference"] == pytest.approx(0.0) and (tones["better"], tones["worse"], tones["n"]) == (1, 1, 3)
+    assert "**+0.2500 [+0.2500, +0.2500]**" in result["markdown"]  # outside the noise: bold
+
+
+def test_compare_reports_interval_matches_the_normal_approximation_and_its_seed():
+    rng = np.random.default_rng(1)
+    base = list(rng.normal(2.0, 0.3, 400))
+    diffs = rng.normal(0.05, 0.2, 400)
+    new = [b + d for b, d in zip(base, diffs)]
+    result = compare_codec_reports(_report({"pesq_wb": base}), _report({"pesq_wb": new}), resamples=4000)
+    row = _row(result, "pesq_wb")
+    half = 1.96 * diffs.std() / np.sqrt(len(diffs))
+    assert row["difference"] == pytest.approx(diffs.mean())
+    assert row["low"] == pytest.approx(diffs.mean() - half, abs=0.15 * half)
+    assert row["high"] == pytest.approx(diffs.mean() + half, abs=0.15 * half)
+    again = compare_codec_reports(_report({"pesq_wb": base}), _report({"pesq_wb": new}), resamples=4000)
+    assert again["rows"] == result["rows"]  # same seed, same intervals
+    noise = compare_codec_reports(_report({"pesq_wb": base}), _report({"pesq_wb": [b + 0.1 * (-1) ** i for i, b in
+                                                                                   enumerate(base)]}), resamples=2000)
+    assert _row(noise, "pesq_wb")["low"] < 0 < _row(noise, "pesq_wb")["high"]  # +-0.1 alternating: no difference
+
+
+def test_compare_reports_pairs_only_clips_both_scored_and_sentences_whole():
+    base = _report({"pesq_wb": [2.0, None, 3.0, 1.0]})
+    new = _report({"pesq_wb": [2.5, 4.0, None, 1.5]})
+    row = _row(compare_codec_reports(base, new, resamples=200), "pesq_wb")
+    assert (row["n"], row["base"], row["new"], row["difference"]) == (2, 1.5, 2.0, 0.5)
+    texts = ["a b", "c d e f", "g h"]
+    asr = {"texts": texts}
+    base = _report({"stoi": [0.8, 0.8, 0.8]}, asr=asr)
+    new = _report({"stoi": [0.9, 0.9, 0.9]}, asr=asr)
+    base["systems"][0]["asr"] = {"transcripts": ["a b", "c", "g x"]}
+    new["systems"][0]["asr"] = {"transcripts": ["a", "c d e f", "g h"]}
+    words = _row(compare_codec_reports(base, new, resamples=2000), "words_found")
+    assert words["base"] == pytest.approx(word_recall(texts, ["a b", "c", "g x"]))  # 4 of 8
+    assert words["new"] == pytest.approx(word_recall(texts, ["a", "c d e f", "g h"]))  # 7 of 8
+    assert words["difference"] == pytest.approx(3 / 8) and (words["better"], words["worse"]) == (2, 1)
+    assert words["low"] <= 3 / 8 <= words["high"]
+
+
+def test_compare_reports_refuses_reports_on_different_clips_and_unknown_systems(tmp_path):
+    base = _report({"pesq_wb": [2.0, 2.1]})
+    with pytest.raises(ValueError, match="not on the same clips: clips is 2 in base and 3 in new"):
+        compare_codec_reports(base, _report({"pesq_wb": [2.0, 2.1, 2.2]}))
+    with pytest.raises(ValueError, match="they last 10.0 s in base and 12.5 s in new"):
+        compare_codec_reports(base, _report({"pesq_wb": [2.0, 2.1]}, seconds=12.5))
+    with pytest.raises(ValueError, match=r"systems \['opus 6 kbps'\] are not in both reports"):
+        compare_codec_reports(base, base, systems=["opus 6 kbps"])
+    with pytest.raises(ValueError, match="confidence must lie strictly between 0 and 1, got 95"):
+        compare_codec_reports(base, base, confidence=95)
+    with pytest.raises(ValueError, match="not an eval-codec report"):
+        compare_codec_reports(base, {"rows": []})
+    with pytest.raises(FileNotFoundError, match="new report .*missing.json' does not exist"):
+        compare_codec_reports(base, tmp_path / "missing.json")
+
+
+def test_compare_reports_command_on_two_eval_codec_reports(speech_dir, tmp_path, capsys):
+    first, second = _codec(), _codec()
+    with torch.no_grad():
+        for p in second.decoder.parameters():
+            p.mul_(0.5)  # same codes, another decoder
+    for name, codec in (("a", first), ("b", second)):
+        evaluate_codec(speech_dir, codec, num_codebooks=[2, 4], opus_kbps=(), progress=False,
+                       output=tmp_path / f"{name}.json")
+    assert main(["compare-reports", str(tmp_path / "a.json"), str(tmp_path / "b.json"), "--system", "codec k=4",
+                 "--resamples", "300", "-o", str(tmp_path / "cmp.json")]) == 0
+    out = capsys.readouterr().out
+    result = json.loads((tmp_path / "cmp.json").read_text())
+    reports = [json.loads((tmp_path / f"{name}.json").read_text()) for name in ("a", "b")]
+    for row in result["rows"][:-1]:
+        assert row["system"] == "codec k=4" and row["n"] == 2
+        means = [r["systems"][1]["metrics"][row["metric"]]["mean"] for r in reports]
+        assert (row["base"], row["new"]) == pytest.approx(means)  # the reports' own means, paired
+        assert row["difference"] == pytest.approx(means[1] - means[0])
+    assert result["rows"][-1]["metric"] == "steady_tones" and (tmp_path / "cmp.md").read_text() in out
+    assert main(["compare-reports", str(tmp_path / "a.json"), str(tmp_path / "nope.json")]) == 2
+    assert "new report" in capsys.readouterr().err

@@ -1,0 +1,219 @@
+"""`compare_codec_reports`: is one codec better than another on the same held-out clips, or within the noise?
+
+Two `evaluate_codec` reports made on the same clips pair up clip by clip: every metric lists each clip's figure in
+dataset order. For each system both reports hold (e.g. "codec k=8") and each metric, the comparison gives both means,
+the mean paired difference (new - base), its bootstrap confidence interval (the clips resampled with replacement,
+the same resample for both, so what varies from clip to clip, such as how hard a clip is, cancels) and how many
+clips got better. A difference whose interval excludes zero is more than the noise of which clips were drawn.
+
+Reports made with `asr=True` also pair the recogniser's words found sentence by sentence (whole sentences are
+resampled, and the share is hits over words of the resample, as `metrics.word_recall` counts it), and every report
+pairs its steady tones (`steady_tone_fidelity`) tone by tone.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .codec_eval import METRICS
+from .data import check_count, write_report
+from .metrics import word_hits
+
+_BLOCK = 1000  # resamples drawn at once: bounds the index array at 1000 x clips
+
+
+def compare_codec_reports(
+    base: str | os.PathLike | dict[str, Any],
+    new: str | os.PathLike | dict[str, Any],
+    systems: Sequence[str] | None = None,
+    resamples: int = 10000,
+    confidence: float = 0.95,
+    seed: int = 0,
+    output: str | os.PathLike | None = None,
+) -> dict[str, Any]:
+    """Paired differences, `new` - `base`, of two `evaluate_codec` reports on the same clips.
+
+    Args:
+        base, new: reports (dicts, or the JSON files `rvqaudio eval-codec -o` writes) on the same split of the same
+            data: same domain, clip count, skipped clips and total duration, or ValueError. The data folders may be
+            named differently (a moved dataset); both names are kept in the result.
+        systems: the systems to compare, by name (default: every system in both reports, in `base`'s order).
+        resamples: bootstrap resamples (10000 gives intervals stable to about 0.001 on 50 clips).
+        confidence: the interval's coverage, in (0, 1).
+        seed: the resampling seed (the same seed and reports give the same intervals).
+        output: where to write the result as JSON, with a markdown table beside it (`.md`).
+
+    Returns `{base, new, data, split, clips, resamples, confidence, seed, rows, markdown}`, where each row is
+    `{system, metric, higher_is_better, n, base, new, difference, low, high, better, worse}`: the means over the `n`
+    clips both scored (PESQ is undefined on silence), the mean difference and its interval, and how many of the `n`
+    items got better and how many worse (changes within float noise, a relative 1e-6, count as neither).
+    Metric "words_found" pairs sentences (with `asr` in both reports); "steady_tones" pairs the 24 tones, under
+    system "steady tones".
+    """
+    base_report, base_name = _load(base, "base")
+    new_report, new_name = _load(new, "new")
+    _check_paired(base_report, new_report)
+    check_count("resamples", resamples)
+    if isinstance(confidence, bool) or not isinstance(confidence, (int, float)) or not 0 < confidence < 1:
+        raise ValueError(f"confidence must lie strictly between 0 and 1, got {confidence!r}")
+    rng = np.random.default_rng(seed)
+
+    base_systems = {s["name"]: s for s in base_report["systems"]}
+    new_systems = {s["name"]: s for s in new_report["systems"]}
+    shared = [name for name in base_systems if name in new_systems]
+    if systems is None:
+        names = shared
+    else:
+        names = list(systems)
+        missing = [name for name in names if name not in shared]
+        if missing:
+            raise ValueError(f"systems {missing} are not in both reports; both have {shared}")
+    if not names:
+        raise ValueError(f"the reports share no system (base: {list(base_systems)}, new: {list(new_systems)})")
+
+    rows = []
+    texts = _texts(base_report, new_report)
+    for name in names:
+        b, n = base_systems[name], new_systems[name]
+        for metric, (_, higher) in METRICS.items():
+            if metric in b["metrics"] and metric in n["metrics"]:
+                rows.append(_paired_row(name, metric, higher, b["metrics"][metric]["values"],
+                                        n["metrics"][metric]["values"], resamples, confidence, rng))
+        if texts is not None and "asr" in b and "asr" in n:
+            rows.append(_words_found_row(name, texts, b["asr"]["transcripts"], n["asr"]["transcripts"], resamples,
+                                         confidence, rng))
+    tones = base_report.get("steady_tones"), new_report.get("steady_tones")
+    if all(tones) and tones[0]["f0"] == tones[1]["f0"]:
+        rows.append(_paired_row("steady tones", "steady_tones", True, tones[0]["fraction"], tones[1]["fraction"],
+                                resamples, confidence, rng))
+    result = {"base": base_name, "new": new_name, "data": [base_report["data"], new_report["data"]],
+              "split": base_report["split"], "clips": base_report["clips"], "resamples": resamples,
+              "confidence": confidence, "seed": seed, "rows": rows}
+    result["markdown"] = format_comparison(result)
+    write_report(output, result)
+    return result
+
+
+def format_comparison(result: dict[str, Any]) -> str:
+    """The markdown table of a `compare_codec_reports` result; differences outside the noise in bold."""
+    pct = f"{100 * result['confidence']:g}%"
+    lines = [f"Paired comparison on {result['clips']} clips of [{result['split']}]: new = {result['new']}, base = "
+             f"{result['base']}; {pct} bootstrap intervals over {result['resamples']} resamples (seed "
+             f"{result['seed']}), bold where the interval excludes zero", "",
+             f"| system | metric | base | new | difference [{pct} interval] | better / worse / n |",
+             "| --- | --- | ---: | ---: | ---: | ---: |"]
+    for r in result["rows"]:
+        if r["n"] == 0:
+            lines.append(f"| {r['system']} | {r['metric']} | | | no clip scored by both | |")
+            continue
+        arrow = "↑" if r["higher_is_better"] else "↓"
+        diff = f"{r['difference']:+.4f} [{r['low']:+.4f}, {r['high']:+.4f}]"
+        if r["low"] > 0 or r["high"] < 0:
+            diff = f"**{diff}**"
+        lines.append(f"| {r['system']} | {r['metric']} {arrow} | {r['base']:.4f} | {r['new']:.4f} | {diff} | "
+                     f"{r['better']} / {r['worse']} / {r['n']} |")
+    return "\n".join(lines) + "\n"
+
+
+def _load(report: str | os.PathLike | dict[str, Any], which: str) -> tuple[dict[str, Any], str]:
+    if isinstance(report, dict):
+        data = report
+        name = f"{which} report"
+    else:
+        path = Path(report)
+        if not path.is_file():
+            raise FileNotFoundError(f"{which} report {str(path)!r} does not exist (write one with `rvqaudio "
+                                    "eval-codec -o FILE.json`)")
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{which} report {str(path)!r} is not valid JSON: {e}") from None
+        name = str(path)
+    systems = data.get("systems") if isinstance(data, dict) else None
+    if not isinstance(systems, list) or not all(isinstance(s, dict) and "metrics" in s for s in systems):
+        raise ValueError(f"{which} report {name!r} is not an eval-codec report (it needs a 'systems' list with "
+                         "per-clip 'metrics')")
+    for s in systems:
+        for metric, summary in s["metrics"].items():
+            if not isinstance(summary, dict) or "values" not in summary:
+                raise ValueError(f"{which} report {name!r}: {s.get('name')!r} {metric} has no per-clip 'values' "
+                                 "to pair; make the report again with this version of eval-codec")
+    return data, name
+
+
+def _check_paired(base: dict[str, Any], new: dict[str, Any]) -> None:
+    """ValueError unless both reports scored the same clips: same split, domain, counts and total duration."""
+    for field in ("split", "domain", "clips", "skipped"):
+        if base.get(field) != new.get(field):
+            raise ValueError(f"the reports are not on the same clips: {field} is {base.get(field)!r} in base and "
+                             f"{new.get(field)!r} in new; evaluate both with the same --data, --split and --max-clips")
+    seconds = base.get("seconds"), new.get("seconds")
+    if not all(isinstance(s, (int, float)) for s in seconds) or not math.isclose(*seconds, rel_tol=1e-6):
+        raise ValueError(f"the reports are not on the same clips: they last {seconds[0]!r} s in base and "
+                         f"{seconds[1]!r} s in new")
+
+
+def _texts(base: dict[str, Any], new: dict[str, Any]) -> list[str] | None:
+    """The transcripts the recogniser was scored against, when both reports have them and agree."""
+    texts = [r.get("asr", {}).get("texts") for r in (base, new)]
+    if texts[0] is None or texts[1] is None:
+        return None
+    if texts[0] != texts[1]:
+        raise ValueError("the reports' asr sections score different sentences; they are not on the same clips")
+    return texts[0]
+
+
+def _paired_row(system: str, metric: str, higher: bool, base: Sequence[float | None], new: Sequence[float | None],
+                resamples: int, confidence: float, rng: np.random.Generator) -> dict[str, Any]:
+    if len(base) != len(new):
+        raise ValueError(f"{system} {metric}: {len(base)} values in base and {len(new)} in new; the reports are not "
+                         "on the same clips")
+    both = [(b, n) for b, n in zip(base, new) if b is not None and n is not None]
+    row = {"system": system, "metric": metric, "higher_is_better": higher, "n": len(both)}
+    if not both:
+        return row | {"base": None, "new": None, "difference": None, "low": None, "high": None, "better": 0,
+                      "worse": 0}
+    b, n = np.asarray(both, dtype=np.float64).T
+    d = n - b
+    low, high = _interval(lambda idx: d[idx].mean(axis=1), len(d), resamples, confidence, rng)
+    return row | {"base": float(b.mean()), "new": float(n.mean()), "difference": float(d.mean()), "low": low,
+                  "high": high, **_counts(b, n, higher)}
+
+
+def _words_found_row(system: str, texts: list[str], base: list[str], new: list[str], resamples: int,
+                     confidence: float, rng: np.random.Generator) -> dict[str, Any]:
+    hits_b, words = np.asarray(word_hits(texts, base), dtype=np.float64).T
+    hits_n, _ = np.asarray(word_hits(texts, new), dtype=np.float64).T
+    dh = hits_n - hits_b
+    low, high = _interval(lambda idx: dh[idx].sum(axis=1) / words[idx].sum(axis=1), len(words), resamples,
+                          confidence, rng)
+    return {"system": system, "metric": "words_found", "higher_is_better": True, "n": len(texts),
+            "base": float(hits_b.sum() / words.sum()), "new": float(hits_n.sum() / words.sum()),
+            "difference": float(dh.sum() / words.sum()), "low": low, "high": high, **_counts(hits_b, hits_n, True)}
+
+
+def _counts(base: np.ndarray, new: np.ndarray, higher: bool) -> dict[str, int]:
+    """How many items got better and how many worse; float noise (a relative 1e-6) counts as neither."""
+    changed = ~np.isclose(new, base, rtol=1e-6, atol=1e-9)
+    up = changed & (new > base)
+    down = changed & (new < base)
+    return {"better": int((up if higher else down).sum()), "worse": int((down if higher else up).sum())}
+
+
+def _interval(statistic, n: int, resamples: int, confidence: float,
+              rng: np.random.Generator) -> tuple[float, float]:
+    """The percentile bootstrap interval of `statistic(index array [R, n])` over `resamples` resamples of n items."""
+    values = []
+    for start in range(0, resamples, _BLOCK):
+        idx = rng.integers(0, n, size=(min(_BLOCK, resamples - start), n))
+        values.append(statistic(idx))
+    tail = (1 - confidence) / 2
+    low, high = np.quantile(np.concatenate(values), [tail, 1 - tail])
+    return float(low), float(high)
