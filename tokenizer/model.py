@@ -6,7 +6,7 @@ import contextlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 import torchaudio.functional as AF
@@ -292,10 +292,25 @@ class RVQCodec(nn.Module):
         return save_checkpoint(directory, self.config.to_json_string(), self.state_dict(), dtype=dtype)
 
     @classmethod
-    def from_pretrained(cls, directory: str | os.PathLike, device: str | torch.device = "cpu") -> "RVQCodec":
-        """Load a folder written by `save_pretrained`, in eval mode."""
+    def from_pretrained(cls, directory: str | os.PathLike, device: str | torch.device = "cpu",
+                        **overrides: Any) -> "RVQCodec":
+        """Load a folder written by `save_pretrained`, in eval mode.
+
+        `overrides` replace fields of its config.json before the model is built, as transformers' `from_pretrained`
+        takes config attributes; a dict merges into a nested config, e.g. `spectral={"edge_phase": True,
+        "edge_offsets": False}` decodes the same weights with the source's phase at voicing edges. Only settings
+        that keep the code space (the fingerprint) are allowed: how the decoder states phase, `chunk_seconds`,
+        `name`, `training`. A setting that needs weights the folder lacks, or leaves some unused, raises
+        CheckpointError naming them.
+        """
         config_dict, state = load_checkpoint(directory)
-        return cls.from_state_dict(config_dict, state, directory).to(device).eval()
+        if not overrides:
+            return cls.from_state_dict(config_dict, state, directory).to(device).eval()
+        try:
+            model = cls.from_state_dict(_override(config_dict, overrides, directory), state, directory)
+        except CheckpointError as e:
+            raise CheckpointError(f"with overrides {overrides}: {e}") from e
+        return model.to(device).eval()
 
     @classmethod
     def from_state_dict(cls, config_dict: dict, state: dict[str, torch.Tensor],
@@ -314,3 +329,25 @@ class RVQCodec(nn.Module):
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+
+def _override(config_dict: dict, overrides: dict[str, Any], source: str | os.PathLike) -> dict:
+    """`config_dict` with `overrides` merged in (dicts into nested dicts), checked to keep its code space."""
+    def merge(base: dict, new: dict) -> dict:
+        merged = dict(base)
+        for key, value in new.items():
+            nested = isinstance(value, dict) and isinstance(base.get(key), dict)
+            merged[key] = merge(base[key], value) if nested else value
+        return merged
+
+    merged = merge(config_dict, overrides)
+    try:
+        before, after = CodecConfig.from_dict(config_dict), CodecConfig.from_dict(merged)
+    except CodecError as e:
+        raise CodecError(f"overrides {overrides} do not make a valid config of {str(source)!r}: {e}") from e
+    changed = before.code_space_differences(after)
+    if changed:
+        raise CodecError(f"overrides {overrides} change what the codes of {str(source)!r} mean (fields {changed}); "
+                         "only settings outside the code space can be overridden (how the decoder states phase, "
+                         "chunk_seconds, name, training)")
+    return merged

@@ -169,6 +169,33 @@ def test_edge_phases_without_offsets_are_the_source_phase_itself():
     assert torch.equal(audio[0], audio[1]) and not torch.allclose(audio[1], audio[2], atol=1e-4)
 
 
+def test_from_pretrained_overrides_how_the_decoder_states_phase_and_nothing_else(tmp_path):
+    """A pitch codec's folder loads with edge phases (no weights needed without offsets) and decodes as a codec built
+    that way with its weights; settings that change the codes or need weights the folder lacks are refused."""
+    from tokenizer import CheckpointError, CodecError
+
+    plain = pitch_codec(True)
+    plain.save_pretrained(tmp_path / "pitch")
+    loaded = RVQCodec.from_pretrained(tmp_path / "pitch", spectral={"edge_phase": True, "edge_offsets": False})
+    built = pitch_codec(True, edge_phase=True, edge_offsets=False)
+    built.load_state_dict(plain.state_dict())
+    assert loaded.config.spectral.edge_phase and not loaded.config.spectral.edge_offsets
+    assert loaded.config.to_dict() == built.config.to_dict() and not loaded.training
+    assert RVQCodec.from_pretrained(tmp_path / "pitch").config.to_dict() == plain.config.to_dict()  # file unchanged
+    t = torch.arange(SR * 3 // 5) / SR
+    clip = (0.3 * torch.sin(2 * math.pi * 150 * t) * (t > 0.2))[None, None]  # a voiced run starting mid-clip
+    codes = plain.encode(clip)
+    assert torch.equal(loaded.encode(clip), codes)
+    with torch.no_grad():
+        assert torch.equal(loaded.decode(codes), built.decode(codes))
+    with pytest.raises(CheckpointError, match=r"with overrides .*missing tensors \['decoder.edge_offset.bias'"):
+        RVQCodec.from_pretrained(tmp_path / "pitch", spectral={"edge_phase": True})
+    with pytest.raises(CodecError, match=r"change what the codes .* mean \(fields \['strides'\]\)"):
+        RVQCodec.from_pretrained(tmp_path / "pitch", strides=[4, 2, 5, 8])
+    with pytest.raises(CodecError, match="not make a valid config.*edge_offsets must be true or false, got 0"):
+        RVQCodec.from_pretrained(tmp_path / "pitch", spectral={"edge_phase": True, "edge_offsets": 0})
+
+
 @pytest.mark.parametrize("f0", [97.0, 130.0, 220.0])
 def test_a_pitch_phase_decoder_holds_a_pitch_that_repeated_frames_cannot(f0):
     """A held tone is one latent frame over and over. The frame-wise decoder alone overlap-adds it into a signal
