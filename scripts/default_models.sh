@@ -5,8 +5,8 @@
 # each stage produced, how long it took on a 2-core CPU and the figures of the evaluation stage.
 #
 #   scripts/default_models.sh                # everything, into runs/default (RUNS=... to move it)
-#   scripts/default_models.sh eval           # one stage: data, codec, decoder, decoder-periods, pitch-head, decoder-pitch
-#                                            # (the codec), tokenize, lm, lm-more, lm-more2,
+#   scripts/default_models.sh eval           # one stage: data, codec, decoder, decoder-periods, pitch-head, decoder-pitch,
+#                                            # decoder-edge (the codec), tokenize, lm, lm-more, lm-more2,
 #                                            # lm-phonemes, lm-aligned, lm-aligned2 (the speech LM), lm-music, lm-beats,
 #                                            # lm-beats2 (the music LM), install, eval
 set -euo pipefail
@@ -31,7 +31,7 @@ LM_MUSIC_STEPS=${LM_MUSIC_STEPS:-1000} # from lm-phonemes on music alone: config
 LM_BEATS_STEPS=${LM_BEATS_STEPS:-1500} # from lm-music with a beat track added: configs/lm_train_beats.json
 LM_BEATS2_STEPS=${LM_BEATS2_STEPS:-1500} # and again at a lower peak LR: configs/lm_train_beats_continue.json
 NUM_PROC=${NUM_PROC:-2}
-all_stages="data codec decoder decoder-periods pitch-head decoder-pitch tokenize lm lm-more lm-more2 lm-phonemes lm-aligned lm-aligned2 lm-music lm-beats lm-beats2 install eval"
+all_stages="data codec decoder decoder-periods pitch-head decoder-pitch decoder-edge tokenize lm lm-more lm-more2 lm-phonemes lm-aligned lm-aligned2 lm-music lm-beats lm-beats2 install eval"
 stages=${1:-$all_stages}
 
 for stage in $stages; do
@@ -67,6 +67,12 @@ for stage in $stages; do
         $RVQ train-codec --config configs/codec_spectral_small_decoder_pitch.json --init-from "$RUNS/pitch_head/final" \
           --data "$RUNS/data/speech" "$RUNS/data/music" --out "$RUNS/codec_pitch" --max-steps "$steps" $resume
       done ;;
+    decoder-edge)
+      # No training: the pitch-phase decoder's weights, read with the source's own phase in the frame either side of
+      # a voiced run (spectral.edge_phase, its offsets held at zero by edge_offsets false; session 18).
+      .venv/bin/python -c 'import sys; from tokenizer import RVQCodec
+RVQCodec.from_pretrained(sys.argv[1], spectral={"edge_phase": True, "edge_offsets": False}).save_pretrained(sys.argv[2])' \
+        "$RUNS/codec_pitch/final" "$RUNS/codec_edge" ;;
     tokenize)
       for kind in speech music; do
         $RVQ tokenize "$RUNS/data/$kind" -o "$RUNS/codes/$kind" --codec "$RUNS/codec/final" \
@@ -115,7 +121,7 @@ for stage in $stages; do
       $RVQ finetune --model "$RUNS/lm_beats/final" --training-config configs/lm_train_beats_continue.json \
         --data "$RUNS/codes/music" --out "$RUNS/lm_beats2" --max-steps "$LM_BEATS2_STEPS" $resume ;;
     install)
-      .venv/bin/python -m pipelines.defaults --codec "$RUNS/codec_pitch/final" --music-model "$RUNS/lm_beats2/final" \
+      .venv/bin/python -m pipelines.defaults --codec "$RUNS/codec_edge" --music-model "$RUNS/lm_beats2/final" \
         --speech-model "$RUNS/lm_aligned2/final" --codec-fp16 --lm-fp16 music ;;
     eval)
       mkdir -p "$RUNS/eval"
