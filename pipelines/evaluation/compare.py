@@ -50,12 +50,12 @@ def compare_codec_reports(
         seed: the resampling seed (the same seed and reports give the same intervals).
         output: where to write the result as JSON, with a markdown table beside it (`.md`).
 
-    Returns `{base, new, data, split, clips, resamples, confidence, seed, rows, markdown}`, where each row is
+    Returns `{base, new, data, split, clips, resamples, confidence, seed, rows, notes, markdown}`, where each row is
     `{system, metric, higher_is_better, n, base, new, difference, low, high, better, worse}`: the means over the `n`
     clips both scored (PESQ is undefined on silence), the mean difference and its interval, and how many of the `n`
     items got better and how many worse (changes within float noise, a relative 1e-6, count as neither).
     Metric "words_found" pairs sentences (with `asr` in both reports); "steady_tones" pairs the 24 tones, under
-    system "steady tones".
+    system "steady tones". `notes` says what could not be compared.
     """
     base_report, base_name = _load(base, "base")
     new_report, new_name = _load(new, "new")
@@ -78,8 +78,11 @@ def compare_codec_reports(
     if not names:
         raise ValueError(f"the reports share no system (base: {list(base_systems)}, new: {list(new_systems)})")
 
-    rows = []
+    rows, notes = [], []
     texts = _texts(base_report, new_report)
+    if texts is None and "asr" in base_report and "asr" in new_report:
+        notes.append("words found not compared: a report's asr section lacks the texts it scored (eval-codec "
+                     "before session 18); make it again")
     for name in names:
         b, n = base_systems[name], new_systems[name]
         for metric, (_, higher) in METRICS.items():
@@ -95,7 +98,7 @@ def compare_codec_reports(
                                 resamples, confidence, rng))
     result = {"base": base_name, "new": new_name, "data": [base_report["data"], new_report["data"]],
               "split": base_report["split"], "clips": base_report["clips"], "resamples": resamples,
-              "confidence": confidence, "seed": seed, "rows": rows}
+              "confidence": confidence, "seed": seed, "rows": rows, "notes": notes}
     result["markdown"] = format_comparison(result)
     write_report(output, result)
     return result
@@ -119,6 +122,8 @@ def format_comparison(result: dict[str, Any]) -> str:
             diff = f"**{diff}**"
         lines.append(f"| {r['system']} | {r['metric']} {arrow} | {r['base']:.4f} | {r['new']:.4f} | {diff} | "
                      f"{r['better']} / {r['worse']} / {r['n']} |")
+    if result.get("notes"):
+        lines += ["", *result["notes"]]
     return "\n".join(lines) + "\n"
 
 

@@ -800,6 +800,9 @@ def test_compare_reports_pairs_only_clips_both_scored_and_sentences_whole():
     assert words["new"] == pytest.approx(word_recall(texts, ["a", "c d e f", "g h"]))  # 7 of 8
     assert words["difference"] == pytest.approx(3 / 8) and (words["better"], words["worse"]) == (2, 1)
     assert words["low"] <= 3 / 8 <= words["high"]
+    del base["asr"]["texts"]  # a report from before eval-codec kept its texts
+    older = compare_codec_reports(base, new, resamples=200)
+    assert [r["metric"] for r in older["rows"]] == ["stoi"] and "words found not compared" in older["markdown"]
 
 
 def test_compare_reports_refuses_reports_on_different_clips_and_unknown_systems(tmp_path):
