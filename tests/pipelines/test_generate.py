@@ -27,15 +27,17 @@ VOICES = ["bob", "alice"]
 
 
 def tiny_codec(causal: bool = True, spectral: bool = False, frequency_invariant_phase: bool = False,
-               pitch_phase: bool = False) -> RVQCodec:
+               pitch_phase: bool = False, edge_phase: bool = False) -> RVQCodec:
     """8 kHz mono, hop 160 (50 frames/s), K=4 codebooks of 32; its decoder sees 9 frames, fewer than a clip.
 
     `spectral`: the frame-rate ConvNeXt/iSTFT encoder and decoder (non-causal) instead of SEANet, with
     `frequency_invariant_phase` (its decoder's spans must then start at even frames) or `pitch_phase` (its
-    source's phase must carry over from span to span)."""
+    source's phase must carry over from span to span), with `edge_phase` (the source's own phase at voicing edges,
+    as the bundled codec since session 18)."""
     torch.manual_seed(0)
     layers = {"dim": 16, "hidden_dim": 32, "num_layers": 1, "kernel_size": 3, "n_fft": 320,
-              "frequency_invariant_phase": frequency_invariant_phase, "pitch_phase": pitch_phase} if spectral else None
+              "frequency_invariant_phase": frequency_invariant_phase, "pitch_phase": pitch_phase or edge_phase,
+              "edge_phase": edge_phase, "edge_offsets": not edge_phase} if spectral else None
     config = CodecConfig(sample_rate=8000, n_filters=4, strides=(4, 5, 8), dimension=16, causal=causal,
                          spectral=layers, quantizer={"num_codebooks": 4, "codebook_size": 32})
     codec = RVQCodec(config)
@@ -284,16 +286,17 @@ def test_audio_prompt_as_waveform_or_codes_file(no_early_end, tmp_path):
                                     progress=False).codes, clip.codes)
 
 
-@pytest.mark.parametrize("kind", ["causal", "non-causal", "spectral", "spectral-fi", "spectral-pitch"])
+@pytest.mark.parametrize("kind", ["causal", "non-causal", "spectral", "spectral-fi", "spectral-pitch", "spectral-edge"])
 @pytest.mark.parametrize("chunk_frames", [None, 3])
 def test_streamed_audio_equals_decoding_everything(kind, chunk_frames, lm, text_tokenizer):
     # A non-causal decoder needs look-ahead too: frames are held back until it has been generated.
     causal = kind == "causal"
     model = lm if causal else tiny_lm(tiny_codec(causal=False, spectral=kind.startswith("spectral"),
                                                  frequency_invariant_phase=kind == "spectral-fi",
-                                                 pitch_phase=kind == "spectral-pitch"), text_tokenizer)
+                                                 pitch_phase=kind == "spectral-pitch",
+                                                 edge_phase=kind == "spectral-edge"), text_tokenizer)
     assert model.codec.decoder_period == (2 if kind == "spectral-fi" else 1)
-    assert getattr(model.codec, "pitch_phase", False) == (kind == "spectral-pitch")
+    assert getattr(model.codec, "pitch_phase", False) == (kind in ("spectral-pitch", "spectral-edge"))
     with end_of_audio(model):
         stream = generate_stream(PROMPT, duration=DURATION, seed=3, model=model, chunk_frames=chunk_frames)
         assert stream.sample_rate == 8000 and stream.channels == 1
@@ -313,8 +316,11 @@ def test_streamed_audio_equals_decoding_everything(kind, chunk_frames, lm, text_
 
 def test_streaming_with_an_audio_prompt_joins_it_seamlessly(no_early_end, text_tokenizer):
     wav = torch.randn(1, 1600) * 0.1  # 10 frames
-    # Also with a pitch-phase decoder, whose source phase must start from where the prompt leaves it.
-    for lm in (no_early_end, tiny_lm(tiny_codec(causal=False, spectral=True, pitch_phase=True), text_tokenizer)):
+    # Also with pitch-phase decoders (with and without edge phases), whose source phase must start from where the
+    # prompt leaves it.
+    pitch_lms = [tiny_lm(tiny_codec(causal=False, spectral=True, pitch_phase=True, edge_phase=edge), text_tokenizer)
+                 for edge in (False, True)]
+    for lm in (no_early_end, *pitch_lms):
         with end_of_audio(lm):
             clip = generate(PROMPT, duration=0.2, seed=0, model=lm, audio_prompt=wav, progress=False)
             streamed = torch.cat(list(generate_stream(PROMPT, duration=0.2, seed=0, model=lm, audio_prompt=wav,
