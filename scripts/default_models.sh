@@ -21,7 +21,6 @@ DECODER2_STEPS=${DECODER2_STEPS:-2000} # and again with the multi-period discrim
 PITCH_HEAD_STEPS=${PITCH_HEAD_STEPS:-2500} # an f0/voicing head fitted on the frozen decoder (batch 16)
 PITCH_STEPS=${PITCH_STEPS:-"700 1400"} # the pitch-phase decoder fine-tune: 700 steps, then resumed to 1400 (its LR
                                      # schedule re-warms at 700, as in the shipped run; exact resume makes it the same)
-EDGE_STEPS=${EDGE_STEPS:-1000}   # the edge-phase decoder fine-tune (configs/codec_spectral_small_decoder_edge.json)
 LM_STEPS=${LM_STEPS:-900}           # of configs/lm_train_base.json
 LM_MORE_STEPS=${LM_MORE_STEPS:-900} # continued training, configs/lm_train_base_continue.json
 LM_MORE2_STEPS=${LM_MORE2_STEPS:-2000} # and again, speech cropped from its start: configs/lm_train_base_continue2.json
@@ -69,23 +68,11 @@ for stage in $stages; do
           --data "$RUNS/data/speech" "$RUNS/data/music" --out "$RUNS/codec_pitch" --max-steps "$steps" $resume
       done ;;
     decoder-edge)
-      # The pitch-phase decoder fine-tuned 1000 steps with source-relative phases in the frame either side of a voiced
-      # run (spectral.edge_phase, learned offsets); it ships with the offsets dropped (edge_offsets false: the source's
-      # own phase at edges), which measured better than with them (session 18, model card).
-      resume=$([ -d "$RUNS/codec_edge_train/checkpoint" ] && echo --resume || true)
-      $RVQ train-codec --config configs/codec_spectral_small_decoder_edge.json --init-from "$RUNS/codec_pitch/final" \
-        --data "$RUNS/data/speech" "$RUNS/data/music" --out "$RUNS/codec_edge_train" --max-steps "$EDGE_STEPS" $resume
-      .venv/bin/python - "$RUNS/codec_edge_train/final" "$RUNS/codec_edge" <<'PY'
-import sys
-from tokenizer import CodecConfig, RVQCodec
-trained = RVQCodec.from_pretrained(sys.argv[1])
-config = trained.config.to_dict()
-config["spectral"]["edge_offsets"] = False
-codec = RVQCodec(CodecConfig.from_dict(config))
-codec.load_state_dict({k: v for k, v in trained.state_dict().items() if not k.startswith("decoder.edge_offset.")})
-codec.save_pretrained(sys.argv[2])
-PY
-      ;;
+      # No training: the pitch-phase decoder's weights, read with the source's own phase in the frame either side of a
+      # voiced run (spectral.edge_phase, its offsets held at zero by edge_offsets false; session 18, model card).
+      .venv/bin/python -c 'import sys; from tokenizer import RVQCodec
+RVQCodec.from_pretrained(sys.argv[1], spectral={"edge_phase": True, "edge_offsets": False}).save_pretrained(sys.argv[2])' \
+        "$RUNS/codec_pitch/final" "$RUNS/codec_edge" ;;
     tokenize)
       for kind in speech music; do
         $RVQ tokenize "$RUNS/data/$kind" -o "$RUNS/codes/$kind" --codec "$RUNS/codec/final" \
