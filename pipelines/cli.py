@@ -80,10 +80,10 @@ def _eval_codec(args: argparse.Namespace) -> None:
 
 
 def _compare_reports(args: argparse.Namespace) -> None:
-    from .evaluation import compare_codec_reports
+    from .evaluation import compare_reports
 
-    result = compare_codec_reports(args.base, args.new, systems=args.system, resamples=args.resamples,
-                                   confidence=args.confidence, seed=args.seed, output=args.output)
+    result = compare_reports(args.reports, systems=args.system, resamples=args.resamples,
+                             confidence=args.confidence, seed=args.seed, output=args.output)
     print(result["markdown"])
 
 
@@ -238,9 +238,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_eval_codec)
 
     p = sub.add_parser("compare-reports",
-                       help="paired differences of two eval-codec reports on the same clips, with bootstrap intervals")
-    p.add_argument("base", help="eval-codec report.json of the codec to compare against")
-    p.add_argument("new", help="eval-codec report.json of the other codec, on the same --data, --split, --max-clips")
+                       help="paired differences of two eval reports on the same clips, with bootstrap intervals")
+    p.add_argument("reports", nargs="+", metavar="BASE NEW",
+                   help="an eval-codec report and another on the same --data, --split, --max-clips; or eval-tts / "
+                        "eval-music reports as base, new pairs, one pair per seed (pooled)")
     p.add_argument("--system", nargs="+", default=None,
                    help='systems to compare, e.g. "codec k=8" (default: every system in both reports)')
     p.add_argument("--resamples", type=int, default=10000, help="bootstrap resamples over clips")

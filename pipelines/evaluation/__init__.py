@@ -1,9 +1,10 @@
-"""Evaluation: codec reconstruction next to Opus, and paired comparisons of two codecs on the same clips; music
-generation by classifier/tempo/Fréchet distance; TTS intelligibility by an offline recogniser. Metrics are plain functions in `metrics`, with units stated."""
+"""Evaluation: codec reconstruction next to Opus; music generation by classifier/tempo/Fréchet distance; TTS
+intelligibility by an offline recogniser; paired comparisons of two such reports on the same clips (`compare`).
+Metrics are plain functions in `metrics`, with units stated."""
 
 from .asr import transcribe
 from .codec_eval import evaluate_codec, format_codec_report, steady_tone_fidelity
-from .compare import compare_codec_reports, format_comparison
+from .compare import compare_codec_reports, compare_generation_reports, compare_reports, format_comparison
 from .data import OpusResult, load_split, opus_roundtrip
 from .metrics import (audio_features, estimate_tempo, frechet_distance, harmonic_energy_fraction, harmonic_tone,
                       mel_distance, normalize_text, pesq_wb, phase_swap, si_sdr, stft_distance, stoi, tempo_errors,
@@ -15,7 +16,7 @@ from .tts_eval import duration_correlation, evaluate_tts, evaluate_tts_lm, forma
 
 __all__ = [
     "FamilyClassifier", "FamilyClassifierConfig", "OpusResult", "audio_features", "compare_codec_reports",
-    "duration_correlation",
+    "compare_generation_reports", "compare_reports", "duration_correlation",
     "estimate_tempo", "evaluate_codec", "evaluate_family_classifier", "evaluate_music", "evaluate_music_generation",
     "evaluate_music_lm", "evaluate_music_references", "evaluate_tts", "evaluate_tts_lm", "format_codec_report",
     "format_comparison", "format_music_report", "format_tts_report", "frechet_distance", "harmonic_energy_fraction",

@@ -9,6 +9,10 @@ clips got better. A difference whose interval excludes zero is more than the noi
 Reports made with `asr=True` also pair the recogniser's words found sentence by sentence (whole sentences are
 resampled, and the share is hits over words of the resample, as `metrics.word_recall` counts it), and every report
 pairs its steady tones (`steady_tone_fidelity`) tone by tone.
+
+`compare_generation_reports` does the same for what an LM makes through two codecs (or two LMs) with the same seeds:
+eval-tts reports pair sentence by sentence (words found, ending in time), eval-music reports caption by caption
+(family and tempo right), `--references-only` reports render by render through their codecs; several seeds pool.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -61,8 +65,7 @@ def compare_codec_reports(
     new_report, new_name = _load(new, "new")
     _check_paired(base_report, new_report)
     check_count("resamples", resamples)
-    if isinstance(confidence, bool) or not isinstance(confidence, (int, float)) or not 0 < confidence < 1:
-        raise ValueError(f"confidence must lie strictly between 0 and 1, got {confidence!r}")
+    _check_confidence(confidence)
     rng = np.random.default_rng(seed)
 
     base_systems = {s["name"]: s for s in base_report["systems"]}
@@ -104,6 +107,116 @@ def compare_codec_reports(
     return result
 
 
+def compare_reports(reports: Sequence[str | os.PathLike | dict[str, Any]], systems: Sequence[str] | None = None,
+                    resamples: int = 10000, confidence: float = 0.95, seed: int = 0,
+                    output: str | os.PathLike | None = None) -> dict[str, Any]:
+    """`reports` as base, new[, base, new, ...]: `compare_codec_reports` for one pair of eval-codec reports, else
+    `compare_generation_reports` over the pairs (eval-tts or eval-music reports, one pair per seed)."""
+    if len(reports) < 2 or len(reports) % 2:
+        raise ValueError(f"give reports in pairs, base then new (one pair per seed for eval-tts or eval-music), got "
+                         f"{len(reports)}")
+    first, _ = _read(reports[0], "base")
+    if "systems" in first:
+        if len(reports) != 2:
+            raise ValueError(f"eval-codec reports compare one pair (base, new), got {len(reports)} reports")
+        return compare_codec_reports(reports[0], reports[1], systems=systems, resamples=resamples,
+                                     confidence=confidence, seed=seed, output=output)
+    if systems is not None:
+        raise ValueError("systems= picks rows of eval-codec reports; these are eval-tts or eval-music reports")
+    pairs = list(zip(reports[0::2], reports[1::2]))
+    return compare_generation_reports(pairs, resamples=resamples, confidence=confidence, seed=seed, output=output)
+
+
+def compare_generation_reports(
+    pairs: Sequence[tuple[str | os.PathLike | dict[str, Any], str | os.PathLike | dict[str, Any]]],
+    resamples: int = 10000,
+    confidence: float = 0.95,
+    seed: int = 0,
+    output: str | os.PathLike | None = None,
+) -> dict[str, Any]:
+    """Paired differences, new - base, of eval-tts or eval-music reports made with the same seeds and captions.
+
+    Args:
+        pairs: `(base, new)` reports (dicts or JSON files), one pair per seed; their items pool. Both reports of a
+            pair must hold the same items in the same order (same data, split, max_clips and seed), and every pair
+            the same kind: eval-tts, eval-music, or eval-music `--references-only` with `--codec` (its renders
+            through that codec).
+        resamples, confidence, seed, output: as in `compare_codec_reports`.
+
+    Rows (system "generated", or "through codec" for references-only reports): eval-tts `words_found` (sentences
+    resampled whole) and `ended_in_time`; eval-music `family` (the classifier names the requested family) and
+    `tempo` (estimate within the report's tolerance of the requested tempo; items without a requested tempo are left
+    out, an unmeasured estimate counts as a miss). Returns the same fields as `compare_codec_reports`.
+    """
+    if not pairs:
+        raise ValueError("compare_generation_reports needs at least one (base, new) pair of reports")
+    check_count("resamples", resamples)
+    _check_confidence(confidence)
+    rng = np.random.default_rng(seed)
+    loaded = [(_load_generation(b, "base"), _load_generation(n, "new")) for b, n in pairs]
+    kinds = {report.kind for pair in loaded for report in pair}
+    if len(kinds) != 1:
+        raise ValueError(f"the reports mix kinds {sorted(kinds)}; compare reports of one kind")
+    kind = kinds.pop()
+    base_items, new_items = [], []
+    for i, (b, n) in enumerate(loaded):
+        if [x["text"] for x in b.items] != [x["text"] for x in n.items]:
+            raise ValueError(f"pair {i}: the reports are not on the same items (their texts differ); make both with "
+                             "the same --data, --split, --max-clips and --seed")
+        base_items += b.items
+        new_items += n.items
+    system = "through codec" if kind == "music-references" else "generated"
+    rows = []
+    if kind == "tts":
+        texts = [x["text"] for x in base_items]
+        rows.append(_words_found_row(system, texts, [x["hyp_generated"] for x in base_items],
+                                     [x["hyp_generated"] for x in new_items], resamples, confidence, rng))
+        rows.append(_paired_row(system, "ended_in_time", True, [float(x["ended_in_time"]) for x in base_items],
+                                [float(x["ended_in_time"]) for x in new_items], resamples, confidence, rng))
+    else:
+        tolerance = loaded[0][0].tolerance
+        for metric, right in (("family", _family_right), ("tempo", lambda x: _tempo_right(x, tolerance))):
+            rows.append(_paired_row(system, metric, True, [right(x) for x in base_items],
+                                    [right(x) for x in new_items], resamples, confidence, rng))
+    result = {"base": ", ".join(b.name for b, _ in loaded), "new": ", ".join(n.name for _, n in loaded),
+              "data": kind, "split": f"{kind}, {len(pairs)} report pair(s)", "clips": len(base_items),
+              "resamples": resamples, "confidence": confidence, "seed": seed, "rows": rows, "notes": []}
+    result["markdown"] = format_comparison(result)
+    write_report(output, result)
+    return result
+
+
+def _family_right(item: dict[str, Any]) -> float:
+    return float(item["predicted_family"] == item["requested_family"])
+
+
+def _tempo_right(item: dict[str, Any], tolerance: float) -> float | None:
+    requested, estimated = item.get("requested_tempo"), item.get("estimated_tempo")
+    if requested is None:
+        return None
+    return float(estimated is not None and abs(estimated - requested) / requested <= tolerance)
+
+
+class _Items(NamedTuple):
+    kind: str  # "tts", "music" or "music-references"
+    items: list[dict[str, Any]]
+    tolerance: float  # of the tempo (relative), for music
+    name: str
+
+
+def _load_generation(report: str | os.PathLike | dict[str, Any], which: str) -> _Items:
+    """The per-item records of an eval-tts or eval-music report."""
+    data, name = _read(report, which)
+    if isinstance(data.get("items"), list) and "wer_generated" in data:
+        return _Items("tts", data["items"], 0.0, name)
+    for key, kind in (("generated", "music"), ("through_codec", "music-references")):
+        part = data.get(key)
+        if isinstance(part, dict) and isinstance(part.get("items"), list):
+            return _Items(kind, part["items"], float(part["tempo"]["tolerance"]), name)
+    raise ValueError(f"{which} report {name!r} is not an eval-tts report, an eval-music report, or an eval-music "
+                     "--references-only report made with --codec")
+
+
 def format_comparison(result: dict[str, Any]) -> str:
     """The markdown table of a `compare_codec_reports` result; differences outside the noise in bold."""
     pct = f"{100 * result['confidence']:g}%"
@@ -127,21 +240,31 @@ def format_comparison(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _load(report: str | os.PathLike | dict[str, Any], which: str) -> tuple[dict[str, Any], str]:
+def _check_confidence(confidence: float) -> None:
+    if isinstance(confidence, bool) or not isinstance(confidence, (int, float)) or not 0 < confidence < 1:
+        raise ValueError(f"confidence must lie strictly between 0 and 1, got {confidence!r}")
+
+
+def _read(report: str | os.PathLike | dict[str, Any], which: str) -> tuple[dict[str, Any], str]:
+    """A report and how to name it: a dict as it is, or a JSON file's contents."""
     if isinstance(report, dict):
-        data = report
-        name = f"{which} report"
-    else:
-        path = Path(report)
-        if not path.is_file():
-            raise FileNotFoundError(f"{which} report {str(path)!r} does not exist (write one with `rvqaudio "
-                                    "eval-codec -o FILE.json`)")
-        try:
-            data = json.loads(path.read_text())
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{which} report {str(path)!r} is not valid JSON: {e}") from None
-        name = str(path)
-    systems = data.get("systems") if isinstance(data, dict) else None
+        return report, f"{which} report"
+    path = Path(report)
+    if not path.is_file():
+        raise FileNotFoundError(f"{which} report {str(path)!r} does not exist (write one with `rvqaudio eval-codec "
+                                "-o FILE.json`, or eval-tts / eval-music)")
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{which} report {str(path)!r} is not valid JSON: {e}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{which} report {str(path)!r} is not a JSON object")
+    return data, str(path)
+
+
+def _load(report: str | os.PathLike | dict[str, Any], which: str) -> tuple[dict[str, Any], str]:
+    data, name = _read(report, which)
+    systems = data.get("systems")
     if not isinstance(systems, list) or not all(isinstance(s, dict) and "metrics" in s for s in systems):
         raise ValueError(f"{which} report {name!r} is not an eval-codec report (it needs a 'systems' list with "
                          "per-clip 'metrics')")

@@ -16,13 +16,12 @@ from datasets import Audio, Dataset, DatasetDict
 from lm import AudioLM, TextTokenizer
 from pipelines.cli import main
 from pipelines.defaults import save_lm
-from pipelines.evaluation import (FamilyClassifier, audio_features, compare_codec_reports, duration_correlation,
-                                  estimate_tempo,
-                                  evaluate_codec, evaluate_music, evaluate_music_generation,
-                                  evaluate_music_references, evaluate_tts,
-                                  evaluate_tts_lm, frechet_distance, mel_distance, normalize_text, opus_roundtrip,
-                                  pesq_wb, phase_swap, si_sdr, stft_distance, stoi, tempo_errors,
-                                  train_family_classifier, transcribe, wer, word_hits, word_recall)
+from pipelines.evaluation import (FamilyClassifier, audio_features, compare_codec_reports, compare_reports,
+                                  duration_correlation, estimate_tempo, evaluate_codec, evaluate_music,
+                                  evaluate_music_generation, evaluate_music_references, evaluate_tts, evaluate_tts_lm,
+                                  frechet_distance, mel_distance, normalize_text, opus_roundtrip, pesq_wb, phase_swap,
+                                  si_sdr, stft_distance, stoi, tempo_errors, train_family_classifier, transcribe, wer,
+                                  word_hits, word_recall)
 from pipelines.evaluation.metrics import FEATURE_DIM, FEATURE_N_MELS, harmonic_energy_fraction, harmonic_tone
 from pipelines.generate import generate
 from tokenizer import CodecConfig, RVQCodec
@@ -842,3 +841,45 @@ def test_compare_reports_command_on_two_eval_codec_reports(speech_dir, tmp_path,
     assert result["rows"][-1]["metric"] == "steady_tones" and (tmp_path / "cmp.md").read_text() in out
     assert main(["compare-reports", str(tmp_path / "a.json"), str(tmp_path / "nope.json")]) == 2
     assert "new report" in capsys.readouterr().err
+
+
+def _tts_report(hyps: list[str], ended: list[bool]) -> dict:
+    texts = ["a b", "c d e f", "g h"]
+    return {"wer_generated": 0.0, "items": [{"text": t, "hyp_generated": h, "ended_in_time": e}
+                                            for t, h, e in zip(texts, hyps, ended)]}
+
+
+def _music_report(predicted: list[str], tempi: list[float | None], key: str = "generated") -> dict:
+    items = [{"text": f"caption {i}", "requested_family": "piano", "predicted_family": p, "requested_tempo": 100.0,
+              "estimated_tempo": t} for i, (p, t) in enumerate(zip(predicted, tempi))]
+    items[-1]["requested_tempo"] = None  # a caption without a tempo: left out of the tempo row
+    return {key: {"items": items, "tempo": {"tolerance": 0.08}}}
+
+
+def test_compare_generation_reports_pool_seeds_and_pair_items():
+    base = [_tts_report(["a b", "c", "g x"], [True, True, False]), _tts_report(["a", "c d", "g h"], [True] * 3)]
+    new = [_tts_report(["a", "c d e f", "g h"], [True, True, True]), _tts_report(["a", "c d", "g h"], [True] * 3)]
+    result = compare_reports([base[0], new[0], base[1], new[1]], resamples=500)
+    words, ended = _row(result, "words_found", "generated"), _row(result, "ended_in_time", "generated")
+    texts = ["a b", "c d e f", "g h"] * 2
+    assert words["base"] == pytest.approx(word_recall(texts, ["a b", "c", "g x", "a", "c d", "g h"]))
+    assert words["difference"] == pytest.approx(3 / 16) and (words["better"], words["worse"]) == (2, 1)
+    assert (ended["n"], ended["base"], ended["new"], ended["better"]) == (6, 5 / 6, 1.0, 1)
+    music = compare_reports([_music_report(["piano", "organ", "piano"], [100.0, 150.0, 90.0], "through_codec"),
+                             _music_report(["organ", "organ", "piano"], [104.0, 108.5, None], "through_codec")],
+                            resamples=500)
+    family, tempo = _row(music, "family", "through codec"), _row(music, "tempo", "through codec")
+    assert (family["base"], family["new"], family["worse"]) == (2 / 3, 1 / 3, 1)
+    assert (tempo["n"], tempo["base"], tempo["new"]) == (2, 0.5, 0.5)  # 104 is within 8% of 100, 108.5 is not
+    assert (tempo["better"], tempo["worse"]) == (0, 0)
+    with pytest.raises(ValueError, match="mix kinds"):
+        compare_reports([base[0], _music_report(["piano"] * 3, [100.0] * 3)])
+    with pytest.raises(ValueError, match="pair 0: the reports are not on the same items"):
+        compare_reports([base[0], _tts_report(["a"], [True]) | {"items": [{"text": "z", "hyp_generated": "",
+                                                                             "ended_in_time": True}]}])
+    with pytest.raises(ValueError, match="give reports in pairs, base then new.*got 3"):
+        compare_reports([base[0], new[0], base[1]])
+    with pytest.raises(ValueError, match="systems= picks rows of eval-codec reports"):
+        compare_reports([base[0], new[0]], systems=["codec k=8"])
+    with pytest.raises(ValueError, match="not an eval-tts report"):
+        compare_reports([{"rows": []}, {"rows": []}])
