@@ -31,17 +31,12 @@ from .data import check_count, write_report
 from .metrics import word_hits
 
 _BLOCK = 1000  # resamples drawn at once: bounds the index array at 1000 x clips
+Report = str | os.PathLike | dict[str, Any]  # a report dict, or the JSON file an eval command wrote
 
 
-def compare_codec_reports(
-    base: str | os.PathLike | dict[str, Any],
-    new: str | os.PathLike | dict[str, Any],
-    systems: Sequence[str] | None = None,
-    resamples: int = 10000,
-    confidence: float = 0.95,
-    seed: int = 0,
-    output: str | os.PathLike | None = None,
-) -> dict[str, Any]:
+def compare_codec_reports(base: Report, new: Report, systems: Sequence[str] | None = None, resamples: int = 10000,
+                          confidence: float = 0.95, seed: int = 0,
+                          output: str | os.PathLike | None = None) -> dict[str, Any]:
     """Paired differences, `new` - `base`, of two `evaluate_codec` reports on the same clips.
 
     Args:
@@ -107,7 +102,7 @@ def compare_codec_reports(
     return result
 
 
-def compare_reports(reports: Sequence[str | os.PathLike | dict[str, Any]], systems: Sequence[str] | None = None,
+def compare_reports(reports: Sequence[Report], systems: Sequence[str] | None = None,
                     resamples: int = 10000, confidence: float = 0.95, seed: int = 0,
                     output: str | os.PathLike | None = None) -> dict[str, Any]:
     """`reports` as base, new[, base, new, ...]: `compare_codec_reports` for one pair of eval-codec reports, else
@@ -127,13 +122,9 @@ def compare_reports(reports: Sequence[str | os.PathLike | dict[str, Any]], syste
     return compare_generation_reports(pairs, resamples=resamples, confidence=confidence, seed=seed, output=output)
 
 
-def compare_generation_reports(
-    pairs: Sequence[tuple[str | os.PathLike | dict[str, Any], str | os.PathLike | dict[str, Any]]],
-    resamples: int = 10000,
-    confidence: float = 0.95,
-    seed: int = 0,
-    output: str | os.PathLike | None = None,
-) -> dict[str, Any]:
+def compare_generation_reports(pairs: Sequence[tuple[Report, Report]], resamples: int = 10000,
+                               confidence: float = 0.95, seed: int = 0,
+                               output: str | os.PathLike | None = None) -> dict[str, Any]:
     """Paired differences, new - base, of eval-tts or eval-music reports made with the same seeds and captions.
 
     Args:
@@ -204,7 +195,7 @@ class _Items(NamedTuple):
     name: str
 
 
-def _load_generation(report: str | os.PathLike | dict[str, Any], which: str) -> _Items:
+def _load_generation(report: Report, which: str) -> _Items:
     """The per-item records of an eval-tts or eval-music report."""
     data, name = _read(report, which)
     if isinstance(data.get("items"), list) and "wer_generated" in data:
@@ -245,7 +236,7 @@ def _check_confidence(confidence: float) -> None:
         raise ValueError(f"confidence must lie strictly between 0 and 1, got {confidence!r}")
 
 
-def _read(report: str | os.PathLike | dict[str, Any], which: str) -> tuple[dict[str, Any], str]:
+def _read(report: Report, which: str) -> tuple[dict[str, Any], str]:
     """A report and how to name it: a dict as it is, or a JSON file's contents."""
     if isinstance(report, dict):
         return report, f"{which} report"
@@ -262,7 +253,7 @@ def _read(report: str | os.PathLike | dict[str, Any], which: str) -> tuple[dict[
     return data, str(path)
 
 
-def _load(report: str | os.PathLike | dict[str, Any], which: str) -> tuple[dict[str, Any], str]:
+def _load(report: Report, which: str) -> tuple[dict[str, Any], str]:
     data, name = _read(report, which)
     systems = data.get("systems")
     if not isinstance(systems, list) or not all(isinstance(s, dict) and "metrics" in s for s in systems):
