@@ -280,12 +280,9 @@ def word_hits(refs: Sequence[str], hyps: Sequence[str]) -> list[tuple[int, int]]
     Summed over utterances, hits over words is `word_recall(refs, hyps)`; kept apart, they let a comparison resample
     whole sentences. Raises ValueError as `wer` does.
     """
-    _align_words(refs, hyps, "word_hits")  # checks the pairing and empty references once, for the whole list
-    hits = []
-    for ref, hyp in zip(refs, hyps):
-        out = _align_words(ref, hyp, "word_hits")
-        hits.append((int(out.hits), int(out.hits + out.substitutions + out.deletions)))
-    return hits
+    out = _align_words(refs, hyps, "word_hits")  # one alignment; its chunks are per utterance
+    return [(sum(c.ref_end_idx - c.ref_start_idx for c in chunks if c.type == "equal"), len(ref))
+            for ref, chunks in zip(out.references, out.alignments)]
 
 
 def _align_words(refs: str | Sequence[str], hyps: str | Sequence[str], metric: str):
