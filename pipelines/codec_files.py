@@ -61,12 +61,13 @@ def read_codes(src: str | os.PathLike) -> tuple[torch.Tensor, dict]:
 
 
 def decode_file(src: str | os.PathLike, out: str | os.PathLike,
-                codec: RVQCodec | str | os.PathLike | None = None) -> Path:
+                codec: RVQCodec | str | os.PathLike | None = None, variant: str | None = None) -> Path:
     """Decode a codes file to a wav file of the original length, atomically.
 
-    The codes must come from `codec` (same fingerprint); otherwise decoding would produce garbage.
+    The codes must come from `codec` (same fingerprint); otherwise decoding would produce garbage. `variant` names
+    a decoder variant of the codec folder to decode with (e.g. "speech"; any variant reads the same codes).
     """
-    codec = resolve_codec(codec)
+    codec = resolve_codec(codec, variant)
     codes, meta = read_codes(src)
     if meta["fingerprint"] != codec.fingerprint:
         raise CodesError(

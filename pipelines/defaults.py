@@ -9,13 +9,17 @@ so `generate(model=lm_dir)` needs nothing else. The bundled models are one codec
 its codes and stored beside it without a `codec/` of their own:
 
     assets/codec/                     # default_codec()
+    assets/codec/decoder.speech.safetensors   # default_codec("speech"): its decoder trained on speech alone
     assets/lm/music/, assets/lm/speech/   # default_lm("music"), default_lm("speech")
 
 One LM per task because the measurements chose so (the model card, pipelines/assets/README.md): the LM stage that
-made speech intelligible made the music follow its captions less well. They are written by
+made speech intelligible made the music follow its captions less well. Likewise a decoder variant per task where one
+ships (the same codes, another decoder): the decoder trained on speech alone decodes speech better and music worse.
+A task without a variant decodes with the codec's own decoder. They are written by
 
     python -m pipelines.defaults --codec runs/default/codec_gan/final --codec-fp16 --lm-fp16 music \
-        --music-model runs/default/lm_music/final --speech-model runs/default/lm_aligned/final
+        --music-model runs/default/lm_music/final --speech-model runs/default/lm_aligned/final \
+        --speech-decoder runs/default/codec_speech/final
 
 (see scripts/default_models.sh); `--model DIR` installs one LM for both tasks.
 """
@@ -41,14 +45,33 @@ LM_TASKS = ("music", "speech")
 CODEC_SUBDIR = "codec"
 
 
-@lru_cache(maxsize=1)
-def default_codec() -> RVQCodec:
-    """The codec that ships inside the package (`pipelines/assets/codec`), loaded once, in eval mode."""
+def default_codec(task: str | None = None) -> RVQCodec:
+    """The codec that ships inside the package (`pipelines/assets/codec`), loaded once, in eval mode.
+
+    With `task` ("music" or "speech"), the codec that task's bundled LM decodes with: the codec's decoder variant
+    for that task when one ships (`default_decoder_variants()`), else its own decoder. The codes are the same.
+    """
+    if task is None:
+        return _load_default_codec(None)
+    task = _check_task(task)
+    return _load_default_codec(task if task in default_decoder_variants() else None)
+
+
+def default_decoder_variants() -> list[str]:
+    """The tasks for which the bundled codec ships a decoder variant of its own (e.g. ["speech"])."""
+    return [name for name in RVQCodec.decoder_variants(DEFAULT_CODEC_DIR) if name in LM_TASKS]
+
+
+@lru_cache(maxsize=len(LM_TASKS) + 1)
+def _load_default_codec(variant: str | None) -> RVQCodec:
     if not (DEFAULT_CODEC_DIR / "model.safetensors").is_file():
         raise CheckpointError(
             f"no bundled codec at {DEFAULT_CODEC_DIR}: this build of rvqaudio ships none yet. "
             "Pass a codec folder instead (--codec DIR / codec=DIR), e.g. one written by `rvqaudio train-codec`")
-    return RVQCodec.from_pretrained(DEFAULT_CODEC_DIR)
+    return RVQCodec.from_pretrained(DEFAULT_CODEC_DIR, variant=variant)
+
+
+default_codec.cache_clear = _load_default_codec.cache_clear  # forget what was loaded (install_defaults does)
 
 
 def _check_task(task: str | None) -> str:
@@ -65,7 +88,7 @@ def default_lm_dir(task: str = "music") -> Path:
 
 def default_lm(task: str = "music") -> AudioLM:
     """The LM for `task` ("music" or "speech") that ships inside the package (`pipelines/assets/lm/<task>`), with
-    the bundled codec, loaded once."""
+    the bundled codec (and its decoder variant for `task`, where one ships: `default_codec(task)`), loaded once."""
     return _load_default_lm(_check_task(task))
 
 
@@ -76,19 +99,23 @@ def _load_default_lm(task: str) -> AudioLM:
         raise CheckpointError(
             f"no bundled LM for task={task!r} at {directory}: this build of rvqaudio ships none yet. Pass a model "
             "folder instead (--model DIR / model=DIR), e.g. one written by `rvqaudio train-lm` or `rvqaudio finetune`")
-    return AudioLM.from_pretrained(directory, codec=default_codec())
+    return AudioLM.from_pretrained(directory, codec=default_codec(task))
 
 
 default_lm.cache_clear = _load_default_lm.cache_clear  # as for default_codec: forget what was loaded
 
 
-def resolve_codec(codec: RVQCodec | str | os.PathLike | None) -> RVQCodec:
-    """An `RVQCodec` as is, a checkpoint folder loaded with `from_pretrained`, or the bundled default."""
-    if codec is None:
-        return default_codec()
+def resolve_codec(codec: RVQCodec | str | os.PathLike | None, variant: str | None = None) -> RVQCodec:
+    """An `RVQCodec` as is, a checkpoint folder loaded with `from_pretrained`, or the bundled default; `variant`
+    names a decoder variant of the folder (or of the bundled codec) to decode with."""
     if isinstance(codec, RVQCodec):
+        if variant is not None:
+            raise ValueError(f"variant={variant!r} names a decoder saved in a codec folder; pass the folder, not a "
+                             "loaded RVQCodec")
         return codec.eval()
-    return RVQCodec.from_pretrained(codec)
+    if codec is None:
+        return _load_default_codec(variant)
+    return RVQCodec.from_pretrained(codec, variant=variant)
 
 
 def resolve_lm(model: AudioLM | str | os.PathLike | None, task: str = "music") -> AudioLM:
@@ -125,7 +152,8 @@ def load_lm(directory: str | os.PathLike, device: str | None = None) -> AudioLM:
 
 def install_defaults(codec: str | os.PathLike, models: Mapping[str, str | os.PathLike],
                      assets: str | os.PathLike = ASSETS, codec_dtype: torch.dtype | None = None,
-                     lm_dtypes: Mapping[str, torch.dtype] | None = None) -> Path:
+                     lm_dtypes: Mapping[str, torch.dtype] | None = None,
+                     decoders: Mapping[str, str | os.PathLike] | None = None) -> Path:
     """Make a codec folder and, for each task, a self-contained LM folder (trained on that codec's codes) the
     bundled defaults.
 
@@ -133,6 +161,9 @@ def install_defaults(codec: str | os.PathLike, models: Mapping[str, str | os.Pat
     `assets/codec` and `assets/lm/<task>` (each LM without its `codec/` copy), each atomically; returns `assets`.
     `codec_dtype=torch.float16` and `lm_dtypes={task: torch.float16}` store those weights in half the bytes (they
     load back as float32); the others are stored as they are.
+    decoders: {task: codec folder} for tasks that get a decoder variant: that codec's decoder is saved in
+    `assets/codec` as variant `task` (`save_decoder_variant`, in `codec_dtype`); its encoder and codebooks must be
+    the codec's.
     """
     assets = Path(assets)
     if sorted(models) != sorted(LM_TASKS):
@@ -142,6 +173,10 @@ def install_defaults(codec: str | os.PathLike, models: Mapping[str, str | os.Pat
         unknown = sorted(set(lm_dtypes) - set(LM_TASKS))
         raise ValueError(f"lm_dtypes names tasks {unknown}; the tasks are {list(LM_TASKS)}")
     codec_model = RVQCodec.from_pretrained(codec)
+    decoders = dict(decoders or {})
+    if not set(decoders) <= set(LM_TASKS):
+        raise ValueError(f"decoders names tasks {sorted(set(decoders) - set(LM_TASKS))}; the tasks are {list(LM_TASKS)}")
+    decoder_models = {task: RVQCodec.from_pretrained(folder) for task, folder in decoders.items()}
     lms = {task: load_lm(model) for task, model in models.items()}
     for task, lm in lms.items():
         try:
@@ -151,6 +186,12 @@ def install_defaults(codec: str | os.PathLike, models: Mapping[str, str | os.Pat
                              f"{exc}") from exc
     with atomic_folder(assets / "codec") as tmp:
         codec_model.save_pretrained(tmp, dtype=codec_dtype)
+        for task, decoder in decoder_models.items():
+            try:
+                decoder.save_decoder_variant(tmp, task, dtype=codec_dtype)
+            except CheckpointError as exc:
+                raise CheckpointError(f"the {task} decoder {str(decoders[task])!r} is not a decoder of the codec "
+                                      f"{str(codec)!r}: {exc}") from exc
     with atomic_folder(assets / "lm") as tmp:
         for task, lm in lms.items():
             lm.save_pretrained(tmp / task, dtype=lm_dtypes.get(task))
@@ -165,6 +206,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model", help="self-contained LM folder trained on its codes, for every task")
     for task in LM_TASKS:
         parser.add_argument(f"--{task}-model", help=f"the LM folder for task={task!r} (instead of --model)")
+    for task in LM_TASKS:
+        parser.add_argument(f"--{task}-decoder", help=f"a codec folder whose decoder task={task!r} decodes with "
+                                                      "(same encoder and codebooks as --codec; default: --codec's)")
     parser.add_argument("--fp16", action="store_true", help="store every weight as float16 (half the size)")
     parser.add_argument("--codec-fp16", action="store_true", help="store the codec's weights as float16")
     parser.add_argument("--lm-fp16", nargs="+", choices=LM_TASKS, default=[], metavar="TASK",
@@ -176,7 +220,9 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"no LM for task(s) {missing}: pass --model DIR, or --{missing[0]}-model DIR")
     half = torch.float16
     assets = install_defaults(args.codec, models, codec_dtype=half if args.fp16 or args.codec_fp16 else None,
-                              lm_dtypes={task: half for task in LM_TASKS if args.fp16 or task in args.lm_fp16})
+                              lm_dtypes={task: half for task in LM_TASKS if args.fp16 or task in args.lm_fp16},
+                              decoders={task: getattr(args, f"{task}_decoder") for task in LM_TASKS
+                                        if getattr(args, f"{task}_decoder")})
     print(f"installed the default models in {assets}")
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from tokenizer.audio import load_audio
 
 from .codec_files import decode_file, encode_file
-from .defaults import default_codec
+from .defaults import default_codec, default_decoder_variants
 from .evaluation.metrics import mel_distance
 from .generate import generate
 
@@ -45,11 +45,12 @@ def run_demo(out: Path, duration: float = 5.0, seed: int = 0) -> None:
         voice = f", voice {clip.voice}" if clip.voice else ""
         print(f"generate({prompt!r}, task={task!r}) -> {path} ({clip.duration:.2f} s, {how}{voice}, seed {seed})")
 
-    codec = default_codec()
+    codec = default_codec("speech")  # with the decoder speech decodes with
+    decoder = "its speech decoder" if "speech" in default_decoder_variants() else "its decoder"
     original = speak(CODEC_SENTENCE, out / "speech.wav")
     reference, _ = load_audio(original, sample_rate=codec.sample_rate, channels=codec.channels)
     print(f"bundled codec: {codec.sample_rate} Hz, {codec.frame_rate:g} frames/s, {codec.num_codebooks} codebooks x "
-          f"{codec.codebook_size} codes; round trip of {original.name}:")
+          f"{codec.codebook_size} codes; round trip of {original.name} through {decoder}:")
     for k in range(1, codec.num_codebooks + 1):
         wav_path = decode_file(encode_file(original, out / f"speech_k{k}.npz", codec=codec, num_codebooks=k),
                                out / f"speech_k{k}.wav", codec=codec)

@@ -6,7 +6,8 @@
 #
 #   scripts/default_models.sh                # everything, into runs/default (RUNS=... to move it)
 #   scripts/default_models.sh eval           # one stage: data, codec, decoder, decoder-periods, pitch-head, decoder-pitch,
-#                                            # decoder-edge (the codec), tokenize, lm, lm-more, lm-more2,
+#                                            # decoder-edge (the codec), decoder-speech (its speech
+#                                            # decoder), tokenize, lm, lm-more, lm-more2,
 #                                            # lm-phonemes, lm-aligned, lm-aligned2 (the speech LM), lm-music, lm-beats,
 #                                            # lm-beats2 (the music LM), install, eval
 set -euo pipefail
@@ -21,6 +22,8 @@ DECODER2_STEPS=${DECODER2_STEPS:-2000} # and again with the multi-period discrim
 PITCH_HEAD_STEPS=${PITCH_HEAD_STEPS:-2500} # an f0/voicing head fitted on the frozen decoder (batch 16)
 PITCH_STEPS=${PITCH_STEPS:-"700 1400"} # the pitch-phase decoder fine-tune: 700 steps, then resumed to 1400 (its LR
                                      # schedule re-warms at 700, as in the shipped run; exact resume makes it the same)
+SPEECH_DECODER_STEPS=${SPEECH_DECODER_STEPS:-1000} # the speech decoder: on speech alone, with learned edge offsets
+SPEECH_DECODER2_STEPS=${SPEECH_DECODER2_STEPS:-1000} # then without them
 LM_STEPS=${LM_STEPS:-900}           # of configs/lm_train_base.json
 LM_MORE_STEPS=${LM_MORE_STEPS:-900} # continued training, configs/lm_train_base_continue.json
 LM_MORE2_STEPS=${LM_MORE2_STEPS:-2000} # and again, speech cropped from its start: configs/lm_train_base_continue2.json
@@ -31,7 +34,7 @@ LM_MUSIC_STEPS=${LM_MUSIC_STEPS:-1000} # from lm-phonemes on music alone: config
 LM_BEATS_STEPS=${LM_BEATS_STEPS:-1500} # from lm-music with a beat track added: configs/lm_train_beats.json
 LM_BEATS2_STEPS=${LM_BEATS2_STEPS:-1500} # and again at a lower peak LR: configs/lm_train_beats_continue.json
 NUM_PROC=${NUM_PROC:-2}
-all_stages="data codec decoder decoder-periods pitch-head decoder-pitch decoder-edge tokenize lm lm-more lm-more2 lm-phonemes lm-aligned lm-aligned2 lm-music lm-beats lm-beats2 install eval"
+all_stages="data codec decoder decoder-periods pitch-head decoder-pitch decoder-edge decoder-speech tokenize lm lm-more lm-more2 lm-phonemes lm-aligned lm-aligned2 lm-music lm-beats lm-beats2 install eval"
 stages=${1:-$all_stages}
 
 for stage in $stages; do
@@ -73,6 +76,16 @@ for stage in $stages; do
       .venv/bin/python -c 'import sys; from tokenizer import RVQCodec
 RVQCodec.from_pretrained(sys.argv[1], spectral={"edge_phase": True, "edge_offsets": False}).save_pretrained(sys.argv[2])' \
         "$RUNS/codec_pitch/final" "$RUNS/codec_edge" ;;
+    decoder-speech)
+      # The decoder that speech decodes with (session 19; installed as the codec's decoder variant "speech"): the edge
+      # decoder fine-tuned on speech alone, first with learned edge offsets, then with them dropped.
+      resume=$([ -d "$RUNS/codec_speech_offsets/checkpoint" ] && echo --resume || true)
+      $RVQ train-codec --config configs/codec_spectral_small_decoder_edge.json --init-from "$RUNS/codec_edge" \
+        --data "$RUNS/data/speech" --out "$RUNS/codec_speech_offsets" --max-steps "$SPEECH_DECODER_STEPS" $resume
+      resume=$([ -d "$RUNS/codec_speech/checkpoint" ] && echo --resume || true)
+      $RVQ train-codec --config configs/codec_spectral_small_decoder_edge_source.json \
+        --init-from "$RUNS/codec_speech_offsets/final" --data "$RUNS/data/speech" --out "$RUNS/codec_speech" \
+        --max-steps "$SPEECH_DECODER2_STEPS" $resume ;;
     tokenize)
       for kind in speech music; do
         $RVQ tokenize "$RUNS/data/$kind" -o "$RUNS/codes/$kind" --codec "$RUNS/codec/final" \
@@ -122,7 +135,8 @@ RVQCodec.from_pretrained(sys.argv[1], spectral={"edge_phase": True, "edge_offset
         --data "$RUNS/codes/music" --out "$RUNS/lm_beats2" --max-steps "$LM_BEATS2_STEPS" $resume ;;
     install)
       .venv/bin/python -m pipelines.defaults --codec "$RUNS/codec_edge" --music-model "$RUNS/lm_beats2/final" \
-        --speech-model "$RUNS/lm_aligned2/final" --codec-fp16 --lm-fp16 music ;;
+        --speech-model "$RUNS/lm_aligned2/final" --speech-decoder "$RUNS/codec_speech/final" --codec-fp16 \
+        --lm-fp16 music speech ;;
     eval)
       mkdir -p "$RUNS/eval"
       $RVQ eval-codec --data "$RUNS/data/speech" --max-clips 50 -o "$RUNS/eval/codec_speech.json"

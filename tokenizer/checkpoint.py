@@ -1,10 +1,16 @@
-"""Checkpoint folders: `config.json` + `model.safetensors`, written atomically, never pickled."""
+"""Checkpoint folders: `config.json` + `model.safetensors`, written atomically, never pickled.
+
+A codec folder may also hold decoder variants, `decoder.<name>.safetensors`: other decoder weights for the same codes
+(e.g. a decoder trained on speech alone), which `RVQCodec.from_pretrained(folder, variant=name)` reads instead of
+the decoder tensors of `model.safetensors`.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -18,6 +24,51 @@ from .errors import CheckpointError
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
+VARIANT_PATTERN = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def variant_file(directory: str | os.PathLike, variant: str) -> Path:
+    """The path of decoder variant `variant` in a codec folder: `decoder.<variant>.safetensors`."""
+    if not isinstance(variant, str) or not VARIANT_PATTERN.fullmatch(variant):
+        raise CheckpointError(f"a decoder variant's name is letters, digits, '-' and '_' (e.g. 'speech'); "
+                              f"got {variant!r}")
+    return Path(directory) / f"decoder.{variant}.safetensors"
+
+
+def list_variants(directory: str | os.PathLike) -> list[str]:
+    """The names of the decoder variants a codec folder holds, sorted (empty when none, or no such folder)."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    names = (path.name[len("decoder."):-len(".safetensors")] for path in directory.glob("decoder.*.safetensors"))
+    return sorted(name for name in names if VARIANT_PATTERN.fullmatch(name))
+
+
+def save_tensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor], dtype: torch.dtype | None = None) -> Path:
+    """Write one safetensors file atomically (a temporary sibling renamed over it), casting floating tensors to
+    `dtype` when given."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        save_file(_cast(tensors, dtype), str(tmp), metadata={"format": "pt"})
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def load_tensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Read one safetensors file; CheckpointError naming it when it is missing or unreadable."""
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError) as e:
+        raise CheckpointError(f"{str(path)!r} is not a readable safetensors file: {e}") from e
+
+
+def _cast(state_dict: dict[str, torch.Tensor], dtype: torch.dtype | None) -> dict[str, torch.Tensor]:
+    return {k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).detach().contiguous().cpu()
+            for k, v in state_dict.items()}
 
 
 @contextlib.contextmanager
@@ -49,10 +100,7 @@ def save_checkpoint(directory: str | os.PathLike, config_json: str, state_dict: 
     Everything is written into a temporary sibling folder which then replaces `directory`.
     Floating-point tensors are cast to `dtype` when given (e.g. torch.float16 for shipping).
     """
-    tensors = {
-        k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).detach().contiguous().cpu()
-        for k, v in state_dict.items()
-    }
+    tensors = _cast(state_dict, dtype)
     with atomic_folder(directory) as tmp:
         save_file(tensors, str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
         (tmp / CONFIG_NAME).write_text(config_json)
@@ -78,11 +126,7 @@ def load_checkpoint(directory: str | os.PathLike) -> tuple[dict, dict[str, torch
         config = json.loads(config_path.read_text())
     except json.JSONDecodeError as e:
         raise CheckpointError(f"{str(config_path)!r} is not valid JSON: {e}") from e
-    try:
-        state = load_file(str(weights_path))
-    except (SafetensorError, OSError) as e:
-        raise CheckpointError(f"{str(weights_path)!r} is not a readable safetensors file: {e}") from e
-    return config, state
+    return config, load_tensors(weights_path)
 
 
 def check_state_dict(expected: dict[str, torch.Tensor], found: dict[str, torch.Tensor], where: str) -> None:

@@ -12,11 +12,14 @@ import torch
 import torchaudio.functional as AF
 from torch import nn
 
-from .checkpoint import check_state_dict, load_checkpoint, save_checkpoint
+from .checkpoint import (check_state_dict, list_variants, load_checkpoint, load_tensors, save_checkpoint,
+                         save_tensors, variant_file)
 from .config import CodecConfig
 from .errors import AudioInputError, CheckpointError, CodecError, CodesError
 from .modules import SEANetDecoder, SEANetEncoder, SpectralDecoder, SpectralEncoder
 from .quantization import ResidualVectorQuantizer
+
+DECODER_PREFIX = "decoder."  # the tensors a decoder variant replaces; the rest (encoder, quantizer) make the codes
 
 
 @contextlib.contextmanager
@@ -293,8 +296,13 @@ class RVQCodec(nn.Module):
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike, device: str | torch.device = "cpu",
-                        **overrides: Any) -> "RVQCodec":
+                        variant: str | None = None, **overrides: Any) -> "RVQCodec":
         """Load a folder written by `save_pretrained`, in eval mode.
+
+        `variant` names a decoder variant saved in the folder by `save_decoder_variant` (`decoder.<variant>.
+        safetensors`, e.g. "speech"): its decoder weights replace those of `model.safetensors`. The encoder and
+        codebooks, and so the codes, are the folder's own whichever variant is read. `RVQCodec.decoder_variants`
+        lists them; an unknown one raises CheckpointError naming those there are.
 
         `overrides` replace fields of its config.json before the model is built, as transformers' `from_pretrained`
         takes config attributes; a dict merges into a nested config, e.g. `spectral={"edge_phase": True,
@@ -304,13 +312,50 @@ class RVQCodec(nn.Module):
         CheckpointError naming them.
         """
         config_dict, state = load_checkpoint(directory)
+        if variant is not None:
+            state = _with_variant(state, directory, variant)
+        source = directory if variant is None else f"{directory} (decoder variant {variant!r})"
         if not overrides:
-            return cls.from_state_dict(config_dict, state, directory).to(device).eval()
+            return cls.from_state_dict(config_dict, state, source).to(device).eval()
         try:
-            model = cls.from_state_dict(_override(config_dict, overrides, directory), state, directory)
+            model = cls.from_state_dict(_override(config_dict, overrides, directory), state, source)
         except CheckpointError as e:
             raise CheckpointError(f"with overrides {overrides}: {e}") from e
         return model.to(device).eval()
+
+    def save_decoder_variant(self, directory: str | os.PathLike, variant: str,
+                             dtype: torch.dtype | None = None) -> Path:
+        """Write this codec's decoder into the codec folder `directory` as decoder variant `variant`
+        (`decoder.<variant>.safetensors`, atomically), to be read by `from_pretrained(directory, variant=variant)`.
+
+        The folder's codec must be this one with another decoder: the same config apart from `name` and `training`,
+        and the same encoder and codebook weights (as stored there, e.g. in float16), so that its codes are this
+        codec's codes. Otherwise CheckpointError names what differs. Only the decoder's tensors are written, cast
+        to `dtype` when given. Re-saving the folder's own codec (`save_pretrained`) replaces the folder, variants too.
+        """
+        config_dict, state = load_checkpoint(directory)
+        path = variant_file(directory, variant)  # checks the name
+        mine = self.config.to_dict()
+        differs = sorted(k for k in mine.keys() | config_dict.keys()
+                         if k not in ("name", "training") and mine.get(k) != config_dict.get(k))
+        if differs:
+            raise CheckpointError(f"cannot save a decoder variant into {str(directory)!r}: its config differs from "
+                                  f"this codec's in {differs} (a variant has the folder's config, only other decoder "
+                                  "weights)")
+        own = self.state_dict()
+        check_state_dict(own, state, repr(str(directory)))
+        changed = [k for k, v in own.items() if not k.startswith(DECODER_PREFIX)
+                   and not torch.equal(v.detach().cpu().to(state[k].dtype), state[k])]
+        if changed:
+            raise CheckpointError(f"cannot save a decoder variant into {str(directory)!r}: this codec's encoder or "
+                                  f"codebooks differ from the folder's ({changed[:5]}{' ...' if len(changed) > 5 else ''}"
+                                  "), so their codes would differ; a variant only replaces the decoder")
+        return save_tensors(path, {k: v for k, v in own.items() if k.startswith(DECODER_PREFIX)}, dtype=dtype)
+
+    @staticmethod
+    def decoder_variants(directory: str | os.PathLike) -> list[str]:
+        """The names of the decoder variants saved in a codec folder (sorted; empty when it has none)."""
+        return list_variants(directory)
 
     @classmethod
     def from_state_dict(cls, config_dict: dict, state: dict[str, torch.Tensor],
@@ -329,6 +374,25 @@ class RVQCodec(nn.Module):
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+
+def _with_variant(state: dict[str, torch.Tensor], directory: str | os.PathLike,
+                  variant: str) -> dict[str, torch.Tensor]:
+    """`state` with the decoder tensors of decoder variant `variant` of the folder `directory` in place of its own."""
+    path = variant_file(directory, variant)
+    if not path.is_file():
+        known = list_variants(directory)
+        raise CheckpointError(f"codec folder {str(directory)!r} has no decoder variant {variant!r} ({path.name}); "
+                              f"it has {known if known else 'none'}")
+    replaced = load_tensors(path)
+    foreign = sorted(k for k in replaced if not k.startswith(DECODER_PREFIX) or k not in state)
+    shapes = sorted(k for k in replaced if k in state and replaced[k].shape != state[k].shape)
+    if foreign or shapes:
+        raise CheckpointError(f"{str(path)!r} does not fit the codec in {str(directory)!r}: "
+                              f"{'tensors it lacks or that are not the decoder ' + str(foreign[:5]) if foreign else ''}"
+                              f"{'; ' if foreign and shapes else ''}"
+                              f"{'other shapes for ' + str(shapes[:5]) if shapes else ''}")
+    return {**state, **replaced}
 
 
 def _override(config_dict: dict, overrides: dict[str, Any], source: str | os.PathLike) -> dict:

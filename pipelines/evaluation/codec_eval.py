@@ -50,6 +50,7 @@ _MIN_SAMPLES = 1025  # the 2048-sample windows of the spectral distances need mo
 def evaluate_codec(
     data: str | os.PathLike | Dataset | DatasetDict,
     codec: RVQCodec | str | os.PathLike | None = None,
+    variant: str | None = None,
     split: str = "test",
     max_clips: int | None = None,
     num_codebooks: Sequence[int] | None = None,
@@ -66,6 +67,7 @@ def evaluate_codec(
     Args:
         data: a dataset folder written by `save_to_disk` (e.g. `rvqaudio data`), a DatasetDict or a Dataset.
         codec: an RVQCodec, a codec folder, or None for the bundled default.
+        variant: a decoder variant of that folder (or of the bundled codec) to decode with, e.g. "speech".
         split: which split to evaluate (the held-out "test" by default).
         max_clips: evaluate only the first N clips.
         num_codebooks: the codebook counts k to evaluate (default every k in 1..K).
@@ -95,7 +97,7 @@ def evaluate_codec(
     {column, labels (each scored clip's value, in the order of values), means ({value: {system: {metric: mean |
     None, n}}})}`.
     """
-    codec = resolve_codec(codec)
+    codec = resolve_codec(codec, variant)
     ds = load_split(data, split)
     if domain is None:
         domain = "speech" if "voice" in ds.column_names else "music"
@@ -172,7 +174,7 @@ def evaluate_codec(
     report = {
         "data": describe(data), "split": split,
         "domain": domain, "clips": clips, "seconds": seconds, "skipped": skipped, "sample_rate": sr,
-        "codec": {"fingerprint": codec.fingerprint, "num_codebooks": codec.num_codebooks,
+        "codec": {"fingerprint": codec.fingerprint, "variant": variant, "num_codebooks": codec.num_codebooks,
                   "codebook_size": codec.codebook_size, "frame_rate": codec.frame_rate},
         "systems": systems,
         "units": {m: METRICS[m][0] for m in metric_names} | {

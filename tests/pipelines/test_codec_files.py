@@ -46,6 +46,29 @@ def test_cli_encode_then_decode_restores_length_and_rate(tmp_path, codec_dir, wa
     assert info.samplerate == 8000 and info.frames == 4000 and info.channels == 1
 
 
+def test_decode_with_a_decoder_variant_reads_the_same_codes_file(tmp_path, codec_dir, wav_file):
+    from tokenizer import CheckpointError
+
+    other = RVQCodec.from_pretrained(codec_dir)
+    with torch.no_grad():
+        for p in other.decoder.parameters():
+            p.mul_(1.5)
+    other.save_decoder_variant(codec_dir, "speech")
+    assert main(["encode", str(wav_file), "-o", str(tmp_path / "c.npz"), "--codec", str(codec_dir)]) == 0
+    for variant in ([], ["--variant", "speech"]):
+        assert main(["decode", str(tmp_path / "c.npz"), "-o", str(tmp_path / f"out{len(variant)}.wav"),
+                     "--codec", str(codec_dir), *variant]) == 0
+    own, speech = (sf.read(tmp_path / f"out{n}.wav")[0] for n in (0, 2))
+    codes = read_codes(tmp_path / "c.npz")[0]
+    expected = other.decode(codes)[0, 0, :4000].numpy()
+    assert np.allclose(speech, expected, atol=1e-4) and not np.allclose(own, speech, atol=1e-3)
+    with pytest.raises(CheckpointError, match=r"no decoder variant 'music'.*it has \['speech'\]"):
+        decode_file(tmp_path / "c.npz", tmp_path / "x.wav", codec=codec_dir, variant="music")
+    with pytest.raises(ValueError, match="pass the folder, not a loaded RVQCodec"):
+        decode_file(tmp_path / "c.npz", tmp_path / "x.wav", codec=other, variant="speech")
+    assert not (tmp_path / "x.wav").exists()
+
+
 def test_codes_in_the_file_equal_encode(tmp_path, codec_dir, wav_file):
     from tokenizer.audio import load_audio
 

@@ -370,11 +370,27 @@ def test_eval_codec_command_end_to_end(speech_dir, tmp_path, capsys):
     report = json.loads((tmp_path / "r.json").read_text())
     assert [s["name"] for s in report["systems"]] == ["codec k=2", "codec k=4", "codec k=4 magnitudes, reference phase",
                                                       "reference magnitudes, codec k=4 phase"]
-    assert report["clips"] == 1
+    assert report["clips"] == 1 and report["codec"]["variant"] is None
     assert (tmp_path / "r.md").read_text() in out and "| reference |" in out.split("Intelligibility to ")[1]
     assert main(["eval-codec", "--data", str(speech_dir), "--codec", str(codec_dir), "--asr",
                  "--domain", "music"]) == 2
     assert "asr=True needs speech with a 'text' column" in capsys.readouterr().err
+
+
+def test_eval_codec_scores_the_decoder_variant_it_is_given(speech_dir, tmp_path):
+    codec = _codec()
+    codec_dir = codec.save_pretrained(tmp_path / "codec")
+    with torch.no_grad():
+        for p in codec.decoder.parameters():
+            p.mul_(0.5)
+    codec.save_decoder_variant(codec_dir, "speech")
+    reports = [evaluate_codec(speech_dir, codec_dir, variant=variant, max_clips=1, num_codebooks=[4], opus_kbps=(),
+                              progress=False) for variant in (None, "speech")]
+    assert [r["codec"]["variant"] for r in reports] == [None, "speech"]
+    mel = [r["systems"][0]["metrics"]["mel_distance"]["mean"] for r in reports]
+    assert mel[0] != mel[1]
+    assert reports[1] == evaluate_codec(speech_dir, codec, max_clips=1, num_codebooks=[4], opus_kbps=(), progress=False
+                                        ) | {"codec": reports[1]["codec"], "data": reports[1]["data"]}
 
 
 def test_evaluate_codec_music_domain_has_no_speech_metrics(speech_dir):

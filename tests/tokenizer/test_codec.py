@@ -244,6 +244,82 @@ def test_failed_save_leaves_no_partial_checkpoint(codec, tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
+def _other_decoder(folder: Path, seed: int = 1) -> RVQCodec:
+    """The codec saved in `folder` with its decoder's weights moved: what a decoder fine-tune on other audio gives."""
+    other = RVQCodec.from_pretrained(folder)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in other.decoder.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=generator))
+    return other
+
+
+def test_a_decoder_variant_decodes_the_same_codes_with_its_own_decoder(trained_codec, tmp_path):
+    from safetensors.torch import load_file
+
+    folder = tmp_path / "codec"
+    trained_codec.save_pretrained(folder, dtype=torch.float16)
+    base = RVQCodec.from_pretrained(folder)
+    other = _other_decoder(folder)
+    assert RVQCodec.decoder_variants(folder) == []
+    path = other.save_decoder_variant(folder, "speech", dtype=torch.float16)
+    assert path == folder / "decoder.speech.safetensors" and RVQCodec.decoder_variants(folder) == ["speech"]
+    stored = load_file(str(path))
+    assert set(stored) == {k for k in other.state_dict() if k.startswith("decoder.")}  # the decoder only
+    assert all(v.dtype == torch.float16 for v in stored.values() if v.is_floating_point())
+    assert path.stat().st_size < (folder / "model.safetensors").stat().st_size
+
+    speech = RVQCodec.from_pretrained(folder, variant="speech")
+    state, own = speech.state_dict(), base.state_dict()
+    for k, v in state.items():  # the variant's decoder (as stored), the folder's encoder and codebooks
+        assert torch.equal(v, stored[k].to(v.dtype) if k.startswith("decoder.") else own[k]), k
+    clip = tone(0.4)[None]
+    codes = base.encode(clip)
+    assert torch.equal(speech.encode(clip), codes)  # the same codes whichever decoder reads them
+    decoded = speech.decode(codes)
+    assert torch.allclose(decoded, other.decode(codes), atol=1e-2)  # float16 storage only
+    assert not torch.allclose(decoded, base.decode(codes), atol=1e-2)
+    assert torch.equal(RVQCodec.from_pretrained(folder).decode(codes), base.decode(codes))  # the folder's own, as it was
+    assert speech.fingerprint == base.fingerprint
+
+
+def test_a_decoder_variant_must_keep_the_folders_codes_and_config(trained_codec, tmp_path):
+    from safetensors.torch import save_file
+
+    from tokenizer import CheckpointError
+
+    folder = tmp_path / "codec"
+    trained_codec.save_pretrained(folder)
+    other = _other_decoder(folder)
+    with pytest.raises(CheckpointError, match=r"no decoder variant 'speech' \(decoder.speech.safetensors\); it has none"):
+        RVQCodec.from_pretrained(folder, variant="speech")
+    other.save_decoder_variant(folder, "speech")
+    with pytest.raises(CheckpointError, match=r"no decoder variant 'music'.*it has \['speech'\]"):
+        RVQCodec.from_pretrained(folder, variant="music")
+    with pytest.raises(CheckpointError, match=r"letters, digits.*got '../x'"):
+        other.save_decoder_variant(folder, "../x")
+    moved = RVQCodec.from_pretrained(folder)
+    with torch.no_grad():
+        next(moved.encoder.parameters()).add_(0.01)
+    with pytest.raises(CheckpointError, match=r"encoder or codebooks differ .*\['encoder\..*codes would differ"):
+        moved.save_decoder_variant(folder, "moved")
+    rechunked = RVQCodec(CodecConfig.from_dict({**trained_codec.config.to_dict(), "chunk_seconds": 3.0}))
+    rechunked.load_state_dict(trained_codec.state_dict())
+    with pytest.raises(CheckpointError, match=r"config differs from this codec's in \['chunk_seconds'\]"):
+        rechunked.save_decoder_variant(folder, "rechunked")
+    assert RVQCodec.decoder_variants(folder) == ["speech"]  # nothing written by the refusals
+    # A variant file that reaches beyond the decoder, or does not fit it, is refused when read.
+    save_file({"encoder.model.0.conv.bias": torch.zeros(4)}, str(folder / "decoder.bad.safetensors"))
+    with pytest.raises(CheckpointError, match=r"does not fit .*not the decoder \['encoder.model.0.conv.bias'\]"):
+        RVQCodec.from_pretrained(folder, variant="bad")
+    key = next(k for k in other.state_dict() if k.startswith("decoder."))
+    save_file({key: torch.zeros(3, 1, 1)}, str(folder / "decoder.bad.safetensors"))
+    with pytest.raises(CheckpointError, match=rf"other shapes for \['{key}'\]"):
+        RVQCodec.from_pretrained(folder, variant="bad")
+    trained_codec.save_pretrained(folder)  # re-saving the folder's codec replaces the folder, variants too
+    assert RVQCodec.decoder_variants(folder) == []
+
+
 # ---- the frame-rate (spectral) encoder and decoder -------------------------------------------------
 
 def spectral_config(**overrides) -> CodecConfig:
