@@ -387,11 +387,10 @@ def _with_variant(state: dict[str, torch.Tensor], directory: str | os.PathLike,
     replaced = load_tensors(path)
     foreign = sorted(k for k in replaced if not k.startswith(DECODER_PREFIX) or k not in state)
     shapes = sorted(k for k in replaced if k in state and replaced[k].shape != state[k].shape)
-    if foreign or shapes:
-        raise CheckpointError(f"{str(path)!r} does not fit the codec in {str(directory)!r}: "
-                              f"{'tensors it lacks or that are not the decoder ' + str(foreign[:5]) if foreign else ''}"
-                              f"{'; ' if foreign and shapes else ''}"
-                              f"{'other shapes for ' + str(shapes[:5]) if shapes else ''}")
+    problems = ([f"tensors that are not this codec's decoder {foreign[:5]}"] if foreign else []) + (
+        [f"other shapes for {shapes[:5]}"] if shapes else [])
+    if problems:
+        raise CheckpointError(f"{str(path)!r} does not fit the codec in {str(directory)!r}: " + "; ".join(problems))
     return {**state, **replaced}
 
 

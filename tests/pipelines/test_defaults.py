@@ -56,6 +56,21 @@ def test_the_bundled_codec_round_trips_audio(speech):
     assert distance < 0.6 * baseline
 
 
+def test_speech_decodes_with_the_bundled_speech_decoder_from_the_same_codes(speech):
+    from pipelines.defaults import default_decoder_variants
+
+    assert default_decoder_variants() == ["speech"]
+    codec, speech_codec = default_codec(), default_codec("speech")
+    assert default_codec("music") is codec and default_lm("speech").codec is speech_codec
+    assert default_lm("music").codec is codec
+    codes = codec.encode(speech.unsqueeze(0))
+    assert torch.equal(speech_codec.encode(speech.unsqueeze(0)), codes)
+    decoded = speech_codec.decode(codes)[0, :, :speech.shape[-1]]
+    assert torch.isfinite(decoded).all() and not torch.allclose(decoded, codec.decode(codes)[0, :, :speech.shape[-1]])
+    assert mel_distance(speech, decoded, codec.sample_rate) < 0.5 * mel_distance(speech, torch.zeros_like(speech),
+                                                                                 codec.sample_rate)
+
+
 def test_the_bundled_lms_speak_the_bundled_codec_and_the_speech_lm_has_voices():
     for task in LM_TASKS:
         assert default_lm(task).config.codec_fingerprint == default_codec().fingerprint
@@ -116,3 +131,41 @@ def test_install_defaults_writes_an_lm_per_task_beside_the_codec_and_refuses_a_m
     with pytest.raises(ValueError, match="the music LM .* does not match the codec .*fingerprint"):
         install_defaults(tmp_path / "other_codec", models, assets=tmp_path / "assets2")
     assert not (tmp_path / "assets1").exists() and not (tmp_path / "assets2").exists()
+
+
+def test_install_defaults_ships_a_decoder_per_task_that_the_tasks_default_codec_reads(tmp_path, monkeypatch):
+    import pipelines.defaults as defaults
+    from pipelines.defaults import install_defaults, save_lm
+    from tokenizer import CheckpointError
+
+    lm_dir = save_lm(default_lm("music"), default_codec(), tmp_path / "lm_folder")
+    models = {"music": lm_dir, "speech": lm_dir}
+    tuned = RVQCodec.from_pretrained(DEFAULT_CODEC_DIR)
+    with torch.no_grad():
+        tuned.decoder.backbone.embed.bias.add_(0.01)  # as a decoder fine-tune would: encoder and codebooks untouched
+    tuned.save_pretrained(tmp_path / "speech_codec")
+    assets = install_defaults(DEFAULT_CODEC_DIR, models, assets=tmp_path / "assets", codec_dtype=torch.float16,
+                              decoders={"speech": tmp_path / "speech_codec"})
+    assert RVQCodec.decoder_variants(assets / "codec") == ["speech"]
+    with pytest.raises(ValueError, match=r"decoders names tasks \['sfx'\]"):
+        install_defaults(DEFAULT_CODEC_DIR, models, assets=tmp_path / "bad", decoders={"sfx": tmp_path / "speech_codec"})
+    RVQCodec(CodecConfig.from_dict({**default_codec().config.to_dict(), "dimension": 32})).save_pretrained(
+        tmp_path / "other_codec")
+    with pytest.raises(CheckpointError, match="the speech decoder .* is not a decoder of the codec"):
+        install_defaults(DEFAULT_CODEC_DIR, models, assets=tmp_path / "bad", decoders={"speech": tmp_path / "other_codec"})
+    assert list((tmp_path / "bad").iterdir()) == []  # nothing written, nothing half-written
+
+    monkeypatch.setattr(defaults, "DEFAULT_CODEC_DIR", assets / "codec")
+    monkeypatch.setattr(defaults, "DEFAULT_LM_DIR", assets / "lm")
+    default_codec.cache_clear(), default_lm.cache_clear()
+    try:
+        assert defaults.default_decoder_variants() == ["speech"]
+        speech, music = default_codec("speech"), default_codec("music")
+        assert music is default_codec() and speech is not music and default_lm("speech").codec is speech
+        assert torch.equal(speech.decoder.backbone.embed.bias, tuned.decoder.backbone.embed.bias.half().float())
+        assert torch.equal(speech.encoder.backbone.embed.weight, music.encoder.backbone.embed.weight)
+        assert defaults.resolve_codec(None, "speech") is speech
+        with pytest.raises(CheckpointError, match=r"codec folder .* has no decoder variant 'music'.*it has \['speech'\]"):
+            defaults.resolve_codec(None, "music")
+    finally:
+        default_codec.cache_clear(), default_lm.cache_clear()

@@ -310,7 +310,7 @@ def test_a_decoder_variant_must_keep_the_folders_codes_and_config(trained_codec,
     assert RVQCodec.decoder_variants(folder) == ["speech"]  # nothing written by the refusals
     # A variant file that reaches beyond the decoder, or does not fit it, is refused when read.
     save_file({"encoder.model.0.conv.bias": torch.zeros(4)}, str(folder / "decoder.bad.safetensors"))
-    with pytest.raises(CheckpointError, match=r"does not fit .*not the decoder \['encoder.model.0.conv.bias'\]"):
+    with pytest.raises(CheckpointError, match=r"does not fit .*not this codec's decoder \['encoder.model.0.conv.bias'\]"):
         RVQCodec.from_pretrained(folder, variant="bad")
     key = next(k for k in other.state_dict() if k.startswith("decoder."))
     save_file({key: torch.zeros(3, 1, 1)}, str(folder / "decoder.bad.safetensors"))
