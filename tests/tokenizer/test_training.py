@@ -357,13 +357,14 @@ def test_a_pitch_head_is_added_to_a_trained_decoder_and_learns_from_yin(tmp_path
     # Edge phases added to the tuned decoder: a new layer only, starting at zero (the source's phase).
     config.spectral = dataclasses.replace(config.spectral, edge_phase=True)
     config.training = dataclasses.replace(config.training, max_steps=2, pitch_teacher_steps=0)
-    edged = RVQCodec.from_pretrained(train_codec(config, corpus, tmp_path / "edged", init_from=tuned))
+    edged_dir = train_codec(config, corpus, tmp_path / "edged", init_from=tuned)
+    edged = RVQCodec.from_pretrained(edged_dir)
     added = set(edged.state_dict()) - set(after.state_dict())
     assert added == {"decoder.edge_offset.weight", "decoder.edge_offset.bias"}
     assert torch.equal(edged.encode(wav, SR), codes)
     # And dropped again: a run without offsets starts from the edged decoder's other weights.
     config.spectral = dataclasses.replace(config.spectral, edge_offsets=False)
-    dropped = RVQCodec.from_pretrained(train_codec(config, corpus, tmp_path / "dropped", init_from=edged))
+    dropped = RVQCodec.from_pretrained(train_codec(config, corpus, tmp_path / "dropped", init_from=edged_dir))
     assert set(dropped.state_dict()) == set(after.state_dict()) and torch.equal(dropped.encode(wav, SR), codes)
 
 
