@@ -283,6 +283,22 @@ def test_a_decoder_variant_decodes_the_same_codes_with_its_own_decoder(trained_c
     assert speech.fingerprint == base.fingerprint
 
 
+def test_a_failed_variant_save_leaves_the_folder_as_it_was(trained_codec, tmp_path, monkeypatch):
+    import tokenizer.checkpoint as checkpoint
+
+    folder = tmp_path / "codec"
+    trained_codec.save_pretrained(folder)
+    before = sorted(p.name for p in folder.iterdir())
+
+    def broken_save_file(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(checkpoint, "save_file", broken_save_file)
+    with pytest.raises(OSError, match="disk full"):
+        _other_decoder(folder).save_decoder_variant(folder, "speech")
+    assert sorted(p.name for p in folder.iterdir()) == before and RVQCodec.decoder_variants(folder) == []
+
+
 def test_a_decoder_variant_must_keep_the_folders_codes_and_config(trained_codec, tmp_path):
     from safetensors.torch import save_file
 
