@@ -139,7 +139,8 @@ RVQCodec.from_pretrained(sys.argv[1], spectral={"edge_phase": True, "edge_offset
         --lm-fp16 music speech ;;
     eval)
       mkdir -p "$RUNS/eval"
-      $RVQ eval-codec --data "$RUNS/data/speech" --max-clips 50 -o "$RUNS/eval/codec_speech.json"
+      # Speech as the speech LM decodes it (the codec's speech decoder); music through the codec's own decoder.
+      $RVQ eval-codec --data "$RUNS/data/speech" --max-clips 50 --variant speech -o "$RUNS/eval/codec_speech.json"
       $RVQ eval-codec --data "$RUNS/data/music" --max-clips 50 -o "$RUNS/eval/codec_music.json"
       $RVQ eval-tts --data "$RUNS/data/speech" --max-clips 50 --seed 0 -o "$RUNS/eval/tts.json"
       [ -f "$RUNS/eval/classifier/config.json" ] ||
