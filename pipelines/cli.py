@@ -73,7 +73,8 @@ def _finetune(args: argparse.Namespace) -> None:
 def _eval_codec(args: argparse.Namespace) -> None:
     from .evaluation import evaluate_codec
 
-    report = evaluate_codec(args.data, codec=args.codec, variant=args.variant, split=args.split, max_clips=args.max_clips,
+    report = evaluate_codec(args.data, codec=args.codec, variant=args.variant, split=args.split,
+                            max_clips=args.max_clips,
                             num_codebooks=args.num_codebooks, opus_kbps=args.opus_kbps, output=args.output,
                             domain=args.domain, by=args.by, asr=args.asr, phase_oracle=args.phase_oracle)
     print(report["markdown"])
@@ -83,7 +84,7 @@ def _compare_reports(args: argparse.Namespace) -> None:
     from .evaluation import compare_reports
 
     result = compare_reports(args.reports, systems=args.system, resamples=args.resamples,
-                             confidence=args.confidence, seed=args.seed, output=args.output)
+                             confidence=args.confidence, seed=args.seed, by_group=args.by_group, output=args.output)
     print(result["markdown"])
 
 
@@ -253,6 +254,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resamples", type=int, default=10000, help="bootstrap resamples over clips")
     p.add_argument("--confidence", type=float, default=0.95, help="coverage of the intervals")
     p.add_argument("--seed", type=int, default=0, help="resampling seed")
+    p.add_argument("--by-group", action="store_true",
+                   help="eval-codec reports made with the same --by COLUMN: also compare each value's clips (e.g. per "
+                        "voice)")
     p.add_argument("-o", "--output", default=None, help="comparison.json (a .md table is written beside it)")
     p.set_defaults(func=_compare_reports)
 

@@ -175,7 +175,8 @@ def install_defaults(codec: str | os.PathLike, models: Mapping[str, str | os.Pat
     codec_model = RVQCodec.from_pretrained(codec)
     decoders = dict(decoders or {})
     if not set(decoders) <= set(LM_TASKS):
-        raise ValueError(f"decoders names tasks {sorted(set(decoders) - set(LM_TASKS))}; the tasks are {list(LM_TASKS)}")
+        unknown = sorted(set(decoders) - set(LM_TASKS))
+        raise ValueError(f"decoders names tasks {unknown}; the tasks are {list(LM_TASKS)}")
     decoder_models = {task: RVQCodec.from_pretrained(folder) for task, folder in decoders.items()}
     lms = {task: load_lm(model) for task, model in models.items()}
     for task, lm in lms.items():

@@ -347,9 +347,10 @@ class RVQCodec(nn.Module):
         changed = [k for k, v in own.items() if not k.startswith(DECODER_PREFIX)
                    and not torch.equal(v.detach().cpu().to(state[k].dtype), state[k])]
         if changed:
+            more = " ..." if len(changed) > 5 else ""
             raise CheckpointError(f"cannot save a decoder variant into {str(directory)!r}: this codec's encoder or "
-                                  f"codebooks differ from the folder's ({changed[:5]}{' ...' if len(changed) > 5 else ''}"
-                                  "), so their codes would differ; a variant only replaces the decoder")
+                                  f"codebooks differ from the folder's ({changed[:5]}{more}), so their codes would "
+                                  "differ; a variant only replaces the decoder")
         return save_tensors(path, {k: v for k, v in own.items() if k.startswith(DECODER_PREFIX)}, dtype=dtype)
 
     @staticmethod

@@ -6,6 +6,9 @@ the mean paired difference (new - base), its bootstrap confidence interval (the 
 the same resample for both, so what varies from clip to clip, such as how hard a clip is, cancels) and how many
 clips got better. A difference whose interval excludes zero is more than the noise of which clips were drawn.
 
+With `by_group`, reports made with the same `by=` column (e.g. `--by voice`) are also compared group by group: the
+same rows over each value's clips only, to see where a change helps and where it hurts.
+
 Reports made with `asr=True` also pair the recogniser's words found sentence by sentence (whole sentences are
 resampled, and the share is hits over words of the resample, as `metrics.word_recall` counts it), and every report
 pairs its steady tones (`steady_tone_fidelity`) tone by tone.
@@ -35,7 +38,7 @@ Report = str | os.PathLike | dict[str, Any]  # a report dict, or the JSON file a
 
 
 def compare_codec_reports(base: Report, new: Report, systems: Sequence[str] | None = None, resamples: int = 10000,
-                          confidence: float = 0.95, seed: int = 0,
+                          confidence: float = 0.95, seed: int = 0, by_group: bool = False,
                           output: str | os.PathLike | None = None) -> dict[str, Any]:
     """Paired differences, `new` - `base`, of two `evaluate_codec` reports on the same clips.
 
@@ -47,6 +50,10 @@ def compare_codec_reports(base: Report, new: Report, systems: Sequence[str] | No
         resamples: bootstrap resamples (10000 gives intervals stable to about 0.001 on 50 clips).
         confidence: the interval's coverage, in (0, 1).
         seed: the resampling seed (the same seed and reports give the same intervals).
+        by_group: also compare each value of the column both reports were broken down by (`evaluate_codec(by=...)`,
+            the same column and clip labels in both, else ValueError): the result gains `group_column` and
+            `group_rows`, the rows over each value's clips, each with its `group`, values in sorted order (words
+            found and steady tones are compared over all clips only).
         output: where to write the result as JSON, with a markdown table beside it (`.md`).
 
     Returns `{base, new, data, split, clips, resamples, confidence, seed, rows, notes, markdown}`, where each row is
@@ -90,6 +97,19 @@ def compare_codec_reports(base: Report, new: Report, systems: Sequence[str] | No
         if texts is not None and "asr" in b and "asr" in n:
             rows.append(_words_found_row(name, texts, b["asr"]["transcripts"], n["asr"]["transcripts"], resamples,
                                          confidence, rng))
+    group_column, group_rows = None, []
+    if by_group:
+        group_column, labels = _group_labels(base_report, new_report)
+        for value in sorted(set(labels)):
+            keep = [i for i, label in enumerate(labels) if label == value]
+            for name in names:
+                b, n = base_systems[name]["metrics"], new_systems[name]["metrics"]
+                for metric, (_, higher) in METRICS.items():
+                    if metric in b and metric in n:
+                        pick = lambda values: [values[i] for i in keep]  # noqa: E731
+                        group_rows.append({"group": value} | _paired_row(
+                            name, metric, higher, pick(b[metric]["values"]), pick(n[metric]["values"]), resamples,
+                            confidence, rng))
     tones = base_report.get("steady_tones"), new_report.get("steady_tones")
     if all(tones) and tones[0]["f0"] == tones[1]["f0"]:
         rows.append(_paired_row("steady tones", "steady_tones", True, tones[0]["fraction"], tones[1]["fraction"],
@@ -97,13 +117,15 @@ def compare_codec_reports(base: Report, new: Report, systems: Sequence[str] | No
     result = {"base": base_name, "new": new_name, "data": [base_report["data"], new_report["data"]],
               "split": base_report["split"], "clips": base_report["clips"], "resamples": resamples,
               "confidence": confidence, "seed": seed, "rows": rows, "notes": notes}
+    if by_group:
+        result |= {"group_column": group_column, "group_rows": group_rows}
     result["markdown"] = format_comparison(result)
     write_report(output, result)
     return result
 
 
 def compare_reports(reports: Sequence[Report], systems: Sequence[str] | None = None,
-                    resamples: int = 10000, confidence: float = 0.95, seed: int = 0,
+                    resamples: int = 10000, confidence: float = 0.95, seed: int = 0, by_group: bool = False,
                     output: str | os.PathLike | None = None) -> dict[str, Any]:
     """`reports` as base, new[, base, new, ...]: `compare_codec_reports` for one pair of eval-codec reports, else
     `compare_generation_reports` over the pairs (eval-tts or eval-music reports, one pair per seed)."""
@@ -115,9 +137,9 @@ def compare_reports(reports: Sequence[Report], systems: Sequence[str] | None = N
         if len(reports) != 2:
             raise ValueError(f"eval-codec reports compare one pair (base, new), got {len(reports)} reports")
         return compare_codec_reports(reports[0], reports[1], systems=systems, resamples=resamples,
-                                     confidence=confidence, seed=seed, output=output)
-    if systems is not None:
-        raise ValueError("systems= picks rows of eval-codec reports; these are eval-tts or eval-music reports")
+                                     confidence=confidence, seed=seed, by_group=by_group, output=output)
+    if systems is not None or by_group:
+        raise ValueError("systems= and by_group= are for eval-codec reports; these are eval-tts or eval-music reports")
     pairs = list(zip(reports[0::2], reports[1::2]))
     return compare_generation_reports(pairs, resamples=resamples, confidence=confidence, seed=seed, output=output)
 
@@ -216,19 +238,43 @@ def format_comparison(result: dict[str, Any]) -> str:
              f"{result['seed']}), bold where the interval excludes zero", "",
              f"| system | metric | base | new | difference [{pct} interval] | better / worse / n |",
              "| --- | --- | ---: | ---: | ---: | ---: |"]
-    for r in result["rows"]:
-        if r["n"] == 0:
-            lines.append(f"| {r['system']} | {r['metric']} | | | no clip scored by both | |")
-            continue
-        arrow = "↑" if r["higher_is_better"] else "↓"
-        diff = f"{r['difference']:+.4f} [{r['low']:+.4f}, {r['high']:+.4f}]"
-        if r["low"] > 0 or r["high"] < 0:
-            diff = f"**{diff}**"
-        lines.append(f"| {r['system']} | {r['metric']} {arrow} | {r['base']:.4f} | {r['new']:.4f} | {diff} | "
-                     f"{r['better']} / {r['worse']} / {r['n']} |")
+    lines += [_format_row(r) for r in result["rows"]]
+    if result.get("group_rows"):
+        column = result["group_column"]
+        lines += ["", f"By {column}:", "",
+                  f"| {column} | system | metric | base | new | difference [{pct} interval] | better / worse / n |",
+                  "| --- | --- | --- | ---: | ---: | ---: | ---: |"]
+        lines += [f"| {r['group']} " + _format_row(r) for r in result["group_rows"]]
     if result.get("notes"):
         lines += ["", *result["notes"]]
     return "\n".join(lines) + "\n"
+
+
+def _format_row(r: dict[str, Any]) -> str:
+    if r["n"] == 0:
+        return f"| {r['system']} | {r['metric']} | | | no clip scored by both | |"
+    arrow = "↑" if r["higher_is_better"] else "↓"
+    diff = f"{r['difference']:+.4f} [{r['low']:+.4f}, {r['high']:+.4f}]"
+    if r["low"] > 0 or r["high"] < 0:
+        diff = f"**{diff}**"
+    return (f"| {r['system']} | {r['metric']} {arrow} | {r['base']:.4f} | {r['new']:.4f} | {diff} | "
+            f"{r['better']} / {r['worse']} / {r['n']} |")
+
+
+def _group_labels(base: dict[str, Any], new: dict[str, Any]) -> tuple[str, list[str]]:
+    """The column both reports were broken down by and each scored clip's value of it (ValueError unless they agree)."""
+    groups = base.get("groups"), new.get("groups")
+    if not all(groups):
+        which = [w for w, g in zip(("base", "new"), groups) if not g]
+        raise ValueError(f"by_group needs reports broken down by a column (eval-codec --by COLUMN); the "
+                         f"{' and '.join(which)} report has none")
+    if groups[0]["column"] != groups[1]["column"]:
+        raise ValueError(f"the reports are broken down by different columns: {groups[0]['column']!r} in base and "
+                         f"{groups[1]['column']!r} in new")
+    if groups[0]["labels"] != groups[1]["labels"]:
+        raise ValueError(f"the reports' {groups[0]['column']!r} labels differ clip by clip; they are not on the same "
+                         "clips")
+    return groups[0]["column"], list(groups[0]["labels"])
 
 
 def _check_confidence(confidence: float) -> None:

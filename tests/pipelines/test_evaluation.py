@@ -836,6 +836,35 @@ def test_compare_reports_refuses_reports_on_different_clips_and_unknown_systems(
         compare_codec_reports(base, tmp_path / "missing.json")
 
 
+def test_compare_reports_by_group_pairs_each_values_clips_alone():
+    labels = ["b", "a", "b", "a", "c", "b"]
+    base_pesq = [2.0, 1.0, 2.2, 1.2, 3.0, 2.4]
+    shift = {"a": 0.5, "b": -0.25, "c": 0.0}  # a change that helps one voice and hurts another
+    groups = {"column": "voice", "labels": labels}
+    base = _report({"pesq_wb": base_pesq}, groups=groups)
+    new = _report({"pesq_wb": [x + shift[g] for x, g in zip(base_pesq, labels)]}, groups=groups)
+    result = compare_codec_reports(base, new, resamples=500, by_group=True)
+    assert result["group_column"] == "voice" and [r["group"] for r in result["group_rows"]] == ["a", "b", "c"]
+    for r in result["group_rows"]:
+        assert r["difference"] == pytest.approx(shift[r["group"]]) and r["n"] == labels.count(r["group"])
+        assert r["low"] == pytest.approx(shift[r["group"]]) and r["high"] == pytest.approx(shift[r["group"]])
+    a = result["group_rows"][0]
+    assert a["base"] == pytest.approx(1.1) and (a["better"], a["worse"]) == (2, 0)
+    overall = _row(result, "pesq_wb")
+    assert overall["difference"] == pytest.approx(np.mean([shift[g] for g in labels]))  # the same rows as without
+    assert "By voice:" in result["markdown"]
+    assert "| a | codec k=8 | pesq_wb ↑ | 1.1000 | 1.6000 |" in result["markdown"]
+    assert "group_rows" not in compare_codec_reports(base, new, resamples=100)
+    with pytest.raises(ValueError, match="needs reports broken down by a column .*the new report has none"):
+        compare_codec_reports(base, _report({"pesq_wb": base_pesq}), by_group=True)
+    with pytest.raises(ValueError, match="different columns: 'voice' in base and 'engine' in new"):
+        compare_codec_reports(base, _report({"pesq_wb": base_pesq}, groups={"column": "engine", "labels": labels}),
+                              by_group=True)
+    with pytest.raises(ValueError, match="'voice' labels differ clip by clip"):
+        compare_codec_reports(base, _report({"pesq_wb": base_pesq}, groups={"column": "voice",
+                                                                             "labels": labels[::-1]}), by_group=True)
+
+
 def test_compare_reports_command_on_two_eval_codec_reports(speech_dir, tmp_path, capsys):
     first, second = _codec(), _codec()
     with torch.no_grad():
@@ -895,7 +924,8 @@ def test_compare_generation_reports_pool_seeds_and_pair_items():
                                                                              "ended_in_time": True}]}])
     with pytest.raises(ValueError, match="give reports in pairs, base then new.*got 3"):
         compare_reports([base[0], new[0], base[1]])
-    with pytest.raises(ValueError, match="systems= picks rows of eval-codec reports"):
-        compare_reports([base[0], new[0]], systems=["codec k=8"])
+    for kwargs in ({"systems": ["codec k=8"]}, {"by_group": True}):
+        with pytest.raises(ValueError, match="systems= and by_group= are for eval-codec reports"):
+            compare_reports([base[0], new[0]], **kwargs)
     with pytest.raises(ValueError, match="not an eval-tts report"):
         compare_reports([{"rows": []}, {"rows": []}])
