@@ -88,6 +88,9 @@ def test_presets_load_and_have_the_advertised_rates():
     source = CodecConfig.from_json_file(REPO / "configs" / "codec_spectral_small_decoder_edge_source.json")
     assert source.fingerprint == spectral.fingerprint and source.training == edge.training
     assert source.spectral == dataclasses.replace(edge.spectral, edge_offsets=False)
+    speech = CodecConfig.from_json_file(REPO / "configs" / "codec_spectral_small_decoder_speech_phase.json")
+    assert speech.fingerprint == spectral.fingerprint and speech.spectral == source.spectral
+    assert speech.training == dataclasses.replace(source.training, phase_weight=30.0)
     # EnCodec 24 kHz's bandwidths are the prefixes of 2, 4, 8, 16 and 32 codebooks.
     assert [big.bitrate(k) for k in (2, 4, 8, 16, 32)] == pytest.approx([1.5, 3.0, 6.0, 12.0, 24.0])
 
