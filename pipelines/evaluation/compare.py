@@ -97,19 +97,6 @@ def compare_codec_reports(base: Report, new: Report, systems: Sequence[str] | No
         if texts is not None and "asr" in b and "asr" in n:
             rows.append(_words_found_row(name, texts, b["asr"]["transcripts"], n["asr"]["transcripts"], resamples,
                                          confidence, rng))
-    group_column, group_rows = None, []
-    if by_group:
-        group_column, labels = _group_labels(base_report, new_report)
-        for value in sorted(set(labels)):
-            keep = [i for i, label in enumerate(labels) if label == value]
-            for name in names:
-                b, n = base_systems[name]["metrics"], new_systems[name]["metrics"]
-                for metric, (_, higher) in METRICS.items():
-                    if metric in b and metric in n:
-                        pick = lambda values: [values[i] for i in keep]  # noqa: E731
-                        group_rows.append({"group": value} | _paired_row(
-                            name, metric, higher, pick(b[metric]["values"]), pick(n[metric]["values"]), resamples,
-                            confidence, rng))
     tones = base_report.get("steady_tones"), new_report.get("steady_tones")
     if all(tones) and tones[0]["f0"] == tones[1]["f0"]:
         rows.append(_paired_row("steady tones", "steady_tones", True, tones[0]["fraction"], tones[1]["fraction"],
@@ -117,8 +104,19 @@ def compare_codec_reports(base: Report, new: Report, systems: Sequence[str] | No
     result = {"base": base_name, "new": new_name, "data": [base_report["data"], new_report["data"]],
               "split": base_report["split"], "clips": base_report["clips"], "resamples": resamples,
               "confidence": confidence, "seed": seed, "rows": rows, "notes": notes}
-    if by_group:
-        result |= {"group_column": group_column, "group_rows": group_rows}
+    if by_group:  # after the overall rows, which therefore come out as they do without by_group
+        column, labels = _group_labels(base_report, new_report)
+        group_rows = []
+        for value in sorted(set(labels)):
+            keep = [i for i, label in enumerate(labels) if label == value]
+            for name in names:
+                b, n = base_systems[name]["metrics"], new_systems[name]["metrics"]
+                for metric, (_, higher) in METRICS.items():
+                    if metric in b and metric in n:
+                        group_rows.append({"group": value} | _paired_row(
+                            name, metric, higher, [b[metric]["values"][i] for i in keep],
+                            [n[metric]["values"][i] for i in keep], resamples, confidence, rng))
+        result |= {"group_column": column, "group_rows": group_rows}
     result["markdown"] = format_comparison(result)
     write_report(output, result)
     return result
