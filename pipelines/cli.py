@@ -7,6 +7,10 @@ import sys
 from collections.abc import Callable, Sequence
 
 
+_VARIANT_HELP = ("decode with this decoder variant of the codec folder, e.g. speech (the bundled codec's speech "
+                 "decoder, which generate uses for task=speech); default: the codec's own decoder")
+
+
 def _encode(args: argparse.Namespace) -> None:
     from .codec_files import encode_file
 
@@ -74,9 +78,9 @@ def _eval_codec(args: argparse.Namespace) -> None:
     from .evaluation import evaluate_codec
 
     report = evaluate_codec(args.data, codec=args.codec, variant=args.variant, split=args.split,
-                            max_clips=args.max_clips,
-                            num_codebooks=args.num_codebooks, opus_kbps=args.opus_kbps, output=args.output,
-                            domain=args.domain, by=args.by, asr=args.asr, phase_oracle=args.phase_oracle)
+                            max_clips=args.max_clips, num_codebooks=args.num_codebooks, opus_kbps=args.opus_kbps,
+                            output=args.output, domain=args.domain, by=args.by, asr=args.asr,
+                            phase_oracle=args.phase_oracle)
     print(report["markdown"])
 
 
@@ -166,9 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input", help="codes file written by `rvqaudio encode`")
     p.add_argument("-o", "--output", required=True, help="audio file to write (.wav or .flac)")
     p.add_argument("--codec", default=None, help="codec folder (default: the bundled codec)")
-    p.add_argument("--variant", default=None, metavar="NAME",
-                   help="decode with this decoder variant of the codec folder, e.g. speech (the bundled codec's speech "
-                        "decoder, which generate uses for task=speech); default: the codec's own decoder")
+    p.add_argument("--variant", default=None, metavar="NAME", help=_VARIANT_HELP)
     p.set_defaults(func=_decode)
 
     from .generate import add_generate_arguments, add_voices_arguments, run_generate, run_voices
@@ -225,9 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval-codec", help="codec vs Opus on a held-out split: mel, STFT, SI-SDR, PESQ, STOI")
     p.add_argument("--data", required=True, help="dataset folder written by `rvqaudio data`")
     p.add_argument("--codec", default=None, help="codec folder (default: the bundled codec)")
-    p.add_argument("--variant", default=None, metavar="NAME",
-                   help="decode with this decoder variant of the codec folder, e.g. speech (the bundled codec's speech "
-                        "decoder, which generate uses for task=speech); default: the codec's own decoder")
+    p.add_argument("--variant", default=None, metavar="NAME", help=_VARIANT_HELP)
     p.add_argument("--split", default="test")
     p.add_argument("--max-clips", type=int, default=None)
     p.add_argument("--num-codebooks", type=int, nargs="+", default=None, help="bitrates to test (default: every k)")

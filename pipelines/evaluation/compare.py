@@ -90,10 +90,7 @@ def compare_codec_reports(base: Report, new: Report, systems: Sequence[str] | No
                      "before session 18); make it again")
     for name in names:
         b, n = base_systems[name], new_systems[name]
-        for metric, (_, higher) in METRICS.items():
-            if metric in b["metrics"] and metric in n["metrics"]:
-                rows.append(_paired_row(name, metric, higher, b["metrics"][metric]["values"],
-                                        n["metrics"][metric]["values"], resamples, confidence, rng))
+        rows += _metric_rows(name, b["metrics"], n["metrics"], None, resamples, confidence, rng)
         if texts is not None and "asr" in b and "asr" in n:
             rows.append(_words_found_row(name, texts, b["asr"]["transcripts"], n["asr"]["transcripts"], resamples,
                                          confidence, rng))
@@ -110,12 +107,9 @@ def compare_codec_reports(base: Report, new: Report, systems: Sequence[str] | No
         for value in sorted(set(labels)):
             keep = [i for i, label in enumerate(labels) if label == value]
             for name in names:
-                b, n = base_systems[name]["metrics"], new_systems[name]["metrics"]
-                for metric, (_, higher) in METRICS.items():
-                    if metric in b and metric in n:
-                        group_rows.append({"group": value} | _paired_row(
-                            name, metric, higher, [b[metric]["values"][i] for i in keep],
-                            [n[metric]["values"][i] for i in keep], resamples, confidence, rng))
+                group_rows += [{"group": value} | row for row in _metric_rows(
+                    name, base_systems[name]["metrics"], new_systems[name]["metrics"], keep, resamples, confidence,
+                    rng)]
         result |= {"group_column": column, "group_rows": group_rows}
     result["markdown"] = format_comparison(result)
     write_report(output, result)
@@ -331,6 +325,19 @@ def _texts(base: dict[str, Any], new: dict[str, Any]) -> list[str] | None:
     if texts[0] != texts[1]:
         raise ValueError("the reports' asr sections score different sentences; they are not on the same clips")
     return texts[0]
+
+
+def _metric_rows(system: str, base: dict[str, Any], new: dict[str, Any], keep: list[int] | None, resamples: int,
+                 confidence: float, rng: np.random.Generator) -> list[dict[str, Any]]:
+    """A `_paired_row` per metric of METRICS that both systems' `metrics` hold, over the clips `keep` (None: all)."""
+    rows = []
+    for metric, (_, higher) in METRICS.items():
+        if metric in base and metric in new:
+            b, n = base[metric]["values"], new[metric]["values"]
+            if keep is not None:
+                b, n = [b[i] for i in keep], [n[i] for i in keep]
+            rows.append(_paired_row(system, metric, higher, b, n, resamples, confidence, rng))
+    return rows
 
 
 def _paired_row(system: str, metric: str, higher: bool, base: Sequence[float | None], new: Sequence[float | None],
