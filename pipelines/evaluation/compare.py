@@ -124,8 +124,9 @@ def compare_reports(reports: Sequence[Report], systems: Sequence[str] | None = N
     if len(reports) < 2 or len(reports) % 2:
         raise ValueError(f"give reports in pairs, base then new (one pair per seed for eval-tts or eval-music), got "
                          f"{len(reports)}")
-    first, _ = _read(reports[0], "base")
-    if "systems" in first:
+    # Each file is read once: the comparisons below take the reports as read.
+    reports = [_Read(*_read(report, "new" if i % 2 else "base")) for i, report in enumerate(reports)]
+    if "systems" in reports[0].data:
         if len(reports) != 2:
             raise ValueError(f"eval-codec reports compare one pair (base, new), got {len(reports)} reports")
         return compare_codec_reports(reports[0], reports[1], systems=systems, resamples=resamples,
@@ -274,8 +275,17 @@ def _check_confidence(confidence: float) -> None:
         raise ValueError(f"confidence must lie strictly between 0 and 1, got {confidence!r}")
 
 
-def _read(report: Report, which: str) -> tuple[dict[str, Any], str]:
+class _Read(NamedTuple):
+    """A report already read, and its name (what `compare_reports` hands on)."""
+
+    data: dict[str, Any]
+    name: str
+
+
+def _read(report: Report | _Read, which: str) -> tuple[dict[str, Any], str]:
     """A report and how to name it: a dict as it is, or a JSON file's contents."""
+    if isinstance(report, _Read):
+        return report.data, report.name
     if isinstance(report, dict):
         return report, f"{which} report"
     path = Path(report)
