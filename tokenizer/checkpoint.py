@@ -2,7 +2,8 @@
 
 A codec folder may also hold decoder variants, `decoder.<name>.safetensors`: other decoder weights for the same codes
 (e.g. a decoder trained on speech alone), which `RVQCodec.from_pretrained(folder, variant=name)` reads instead of
-the decoder tensors of `model.safetensors`.
+the decoder tensors of `model.safetensors`; the file's metadata holds the phase settings it decodes with where they
+differ from config.json's.
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 
 from .errors import CheckpointError
 
@@ -44,13 +45,14 @@ def list_variants(directory: str | os.PathLike) -> list[str]:
     return sorted(name for name in names if VARIANT_PATTERN.fullmatch(name))
 
 
-def save_tensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor], dtype: torch.dtype | None = None) -> Path:
+def save_tensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor], dtype: torch.dtype | None = None,
+                 metadata: dict[str, str] | None = None) -> Path:
     """Write one safetensors file atomically (a temporary sibling renamed over it), casting floating tensors to
-    `dtype` when given."""
+    `dtype` when given; `metadata` (strings) goes into its header beside `format`."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        save_file(_cast(tensors, dtype), str(tmp), metadata={"format": "pt"})
+        save_file(_cast(tensors, dtype), str(tmp), metadata={**(metadata or {}), "format": "pt"})
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     finally:
@@ -58,10 +60,12 @@ def save_tensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor], dtyp
     return path
 
 
-def load_tensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Read one safetensors file; CheckpointError naming it when it is missing or unreadable."""
+def load_tensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Read one safetensors file: its tensors and its header's metadata. CheckpointError naming it when it is
+    missing or unreadable."""
     try:
-        return load_file(str(path))
+        with safe_open(str(path), framework="pt") as f:
+            return {key: f.get_tensor(key) for key in f.keys()}, dict(f.metadata() or {})
     except (SafetensorError, OSError) as e:
         raise CheckpointError(f"{str(path)!r} is not a readable safetensors file: {e}") from e
 
@@ -126,7 +130,7 @@ def load_checkpoint(directory: str | os.PathLike) -> tuple[dict, dict[str, torch
         config = json.loads(config_path.read_text())
     except json.JSONDecodeError as e:
         raise CheckpointError(f"{str(config_path)!r} is not valid JSON: {e}") from e
-    return config, load_tensors(weights_path)
+    return config, load_tensors(weights_path)[0]
 
 
 def check_state_dict(expected: dict[str, torch.Tensor], found: dict[str, torch.Tensor], where: str) -> None:

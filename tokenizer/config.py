@@ -130,6 +130,11 @@ class CodecTrainingConfig(JsonConfig):
         self.disc_periods = tuple(self.disc_periods)
 
 
+# The `spectral` fields that say how the decoder states phase: outside the code space (the fingerprint), and what a
+# decoder variant may set differently from its codec folder (`RVQCodec.save_decoder_variant`).
+DECODER_PHASE_SETTINGS = ("frequency_invariant_phase", "pitch_phase", "edge_phase", "edge_offsets")
+
+
 @dataclass
 class SpectralConfig(JsonConfig):
     """Frame-rate encoder and decoder (Vocos's ConvNeXt backbone and inverse-STFT head), in place of SEANet.
@@ -290,8 +295,6 @@ class CodecConfig(JsonConfig):
         if data["spectral"] is None:  # SEANet codecs keep the fingerprints they had before `spectral` existed
             data.pop("spectral")
         else:  # how the decoder states phase is not what the codes mean
-            data["spectral"].pop("frequency_invariant_phase")
-            data["spectral"].pop("pitch_phase")
-            data["spectral"].pop("edge_phase")
-            data["spectral"].pop("edge_offsets")
+            for key in DECODER_PHASE_SETTINGS:
+                data["spectral"].pop(key)
         return data

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,12 +15,13 @@ from torch import nn
 
 from .checkpoint import (check_state_dict, list_variants, load_checkpoint, load_tensors, save_checkpoint,
                          save_tensors, variant_file)
-from .config import CodecConfig
+from .config import DECODER_PHASE_SETTINGS, CodecConfig
 from .errors import AudioInputError, CheckpointError, CodecError, CodesError
 from .modules import SEANetDecoder, SEANetEncoder, SpectralDecoder, SpectralEncoder
 from .quantization import ResidualVectorQuantizer
 
 DECODER_PREFIX = "decoder."  # the tensors a decoder variant replaces; the rest (encoder, quantizer) make the codes
+VARIANT_SETTINGS_KEY = "decoder_settings"  # a variant file's metadata: the phase settings it decodes with (JSON)
 
 
 @contextlib.contextmanager
@@ -300,9 +302,10 @@ class RVQCodec(nn.Module):
         """Load a folder written by `save_pretrained`, in eval mode.
 
         `variant` names a decoder variant saved in the folder by `save_decoder_variant` (`decoder.<variant>.
-        safetensors`, e.g. "speech"): its decoder weights replace those of `model.safetensors`. The encoder and
-        codebooks, and so the codes, are the folder's own whichever variant is read. `RVQCodec.decoder_variants`
-        lists them; an unknown one raises CheckpointError naming those there are.
+        safetensors`, e.g. "speech"): its decoder weights replace those of `model.safetensors`, and the decoder
+        settings it was saved with (how the decoder states phase) those of config.json. The encoder and codebooks,
+        and so the codes, are the folder's own whichever variant is read. `RVQCodec.decoder_variants` lists them;
+        an unknown one raises CheckpointError naming those there are.
 
         `overrides` replace fields of its config.json before the model is built, as transformers' `from_pretrained`
         takes config attributes; a dict merges into a nested config, e.g. `spectral={"edge_phase": True,
@@ -313,7 +316,7 @@ class RVQCodec(nn.Module):
         """
         config_dict, state = load_checkpoint(directory)
         if variant is not None:
-            state = _with_variant(state, directory, variant)
+            config_dict, state = _with_variant(config_dict, state, directory, variant)
         source = directory if variant is None else f"{directory} (decoder variant {variant!r})"
         if not overrides:
             return cls.from_state_dict(config_dict, state, source).to(device).eval()
@@ -328,30 +331,37 @@ class RVQCodec(nn.Module):
         """Write this codec's decoder into the codec folder `directory` as decoder variant `variant`
         (`decoder.<variant>.safetensors`, atomically), to be read by `from_pretrained(directory, variant=variant)`.
 
-        The folder's codec must be this one with another decoder: the same config apart from `name` and `training`,
-        and the same encoder and codebook weights (as stored there, e.g. in float16), so that its codes are this
-        codec's codes. Otherwise CheckpointError names what differs. Only the decoder's tensors are written, cast
-        to `dtype` when given. Re-saving the folder's own codec (`save_pretrained`) replaces the folder, variants too.
+        The folder's codec must be this one with another decoder: the same config apart from `name`, `training` and
+        how the decoder states phase (`config.DECODER_PHASE_SETTINGS`, e.g. `spectral.edge_offsets`), and the same
+        encoder and codebook weights (as stored there, e.g. in float16), so that its codes are this codec's codes.
+        Otherwise CheckpointError names what differs. The decoder's tensors are written, cast to `dtype` when given,
+        with the phase settings that differ from the folder's in the file's metadata (`from_pretrained` applies
+        them). Re-saving the folder's own codec (`save_pretrained`) replaces the folder, variants too.
         """
         config_dict, state = load_checkpoint(directory)
         path = variant_file(directory, variant)  # checks the name
-        mine = self.config.to_dict()
-        differs = sorted(k for k in mine.keys() | config_dict.keys()
-                         if k not in ("name", "training") and mine.get(k) != config_dict.get(k))
+        try:
+            folder = CodecConfig.from_dict(config_dict).to_dict()
+        except CodecError as e:
+            raise CheckpointError(f"config.json in {str(directory)!r} is not a valid codec config: {e}") from e
+        settings, differs = _decoder_settings(folder, self.config.to_dict())
         if differs:
             raise CheckpointError(f"cannot save a decoder variant into {str(directory)!r}: its config differs from "
                                   f"this codec's in {differs} (a variant has the folder's config, only other decoder "
-                                  "weights)")
+                                  "weights and phase settings)")
         own = self.state_dict()
-        check_state_dict(own, state, repr(str(directory)))
-        changed = [k for k, v in own.items() if not k.startswith(DECODER_PREFIX)
-                   and not torch.equal(v.detach().cpu().to(state[k].dtype), state[k])]
+        codes_side = {k: v for k, v in own.items() if not k.startswith(DECODER_PREFIX)}
+        check_state_dict(codes_side, {k: v for k, v in state.items() if not k.startswith(DECODER_PREFIX)},
+                         repr(str(directory)))
+        changed = [k for k, v in codes_side.items() if not torch.equal(v.detach().cpu().to(state[k].dtype), state[k])]
         if changed:
             more = " ..." if len(changed) > 5 else ""
             raise CheckpointError(f"cannot save a decoder variant into {str(directory)!r}: this codec's encoder or "
                                   f"codebooks differ from the folder's ({changed[:5]}{more}), so their codes would "
                                   "differ; a variant only replaces the decoder")
-        return save_tensors(path, {k: v for k, v in own.items() if k.startswith(DECODER_PREFIX)}, dtype=dtype)
+        metadata = {VARIANT_SETTINGS_KEY: json.dumps(settings, sort_keys=True)} if settings else None
+        return save_tensors(path, {k: v for k, v in own.items() if k.startswith(DECODER_PREFIX)}, dtype=dtype,
+                            metadata=metadata)
 
     @staticmethod
     def decoder_variants(directory: str | os.PathLike) -> list[str]:
@@ -377,34 +387,72 @@ class RVQCodec(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
 
-def _with_variant(state: dict[str, torch.Tensor], directory: str | os.PathLike,
-                  variant: str) -> dict[str, torch.Tensor]:
-    """`state` with the decoder tensors of decoder variant `variant` of the folder `directory` in place of its own."""
+def _with_variant(config_dict: dict, state: dict[str, torch.Tensor], directory: str | os.PathLike,
+                  variant: str) -> tuple[dict, dict[str, torch.Tensor]]:
+    """A folder's config and weights (`config_dict`, `state`) read with decoder variant `variant`: its phase
+    settings merged into the config, its decoder tensors in place of the folder's."""
     path = variant_file(directory, variant)
     if not path.is_file():
         known = list_variants(directory)
         raise CheckpointError(f"codec folder {str(directory)!r} has no decoder variant {variant!r} ({path.name}); "
                               f"it has {known if known else 'none'}")
-    replaced = load_tensors(path)
-    foreign = sorted(k for k in replaced if not k.startswith(DECODER_PREFIX) or k not in state)
-    shapes = sorted(k for k in replaced if k in state and replaced[k].shape != state[k].shape)
+    decoder, metadata = load_tensors(path)
+    foreign = sorted(k for k in decoder if not k.startswith(DECODER_PREFIX))
+    shapes = sorted(k for k in decoder if k in state and decoder[k].shape != state[k].shape)
     problems = ([f"tensors that are not this codec's decoder {foreign[:5]}"] if foreign else []) + (
         [f"other shapes for {shapes[:5]}"] if shapes else [])
+    settings = _read_settings(metadata.get(VARIANT_SETTINGS_KEY))
+    if settings is None:
+        problems.append(f"its {VARIANT_SETTINGS_KEY!r} metadata is not decoder phase settings "
+                        f"(a JSON object {{'spectral': {{...}}}} of {list(DECODER_PHASE_SETTINGS)})")
     if problems:
         raise CheckpointError(f"{str(path)!r} does not fit the codec in {str(directory)!r}: " + "; ".join(problems))
-    return {**state, **replaced}
+    if settings:
+        config_dict = _merge(config_dict, settings)
+    return config_dict, {**{k: v for k, v in state.items() if not k.startswith(DECODER_PREFIX)}, **decoder}
+
+
+def _decoder_settings(folder: dict, mine: dict) -> tuple[dict, list[str]]:
+    """How config dict `mine` differs from `folder`'s: the phase settings a decoder variant may carry
+    ({"spectral": {field: value}}, empty when none differ), and every other field that differs (apart from `name`
+    and `training`), which a variant may not."""
+    differs = sorted(k for k in mine.keys() | folder.keys()
+                     if k not in ("name", "training", "spectral") and mine.get(k) != folder.get(k))
+    spectral, theirs = mine.get("spectral"), folder.get("spectral")
+    if not (isinstance(spectral, dict) and isinstance(theirs, dict)):
+        return {}, differs + (["spectral"] if spectral != theirs else [])
+    fields = sorted(f for f in spectral.keys() | theirs.keys() if spectral.get(f) != theirs.get(f))
+    differs += [f"spectral.{f}" for f in fields if f not in DECODER_PHASE_SETTINGS]
+    phase = {f: spectral[f] for f in fields if f in DECODER_PHASE_SETTINGS}
+    return ({"spectral": phase} if phase else {}), differs
+
+
+def _read_settings(text: str | None) -> dict | None:
+    """A variant file's phase settings from its metadata ({} when it has none), or None when they are malformed."""
+    if text is None:
+        return {}
+    try:
+        settings = json.loads(text)
+    except json.JSONDecodeError:
+        return None
+    ok = (isinstance(settings, dict) and set(settings) <= {"spectral"}
+          and isinstance(settings.get("spectral", {}), dict)
+          and set(settings.get("spectral", {})) <= set(DECODER_PHASE_SETTINGS))
+    return settings if ok else None
+
+
+def _merge(base: dict, new: dict) -> dict:
+    """`base` with `new`'s entries, dicts merged into nested dicts."""
+    merged = dict(base)
+    for key, value in new.items():
+        nested = isinstance(value, dict) and isinstance(base.get(key), dict)
+        merged[key] = _merge(base[key], value) if nested else value
+    return merged
 
 
 def _override(config_dict: dict, overrides: dict[str, Any], source: str | os.PathLike) -> dict:
     """`config_dict` with `overrides` merged in (dicts into nested dicts), checked to keep its code space."""
-    def merge(base: dict, new: dict) -> dict:
-        merged = dict(base)
-        for key, value in new.items():
-            nested = isinstance(value, dict) and isinstance(base.get(key), dict)
-            merged[key] = merge(base[key], value) if nested else value
-        return merged
-
-    merged = merge(config_dict, overrides)
+    merged = _merge(config_dict, overrides)
     try:
         before, after = CodecConfig.from_dict(config_dict), CodecConfig.from_dict(merged)
     except CodecError as e:

@@ -31,7 +31,7 @@ import numpy as np
 
 from .codec_eval import METRICS
 from .data import check_count, write_report
-from .metrics import word_hits
+from .metrics import tempo_within, word_hits
 
 _BLOCK = 1000  # resamples drawn at once: bounds the index array at 1000 x clips
 Report = str | os.PathLike | dict[str, Any]  # a report dict, or the JSON file an eval command wrote
@@ -200,7 +200,7 @@ def _tempo_right(item: dict[str, Any], tolerance: float) -> float | None:
     requested, estimated = item.get("requested_tempo"), item.get("estimated_tempo")
     if requested is None:
         return None
-    return float(estimated is not None and abs(estimated - requested) / requested <= tolerance)
+    return float(estimated is not None and bool(tempo_within(estimated, requested, tolerance)))
 
 
 class _Items(NamedTuple):

@@ -470,5 +470,13 @@ def tempo_errors(estimated: Sequence[float], requested: Sequence[float], toleran
     rel = np.abs(est - req) / req
     rel_any = np.min([np.abs(est - f * req) / (f * req) for f in TEMPO_FACTORS], axis=0)
     return {"n": int(len(est)), "tolerance": tolerance, "relative_error_mean": float(rel.mean()),
-            "relative_error_median": float(np.median(rel)), "within": float((rel <= tolerance).mean()),
+            "relative_error_median": float(np.median(rel)), "within": float(tempo_within(est, req, tolerance).mean()),
             "within_octave": float((rel_any <= tolerance).mean())}
+
+
+def tempo_within(estimated: float | Sequence[float] | np.ndarray, requested: float | Sequence[float] | np.ndarray,
+                 tolerance: float = 0.08) -> np.ndarray:
+    """Per item, whether the estimated tempo lies within `tolerance` (relative) of the requested one: what
+    `tempo_errors` counts as `within`."""
+    est, req = np.asarray(estimated, dtype=np.float64), np.asarray(requested, dtype=np.float64)
+    return np.abs(est - req) / req <= tolerance

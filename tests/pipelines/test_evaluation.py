@@ -22,7 +22,7 @@ from pipelines.evaluation import (FamilyClassifier, audio_features, compare_code
                                   frechet_distance, mel_distance, normalize_text, opus_roundtrip, pesq_wb, phase_swap,
                                   si_sdr, stft_distance, stoi, tempo_errors, train_family_classifier, transcribe, wer,
                                   word_hits, word_recall)
-from pipelines.evaluation.metrics import FEATURE_DIM, FEATURE_N_MELS, harmonic_energy_fraction, harmonic_tone
+from pipelines.evaluation.metrics import FEATURE_DIM, tempo_within, FEATURE_N_MELS, harmonic_energy_fraction, harmonic_tone
 from pipelines.generate import generate
 from tokenizer import CodecConfig, RVQCodec
 
@@ -220,6 +220,10 @@ def test_tempo_on_rendered_music_and_tempo_errors(tmp_path):
     assert tempo_errors([60.0, 121.0, 300.0], [120.0, 120.0, 100.0]) == pytest.approx(
         {"n": 3, "tolerance": 0.08, "relative_error_mean": (0.5 + 1 / 120 + 2) / 3, "relative_error_median": 0.5,
          "within": 1 / 3, "within_octave": 1.0})
+    # the per-item test `within` counts, as compare-reports pairs it: 8% either side, inclusive
+    assert tempo_within([60.0, 121.0, 300.0, 110.4, 110.3], [120.0, 120.0, 100.0, 120.0, 120.0]).tolist() == [
+        False, True, False, True, False]
+    assert bool(tempo_within(129.6, 120.0)) and not tempo_within(129.7, 120.0)
 
 
 def test_audio_features_windows_and_level():

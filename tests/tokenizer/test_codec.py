@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -334,6 +335,60 @@ def test_a_decoder_variant_must_keep_the_folders_codes_and_config(trained_codec,
         RVQCodec.from_pretrained(folder, variant="bad")
     trained_codec.save_pretrained(folder)  # re-saving the folder's codec replaces the folder, variants too
     assert RVQCodec.decoder_variants(folder) == []
+
+
+def test_a_decoder_variant_carries_its_own_phase_settings(tmp_path):
+    """A decoder fine-tuned with other phase settings (here learned edge offsets, where the folder's decoder holds
+    them at zero) is a variant of the same codes: it decodes with its own settings, the folder's with its own."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    from tokenizer import CheckpointError
+
+    torch.manual_seed(0)
+    folder_config = spectral_config(sample_rate=24000, strides=(4, 80), spectral={
+        "n_fft": 1280, "pitch_phase": True, "edge_phase": True, "edge_offsets": False})
+    base = RVQCodec(folder_config)
+    base.train()(torch.randn(2, 1, 24000) * 0.1)
+    with torch.no_grad():  # voicing logit centred: voiced and unvoiced frames, hence edges
+        base.decoder.pitch_head[-1].bias[-1] = 0.0
+    folder = tmp_path / "codec"
+    base.save_pretrained(folder)
+    tuned = RVQCodec(CodecConfig.from_dict(_dict_with(folder_config.to_dict(), spectral={"edge_offsets": True})))
+    missing, unexpected = tuned.load_state_dict(base.state_dict(), strict=False)
+    assert unexpected == [] and all(k.startswith("decoder.edge_offset.") for k in missing)
+    with torch.no_grad():
+        torch.nn.init.normal_(tuned.decoder.edge_offset.weight)
+    tuned.eval()
+    path = tuned.save_decoder_variant(folder, "speech")
+    with safe_open(str(path), framework="pt") as f:
+        assert json.loads(f.metadata()["decoder_settings"]) == {"spectral": {"edge_offsets": True}}
+        assert any(k.startswith("decoder.edge_offset.") for k in f.keys())
+
+    speech, own = RVQCodec.from_pretrained(folder, variant="speech"), RVQCodec.from_pretrained(folder)
+    assert speech.config.spectral.edge_offsets and not own.config.spectral.edge_offsets
+    assert speech.fingerprint == own.fingerprint == base.fingerprint
+    clip = torch.randn(1, 1, 2 * 24000) * 0.1
+    codes = own.encode(clip)
+    assert torch.equal(speech.encode(clip), codes)
+    assert torch.equal(speech.decode(codes), tuned.decode(codes))
+    assert not torch.allclose(speech.decode(codes), own.decode(codes), atol=1e-3)  # the offsets matter
+    assert torch.equal(own.decode(codes), base.eval().decode(codes))
+    # A setting outside the phase ones changes the decoder's shape or the codes: refused, naming it.
+    wider = RVQCodec(CodecConfig.from_dict(_dict_with(folder_config.to_dict(), spectral={"hidden_dim": 48})))
+    with pytest.raises(CheckpointError, match=r"differs from this codec's in \['spectral.hidden_dim'\]"):
+        wider.save_decoder_variant(folder, "wider")
+    # A variant file whose settings are not phase settings is refused when read.
+    tensors = {k: v for k, v in tuned.state_dict().items() if k.startswith("decoder.")}
+    save_file(tensors, str(folder / "decoder.bad.safetensors"),
+              metadata={"decoder_settings": '{"spectral": {"n_fft": 64}}'})
+    with pytest.raises(CheckpointError, match=r"decoder.bad.safetensors.*'decoder_settings' metadata is not decoder "
+                                              r"phase settings"):
+        RVQCodec.from_pretrained(folder, variant="bad")
+
+
+def _dict_with(config: dict, spectral: dict) -> dict:
+    return {**config, "spectral": {**config["spectral"], **spectral}}
 
 
 # ---- the frame-rate (spectral) encoder and decoder -------------------------------------------------
