@@ -91,6 +91,9 @@ def test_presets_load_and_have_the_advertised_rates():
     speech = CodecConfig.from_json_file(REPO / "configs" / "codec_spectral_small_decoder_speech_phase.json")
     assert speech.fingerprint == spectral.fingerprint and speech.spectral == source.spectral
     assert speech.training == dataclasses.replace(source.training, phase_weight=30.0)
+    offsets = CodecConfig.from_json_file(REPO / "configs" / "codec_spectral_small_decoder_speech_phase_offsets.json")
+    assert offsets.fingerprint == spectral.fingerprint and offsets.training == speech.training
+    assert offsets.spectral == edge.spectral  # learned edge offsets again
     # EnCodec 24 kHz's bandwidths are the prefixes of 2, 4, 8, 16 and 32 codebooks.
     assert [big.bitrate(k) for k in (2, 4, 8, 16, 32)] == pytest.approx([1.5, 3.0, 6.0, 12.0, 24.0])
 
