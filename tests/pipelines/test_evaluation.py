@@ -22,7 +22,8 @@ from pipelines.evaluation import (FamilyClassifier, audio_features, compare_code
                                   frechet_distance, mel_distance, normalize_text, opus_roundtrip, pesq_wb, phase_swap,
                                   si_sdr, stft_distance, stoi, tempo_errors, train_family_classifier, transcribe, wer,
                                   word_hits, word_recall)
-from pipelines.evaluation.metrics import FEATURE_DIM, tempo_within, FEATURE_N_MELS, harmonic_energy_fraction, harmonic_tone
+from pipelines.evaluation.metrics import (FEATURE_DIM, FEATURE_N_MELS, harmonic_energy_fraction, harmonic_tone,
+                                          tempo_within)
 from pipelines.generate import generate
 from tokenizer import CodecConfig, RVQCodec
 
