@@ -349,10 +349,8 @@ class RVQCodec(nn.Module):
             raise CheckpointError(f"cannot save a decoder variant into {str(directory)!r}: its config differs from "
                                   f"this codec's in {differs} (a variant has the folder's config, only other decoder "
                                   "weights and phase settings)")
-        own = self.state_dict()
-        codes_side = {k: v for k, v in own.items() if not k.startswith(DECODER_PREFIX)}
-        check_state_dict(codes_side, {k: v for k, v in state.items() if not k.startswith(DECODER_PREFIX)},
-                         repr(str(directory)))
+        codes_side, decoder = _split_decoder(self.state_dict())
+        check_state_dict(codes_side, _split_decoder(state)[0], repr(str(directory)))
         changed = [k for k, v in codes_side.items() if not torch.equal(v.detach().cpu().to(state[k].dtype), state[k])]
         if changed:
             more = " ..." if len(changed) > 5 else ""
@@ -360,8 +358,7 @@ class RVQCodec(nn.Module):
                                   f"codebooks differ from the folder's ({changed[:5]}{more}), so their codes would "
                                   "differ; a variant only replaces the decoder")
         metadata = {VARIANT_SETTINGS_KEY: json.dumps(settings, sort_keys=True)} if settings else None
-        return save_tensors(path, {k: v for k, v in own.items() if k.startswith(DECODER_PREFIX)}, dtype=dtype,
-                            metadata=metadata)
+        return save_tensors(path, decoder, dtype=dtype, metadata=metadata)
 
     @staticmethod
     def decoder_variants(directory: str | os.PathLike) -> list[str]:
@@ -397,7 +394,7 @@ def _with_variant(config_dict: dict, state: dict[str, torch.Tensor], directory: 
         raise CheckpointError(f"codec folder {str(directory)!r} has no decoder variant {variant!r} ({path.name}); "
                               f"it has {known if known else 'none'}")
     decoder, metadata = load_tensors(path)
-    foreign = sorted(k for k in decoder if not k.startswith(DECODER_PREFIX))
+    foreign = sorted(_split_decoder(decoder)[0])
     shapes = sorted(k for k in decoder if k in state and decoder[k].shape != state[k].shape)
     problems = ([f"tensors that are not this codec's decoder {foreign[:5]}"] if foreign else []) + (
         [f"other shapes for {shapes[:5]}"] if shapes else [])
@@ -409,7 +406,13 @@ def _with_variant(config_dict: dict, state: dict[str, torch.Tensor], directory: 
         raise CheckpointError(f"{str(path)!r} does not fit the codec in {str(directory)!r}: " + "; ".join(problems))
     if settings:
         config_dict = _merge(config_dict, settings)
-    return config_dict, {**{k: v for k, v in state.items() if not k.startswith(DECODER_PREFIX)}, **decoder}
+    return config_dict, {**_split_decoder(state)[0], **decoder}
+
+
+def _split_decoder(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """A state dict's tensors that make the codes (encoder, quantizer), and the decoder's, which a variant replaces."""
+    codes_side = {k: v for k, v in state.items() if not k.startswith(DECODER_PREFIX)}
+    return codes_side, {k: v for k, v in state.items() if k.startswith(DECODER_PREFIX)}
 
 
 def _decoder_settings(folder: dict, mine: dict) -> tuple[dict, list[str]]:

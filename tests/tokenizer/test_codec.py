@@ -346,15 +346,17 @@ def test_a_decoder_variant_carries_its_own_phase_settings(tmp_path):
     from tokenizer import CheckpointError
 
     torch.manual_seed(0)
-    folder_config = spectral_config(sample_rate=24000, strides=(4, 80), spectral={
-        "n_fft": 1280, "pitch_phase": True, "edge_phase": True, "edge_offsets": False})
-    base = RVQCodec(folder_config)
+    def config(**spectral) -> CodecConfig:
+        return spectral_config(sample_rate=24000, strides=(4, 80), spectral={
+            "n_fft": 1280, "pitch_phase": True, "edge_phase": True, "edge_offsets": False, **spectral})
+
+    base = RVQCodec(config())
     base.train()(torch.randn(2, 1, 24000) * 0.1)
     with torch.no_grad():  # voicing logit centred: voiced and unvoiced frames, hence edges
         base.decoder.pitch_head[-1].bias[-1] = 0.0
     folder = tmp_path / "codec"
     base.save_pretrained(folder)
-    tuned = RVQCodec(CodecConfig.from_dict(_dict_with(folder_config.to_dict(), spectral={"edge_offsets": True})))
+    tuned = RVQCodec(config(edge_offsets=True))
     missing, unexpected = tuned.load_state_dict(base.state_dict(), strict=False)
     assert unexpected == [] and all(k.startswith("decoder.edge_offset.") for k in missing)
     with torch.no_grad():
@@ -375,7 +377,7 @@ def test_a_decoder_variant_carries_its_own_phase_settings(tmp_path):
     assert not torch.allclose(speech.decode(codes), own.decode(codes), atol=1e-3)  # the offsets matter
     assert torch.equal(own.decode(codes), base.eval().decode(codes))
     # A setting outside the phase ones changes the decoder's shape or the codes: refused, naming it.
-    wider = RVQCodec(CodecConfig.from_dict(_dict_with(folder_config.to_dict(), spectral={"hidden_dim": 48})))
+    wider = RVQCodec(config(hidden_dim=48))
     with pytest.raises(CheckpointError, match=r"differs from this codec's in \['spectral.hidden_dim'\]"):
         wider.save_decoder_variant(folder, "wider")
     # A variant file whose settings are not phase settings is refused when read.
@@ -385,10 +387,6 @@ def test_a_decoder_variant_carries_its_own_phase_settings(tmp_path):
     with pytest.raises(CheckpointError, match=r"decoder.bad.safetensors.*'decoder_settings' metadata is not decoder "
                                               r"phase settings"):
         RVQCodec.from_pretrained(folder, variant="bad")
-
-
-def _dict_with(config: dict, spectral: dict) -> dict:
-    return {**config, "spectral": {**config["spectral"], **spectral}}
 
 
 # ---- the frame-rate (spectral) encoder and decoder -------------------------------------------------
