@@ -132,7 +132,8 @@ class CodecTrainingConfig(JsonConfig):
 
 # The `spectral` fields that say how the decoder states phase: outside the code space (the fingerprint), and what a
 # decoder variant may set differently from its codec folder (`RVQCodec.save_decoder_variant`).
-DECODER_PHASE_SETTINGS = ("frequency_invariant_phase", "pitch_phase", "edge_phase", "edge_offsets")
+DECODER_PHASE_SETTINGS = (
+    "frequency_invariant_phase", "pitch_phase", "edge_phase", "edge_offsets", "voiced_offsets")
 
 
 @dataclass
@@ -166,6 +167,10 @@ class SpectralConfig(JsonConfig):
     # With `edge_phase`: the offsets are learned (a layer initialised at zero) or, when false, held at zero, so edge
     # frames take the source's running phase itself. Not part of the fingerprint.
     edge_offsets: bool = True
+    # With `pitch_phase`: in voiced frames the band's phases are the source's running phase plus a residual the
+    # decoder predicts per bin (a layer initialised at zero, so a decoder gaining it starts as it was), instead of
+    # the source's phase itself. Not part of the fingerprint.
+    voiced_offsets: bool = False
 
     def __post_init__(self) -> None:
         _check(isinstance(self.pitch_phase, bool),
@@ -178,6 +183,10 @@ class SpectralConfig(JsonConfig):
                f"spectral.edge_offsets must be true or false, got {self.edge_offsets!r}")
         _check(self.edge_phase or self.edge_offsets,
                "spectral.edge_offsets false holds the offsets of spectral.edge_phase at zero: it needs edge_phase true")
+        _check(isinstance(self.voiced_offsets, bool),
+               f"spectral.voiced_offsets must be true or false, got {self.voiced_offsets!r}")
+        _check(self.pitch_phase or not self.voiced_offsets,
+               "spectral.voiced_offsets offsets the harmonic source's phase: it needs spectral.pitch_phase true")
         _check(isinstance(self.frequency_invariant_phase, bool),
                f"spectral.frequency_invariant_phase must be true or false, got {self.frequency_invariant_phase!r}")
         for name in ("dim", "hidden_dim", "num_layers"):

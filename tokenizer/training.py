@@ -311,12 +311,13 @@ def _load_initial_weights(codec: RVQCodec, init_from: str | os.PathLike) -> None
     diff = codec.config.code_space_differences(start.config)
     if diff:
         raise CheckpointError(f"cannot start from {str(init_from)!r}: its codec differs from this config in {diff}")
-    # A decoder gaining a pitch head or edge offsets starts them from scratch (the offsets from zero); one losing
-    # its edge offsets drops them (the source's own phase at the edges, as `edge_offsets: false` reads them).
-    # Every other weight must be there.
+    # A decoder gaining a pitch head or phase offsets starts them from scratch (the offsets from zero); one losing
+    # its offsets drops them (the source's own phase, as `edge_offsets: false` or `voiced_offsets: false` read
+    # them). Every other weight must be there.
+    offsets = ("decoder.edge_offset.", "decoder.voiced_offset.")
     missing, unexpected = codec.load_state_dict(start.state_dict(), strict=False)
-    missing = [k for k in missing if not k.startswith(("decoder.pitch_head.", "decoder.edge_offset."))]
-    unexpected = [k for k in unexpected if not k.startswith("decoder.edge_offset.")]
+    missing = [k for k in missing if not k.startswith(("decoder.pitch_head.", *offsets))]
+    unexpected = [k for k in unexpected if not k.startswith(offsets)]
     if missing or unexpected:
         raise CheckpointError(f"cannot start from {str(init_from)!r}: missing weights {missing[:5]}, unexpected "
                               f"weights {unexpected[:5]}")

@@ -454,8 +454,9 @@ def test_spectral_codec_chunked_equals_one_pass(frequency_invariant_phase):
         not frequency_invariant_phase)
 
 
-@pytest.mark.parametrize("edge", [{}, {"edge_phase": True}, {"edge_phase": True, "edge_offsets": False}],
-                         ids=["pitch", "edge-learned", "edge-source"])
+@pytest.mark.parametrize("edge", [{}, {"edge_phase": True}, {"edge_phase": True, "edge_offsets": False},
+                                  {"edge_phase": True, "voiced_offsets": True}],
+                         ids=["pitch", "edge-learned", "edge-source", "edge-voiced"])
 def test_pitch_phase_decoding_carries_the_source_phase_across_chunks_and_calls(edge):
     """The harmonic source's phase runs over the whole sequence: chunked decoding carries it from span to span,
     and a later part decoded on its own continues from the phase an earlier call returned. With edge phases, a
@@ -469,8 +470,9 @@ def test_pitch_phase_decoding_carries_the_source_phase_across_chunks_and_calls(e
     assert codec.pitch_phase and codec.decoder_period == 1 and codec.hop_length == 320
     with torch.no_grad():  # the untrained pitch head, its voicing logit centred: some frames voiced, some not
         codec.decoder.pitch_head[-1].bias[-1] = 0.0
-        if codec.decoder.edge_offset is not None:  # offsets that matter (they start at zero)
-            torch.nn.init.normal_(codec.decoder.edge_offset.weight)
+        for layer in (codec.decoder.edge_offset, codec.decoder.voiced_offset):
+            if layer is not None:  # offsets that matter (they start at zero)
+                torch.nn.init.normal_(layer.weight)
     codes = codec.encode(torch.randn(1, 1, 3 * 24000) * 0.1)
     whole, phases = codec.decode(codes, return_source_phase=True)
     assert phases.shape == (1, 1, codes.shape[-1] + 1) and phases.dtype == torch.float64

@@ -97,10 +97,12 @@ def test_pitch_losses_are_least_for_the_right_class_and_ignore_f0_where_unvoiced
     assert nothing_voiced[0] == 0 and nothing_voiced[1] < 1e-6
 
 
-def pitch_codec(pitch_phase: bool = True, edge_phase: bool = False, edge_offsets: bool = True) -> RVQCodec:
+def pitch_codec(pitch_phase: bool = True, edge_phase: bool = False, edge_offsets: bool = True,
+                voiced_offsets: bool = False) -> RVQCodec:
     torch.manual_seed(0)
     spectral = {"dim": 16, "hidden_dim": 32, "num_layers": 1, "kernel_size": 3, "n_fft": 1280,
-                "pitch_phase": pitch_phase, "edge_phase": edge_phase, "edge_offsets": edge_offsets}
+                "pitch_phase": pitch_phase, "edge_phase": edge_phase, "edge_offsets": edge_offsets,
+                "voiced_offsets": voiced_offsets}
     config = tiny_config(sample_rate=SR, strides=(2, 4, 5, 8), causal=False, spectral=spectral)
     return RVQCodec(config).eval()
 
@@ -124,6 +126,11 @@ def test_pitch_phase_is_validated_and_leaves_the_code_space_alone():
         tiny_config(causal=False, spectral={"n_fft": 32, "pitch_phase": True, "edge_offsets": False})
     with pytest.raises(ConfigError, match="edge_offsets"):
         tiny_config(causal=False, spectral={"n_fft": 32, "pitch_phase": True, "edge_phase": True, "edge_offsets": 0})
+    assert pitch_codec(True, voiced_offsets=True).fingerprint == pitch_codec(False).fingerprint
+    with pytest.raises(ConfigError, match="voiced_offsets.*pitch_phase"):
+        tiny_config(causal=False, spectral={"n_fft": 32, "voiced_offsets": True})
+    with pytest.raises(ConfigError, match="voiced_offsets"):
+        tiny_config(causal=False, spectral={"n_fft": 32, "pitch_phase": True, "voiced_offsets": "no"})
 
 
 def test_edge_phases_are_the_source_phase_plus_an_offset_in_the_frame_either_side_of_a_voiced_run():
@@ -150,6 +157,33 @@ def test_edge_phases_are_the_source_phase_plus_an_offset_in_the_frame_either_sid
     # In the decoder, the offsets are learned: the waveform's gradient reaches their layer.
     decoder.run(torch.randn(1, 16, frames), pitch=pitch).audio.square().sum().backward()
     assert decoder.edge_offset.weight.grad.abs().max() > 0
+
+
+def test_voiced_phases_are_the_source_phase_plus_a_learned_residual_that_starts_at_zero():
+    """With `voiced_offsets`, voiced low bins take the source's phase plus the predicted residual; edge frames,
+    unvoiced frames and the bins above the band are as without it. The residual's layer starts at zero, so a decoder
+    gaining it decodes as before, and the waveform's gradient reaches it."""
+    decoder = pitch_codec(True, edge_phase=True, voiced_offsets=True).decoder
+    before = pitch_codec(True, edge_phase=True).decoder
+    assert not decoder.voiced_offset.weight.any() and not decoder.voiced_offset.bias.any()
+    assert decoder.context_frames == before.context_frames and before.voiced_offset is None
+    voiced = torch.tensor([[0, 0, 1, 1, 0, 0, 0, 1, 0, 0]], dtype=torch.bool)
+    frames, low = voiced.shape[-1], decoder.n_low
+    pitch = torch.stack([torch.full((1, frames), 150.0), voiced.float()], dim=1)
+    head = torch.rand(1, decoder.bins, frames) * 6 - 3
+    edge_offset, voiced_offset = torch.rand(1, low, frames) + 0.5, torch.rand(1, low, frames) - 1.5
+    with torch.no_grad():
+        edged, _ = decoder._source_phase(head, pitch, predicted=False, anchor=None, edge_offset=edge_offset)
+        both, _ = decoder._source_phase(head, pitch, predicted=False, anchor=None, edge_offset=edge_offset,
+                                        voiced_offset=voiced_offset)
+    assert torch.equal(both[:, low:], head[:, low:]) and torch.equal(both[..., ~voiced[0]], edged[..., ~voiced[0]])
+    assert torch.allclose(both[:, :low, voiced[0]], edged[:, :low, voiced[0]] + voiced_offset[..., voiced[0]])
+    before.load_state_dict({k: v for k, v in decoder.state_dict().items() if not k.startswith("voiced_offset.")})
+    latent = torch.randn(1, 16, frames)
+    with torch.no_grad():
+        assert torch.equal(decoder.run(latent, pitch=pitch).audio, before.run(latent, pitch=pitch).audio)
+    decoder.run(latent, pitch=pitch).audio.square().sum().backward()
+    assert decoder.voiced_offset.weight.grad.abs().max() > 0
 
 
 def test_edge_phases_without_offsets_are_the_source_phase_itself():

@@ -94,6 +94,9 @@ def test_presets_load_and_have_the_advertised_rates():
     offsets = CodecConfig.from_json_file(REPO / "configs" / "codec_spectral_small_decoder_speech_phase_offsets.json")
     assert offsets.fingerprint == spectral.fingerprint and offsets.training == speech.training
     assert offsets.spectral == edge.spectral  # learned edge offsets again
+    voiced = CodecConfig.from_json_file(REPO / "configs" / "codec_spectral_small_decoder_speech_voiced_offsets.json")
+    assert voiced.fingerprint == spectral.fingerprint and voiced.training == speech.training
+    assert voiced.spectral == dataclasses.replace(edge.spectral, voiced_offsets=True)
     # EnCodec 24 kHz's bandwidths are the prefixes of 2, 4, 8, 16 and 32 codebooks.
     assert [big.bitrate(k) for k in (2, 4, 8, 16, 32)] == pytest.approx([1.5, 3.0, 6.0, 12.0, 24.0])
 
@@ -372,6 +375,11 @@ def test_a_pitch_head_is_added_to_a_trained_decoder_and_learns_from_yin(tmp_path
     config.spectral = dataclasses.replace(config.spectral, edge_offsets=False)
     dropped = RVQCodec.from_pretrained(train_codec(config, corpus, tmp_path / "dropped", init_from=edged_dir))
     assert set(dropped.state_dict()) == set(after.state_dict()) and torch.equal(dropped.encode(wav, SR), codes)
+    # Voiced residuals added to the edged decoder: again a new layer only.
+    config.spectral = dataclasses.replace(config.spectral, edge_offsets=True, voiced_offsets=True)
+    residual = RVQCodec.from_pretrained(train_codec(config, corpus, tmp_path / "residual", init_from=edged_dir))
+    assert set(residual.state_dict()) - set(edged.state_dict()) == {"decoder.voiced_offset.weight",
+                                                                    "decoder.voiced_offset.bias"}
 
 
 @pytest.mark.slow

@@ -121,7 +121,9 @@ class SpectralDecoder(nn.Module):
     `PITCH_PHASE_MAX_HZ` take their phase from the STFT of a harmonic source driven by that f0 (`run`). With
     `spectral.edge_phase` as well, those bins in the frame on each side of a voiced run take the source's phase
     plus an offset predicted from the frame's features (zero at initialisation: the source's phase itself), or
-    with `spectral.edge_offsets` false the source's phase itself.
+    with `spectral.edge_offsets` false the source's phase itself. With `spectral.voiced_offsets`, voiced bins
+    in the band take the source's phase plus a residual predicted from the frame's features (zero at
+    initialisation).
     """
 
     def __init__(self, config: CodecConfig):
@@ -148,16 +150,20 @@ class SpectralDecoder(nn.Module):
                                             nn.Linear(256, (PITCH_BINS + 1) * config.channels))
             freqs = torch.arange(self.bins) * config.sample_rate / s.n_fft
             self.register_buffer("low_band", freqs < PITCH_PHASE_MAX_HZ, persistent=False)
+            self.n_low = int(self.low_band.sum())  # the band is bins [0, n_low)
         self.edge_phase = s.edge_phase
-        self.edge_offset = None
+        # Offsets from the source's phase of the band's bins, per channel: at voicing edges, and in voiced frames.
+        self.edge_offset = self._offset_layer(s.dim, config.channels) if s.edge_phase and s.edge_offsets else None
+        self.voiced_offset = self._offset_layer(s.dim, config.channels) if s.voiced_offsets else None
         if s.edge_phase:
-            # The band is bins [0, n_low): their offsets from the source's phase at voicing edges, per channel.
-            self.n_low = int(self.low_band.sum())
-            if s.edge_offsets:
-                self.edge_offset = nn.Linear(s.dim, self.n_low * config.channels)
-                nn.init.zeros_(self.edge_offset.weight)
-                nn.init.zeros_(self.edge_offset.bias)
             self.context_frames += 1  # a frame is an edge by its neighbours' voicing
+
+    def _offset_layer(self, dim: int, channels: int) -> nn.Linear:
+        """Per-frame phase offsets of the band's bins for every channel, zero at initialisation."""
+        layer = nn.Linear(dim, self.n_low * channels)
+        nn.init.zeros_(layer.weight)
+        nn.init.zeros_(layer.bias)
+        return layer
 
     def forward(self, latent: torch.Tensor) -> torch.Tensor:
         return self.run(latent).audio
@@ -190,9 +196,10 @@ class SpectralDecoder(nn.Module):
                 edge_offset = self._per_channel(self.edge_offset(feats))
             elif self.edge_phase:
                 edge_offset = feats.new_zeros(b * self.channels, self.n_low, t)
+            voiced_offset = None if self.voiced_offset is None else self._per_channel(self.voiced_offset(feats))
             phase, source_phase_out = self._source_phase(phase, pitch_out.detach() if pitch is None else pitch,
                                                          predicted=pitch is None, anchor=source_phase,
-                                                         edge_offset=edge_offset)
+                                                         edge_offset=edge_offset, voiced_offset=voiced_offset)
             source_phase_out = source_phase_out.view(b, self.channels, t + 1)
         audio = self.inverse_stft(torch.polar(mag, phase)).reshape(b, self.channels, t * self.hop)
         return DecoderOutput(audio, pitch_out, source_phase_out)
@@ -209,10 +216,12 @@ class SpectralDecoder(nn.Module):
 
     def _source_phase(self, phase: torch.Tensor, pitch: torch.Tensor, predicted: bool,
                       anchor: tuple[int, torch.Tensor] | None,
-                      edge_offset: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                      edge_offset: torch.Tensor | None = None,
+                      voiced_offset: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """The head's phases (B*C, bins, T) with voiced low bins replaced by the harmonic source's, and the
         source's phase (B*C, T + 1) at every frame start. With `edge_offset` (B*C, n_low, T), the low bins of
-        unvoiced frames next to a voiced one take the source's phase plus that offset."""
+        unvoiced frames next to a voiced one take the source's phase plus that offset; with `voiced_offset`
+        (B*C, n_low, T), voiced low bins take the source's phase plus that one."""
         if predicted:
             f0, voiced = f0_from_logits(pitch[:, :PITCH_BINS]), pitch[:, PITCH_BINS] > 0
         else:
@@ -225,7 +234,10 @@ class SpectralDecoder(nn.Module):
                                                min(_SOURCE_MAX_HZ, self.sample_rate / 2), frame, start)
         source_angle = _stft(source, self.n_fft, self.hop, self.window.double()).angle().to(phase.dtype)
         low = self.low_band[None, :, None]
-        phase = torch.where(voiced[:, None, :] & low, source_angle, phase)
+        voiced_phase = source_angle
+        if voiced_offset is not None:
+            voiced_phase = source_angle + F.pad(voiced_offset, (0, 0, 0, self.bins - self.n_low))
+        phase = torch.where(voiced[:, None, :] & low, voiced_phase, phase)
         if edge_offset is not None:
             edge = (F.max_pool1d(voiced[:, None].float(), 3, stride=1, padding=1)[:, 0] > 0) & ~voiced
             offset = F.pad(edge_offset, (0, 0, 0, self.bins - self.n_low))
