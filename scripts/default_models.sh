@@ -27,7 +27,7 @@ SPEECH_DECODER2_STEPS=${SPEECH_DECODER2_STEPS:-1000} # then without them
 SPEECH_DECODER3_STEPS=${SPEECH_DECODER3_STEPS:-1000} # then with the phase-derivative loss
 SPEECH_DECODER4_STEPS=${SPEECH_DECODER4_STEPS:-1000} # then with it and learned edge offsets again
 SPEECH_DECODER5_STEPS=${SPEECH_DECODER5_STEPS:-1000} # then with learned residuals over the source in voiced frames,
-                                     # twice (two runs, the second re-warmed from the first)
+                                     # three times (three runs, each re-warmed from the one before)
 LM_STEPS=${LM_STEPS:-900}           # of configs/lm_train_base.json
 LM_MORE_STEPS=${LM_MORE_STEPS:-900} # continued training, configs/lm_train_base_continue.json
 LM_MORE2_STEPS=${LM_MORE2_STEPS:-2000} # and again, speech cropped from its start: configs/lm_train_base_continue2.json
@@ -83,7 +83,7 @@ RVQCodec.from_pretrained(sys.argv[1], spectral={"edge_phase": True, "edge_offset
     decoder-speech)
       # The decoder that speech decodes with (sessions 19-21; installed as the codec's decoder variant "speech"): the
       # edge decoder fine-tuned on speech alone, first with learned edge offsets, then with them dropped, then with the
-      # phase-derivative loss added, then with that loss and learned edge offsets, then twice more with learned
+      # phase-derivative loss added, then with that loss and learned edge offsets, then three times more with learned
       # residuals over the harmonic source in voiced frames as well (phase settings the variant keeps).
       resume=$([ -d "$RUNS/codec_speech_offsets/checkpoint" ] && echo --resume || true)
       $RVQ train-codec --config configs/codec_spectral_small_decoder_edge.json --init-from "$RUNS/codec_edge" \
@@ -104,9 +104,13 @@ RVQCodec.from_pretrained(sys.argv[1], spectral={"edge_phase": True, "edge_offset
       $RVQ train-codec --config configs/codec_spectral_small_decoder_speech_voiced_offsets.json \
         --init-from "$RUNS/codec_speech_phase_offsets/final" --data "$RUNS/data/speech" \
         --out "$RUNS/codec_speech_voiced" --max-steps "$SPEECH_DECODER5_STEPS" $resume
+      resume=$([ -d "$RUNS/codec_speech_voiced2/checkpoint" ] && echo --resume || true)
+      $RVQ train-codec --config configs/codec_spectral_small_decoder_speech_voiced_offsets.json \
+        --init-from "$RUNS/codec_speech_voiced/final" --data "$RUNS/data/speech" --out "$RUNS/codec_speech_voiced2" \
+        --max-steps "$SPEECH_DECODER5_STEPS" $resume
       resume=$([ -d "$RUNS/codec_speech/checkpoint" ] && echo --resume || true)
       $RVQ train-codec --config configs/codec_spectral_small_decoder_speech_voiced_offsets.json \
-        --init-from "$RUNS/codec_speech_voiced/final" --data "$RUNS/data/speech" --out "$RUNS/codec_speech" \
+        --init-from "$RUNS/codec_speech_voiced2/final" --data "$RUNS/data/speech" --out "$RUNS/codec_speech" \
         --max-steps "$SPEECH_DECODER5_STEPS" $resume ;;
     tokenize)
       for kind in speech music; do
