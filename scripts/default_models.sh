@@ -100,18 +100,14 @@ RVQCodec.from_pretrained(sys.argv[1], spectral={"edge_phase": True, "edge_offset
       $RVQ train-codec --config configs/codec_spectral_small_decoder_speech_phase_offsets.json \
         --init-from "$RUNS/codec_speech_phase/final" --data "$RUNS/data/speech" \
         --out "$RUNS/codec_speech_phase_offsets" --max-steps "$SPEECH_DECODER4_STEPS" $resume
-      resume=$([ -d "$RUNS/codec_speech_voiced/checkpoint" ] && echo --resume || true)
-      $RVQ train-codec --config configs/codec_spectral_small_decoder_speech_voiced_offsets.json \
-        --init-from "$RUNS/codec_speech_phase_offsets/final" --data "$RUNS/data/speech" \
-        --out "$RUNS/codec_speech_voiced" --max-steps "$SPEECH_DECODER5_STEPS" $resume
-      resume=$([ -d "$RUNS/codec_speech_voiced2/checkpoint" ] && echo --resume || true)
-      $RVQ train-codec --config configs/codec_spectral_small_decoder_speech_voiced_offsets.json \
-        --init-from "$RUNS/codec_speech_voiced/final" --data "$RUNS/data/speech" --out "$RUNS/codec_speech_voiced2" \
-        --max-steps "$SPEECH_DECODER5_STEPS" $resume
-      resume=$([ -d "$RUNS/codec_speech/checkpoint" ] && echo --resume || true)
-      $RVQ train-codec --config configs/codec_spectral_small_decoder_speech_voiced_offsets.json \
-        --init-from "$RUNS/codec_speech_voiced2/final" --data "$RUNS/data/speech" --out "$RUNS/codec_speech" \
-        --max-steps "$SPEECH_DECODER5_STEPS" $resume ;;
+      prev=codec_speech_phase_offsets  # then three runs with voiced residuals, each re-warmed from the one before
+      for out in codec_speech_voiced codec_speech_voiced2 codec_speech; do
+        resume=$([ -d "$RUNS/$out/checkpoint" ] && echo --resume || true)
+        $RVQ train-codec --config configs/codec_spectral_small_decoder_speech_voiced_offsets.json \
+          --init-from "$RUNS/$prev/final" --data "$RUNS/data/speech" --out "$RUNS/$out" \
+          --max-steps "$SPEECH_DECODER5_STEPS" $resume
+        prev=$out
+      done ;;
     tokenize)
       for kind in speech music; do
         $RVQ tokenize "$RUNS/data/$kind" -o "$RUNS/codes/$kind" --codec "$RUNS/codec/final" \
