@@ -173,22 +173,15 @@ class SpectralConfig(JsonConfig):
     voiced_offsets: bool = False
 
     def __post_init__(self) -> None:
-        _check(isinstance(self.pitch_phase, bool),
-               f"spectral.pitch_phase must be true or false, got {self.pitch_phase!r}")
-        _check(isinstance(self.edge_phase, bool),
-               f"spectral.edge_phase must be true or false, got {self.edge_phase!r}")
+        for name in DECODER_PHASE_SETTINGS:
+            _check(isinstance(getattr(self, name), bool),
+                   f"spectral.{name} must be true or false, got {getattr(self, name)!r}")
         _check(self.pitch_phase or not self.edge_phase,
                "spectral.edge_phase offsets the harmonic source's phase: it needs spectral.pitch_phase true")
-        _check(isinstance(self.edge_offsets, bool),
-               f"spectral.edge_offsets must be true or false, got {self.edge_offsets!r}")
         _check(self.edge_phase or self.edge_offsets,
                "spectral.edge_offsets false holds the offsets of spectral.edge_phase at zero: it needs edge_phase true")
-        _check(isinstance(self.voiced_offsets, bool),
-               f"spectral.voiced_offsets must be true or false, got {self.voiced_offsets!r}")
         _check(self.pitch_phase or not self.voiced_offsets,
                "spectral.voiced_offsets offsets the harmonic source's phase: it needs spectral.pitch_phase true")
-        _check(isinstance(self.frequency_invariant_phase, bool),
-               f"spectral.frequency_invariant_phase must be true or false, got {self.frequency_invariant_phase!r}")
         for name in ("dim", "hidden_dim", "num_layers"):
             _check(isinstance(getattr(self, name), int) and getattr(self, name) >= 1,
                    f"spectral.{name} must be an integer >= 1, got {getattr(self, name)!r}")
