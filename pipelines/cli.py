@@ -30,7 +30,7 @@ def _train_codec(args: argparse.Namespace) -> None:
     from tokenizer.training import train_codec
 
     out = train_codec(CodecConfig.from_json_file(args.config), args.data, args.out,
-                      max_steps=args.max_steps, resume=args.resume, init_from=args.init_from)
+                      max_steps=args.max_steps, resume=args.resume, init_from=args.init_from, seed=args.seed)
     print(f"saved the trained codec to {out}")
 
 
@@ -323,6 +323,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--init-from", default=None,
                    help="codec folder to start from instead of random weights (same code space as --config); "
                         "with training.freeze_codes only its decoder trains and its codes stay valid")
+    p.add_argument("--seed", type=int, default=None,
+                   help="override training.seed, which draws the batches: a run chained after another with "
+                        "--init-from sees new crops only with a new seed")
     p.set_defaults(func=_train_codec)
 
     p = sub.add_parser("train-pitch-head",

@@ -116,6 +116,8 @@ class CodecTrainingConfig(JsonConfig):
         _check(self.adversarial_start_step >= -1,
                f"training.adversarial_start_step must be >= 0, or -1 for never, got {self.adversarial_start_step!r}")
         _check(isinstance(self.freeze_codes, bool), f"training.freeze_codes must be true or false, got {self.freeze_codes!r}")
+        _check(isinstance(self.seed, int) and not isinstance(self.seed, bool) and self.seed >= 0,
+               f"training.seed must be an integer >= 0, got {self.seed!r}")
         _check(self.mixed_precision in ("no", "fp16", "bf16"),
                f"training.mixed_precision must be 'no', 'fp16' or 'bf16', got {self.mixed_precision!r}")
         _check(len(self.disc_n_ffts) >= 1 and all(n >= 16 for n in self.disc_n_ffts),

@@ -92,7 +92,7 @@ class TrainState:
 
 
 def train_codec(config: CodecConfig, data: str | os.PathLike | list[str | os.PathLike], out: str | os.PathLike, max_steps: int | None = None,
-                resume: bool = False, init_from: str | os.PathLike | None = None) -> Path:
+                resume: bool = False, init_from: str | os.PathLike | None = None, seed: int | None = None) -> Path:
     """Train a codec on `data` and save it to `out/final`; returns that folder.
 
     Args:
@@ -106,10 +106,12 @@ def train_codec(config: CodecConfig, data: str | os.PathLike | list[str | os.Pat
             final model is refused rather than overwritten.
         init_from: a codec folder (`save_pretrained` output) whose weights the run starts from instead of random
             ones; its fingerprint must be the config's. Required by `training.freeze_codes`; ignored on resume.
+        seed: overrides `config.training.seed`, which draws every batch (clips and crops) and the step's other
+            randomness: runs chained with `init_from` see new crops only with a new seed. Saved with the run.
 
     Raises CheckpointError for the cases above, AudioInputError when the data holds no readable audio.
     """
-    codec = fit_codec(config, data, out, max_steps=max_steps, resume=resume, init_from=init_from)
+    codec = fit_codec(config, data, out, max_steps=max_steps, resume=resume, init_from=init_from, seed=seed)
     final = Path(out) / FINAL_DIR
     processes = PartialState()  # the distributed state fit_codec set up
     if processes.is_main_process:
@@ -119,11 +121,13 @@ def train_codec(config: CodecConfig, data: str | os.PathLike | list[str | os.Pat
 
 
 def fit_codec(config: CodecConfig, data: str | os.PathLike | list[str | os.PathLike], out: str | os.PathLike, max_steps: int | None = None,
-              resume: bool = False, init_from: str | os.PathLike | None = None) -> RVQCodec:
+              resume: bool = False, init_from: str | os.PathLike | None = None, seed: int | None = None) -> RVQCodec:
     """The training loop of `train_codec`, without the final save: returns this process's trained codec (eval mode).
 
     Under DDP every process returns its own copy; they are checked to be identical at every checkpoint.
     """
+    if seed is not None:  # validated as the config's own field
+        config = dataclasses.replace(config, training=dataclasses.replace(config.training, seed=seed))
     tc = config.training
     total = tc.max_steps if max_steps is None else max_steps
     if total < 1:
@@ -409,7 +413,7 @@ def _check_processes_agree(accelerator: Accelerator, model: RVQCodec) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """`python -m tokenizer.training CONFIG DATA [DATA ...] OUT [--max-steps N] [--resume]`: `train_codec`, for launchers.
+    """`python -m tokenizer.training CONFIG DATA [DATA ...] OUT [--max-steps N] [--resume] [--seed S]`: `train_codec`, for launchers.
 
     torchrun and `accelerate launch` start one such process per worker (see the module docstring).
     """
@@ -421,10 +425,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-steps", type=int, default=None, help="total steps (default: the config's max_steps)")
     parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint")
     parser.add_argument("--init-from", default=None, help="codec folder to start from (required by freeze_codes)")
+    parser.add_argument("--seed", type=int, default=None, help="override training.seed (the batches drawn)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     final = train_codec(CodecConfig.from_json_file(args.config), args.data, args.out, args.max_steps, args.resume,
-                        init_from=args.init_from)
+                        init_from=args.init_from, seed=args.seed)
     if PartialState().is_main_process:
         print(final)
 

@@ -53,6 +53,7 @@ def test_bad_codes(codec, codes, match):
     ({"norm": "batch"}, "norm must be 'weight_norm' or 'none', got 'batch'"),
     ({"quantizer": {"kind": "fsq"}}, "quantizer.kind must be 'ema' or 'factorized', got 'fsq'"),
     ({"quantizer": {"decay": 1.5}}, r"quantizer.decay must be in \(0, 1\), got 1.5"),
+    ({"training": {"seed": -1}}, "training.seed must be an integer >= 0, got -1"),
 ])
 def test_bad_config_values(overrides, match):
     with pytest.raises(ConfigError, match=match):

@@ -303,6 +303,19 @@ def test_run_folders_are_never_overwritten_and_bad_resumes_are_refused(tmp_path,
     assert not (run / ".checkpoint.old").exists()
 
 
+def test_a_seed_override_trains_as_a_config_with_that_seed(tmp_path, corpus):
+    config = tiny(max_steps=2, adversarial_start_step=-1)
+    overridden = train_codec(config, corpus, tmp_path / "override", seed=3)
+    assert config.training.seed == 0  # the caller's config is left as it was
+    assert json.loads((tmp_path / "override" / "checkpoint" / "config.json").read_text())["training"]["seed"] == 3
+    in_config = train_codec(tiny(max_steps=2, adversarial_start_step=-1, seed=3), corpus, tmp_path / "config")
+    default = train_codec(config, corpus, tmp_path / "default")
+    weights = {name: load_file(path / "model.safetensors") for name, path in
+               (("override", overridden), ("config", in_config), ("default", default))}
+    assert all(torch.equal(v, weights["config"][k]) for k, v in weights["override"].items())
+    assert not all(torch.equal(v, weights["default"][k]) for k, v in weights["override"].items())
+
+
 @pytest.mark.slow
 def test_decoder_fine_tuning_keeps_every_code_and_changes_only_the_decoder(tmp_path, corpus):
     start = train_codec(tiny(max_steps=3, adversarial_start_step=-1), corpus, tmp_path / "start")
