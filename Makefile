@@ -4,11 +4,13 @@
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
-# ffmpeg: torchcodec's libraries. The rest: the speech and music data recipes (pipelines/data); csound-soundfont:
-# a third SoundFont the music evaluation's instrument classifier also trains on (pipelines/evaluation).
+# ffmpeg: torchcodec's libraries. The rest: the speech and music data recipes (pipelines/data; festival's Czech,
+# Italian, Finnish and Catalan voices for `--voice-set extra`); csound-soundfont: a third SoundFont the music
+# evaluation's instrument classifier also trains on (pipelines/evaluation).
 APT_PACKAGES := ffmpeg sox espeak-ng espeak-ng-data flite festival festlex-cmu festvox-kallpc16k \
 	festvox-kdlpc16k festvox-us-slt-hts fortunes bible-kjv libfluidsynth3 fluid-soundfont-gm timgm6mb-soundfont \
-	csound-soundfont
+	csound-soundfont festvox-czech-dita festvox-czech-krb festvox-czech-machac festvox-czech-ph festvox-italp16k \
+	festvox-itapc16k festvox-suopuhe-lj festvox-suopuhe-mv festvox-ca-ona-hts
 STAMP := $(VENV)/.setup-stamp
 TEST_ARGS ?=
 

@@ -148,9 +148,14 @@ def _eval_tts(args: argparse.Namespace) -> None:
 def _data(args: argparse.Namespace) -> None:
     from .data import make_music_dataset, make_speech_dataset
 
+    options = {}
+    if args.kind == "speech":
+        options["voice_set"] = args.voice_set or "english"
+    elif args.voice_set is not None:
+        raise SystemExit("error: --voice-set is for speech datasets only")
     make = make_speech_dataset if args.kind == "speech" else make_music_dataset
     dataset = make(args.output, hours=args.hours, seed=args.seed, sample_rate=args.sample_rate,
-                   num_proc=args.num_proc, test_fraction=args.test_fraction, overwrite=args.overwrite)
+                   num_proc=args.num_proc, test_fraction=args.test_fraction, overwrite=args.overwrite, **options)
     sizes = ", ".join(f"{split}: {len(ds)} clips" for split, ds in dataset.items())
     print(f"wrote the {args.kind} dataset to {args.output} ({sizes}); recipe in {args.output}/recipe.json")
 
@@ -222,6 +227,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-proc", type=int, default=1, help="worker processes")
     p.add_argument("--test-fraction", type=float, default=0.1, help="share of clips in the held-out split")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    p.add_argument("--voice-set", choices=["english", "extra"], default=None,
+                   help="speech: the English voices (default), or festival's voices of other languages reading the "
+                        "same sentences (more speakers for a codec's decoder; needs their Debian packages)")
     p.set_defaults(func=_data)
 
     p = sub.add_parser("eval-codec", help="codec vs Opus on a held-out split: mel, STFT, SI-SDR, PESQ, STOI")

@@ -30,6 +30,7 @@ from .common import (ClipResult, check_common_args, check_tools, finish_clip, sp
                      write_dataset)
 
 # Exactly what the recipe uses; `fortunes` pulls in `fortunes-min`, the festival voices pull in festlex-*.
+# (`EXTRA_SPEECH_APT_PACKAGES` add the voices of `voice_set="extra"`.)
 SPEECH_APT_PACKAGES = (
     "flite", "festival", "festlex-cmu", "festvox-kallpc16k", "festvox-kdlpc16k", "festvox-us-slt-hts",
     "espeak-ng", "espeak-ng-data", "sox", "fortunes", "bible-kjv",
@@ -90,6 +91,41 @@ TEST_VOICES: frozenset[str] = frozenset(
     | {v.name for v in VOICES if v.engine == "espeak" and (
         v.ident.split("+")[0] in _TEST_ESPEAK_ACCENTS or v.ident.partition("+")[2] in _TEST_ESPEAK_VARIANTS)}
 )
+
+# `voice_set="extra"`: more speakers for a codec's decoder, which needs timbres rather than English. festival's
+# recorded voices of other languages read the same English sentences through their own language's front end (a
+# Czech, Italian, Finnish or Catalan reading of English): nine speakers (adult and child, male and female) against
+# the five recorded ones of the English set's train split. Two are held out for its test split, as in that set.
+EXTRA_SPEECH_APT_PACKAGES = (
+    "festvox-czech-dita", "festvox-czech-krb", "festvox-czech-machac", "festvox-czech-ph", "festvox-italp16k",
+    "festvox-itapc16k", "festvox-suopuhe-lj", "festvox-suopuhe-mv", "festvox-ca-ona-hts",
+)
+_EXTRA_VOICE_DIRS = tuple(Path("/usr/share/festival/voices") / d for d in (
+    "czech/czech_dita", "czech/czech_krb", "czech/czech_machac", "czech/czech_ph", "italian/lp_diphone",
+    "italian/pc_diphone", "finnish/suo_fi_lj_diphone", "finnish/hy_fi_mv_diphone", "catalan/upc_ca_ona_hts"))
+EXTRA_VOICES: tuple[Voice, ...] = tuple(Voice(f"festival-{name}", "festival", ident) for name, ident in (
+    ("cs-dita", "voice_czech_dita"), ("cs-krb", "voice_czech_krb"), ("cs-machac", "voice_czech_machac"),
+    ("cs-ph", "voice_czech_ph"), ("it-lp", "voice_lp_diphone"), ("it-pc", "voice_pc_diphone"),
+    ("fi-lj", "voice_suo_fi_lj_diphone"), ("fi-mv", "voice_hy_fi_mv_diphone"), ("ca-ona", "voice_upc_ca_ona_hts")))
+EXTRA_TEST_VOICES: frozenset[str] = frozenset({"festival-cs-ph", "festival-it-lp"})
+
+
+@dataclass(frozen=True)
+class VoiceSet:
+    """The voices a speech dataset is read by, those of them held out for its test split, and what they need."""
+
+    voices: tuple[Voice, ...]
+    test_voices: frozenset[str]
+    apt_packages: tuple[str, ...]
+    voice_dirs: tuple[Path, ...]
+
+
+VOICE_SETS = {
+    "english": VoiceSet(VOICES, TEST_VOICES, SPEECH_APT_PACKAGES, _FESTIVAL_VOICE_DIRS),
+    "extra": VoiceSet(EXTRA_VOICES, EXTRA_TEST_VOICES, SPEECH_APT_PACKAGES + EXTRA_SPEECH_APT_PACKAGES,
+                      _EXTRA_VOICE_DIRS),
+}
+
 # Share of clips per engine, so espeak-ng's many voices do not crowd out the more natural flite and festival.
 _ENGINE_WEIGHTS = {"flite": 0.35, "festival": 0.30, "espeak": 0.35}
 _SPEED_RANGE = (0.85, 1.2)  # speaking rate relative to the voice's default
@@ -200,11 +236,12 @@ class SpeechJob:
         return f"speed {self.speed:.3f}, pitch {self.semitones:+.2f} st (sox)"
 
 
-@functools.lru_cache(maxsize=4)
-def _voices_by_engine(split: str) -> dict[str, tuple[Voice, ...]]:
+@functools.lru_cache(maxsize=8)
+def _voices_by_engine(split: str, voice_set: str) -> dict[str, tuple[Voice, ...]]:
     by_engine: dict[str, list[Voice]] = defaultdict(list)
-    for v in VOICES:
-        if (v.name in TEST_VOICES) == (split == "test"):
+    chosen = VOICE_SETS[voice_set]
+    for v in chosen.voices:
+        if (v.name in chosen.test_voices) == (split == "test"):
             by_engine[v.engine].append(v)
     return {e: tuple(vs) for e, vs in by_engine.items()}
 
@@ -214,10 +251,10 @@ def _sentence_order(seed: int, split: str) -> np.ndarray:
     return np.random.default_rng([seed, _SPLIT_ID[split], 1]).permutation(len(speech_sentences()[split]))
 
 
-def plan_speech_job(seed: int, split: str, index: int, sample_rate: int) -> SpeechJob:
-    """The `index`-th clip of `split`: its voice, sentence, speed, pitch and level."""
+def plan_speech_job(seed: int, split: str, index: int, sample_rate: int, voice_set: str = "english") -> SpeechJob:
+    """The `index`-th clip of `split`: its voice (from `VOICE_SETS[voice_set]`), sentence, speed, pitch and level."""
     rng = np.random.default_rng([seed, _SPLIT_ID[split], 0, index])
-    voices = _voices_by_engine(split)
+    voices = _voices_by_engine(split, voice_set)
     engines = sorted(voices)
     weights = np.array([_ENGINE_WEIGHTS[e] for e in engines])
     engine = engines[rng.choice(len(engines), p=weights / weights.sum())]
@@ -338,6 +375,7 @@ def make_speech_dataset(
     progress: bool = True,
     test_fraction: float = 0.1,
     overwrite: bool = False,
+    voice_set: str = "english",
 ):
     """Synthesize `hours` of English speech into a Hugging Face DatasetDict saved at `output`.
 
@@ -346,7 +384,9 @@ def make_speech_dataset(
     exactly what the voice read), `voice` (e.g. "flite-rms", "festival-slt-hts", "espeak-en-us+f3"), `engine`,
     `speed` (speaking rate relative to the voice's default), `synth_settings` (how rate and pitch were set),
     `text_source` ("kjv" or "fortunes/<file>"), `duration` (seconds). Test voices (`TEST_VOICES`) and test
-    sentences never occur in train. Clips are 1-10 s, one sentence each.
+    sentences never occur in train. Clips are 1-10 s, one sentence each. `voice_set` "extra" reads the sentences
+    with festival's voices of other languages instead (`EXTRA_VOICES`, test voices `EXTRA_TEST_VOICES`): more
+    speakers for a codec's decoder to learn from, in the same sentences, rates, pitches and levels.
 
     The same `seed` gives the same clips, whatever `num_proc` (worker processes). A clip whose synthesis fails
     is skipped and counted (warning, and `recipe.json` in the output folder). The dataset is built in a
@@ -356,23 +396,28 @@ def make_speech_dataset(
     Raises FileNotFoundError (naming the apt command) if a synthesizer, voice or text package is missing,
     ValueError for bad arguments, FileExistsError if `output` exists.
     """
+    if voice_set not in VOICE_SETS:
+        raise ValueError(f"voice_set must be one of {sorted(VOICE_SETS)}, got {voice_set!r}")
+    chosen = VOICE_SETS[voice_set]
     targets = split_seconds(hours, test_fraction)
     check_common_args(sample_rate, num_proc)
-    check_tools("speech", SPEECH_APT_PACKAGES, binaries=_BINARIES, files=(FORTUNES_DIR, *_FESTIVAL_VOICE_DIRS))
+    check_tools("speech", chosen.apt_packages, binaries=_BINARIES, files=(FORTUNES_DIR, *chosen.voice_dirs))
 
     def recipe(clips_dir: Path):
         speech_sentences()  # read the texts once here, not in every worker
         return synthesize_splits(
-            functools.partial(_plan, seed, sample_rate), synthesize_speech_batch, targets, clips_dir,
+            functools.partial(_plan, seed, sample_rate, voice_set), synthesize_speech_batch, targets, clips_dir,
             num_proc, progress, desc="speech", expected_clip_seconds=4.0,
             batch_size=_BATCH_SIZE,
         )
 
     info = {"recipe": "speech", "hours": hours, "seed": seed, "sample_rate": sample_rate,
-            "test_fraction": test_fraction, "test_voices": sorted(TEST_VOICES)}
+            "test_fraction": test_fraction, "test_voices": sorted(chosen.test_voices)}
+    if voice_set != "english":  # recipe.json of the English set stays as it was
+        info["voice_set"] = voice_set
     return write_dataset(output, recipe, functools.partial(_features, sample_rate), info, overwrite,
                          progress)
 
 
-def _plan(seed: int, sample_rate: int, split: str, index: int) -> SpeechJob:
-    return plan_speech_job(seed, split, index, sample_rate)
+def _plan(seed: int, sample_rate: int, voice_set: str, split: str, index: int) -> SpeechJob:
+    return plan_speech_job(seed, split, index, sample_rate, voice_set)

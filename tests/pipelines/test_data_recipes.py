@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import io
 import json
+import re
+from pathlib import Path
 
 import datasets
 import mido
@@ -95,6 +97,23 @@ def test_speech_test_split_holds_out_voices_and_sentences(speech_runs):
     assert len(pools["train"]) > 10000 and len(pools["test"]) > 1000
     assert not {t for _, t in pools["train"]} & {t for _, t in pools["test"]}
     assert {j.text for j in plans["test"]} <= {t for _, t in pools["test"]}
+
+
+def test_the_extra_voice_set_reads_the_same_sentences_with_other_speakers_and_holds_two_out(tmp_path):
+    ds = make_speech_dataset(tmp_path / "extra", HOURS, seed=0, sample_rate=16000, progress=False,
+                             voice_set="extra")
+    _check_saved_dataset(tmp_path / "extra", set(ds["train"].column_names), 16000, HOURS)
+    extra = {v.name for v in speech.EXTRA_VOICES}
+    assert set(ds["train"]["voice"]) <= extra - speech.EXTRA_TEST_VOICES
+    assert set(ds["test"]["voice"]) <= speech.EXTRA_TEST_VOICES
+    assert json.loads((tmp_path / "extra" / "recipe.json").read_text())["voice_set"] == "extra"
+    plans = {s: [speech.plan_speech_job(0, s, i, 16000, "extra") for i in range(300)] for s in ("train", "test")}
+    assert {j.voice.name for j in plans["train"]} == extra - speech.EXTRA_TEST_VOICES  # every voice in use
+    assert {j.voice.name for j in plans["test"]} == speech.EXTRA_TEST_VOICES
+    assert not extra & {v.name for v in speech.VOICES}  # no speaker of the English set
+    # The same sentences, rates, pitches and levels as the English set's plan; only the voices differ.
+    english = [speech.plan_speech_job(0, "train", i, 16000) for i in range(300)]
+    assert [(j.text, j.speed) for j in plans["train"]] == [(j.text, j.speed) for j in english]
 
 
 def test_speech_plan_depends_on_the_seed():
@@ -194,6 +213,13 @@ def test_existing_output_is_refused_before_any_work(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["out"]  # no temporary folder left behind
 
 
+def test_make_setup_installs_every_package_the_recipes_need():
+    makefile = (Path(__file__).resolve().parents[2] / "Makefile").read_text()
+    listed = set(re.search(r"^APT_PACKAGES := (.*?)\n\S", makefile, re.S | re.M).group(1).replace("\\", " ").split())
+    needed = {*speech.SPEECH_APT_PACKAGES, *speech.EXTRA_SPEECH_APT_PACKAGES, *music.MUSIC_APT_PACKAGES}
+    assert needed <= listed, sorted(needed - listed)
+
+
 def test_missing_tools_name_the_apt_command(monkeypatch, tmp_path):
     monkeypatch.setenv("PATH", str(tmp_path))  # no flite, festival, espeak-ng, sox on PATH
     with pytest.raises(FileNotFoundError, match="apt-get install --no-install-recommends flite festival"):
@@ -203,7 +229,8 @@ def test_missing_tools_name_the_apt_command(monkeypatch, tmp_path):
 
 
 @pytest.mark.parametrize("kwargs", [dict(hours=0), dict(hours=-1.0), dict(hours=1, test_fraction=1.0),
-                                    dict(hours=1, sample_rate=1000), dict(hours=1, num_proc=0)])
+                                    dict(hours=1, sample_rate=1000), dict(hours=1, num_proc=0),
+                                    dict(hours=1, voice_set="german")])
 def test_bad_arguments_are_refused(tmp_path, kwargs):
     with pytest.raises(ValueError):
         make_speech_dataset(tmp_path / "out", **kwargs)
