@@ -413,7 +413,8 @@ def _check_processes_agree(accelerator: Accelerator, model: RVQCodec) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """`python -m tokenizer.training CONFIG DATA [DATA ...] OUT [--max-steps N] [--resume] [--seed S]`: `train_codec`, for launchers.
+    """`python -m tokenizer.training CONFIG DATA [DATA ...] OUT [--max-steps N] [--resume] [--seed S]`:
+    `train_codec`, for launchers.
 
     torchrun and `accelerate launch` start one such process per worker (see the module docstring).
     """

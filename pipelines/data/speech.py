@@ -10,6 +10,9 @@ peak-normalized to a random level between -8 and -1 dBFS.
 
 The test split is held out twice over: it is read only by voices that never occur in train (`TEST_VOICES`),
 and only from sentences that never occur in train (a fixed hash of each sentence decides its side).
+
+A second voice set, "extra", reads the same sentences with festival's voices of other languages: more speakers
+for a codec's decoder, which needs timbres rather than English (`EXTRA_VOICES`).
 """
 
 from __future__ import annotations
