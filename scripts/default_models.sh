@@ -27,7 +27,10 @@ SPEECH_DECODER2_STEPS=${SPEECH_DECODER2_STEPS:-1000} # then without them
 SPEECH_DECODER3_STEPS=${SPEECH_DECODER3_STEPS:-1000} # then with the phase-derivative loss
 SPEECH_DECODER4_STEPS=${SPEECH_DECODER4_STEPS:-1000} # then with it and learned edge offsets again
 SPEECH_DECODER5_STEPS=${SPEECH_DECODER5_STEPS:-1000} # then with learned residuals over the source in voiced frames,
-                                     # three times (three runs, each re-warmed from the one before)
+                                     # six times (six runs, each re-warmed from the one before): four on the
+                                     # same batches (seed 0), then two on new ones (seeds 1, 2) with the extra
+                                     # voice set pooled in
+EXTRA_HOURS=${EXTRA_HOURS:-3}        # hours of speech by the extra voice set (the speech decoder's last runs)
 LM_STEPS=${LM_STEPS:-900}           # of configs/lm_train_base.json
 LM_MORE_STEPS=${LM_MORE_STEPS:-900} # continued training, configs/lm_train_base_continue.json
 LM_MORE2_STEPS=${LM_MORE2_STEPS:-2000} # and again, speech cropped from its start: configs/lm_train_base_continue2.json
@@ -48,7 +51,10 @@ for stage in $stages; do
       for kind in speech music; do
         [ -f "$RUNS/data/$kind/recipe.json" ] ||
           $RVQ data $kind --hours "$HOURS" --num-proc "$NUM_PROC" -o "$RUNS/data/$kind"
-      done ;;
+      done
+      # More speakers for the speech decoder: festival's voices of other languages reading the same sentences.
+      [ -f "$RUNS/data/speech_extra/recipe.json" ] ||
+        $RVQ data speech --voice-set extra --hours "$EXTRA_HOURS" --num-proc "$NUM_PROC" -o "$RUNS/data/speech_extra" ;;
     codec)
       resume=$([ -d "$RUNS/codec/checkpoint" ] && echo --resume || true)
       $RVQ train-codec --config "$CODEC_CONFIG" --data "$RUNS/data/speech" "$RUNS/data/music" \
@@ -100,11 +106,17 @@ RVQCodec.from_pretrained(sys.argv[1], spectral={"edge_phase": True, "edge_offset
       $RVQ train-codec --config configs/codec_spectral_small_decoder_speech_phase_offsets.json \
         --init-from "$RUNS/codec_speech_phase/final" --data "$RUNS/data/speech" \
         --out "$RUNS/codec_speech_phase_offsets" --max-steps "$SPEECH_DECODER4_STEPS" $resume
-      prev=codec_speech_phase_offsets  # then three runs with voiced residuals, each re-warmed from the one before
-      for out in codec_speech_voiced codec_speech_voiced2 codec_speech; do
+      # Then runs with voiced residuals, each re-warmed from the one before: OUT:SEED[:extra]. The first four draw
+      # the same batches (seed 0); the last two draw new ones and pool the extra voices with the English speech.
+      prev=codec_speech_phase_offsets
+      for run in codec_speech_voiced:0 codec_speech_voiced2:0 codec_speech_voiced3:0 codec_speech_voiced4:0 \
+                 codec_speech_extra:1:extra codec_speech:2:extra; do
+        IFS=: read -r out seed extra <<< "$run"
+        data=("$RUNS/data/speech")
+        [ -n "$extra" ] && data+=("$RUNS/data/speech_extra")
         resume=$([ -d "$RUNS/$out/checkpoint" ] && echo --resume || true)
         $RVQ train-codec --config configs/codec_spectral_small_decoder_speech_voiced_offsets.json \
-          --init-from "$RUNS/$prev/final" --data "$RUNS/data/speech" --out "$RUNS/$out" \
+          --init-from "$RUNS/$prev/final" --data "${data[@]}" --out "$RUNS/$out" --seed "$seed" \
           --max-steps "$SPEECH_DECODER5_STEPS" $resume
         prev=$out
       done ;;
