@@ -27,8 +27,8 @@ SPEECH_DECODER2_STEPS=${SPEECH_DECODER2_STEPS:-1000} # then without them
 SPEECH_DECODER3_STEPS=${SPEECH_DECODER3_STEPS:-1000} # then with the phase-derivative loss
 SPEECH_DECODER4_STEPS=${SPEECH_DECODER4_STEPS:-1000} # then with it and learned edge offsets again
 SPEECH_DECODER5_STEPS=${SPEECH_DECODER5_STEPS:-1000} # then with learned residuals over the source in voiced frames,
-                                     # six times (six runs, each re-warmed from the one before): four on the
-                                     # same batches (seed 0), then two on new ones (seeds 1, 2) with the extra
+                                     # seven times (seven runs, each re-warmed from the one before): four on the
+                                     # same batches (seed 0), then three on new ones (seeds 1-3) with the extra
                                      # voice set pooled in
 EXTRA_HOURS=${EXTRA_HOURS:-3}        # hours of speech by the extra voice set (the speech decoder's last runs)
 LM_STEPS=${LM_STEPS:-900}           # of configs/lm_train_base.json
@@ -107,10 +107,10 @@ RVQCodec.from_pretrained(sys.argv[1], spectral={"edge_phase": True, "edge_offset
         --init-from "$RUNS/codec_speech_phase/final" --data "$RUNS/data/speech" \
         --out "$RUNS/codec_speech_phase_offsets" --max-steps "$SPEECH_DECODER4_STEPS" $resume
       # Then runs with voiced residuals, each re-warmed from the one before: OUT:SEED[:extra]. The first four draw
-      # the same batches (seed 0); the last two draw new ones and pool the extra voices with the English speech.
+      # the same batches (seed 0); the last three draw new ones and pool the extra voices with the English speech.
       prev=codec_speech_phase_offsets
       for run in codec_speech_voiced:0 codec_speech_voiced2:0 codec_speech_voiced3:0 codec_speech_voiced4:0 \
-                 codec_speech_extra:1:extra codec_speech:2:extra; do
+                 codec_speech_extra:1:extra codec_speech_extra2:2:extra codec_speech:3:extra; do
         IFS=: read -r out seed extra <<< "$run"
         data=("$RUNS/data/speech")
         [ -n "$extra" ] && data+=("$RUNS/data/speech_extra")
