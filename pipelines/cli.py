@@ -148,10 +148,8 @@ def _eval_tts(args: argparse.Namespace) -> None:
 def _data(args: argparse.Namespace) -> None:
     from .data import make_music_dataset, make_speech_dataset
 
-    options = {}
-    if args.kind == "speech":
-        options["voice_set"] = args.voice_set or "english"
-    elif args.voice_set is not None:
+    options = {} if args.voice_set is None else {"voice_set": args.voice_set}  # else the recipe's default
+    if options and args.kind != "speech":
         raise SystemExit("error: --voice-set is for speech datasets only")
     make = make_speech_dataset if args.kind == "speech" else make_music_dataset
     dataset = make(args.output, hours=args.hours, seed=args.seed, sample_rate=args.sample_rate,
