@@ -10,7 +10,8 @@ PY := $(VENV)/bin/python
 APT_PACKAGES := ffmpeg sox espeak-ng espeak-ng-data flite festival festlex-cmu festvox-kallpc16k \
 	festvox-kdlpc16k festvox-us-slt-hts fortunes bible-kjv libfluidsynth3 fluid-soundfont-gm timgm6mb-soundfont \
 	csound-soundfont festvox-czech-dita festvox-czech-krb festvox-czech-machac festvox-czech-ph festvox-italp16k \
-	festvox-itapc16k festvox-suopuhe-lj festvox-suopuhe-mv festvox-ca-ona-hts
+	festvox-itapc16k festvox-suopuhe-lj festvox-suopuhe-mv festvox-ca-ona-hts \
+	festvox-ru
 STAMP := $(VENV)/.setup-stamp
 TEST_ARGS ?=
 

@@ -225,9 +225,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-proc", type=int, default=1, help="worker processes")
     p.add_argument("--test-fraction", type=float, default=0.1, help="share of clips in the held-out split")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
-    p.add_argument("--voice-set", choices=["english", "extra"], default=None,
+    p.add_argument("--voice-set", choices=["english", "extra", "extra2"], default=None,
                    help="speech: the English voices (default), or festival's voices of other languages reading the "
-                        "same sentences (more speakers for a codec's decoder; needs their Debian packages)")
+                        "same sentences (more speakers for a codec's decoder; needs their Debian packages): "
+                        "'extra' (nine, two held out) or 'extra2' (three more, none held out)")
     p.set_defaults(func=_data)
 
     p = sub.add_parser("eval-codec", help="codec vs Opus on a held-out split: mel, STFT, SI-SDR, PESQ, STOI")

@@ -12,7 +12,8 @@ The test split is held out twice over: it is read only by voices that never occu
 and only from sentences that never occur in train (a fixed hash of each sentence decides its side).
 
 A second voice set, "extra", reads the same sentences with festival's voices of other languages: more speakers
-for a codec's decoder, which needs timbres rather than English (`EXTRA_VOICES`).
+for a codec's decoder, which needs timbres rather than English (`EXTRA_VOICES`). A third, "extra2", adds
+festival's Russian voice and puts the extra set's two held-out speakers in train (`EXTRA2_VOICES`).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from .common import (ClipResult, check_common_args, check_tools, finish_clip, sp
                      write_dataset)
 
 # Exactly what the recipe uses; `fortunes` pulls in `fortunes-min`, the festival voices pull in festlex-*.
-# (`EXTRA_SPEECH_APT_PACKAGES` add the voices of `voice_set="extra"`.)
+# (`EXTRA_SPEECH_APT_PACKAGES` and `EXTRA2_SPEECH_APT_PACKAGES` add the voices of the other voice sets.)
 SPEECH_APT_PACKAGES = (
     "flite", "festival", "festlex-cmu", "festvox-kallpc16k", "festvox-kdlpc16k", "festvox-us-slt-hts",
     "espeak-ng", "espeak-ng-data", "sox", "fortunes", "bible-kjv",
@@ -112,13 +113,25 @@ EXTRA_VOICES: tuple[Voice, ...] = tuple(Voice(f"festival-{name}", "festival", id
     ("fi-lj", "voice_suo_fi_lj_diphone"), ("fi-mv", "voice_hy_fi_mv_diphone"), ("ca-ona", "voice_upc_ca_ona_hts")))
 EXTRA_TEST_VOICES: frozenset[str] = frozenset({"festival-cs-ph", "festival-it-lp"})
 
+# `voice_set="extra2"`: three more speakers for a decoder, all in train. festival's Russian voice (msu_ru_nsh, a
+# recorded male speaker, unit selection) and the two speakers the extra set holds out. With no speaker to spare,
+# its test split is read by the same voices, from the held-out sentences; the English set's test split stays the
+# measure of generalisation to new speakers.
+EXTRA2_SPEECH_APT_PACKAGES = ("festvox-ru", "festvox-czech-ph", "festvox-italp16k")
+_EXTRA2_VOICE_DIRS = tuple(Path("/usr/share/festival/voices") / d for d in (
+    "russian/msu_ru_nsh_clunits", "czech/czech_ph", "italian/lp_diphone"))
+EXTRA2_VOICES: tuple[Voice, ...] = (
+    Voice("festival-ru-nsh", "festival", "voice_msu_ru_nsh_clunits"),
+    *(v for v in EXTRA_VOICES if v.name in EXTRA_TEST_VOICES),
+)
+
 
 @dataclass(frozen=True)
 class VoiceSet:
     """The voices a speech dataset is read by, those of them held out for its test split, and what they need."""
 
     voices: tuple[Voice, ...]
-    test_voices: frozenset[str]
+    test_voices: frozenset[str]  # empty: both splits are read by every voice (sentences are still held out)
     apt_packages: tuple[str, ...]
     voice_dirs: tuple[Path, ...]
 
@@ -127,6 +140,8 @@ VOICE_SETS = {
     "english": VoiceSet(VOICES, TEST_VOICES, SPEECH_APT_PACKAGES, _FESTIVAL_VOICE_DIRS),
     "extra": VoiceSet(EXTRA_VOICES, EXTRA_TEST_VOICES, SPEECH_APT_PACKAGES + EXTRA_SPEECH_APT_PACKAGES,
                       _EXTRA_VOICE_DIRS),
+    "extra2": VoiceSet(EXTRA2_VOICES, frozenset(), SPEECH_APT_PACKAGES + EXTRA2_SPEECH_APT_PACKAGES,
+                       _EXTRA2_VOICE_DIRS),
 }
 
 # Share of clips per engine, so espeak-ng's many voices do not crowd out the more natural flite and festival.
@@ -244,7 +259,7 @@ def _voices_by_engine(split: str, voice_set: str) -> dict[str, tuple[Voice, ...]
     by_engine: dict[str, list[Voice]] = defaultdict(list)
     chosen = VOICE_SETS[voice_set]
     for v in chosen.voices:
-        if (v.name in chosen.test_voices) == (split == "test"):
+        if not chosen.test_voices or (v.name in chosen.test_voices) == (split == "test"):
             by_engine[v.engine].append(v)
     return {e: tuple(vs) for e, vs in by_engine.items()}
 
@@ -389,7 +404,9 @@ def make_speech_dataset(
     `text_source` ("kjv" or "fortunes/<file>"), `duration` (seconds). Test voices (`TEST_VOICES`) and test
     sentences never occur in train. Clips are 1-10 s, one sentence each. `voice_set` "extra" reads the sentences
     with festival's voices of other languages instead (`EXTRA_VOICES`, test voices `EXTRA_TEST_VOICES`): more
-    speakers for a codec's decoder to learn from, in the same sentences, rates, pitches and levels.
+    speakers for a codec's decoder to learn from, in the same sentences, rates, pitches and levels. "extra2"
+    reads them with `EXTRA2_VOICES` (festival's Russian voice and the extra set's two test speakers), all in
+    both splits: only its sentences are held out.
 
     The same `seed` gives the same clips, whatever `num_proc` (worker processes). A clip whose synthesis fails
     is skipped and counted (warning, and `recipe.json` in the output folder). The dataset is built in a

@@ -116,6 +116,27 @@ def test_the_extra_voice_set_reads_the_same_sentences_with_other_speakers_and_ho
     assert [(j.text, j.speed) for j in plans["train"]] == [(j.text, j.speed) for j in english]
 
 
+def test_the_extra2_voice_set_reads_both_splits_with_every_voice_and_holds_out_only_sentences(tmp_path):
+    ds = make_speech_dataset(tmp_path / "extra2", HOURS, seed=0, sample_rate=16000, progress=False,
+                             voice_set="extra2")
+    _check_saved_dataset(tmp_path / "extra2", set(ds["train"].column_names), 16000, HOURS)
+    extra2 = {v.name for v in speech.EXTRA2_VOICES}
+    assert extra2 == {"festival-ru-nsh"} | speech.EXTRA_TEST_VOICES
+    assert set(ds["train"]["voice"]) | set(ds["test"]["voice"]) <= extra2
+    assert not set(ds["train"]["text"]) & set(ds["test"]["text"])
+    plans = {s: [speech.plan_speech_job(0, s, i, 16000, "extra2") for i in range(100)] for s in ("train", "test")}
+    assert {j.voice.name for j in plans["train"]} == {j.voice.name for j in plans["test"]} == extra2
+    assert not extra2 & {v.name for v in speech.VOICES}
+
+
+def test_the_cli_offers_every_voice_set():
+    from pipelines.cli import build_parser
+
+    data = build_parser()._subparsers._group_actions[0].choices["data"]
+    voice_set = next(a for a in data._actions if a.dest == "voice_set")
+    assert set(voice_set.choices) == set(speech.VOICE_SETS)
+
+
 def test_speech_plan_depends_on_the_seed():
     jobs = [[speech.plan_speech_job(seed, "train", i, 24000) for i in range(20)] for seed in (0, 0, 1)]
     assert jobs[0] == jobs[1]
@@ -216,7 +237,7 @@ def test_existing_output_is_refused_before_any_work(tmp_path):
 def test_make_setup_installs_every_package_the_recipes_need():
     makefile = (Path(__file__).resolve().parents[2] / "Makefile").read_text()
     listed = set(re.search(r"^APT_PACKAGES := (.*?)\n\S", makefile, re.S | re.M).group(1).replace("\\", " ").split())
-    needed = {*speech.SPEECH_APT_PACKAGES, *speech.EXTRA_SPEECH_APT_PACKAGES, *music.MUSIC_APT_PACKAGES}
+    needed = {*music.MUSIC_APT_PACKAGES, *(p for vs in speech.VOICE_SETS.values() for p in vs.apt_packages)}
     assert needed <= listed, sorted(needed - listed)
 
 
