@@ -42,6 +42,15 @@ def _train_pitch_head(args: argparse.Namespace) -> None:
     print(f"saved the pitch-phase codec to {out}")
 
 
+def _average_decoders(args: argparse.Namespace) -> None:
+    import torch
+
+    from tokenizer.averaging import average_decoders
+
+    out = average_decoders(args.folders).save_pretrained(args.output, dtype=torch.float16 if args.fp16 else None)
+    print(f"wrote the mean of {len(args.folders)} decoders to {out}")
+
+
 def _export_codec(args: argparse.Namespace) -> None:
     import torch
 
@@ -350,6 +359,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="codec folder to write (config.json + model.safetensors)")
     p.add_argument("--fp16", action="store_true", help="store the weights as float16 (half the size)")
     p.set_defaults(func=_export_codec)
+
+    p = sub.add_parser("average-decoders",
+                       help="the mean of codec folders' decoders that share their codes (a model soup of decoder "
+                            "fine-tunes), written as a codec folder")
+    p.add_argument("folders", nargs="+", help="codec folders (e.g. train-codec runs' final), at least two")
+    p.add_argument("-o", "--output", required=True, help="codec folder to write (config.json + model.safetensors)")
+    p.add_argument("--fp16", action="store_true", help="store the weights as float16 (half the size)")
+    p.set_defaults(func=_average_decoders)
     return parser
 
 
