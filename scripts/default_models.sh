@@ -29,8 +29,10 @@ SPEECH_DECODER4_STEPS=${SPEECH_DECODER4_STEPS:-1000} # then with it and learned 
 SPEECH_DECODER5_STEPS=${SPEECH_DECODER5_STEPS:-1000} # then with learned residuals over the source in voiced frames,
                                      # seven times (seven runs, each re-warmed from the one before): four on the
                                      # same batches (seed 0), then three on new ones (seeds 1-3) with the extra
-                                     # voice set pooled in
+                                     # voice set pooled in; then three more from the seventh (two re-warmed runs,
+                                     # seeds 4-5, and the seventh resumed), and the mean of those four ships
 EXTRA_HOURS=${EXTRA_HOURS:-3}        # hours of speech by the extra voice set (the speech decoder's last runs)
+EXTRA2_HOURS=${EXTRA2_HOURS:-1}      # hours by the extra2 voice set (three more speakers, one of those runs)
 LM_STEPS=${LM_STEPS:-900}           # of configs/lm_train_base.json
 LM_MORE_STEPS=${LM_MORE_STEPS:-900} # continued training, configs/lm_train_base_continue.json
 LM_MORE2_STEPS=${LM_MORE2_STEPS:-2000} # and again, speech cropped from its start: configs/lm_train_base_continue2.json
@@ -54,7 +56,10 @@ for stage in $stages; do
       done
       # More speakers for the speech decoder: festival's voices of other languages reading the same sentences.
       [ -f "$RUNS/data/speech_extra/recipe.json" ] ||
-        $RVQ data speech --voice-set extra --hours "$EXTRA_HOURS" --num-proc "$NUM_PROC" -o "$RUNS/data/speech_extra" ;;
+        $RVQ data speech --voice-set extra --hours "$EXTRA_HOURS" --num-proc "$NUM_PROC" -o "$RUNS/data/speech_extra"
+      [ -f "$RUNS/data/speech_extra2/recipe.json" ] ||
+        $RVQ data speech --voice-set extra2 --hours "$EXTRA2_HOURS" --num-proc "$NUM_PROC" \
+          -o "$RUNS/data/speech_extra2" ;;
     codec)
       resume=$([ -d "$RUNS/codec/checkpoint" ] && echo --resume || true)
       $RVQ train-codec --config "$CODEC_CONFIG" --data "$RUNS/data/speech" "$RUNS/data/music" \
@@ -87,10 +92,10 @@ for stage in $stages; do
 RVQCodec.from_pretrained(sys.argv[1], spectral={"edge_phase": True, "edge_offsets": False}).save_pretrained(sys.argv[2])' \
         "$RUNS/codec_pitch/final" "$RUNS/codec_edge" ;;
     decoder-speech)
-      # The decoder that speech decodes with (sessions 19-21; installed as the codec's decoder variant "speech"): the
+      # The decoder that speech decodes with (sessions 19-23; installed as the codec's decoder variant "speech"): the
       # edge decoder fine-tuned on speech alone, first with learned edge offsets, then with them dropped, then with the
-      # phase-derivative loss added, then with that loss and learned edge offsets, then three times more with learned
-      # residuals over the harmonic source in voiced frames as well (phase settings the variant keeps).
+      # phase-derivative loss added, then with that loss and learned edge offsets, then with learned residuals over
+      # the harmonic source in voiced frames as well (phase settings the variant keeps), and the mean of the last four.
       resume=$([ -d "$RUNS/codec_speech_offsets/checkpoint" ] && echo --resume || true)
       $RVQ train-codec --config configs/codec_spectral_small_decoder_edge.json --init-from "$RUNS/codec_edge" \
         --data "$RUNS/data/speech" --out "$RUNS/codec_speech_offsets" --max-steps "$SPEECH_DECODER_STEPS" $resume
@@ -106,20 +111,37 @@ RVQCodec.from_pretrained(sys.argv[1], spectral={"edge_phase": True, "edge_offset
       $RVQ train-codec --config configs/codec_spectral_small_decoder_speech_phase_offsets.json \
         --init-from "$RUNS/codec_speech_phase/final" --data "$RUNS/data/speech" \
         --out "$RUNS/codec_speech_phase_offsets" --max-steps "$SPEECH_DECODER4_STEPS" $resume
-      # Then runs with voiced residuals, each re-warmed from the one before: OUT:SEED[:extra]. The first four draw
-      # the same batches (seed 0); the last three draw new ones and pool the extra voices with the English speech.
+      # Then runs with voiced residuals, OUT:FROM:SEED[:VOICES], each re-warmed from run FROM ("-": the one before).
+      # The first four draw the same batches (seed 0); the next three draw new ones and pool the extra voices with
+      # the English speech; then two siblings of the seventh (session 23), the second with the extra2 voices too.
+      voiced=configs/codec_spectral_small_decoder_speech_voiced_offsets.json
       prev=codec_speech_phase_offsets
-      for run in codec_speech_voiced:0 codec_speech_voiced2:0 codec_speech_voiced3:0 codec_speech_voiced4:0 \
-                 codec_speech_extra:1:extra codec_speech_extra2:2:extra codec_speech:3:extra; do
-        IFS=: read -r out seed extra <<< "$run"
+      for run in codec_speech_voiced:-:0 codec_speech_voiced2:-:0 codec_speech_voiced3:-:0 \
+                 codec_speech_voiced4:-:0 codec_speech_extra:-:1:extra codec_speech_extra2:-:2:extra \
+                 codec_speech_extra3:-:3:extra codec_speech_sib4:codec_speech_extra3:4:extra \
+                 codec_speech_sib5:codec_speech_extra3:5:extra2; do
+        IFS=: read -r out from seed voices <<< "$run"
+        [ "$from" = - ] && from=$prev
         data=("$RUNS/data/speech")
-        [ -n "$extra" ] && data+=("$RUNS/data/speech_extra")
+        case $voices in
+          extra) data+=("$RUNS/data/speech_extra") ;;
+          extra2) data+=("$RUNS/data/speech_extra" "$RUNS/data/speech_extra2") ;;
+        esac
         resume=$([ -d "$RUNS/$out/checkpoint" ] && echo --resume || true)
-        $RVQ train-codec --config configs/codec_spectral_small_decoder_speech_voiced_offsets.json \
-          --init-from "$RUNS/$prev/final" --data "${data[@]}" --out "$RUNS/$out" --seed "$seed" \
-          --max-steps "$SPEECH_DECODER5_STEPS" $resume
+        $RVQ train-codec --config $voiced --init-from "$RUNS/$from/final" --data "${data[@]}" --out "$RUNS/$out" \
+          --seed "$seed" --max-steps "$SPEECH_DECODER5_STEPS" $resume
         prev=$out
-      done ;;
+      done
+      # The seventh run resumed (its discriminator and optimizer kept) for as many steps again, in a copy.
+      if [ ! -d "$RUNS/codec_speech_long" ]; then
+        rm -rf "$RUNS/codec_speech_long.tmp"
+        cp -r "$RUNS/codec_speech_extra3" "$RUNS/codec_speech_long.tmp" && mv "$RUNS/codec_speech_long.tmp" "$RUNS/codec_speech_long"
+      fi
+      $RVQ train-codec --config $voiced --init-from "$RUNS/codec_speech_extra2/final" \
+        --data "$RUNS/data/speech" "$RUNS/data/speech_extra" --out "$RUNS/codec_speech_long" --seed 3 \
+        --max-steps $((2 * SPEECH_DECODER5_STEPS)) --resume
+      # What ships: the mean of the seventh run's decoder and its three descendants' (same codes).
+      $RVQ average-decoders "$RUNS"/codec_speech_{extra3,long,sib4,sib5}/final -o "$RUNS/codec_speech/final" ;;
     tokenize)
       for kind in speech music; do
         $RVQ tokenize "$RUNS/data/$kind" -o "$RUNS/codes/$kind" --codec "$RUNS/codec/final" \
