@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import torch
 
 from .errors import CheckpointError
-from .model import DECODER_PREFIX, RVQCodec
+from .model import RVQCodec, split_decoder
 
 # Config fields that may differ between the codecs averaged: how each was trained, and its name.
 _FREE_FIELDS = ("training", "name")
@@ -41,15 +41,14 @@ def average_decoders(folders: Sequence[str | os.PathLike]) -> RVQCodec:
         if differ:
             raise CheckpointError(f"{str(folder)!r} is another codec than {str(folders[0])!r}: its config differs "
                                   f"in {differ} (only {list(_FREE_FIELDS)} may)")
-        codes_side = sorted(k for k, v in state.items()
-                            if not k.startswith(DECODER_PREFIX) and not torch.equal(v, states[0][k]))
+        codes_side = sorted(k for k, v in split_decoder(state)[0].items() if not torch.equal(v, states[0][k]))
         if codes_side:
             raise CheckpointError(f"{str(folder)!r} makes other codes than {str(folders[0])!r}: its encoder or "
                                   f"codebooks differ ({codes_side[:5]}); only decoders that share their codes can "
                                   f"be averaged")
     mean = dict(states[0])
-    for key, value in states[0].items():
-        if key.startswith(DECODER_PREFIX) and value.is_floating_point():
+    for key, value in split_decoder(states[0])[1].items():
+        if value.is_floating_point():
             mean[key] = (sum(s[key].double() for s in states) / len(states)).to(value.dtype)
     first.load_state_dict(mean)
     return first

@@ -134,8 +134,8 @@ class CodecTrainingConfig(JsonConfig):
 
 # The `spectral` fields that say how the decoder states phase: outside the code space (the fingerprint), and what a
 # decoder variant may set differently from its codec folder (`RVQCodec.save_decoder_variant`).
-DECODER_PHASE_SETTINGS = (
-    "frequency_invariant_phase", "pitch_phase", "edge_phase", "edge_offsets", "voiced_offsets")
+_DECODER_PHASE_FLAGS = ("frequency_invariant_phase", "pitch_phase", "edge_phase", "edge_offsets", "voiced_offsets")
+DECODER_PHASE_SETTINGS = (*_DECODER_PHASE_FLAGS, "voiced_offset_hidden")
 
 
 @dataclass
@@ -173,9 +173,13 @@ class SpectralConfig(JsonConfig):
     # decoder predicts per bin (a layer initialised at zero, so a decoder gaining it starts as it was), instead of
     # the source's phase itself. Not part of the fingerprint.
     voiced_offsets: bool = False
+    # With `voiced_offsets`: the width of a hidden layer (GELU) in a second residual branch beside the linear one
+    # (its output layer initialised at zero, so a decoder gaining it starts as it was); 0 for none. Not part of the
+    # fingerprint.
+    voiced_offset_hidden: int = 0
 
     def __post_init__(self) -> None:
-        for name in DECODER_PHASE_SETTINGS:
+        for name in _DECODER_PHASE_FLAGS:
             _check(isinstance(getattr(self, name), bool),
                    f"spectral.{name} must be true or false, got {getattr(self, name)!r}")
         _check(self.pitch_phase or not self.edge_phase,
@@ -184,6 +188,11 @@ class SpectralConfig(JsonConfig):
                "spectral.edge_offsets false holds the offsets of spectral.edge_phase at zero: it needs edge_phase true")
         _check(self.pitch_phase or not self.voiced_offsets,
                "spectral.voiced_offsets offsets the harmonic source's phase: it needs spectral.pitch_phase true")
+        hidden = self.voiced_offset_hidden
+        _check(isinstance(hidden, int) and not isinstance(hidden, bool) and hidden >= 0,
+               f"spectral.voiced_offset_hidden must be an integer >= 0, got {hidden!r}")
+        _check(self.voiced_offsets or not hidden,
+               "spectral.voiced_offset_hidden widens the residual of spectral.voiced_offsets: it needs voiced_offsets true")
         for name in ("dim", "hidden_dim", "num_layers"):
             _check(isinstance(getattr(self, name), int) and getattr(self, name) >= 1,
                    f"spectral.{name} must be an integer >= 1, got {getattr(self, name)!r}")

@@ -349,8 +349,8 @@ class RVQCodec(nn.Module):
             raise CheckpointError(f"cannot save a decoder variant into {str(directory)!r}: its config differs from "
                                   f"this codec's in {differs} (a variant has the folder's config, only other decoder "
                                   "weights and phase settings)")
-        codes_side, decoder = _split_decoder(self.state_dict())
-        check_state_dict(codes_side, _split_decoder(state)[0], repr(str(directory)))
+        codes_side, decoder = split_decoder(self.state_dict())
+        check_state_dict(codes_side, split_decoder(state)[0], repr(str(directory)))
         changed = [k for k, v in codes_side.items() if not torch.equal(v.detach().cpu().to(state[k].dtype), state[k])]
         if changed:
             more = " ..." if len(changed) > 5 else ""
@@ -394,7 +394,7 @@ def _with_variant(config_dict: dict, state: dict[str, torch.Tensor], directory: 
         raise CheckpointError(f"codec folder {str(directory)!r} has no decoder variant {variant!r} ({path.name}); "
                               f"it has {known if known else 'none'}")
     decoder, metadata = load_tensors(path)
-    foreign = sorted(_split_decoder(decoder)[0])
+    foreign = sorted(split_decoder(decoder)[0])
     shapes = sorted(k for k in decoder if k in state and decoder[k].shape != state[k].shape)
     problems = ([f"tensors that are not this codec's decoder {foreign[:5]}"] if foreign else []) + (
         [f"other shapes for {shapes[:5]}"] if shapes else [])
@@ -406,10 +406,10 @@ def _with_variant(config_dict: dict, state: dict[str, torch.Tensor], directory: 
         raise CheckpointError(f"{str(path)!r} does not fit the codec in {str(directory)!r}: " + "; ".join(problems))
     if settings:
         config_dict = _merge(config_dict, settings)
-    return config_dict, {**_split_decoder(state)[0], **decoder}
+    return config_dict, {**split_decoder(state)[0], **decoder}
 
 
-def _split_decoder(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+def split_decoder(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """A state dict's tensors that make the codes (encoder, quantizer), and the decoder's, which a variant replaces."""
     codes_side = {k: v for k, v in state.items() if not k.startswith(DECODER_PREFIX)}
     return codes_side, {k: v for k, v in state.items() if k.startswith(DECODER_PREFIX)}

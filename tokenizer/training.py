@@ -318,7 +318,7 @@ def _load_initial_weights(codec: RVQCodec, init_from: str | os.PathLike) -> None
     # A decoder gaining a pitch head or phase offsets starts them from scratch (the offsets from zero); one losing
     # its offsets drops them (the source's own phase, as `edge_offsets: false` or `voiced_offsets: false` read
     # them). Every other weight must be there.
-    offsets = ("decoder.edge_offset.", "decoder.voiced_offset.")
+    offsets = ("decoder.edge_offset.", "decoder.voiced_offset.", "decoder.voiced_offset_mlp.")
     missing, unexpected = codec.load_state_dict(start.state_dict(), strict=False)
     missing = [k for k in missing if not k.startswith(("decoder.pitch_head.", *offsets))]
     unexpected = [k for k in unexpected if not k.startswith(offsets)]

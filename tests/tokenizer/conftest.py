@@ -27,6 +27,16 @@ def tone(seconds: float = 0.5, sample_rate: int = 8000, channels: int = 1) -> to
     return wav.repeat(channels, 1)
 
 
+def move_decoder(codec: RVQCodec, seed: int) -> RVQCodec:
+    """`codec` with its decoder's weights moved by 0.05 x Gaussian noise (in place, returned): what a decoder
+    fine-tune on other audio gives, with the same codes."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in codec.decoder.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=generator))
+    return codec
+
+
 @pytest.fixture
 def codec() -> RVQCodec:
     torch.manual_seed(0)

@@ -9,7 +9,7 @@ from pipelines.cli import main
 from tokenizer import CheckpointError, RVQCodec
 from tokenizer.averaging import average_decoders
 
-from .conftest import tiny_config, tone
+from .conftest import move_decoder, tiny_config, tone
 
 
 def _fine_tunes(trained_codec: RVQCodec, tmp_path, n: int = 3) -> list:
@@ -18,10 +18,7 @@ def _fine_tunes(trained_codec: RVQCodec, tmp_path, n: int = 3) -> list:
     for i in range(n):
         codec = RVQCodec(trained_codec.config)
         codec.load_state_dict(trained_codec.state_dict())
-        generator = torch.Generator().manual_seed(i)
-        with torch.no_grad():
-            for p in codec.decoder.parameters():
-                p.add_(0.05 * torch.randn(p.shape, generator=generator))
+        move_decoder(codec, seed=i)
         folders.append(codec.save_pretrained(tmp_path / f"run{i}"))
     return folders
 

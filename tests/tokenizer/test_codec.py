@@ -12,7 +12,7 @@ import torch
 from tokenizer import CodecConfig, CodesError, ConfigError, RVQCodec
 from tokenizer.quantization import ResidualVectorQuantizer
 
-from .conftest import tiny_config, tone
+from .conftest import move_decoder, tiny_config, tone
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -247,12 +247,7 @@ def test_failed_save_leaves_no_partial_checkpoint(codec, tmp_path, monkeypatch):
 
 def _other_decoder(folder: Path, seed: int = 1) -> RVQCodec:
     """The codec saved in `folder` with its decoder's weights moved: what a decoder fine-tune on other audio gives."""
-    other = RVQCodec.from_pretrained(folder)
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in other.decoder.parameters():
-            p.add_(0.05 * torch.randn(p.shape, generator=generator))
-    return other
+    return move_decoder(RVQCodec.from_pretrained(folder), seed)
 
 
 def test_a_decoder_variant_decodes_the_same_codes_with_its_own_decoder(trained_codec, tmp_path):
@@ -455,8 +450,9 @@ def test_spectral_codec_chunked_equals_one_pass(frequency_invariant_phase):
 
 
 @pytest.mark.parametrize("edge", [{}, {"edge_phase": True}, {"edge_phase": True, "edge_offsets": False},
-                                  {"edge_phase": True, "voiced_offsets": True}],
-                         ids=["pitch", "edge-learned", "edge-source", "edge-voiced"])
+                                  {"edge_phase": True, "voiced_offsets": True},
+                                  {"edge_phase": True, "voiced_offsets": True, "voiced_offset_hidden": 8}],
+                         ids=["pitch", "edge-learned", "edge-source", "edge-voiced", "edge-voiced-hidden"])
 def test_pitch_phase_decoding_carries_the_source_phase_across_chunks_and_calls(edge):
     """The harmonic source's phase runs over the whole sequence: chunked decoding carries it from span to span,
     and a later part decoded on its own continues from the phase an earlier call returned. With edge phases, a
@@ -470,7 +466,8 @@ def test_pitch_phase_decoding_carries_the_source_phase_across_chunks_and_calls(e
     assert codec.pitch_phase and codec.decoder_period == 1 and codec.hop_length == 320
     with torch.no_grad():  # the untrained pitch head, its voicing logit centred: some frames voiced, some not
         codec.decoder.pitch_head[-1].bias[-1] = 0.0
-        for layer in (codec.decoder.edge_offset, codec.decoder.voiced_offset):
+        mlp = codec.decoder.voiced_offset_mlp
+        for layer in (codec.decoder.edge_offset, codec.decoder.voiced_offset, mlp and mlp[-1]):
             if layer is not None:  # offsets that matter (they start at zero)
                 torch.nn.init.normal_(layer.weight)
     codes = codec.encode(torch.randn(1, 1, 3 * 24000) * 0.1)

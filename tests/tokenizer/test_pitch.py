@@ -98,11 +98,11 @@ def test_pitch_losses_are_least_for_the_right_class_and_ignore_f0_where_unvoiced
 
 
 def pitch_codec(pitch_phase: bool = True, edge_phase: bool = False, edge_offsets: bool = True,
-                voiced_offsets: bool = False) -> RVQCodec:
+                voiced_offsets: bool = False, voiced_offset_hidden: int = 0) -> RVQCodec:
     torch.manual_seed(0)
     spectral = {"dim": 16, "hidden_dim": 32, "num_layers": 1, "kernel_size": 3, "n_fft": 1280,
                 "pitch_phase": pitch_phase, "edge_phase": edge_phase, "edge_offsets": edge_offsets,
-                "voiced_offsets": voiced_offsets}
+                "voiced_offsets": voiced_offsets, "voiced_offset_hidden": voiced_offset_hidden}
     config = tiny_config(sample_rate=SR, strides=(2, 4, 5, 8), causal=False, spectral=spectral)
     return RVQCodec(config).eval()
 
@@ -131,6 +131,13 @@ def test_pitch_phase_is_validated_and_leaves_the_code_space_alone():
         tiny_config(causal=False, spectral={"n_fft": 32, "voiced_offsets": True})
     with pytest.raises(ConfigError, match="voiced_offsets"):
         tiny_config(causal=False, spectral={"n_fft": 32, "pitch_phase": True, "voiced_offsets": "no"})
+    assert pitch_codec(True, voiced_offsets=True, voiced_offset_hidden=8).fingerprint == pitch_codec(False).fingerprint
+    with pytest.raises(ConfigError, match="voiced_offset_hidden.*needs voiced_offsets"):
+        tiny_config(causal=False, spectral={"n_fft": 32, "pitch_phase": True, "voiced_offset_hidden": 8})
+    for bad in (-1, 2.5, True):
+        with pytest.raises(ConfigError, match=f"voiced_offset_hidden must be an integer >= 0, got {bad!r}"):
+            tiny_config(causal=False, spectral={"n_fft": 32, "pitch_phase": True, "voiced_offsets": True,
+                                                "voiced_offset_hidden": bad})
 
 
 def test_edge_phases_are_the_source_phase_plus_an_offset_in_the_frame_either_side_of_a_voiced_run():
@@ -184,6 +191,36 @@ def test_voiced_phases_are_the_source_phase_plus_a_learned_residual_that_starts_
         assert torch.equal(decoder.run(latent, pitch=pitch).audio, before.run(latent, pitch=pitch).audio)
     decoder.run(latent, pitch=pitch).audio.square().sum().backward()
     assert decoder.voiced_offset.weight.grad.abs().max() > 0
+
+
+def test_a_hidden_residual_branch_starts_at_zero_and_adds_to_the_linear_residual():
+    """`voiced_offset_hidden` adds a one-hidden-layer branch to the voiced residual: zero at initialisation (a
+    decoder gaining it decodes as before), learning from the first step, and summed with the linear branch."""
+    wide = pitch_codec(True, edge_phase=True, voiced_offsets=True, voiced_offset_hidden=8).decoder
+    narrow = pitch_codec(True, edge_phase=True, voiced_offsets=True).decoder
+    assert narrow.voiced_offset_mlp is None and wide.voiced_offset_mlp[0].out_features == 8
+    assert not wide.voiced_offset_mlp[-1].weight.any() and not wide.voiced_offset_mlp[-1].bias.any()
+    with torch.no_grad():  # a trained-looking linear residual, which the narrow decoder shares
+        torch.nn.init.normal_(wide.voiced_offset.weight)
+    narrow.load_state_dict({k: v for k, v in wide.state_dict().items() if not k.startswith("voiced_offset_mlp.")})
+    voiced = torch.tensor([[0, 1, 1, 1, 0, 0, 1, 1, 0, 0]], dtype=torch.bool)
+    pitch = torch.stack([torch.full((1, voiced.shape[-1]), 150.0), voiced.float()], dim=1)
+    latent = torch.randn(1, 16, voiced.shape[-1])
+    with torch.no_grad():
+        assert torch.equal(wide.run(latent, pitch=pitch).audio, narrow.run(latent, pitch=pitch).audio)
+    wide.run(latent, pitch=pitch).audio.square().sum().backward()
+    assert wide.voiced_offset_mlp[-1].weight.grad.abs().max() > 0
+    # Once trained, the residual that reaches the voiced bins is the sum of the two branches.
+    with torch.no_grad():
+        torch.nn.init.normal_(wide.voiced_offset_mlp[-1].weight)
+        feats = wide.backbone(latent)
+        expected = wide._per_channel(wide.voiced_offset(feats) + wide.voiced_offset_mlp(feats))
+        seen = {}
+        source_phase = wide._source_phase
+        wide._source_phase = lambda *a, **kw: seen.update(kw) or source_phase(*a, **kw)
+        wide.run(latent, pitch=pitch)
+    assert torch.allclose(seen["voiced_offset"], expected) and expected.abs().max() > 0.1
+    assert not torch.allclose(expected, wide._per_channel(wide.voiced_offset(feats)))
 
 
 def test_edge_phases_without_offsets_are_the_source_phase_itself():

@@ -393,6 +393,11 @@ def test_a_pitch_head_is_added_to_a_trained_decoder_and_learns_from_yin(tmp_path
     residual = RVQCodec.from_pretrained(train_codec(config, corpus, tmp_path / "residual", init_from=edged_dir))
     assert set(residual.state_dict()) - set(edged.state_dict()) == {"decoder.voiced_offset.weight",
                                                                     "decoder.voiced_offset.bias"}
+    # And a hidden branch added to those residuals: its own layers only, the rest from the run before.
+    config.spectral = dataclasses.replace(config.spectral, voiced_offset_hidden=4)
+    wide = RVQCodec.from_pretrained(train_codec(config, corpus, tmp_path / "wide", init_from=tmp_path / "residual" / "final"))
+    assert set(wide.state_dict()) - set(residual.state_dict()) == {
+        f"decoder.voiced_offset_mlp.{i}.{p}" for i in (0, 2) for p in ("weight", "bias")}
 
 
 @pytest.mark.slow

@@ -123,7 +123,7 @@ class SpectralDecoder(nn.Module):
     plus an offset predicted from the frame's features (zero at initialisation: the source's phase itself), or
     with `spectral.edge_offsets` false the source's phase itself. With `spectral.voiced_offsets`, voiced bins
     in the band take the source's phase plus a residual predicted from the frame's features (zero at
-    initialisation).
+    initialisation): a linear map, plus a one-hidden-layer branch with `spectral.voiced_offset_hidden`.
     """
 
     def __init__(self, config: CodecConfig):
@@ -155,12 +155,17 @@ class SpectralDecoder(nn.Module):
         # Offsets from the source's phase of the band's bins, per channel: at voicing edges, and in voiced frames.
         self.edge_offset = self._offset_layer(s.dim, config.channels) if s.edge_phase and s.edge_offsets else None
         self.voiced_offset = self._offset_layer(s.dim, config.channels) if s.voiced_offsets else None
+        self.voiced_offset_mlp = None  # a second, nonlinear residual branch beside the linear one
+        if s.voiced_offset_hidden:
+            self.voiced_offset_mlp = nn.Sequential(nn.Linear(s.dim, s.voiced_offset_hidden), nn.GELU(),
+                                                   self._offset_layer(s.voiced_offset_hidden, config.channels))
         if s.edge_phase:
             self.context_frames += 1  # a frame is an edge by its neighbours' voicing
 
-    def _offset_layer(self, dim: int, channels: int) -> nn.Linear:
-        """Per-frame phase offsets of the band's bins for every channel, zero at initialisation."""
-        layer = nn.Linear(dim, self.n_low * channels)
+    def _offset_layer(self, width: int, channels: int) -> nn.Linear:
+        """Per-frame phase offsets of the band's bins for every channel from `width` features, zero at
+        initialisation."""
+        layer = nn.Linear(width, self.n_low * channels)
         nn.init.zeros_(layer.weight)
         nn.init.zeros_(layer.bias)
         return layer
@@ -196,7 +201,12 @@ class SpectralDecoder(nn.Module):
                 edge_offset = self._per_channel(self.edge_offset(feats))
             elif self.edge_phase:
                 edge_offset = feats.new_zeros(b * self.channels, self.n_low, t)
-            voiced_offset = None if self.voiced_offset is None else self._per_channel(self.voiced_offset(feats))
+            voiced_offset = None
+            if self.voiced_offset is not None:
+                residual = self.voiced_offset(feats)
+                if self.voiced_offset_mlp is not None:
+                    residual = residual + self.voiced_offset_mlp(feats)
+                voiced_offset = self._per_channel(residual)
             phase, source_phase_out = self._source_phase(phase, pitch_out.detach() if pitch is None else pitch,
                                                          predicted=pitch is None, anchor=source_phase,
                                                          edge_offset=edge_offset, voiced_offset=voiced_offset)
