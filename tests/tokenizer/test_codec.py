@@ -384,6 +384,32 @@ def test_a_decoder_variant_carries_its_own_phase_settings(tmp_path):
         RVQCodec.from_pretrained(folder, variant="bad")
 
 
+def test_a_decoder_variant_with_a_wider_voiced_residual_loads_beside_a_folder_without_one(tmp_path):
+    """`voiced_offsets` with a hidden branch (`voiced_offset_hidden`) are phase settings too: a variant carrying
+    them (and the branch's layers) reads back as saved, over a folder whose decoder has neither."""
+    from safetensors import safe_open
+
+    torch.manual_seed(0)
+    def config(**spectral) -> CodecConfig:
+        return spectral_config(sample_rate=24000, strides=(4, 80), spectral={
+            "n_fft": 1280, "pitch_phase": True, **spectral})
+
+    base = RVQCodec(config()).eval()
+    folder = base.save_pretrained(tmp_path / "codec")
+    wide = RVQCodec(config(voiced_offsets=True, voiced_offset_hidden=8))
+    wide.load_state_dict(base.state_dict(), strict=False)
+    with torch.no_grad():
+        wide.decoder.pitch_head[-1].bias[-1] = 0.0  # the voicing logit centred: some frames voiced
+        torch.nn.init.normal_(wide.decoder.voiced_offset_mlp[-1].weight)
+    path = wide.eval().save_decoder_variant(folder, "speech")
+    with safe_open(str(path), framework="pt") as f:
+        assert json.loads(f.metadata()["decoder_settings"]) == {
+            "spectral": {"voiced_offset_hidden": 8, "voiced_offsets": True}}
+    speech = RVQCodec.from_pretrained(folder, variant="speech")
+    assert speech.config.spectral.voiced_offset_hidden == 8 and speech.fingerprint == base.fingerprint
+    codes = speech.encode(torch.randn(1, 1, 24000) * 0.1)
+    assert torch.equal(speech.decode(codes), wide.decode(codes))
+
 # ---- the frame-rate (spectral) encoder and decoder -------------------------------------------------
 
 def spectral_config(**overrides) -> CodecConfig:
