@@ -30,7 +30,8 @@ SPEECH_DECODER5_STEPS=${SPEECH_DECODER5_STEPS:-1000} # then with learned residua
                                      # seven times (seven runs, each re-warmed from the one before): four on the
                                      # same batches (seed 0), then three on new ones (seeds 1-3) with the extra
                                      # voice set pooled in; then three more from the seventh (two re-warmed runs,
-                                     # seeds 4-5, and the seventh resumed), and the mean of those four ships
+                                     # seeds 4-5, and the seventh resumed), their mean; then four runs from
+                                     # that mean with a wider voiced residual (seeds 7-10), whose mean ships
 EXTRA_HOURS=${EXTRA_HOURS:-3}        # hours of speech by the extra voice set (the speech decoder's last runs)
 EXTRA2_HOURS=${EXTRA2_HOURS:-1}      # hours by the extra2 voice set (three more speakers, one of those runs)
 LM_STEPS=${LM_STEPS:-900}           # of configs/lm_train_base.json
@@ -140,8 +141,20 @@ RVQCodec.from_pretrained(sys.argv[1], spectral={"edge_phase": True, "edge_offset
       $RVQ train-codec --config $voiced --init-from "$RUNS/codec_speech_extra2/final" \
         --data "$RUNS/data/speech" "$RUNS/data/speech_extra" --out "$RUNS/codec_speech_long" --seed 3 \
         --max-steps $((2 * SPEECH_DECODER5_STEPS)) --resume
-      # What ships: the mean of the seventh run's decoder and its three descendants' (same codes).
-      $RVQ average-decoders "$RUNS"/codec_speech_{extra3,long,sib4,sib5}/final -o "$RUNS/codec_speech/final" ;;
+      # The mean of the seventh run's decoder and its three descendants' (same codes; session 23's variant).
+      $RVQ average-decoders "$RUNS"/codec_speech_{extra3,long,sib4,sib5}/final -o "$RUNS/codec_speech_mean/final" \
+        --fp16
+      # Then (session 24) four runs from that mean with a wider voiced residual (a GELU branch beside the linear
+      # one, starting at zero), seeds 7-10, the second and fourth with the extra2 voices too; their mean ships.
+      for seed in 7 8 9 10; do
+        data=("$RUNS/data/speech" "$RUNS/data/speech_extra")
+        [ $((seed % 2)) = 0 ] && data+=("$RUNS/data/speech_extra2")
+        resume=$([ -d "$RUNS/codec_speech_wide$seed/checkpoint" ] && echo --resume || true)
+        $RVQ train-codec --config configs/codec_spectral_small_decoder_speech_voiced_wide.json \
+          --init-from "$RUNS/codec_speech_mean/final" --data "${data[@]}" --out "$RUNS/codec_speech_wide$seed" \
+          --seed "$seed" --max-steps "$SPEECH_DECODER5_STEPS" $resume
+      done
+      $RVQ average-decoders "$RUNS"/codec_speech_wide{7,8,9,10}/final -o "$RUNS/codec_speech/final" ;;
     tokenize)
       for kind in speech music; do
         $RVQ tokenize "$RUNS/data/$kind" -o "$RUNS/codes/$kind" --codec "$RUNS/codec/final" \
