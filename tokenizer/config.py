@@ -192,7 +192,8 @@ class SpectralConfig(JsonConfig):
         _check(isinstance(hidden, int) and not isinstance(hidden, bool) and hidden >= 0,
                f"spectral.voiced_offset_hidden must be an integer >= 0, got {hidden!r}")
         _check(self.voiced_offsets or not hidden,
-               "spectral.voiced_offset_hidden widens the residual of spectral.voiced_offsets: it needs voiced_offsets true")
+               "spectral.voiced_offset_hidden widens the residual of spectral.voiced_offsets: it needs voiced_offsets "
+               "true")
         for name in ("dim", "hidden_dim", "num_layers"):
             _check(isinstance(getattr(self, name), int) and getattr(self, name) >= 1,
                    f"spectral.{name} must be an integer >= 1, got {getattr(self, name)!r}")

@@ -410,6 +410,7 @@ def test_a_decoder_variant_with_a_wider_voiced_residual_loads_beside_a_folder_wi
     codes = speech.encode(torch.randn(1, 1, 24000) * 0.1)
     assert torch.equal(speech.decode(codes), wide.decode(codes))
 
+
 # ---- the frame-rate (spectral) encoder and decoder -------------------------------------------------
 
 def spectral_config(**overrides) -> CodecConfig:

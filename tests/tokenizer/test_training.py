@@ -395,7 +395,8 @@ def test_a_pitch_head_is_added_to_a_trained_decoder_and_learns_from_yin(tmp_path
                                                                     "decoder.voiced_offset.bias"}
     # And a hidden branch added to those residuals: its own layers only, the rest from the run before.
     config.spectral = dataclasses.replace(config.spectral, voiced_offset_hidden=4)
-    wide = RVQCodec.from_pretrained(train_codec(config, corpus, tmp_path / "wide", init_from=tmp_path / "residual" / "final"))
+    wide_dir = train_codec(config, corpus, tmp_path / "wide", init_from=tmp_path / "residual" / "final")
+    wide = RVQCodec.from_pretrained(wide_dir)
     assert set(wide.state_dict()) - set(residual.state_dict()) == {
         f"decoder.voiced_offset_mlp.{i}.{p}" for i in (0, 2) for p in ("weight", "bias")}
 
