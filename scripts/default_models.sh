@@ -33,7 +33,7 @@ SPEECH_DECODER5_STEPS=${SPEECH_DECODER5_STEPS:-1000} # then with learned residua
                                      # seeds 4-5, and the seventh resumed), their mean; then four runs from
                                      # that mean with a wider voiced residual (seeds 7-10), whose mean ships
 EXTRA_HOURS=${EXTRA_HOURS:-3}        # hours of speech by the extra voice set (the speech decoder's last runs)
-EXTRA2_HOURS=${EXTRA2_HOURS:-1}      # hours by the extra2 voice set (three more speakers, one of those runs)
+EXTRA2_HOURS=${EXTRA2_HOURS:-1}      # hours by the extra2 voice set (three more speakers, some of those runs)
 LM_STEPS=${LM_STEPS:-900}           # of configs/lm_train_base.json
 LM_MORE_STEPS=${LM_MORE_STEPS:-900} # continued training, configs/lm_train_base_continue.json
 LM_MORE2_STEPS=${LM_MORE2_STEPS:-2000} # and again, speech cropped from its start: configs/lm_train_base_continue2.json
@@ -93,10 +93,11 @@ for stage in $stages; do
 RVQCodec.from_pretrained(sys.argv[1], spectral={"edge_phase": True, "edge_offsets": False}).save_pretrained(sys.argv[2])' \
         "$RUNS/codec_pitch/final" "$RUNS/codec_edge" ;;
     decoder-speech)
-      # The decoder that speech decodes with (sessions 19-23; installed as the codec's decoder variant "speech"): the
+      # The decoder that speech decodes with (sessions 19-24; installed as the codec's decoder variant "speech"): the
       # edge decoder fine-tuned on speech alone, first with learned edge offsets, then with them dropped, then with the
       # phase-derivative loss added, then with that loss and learned edge offsets, then with learned residuals over
-      # the harmonic source in voiced frames as well (phase settings the variant keeps), and the mean of the last four.
+      # the harmonic source in voiced frames as well (phase settings the variant keeps), the mean of the last four,
+      # then runs from that mean with a wider residual, and their mean.
       resume=$([ -d "$RUNS/codec_speech_offsets/checkpoint" ] && echo --resume || true)
       $RVQ train-codec --config configs/codec_spectral_small_decoder_edge.json --init-from "$RUNS/codec_edge" \
         --data "$RUNS/data/speech" --out "$RUNS/codec_speech_offsets" --max-steps "$SPEECH_DECODER_STEPS" $resume
@@ -112,9 +113,22 @@ RVQCodec.from_pretrained(sys.argv[1], spectral={"edge_phase": True, "edge_offset
       $RVQ train-codec --config configs/codec_spectral_small_decoder_speech_phase_offsets.json \
         --init-from "$RUNS/codec_speech_phase/final" --data "$RUNS/data/speech" \
         --out "$RUNS/codec_speech_phase_offsets" --max-steps "$SPEECH_DECODER4_STEPS" $resume
-      # Then runs with voiced residuals, OUT:FROM:SEED[:VOICES], each re-warmed from run FROM ("-": the one before).
-      # The first four draw the same batches (seed 0); the next three draw new ones and pool the extra voices with
-      # the English speech; then two siblings of the seventh (session 23), the second with the extra2 voices too.
+      # One run with voiced residuals: CONFIG OUT FROM SEED [VOICES], re-warmed from run FROM, on the English speech
+      # (VOICES extra: pooled with the extra voice set; extra2: with the extra2 set as well).
+      voiced_run() {
+        local config=$1 out=$2 from=$3 seed=$4 voices=${5:-} resume
+        local data=("$RUNS/data/speech")
+        case $voices in
+          extra) data+=("$RUNS/data/speech_extra") ;;
+          extra2) data+=("$RUNS/data/speech_extra" "$RUNS/data/speech_extra2") ;;
+        esac
+        resume=$([ -d "$RUNS/$out/checkpoint" ] && echo --resume || true)
+        $RVQ train-codec --config "$config" --init-from "$RUNS/$from/final" --data "${data[@]}" --out "$RUNS/$out" \
+          --seed "$seed" --max-steps "$SPEECH_DECODER5_STEPS" $resume
+      }
+      # Runs OUT:FROM:SEED[:VOICES] ("-" for FROM: the run before). The first four draw the same batches (seed 0);
+      # the next three draw new ones and pool the extra voices with the English speech; then two siblings of the
+      # seventh (session 23), the second with the extra2 voices too.
       voiced=configs/codec_spectral_small_decoder_speech_voiced_offsets.json
       prev=codec_speech_phase_offsets
       for run in codec_speech_voiced:-:0 codec_speech_voiced2:-:0 codec_speech_voiced3:-:0 \
@@ -123,14 +137,7 @@ RVQCodec.from_pretrained(sys.argv[1], spectral={"edge_phase": True, "edge_offset
                  codec_speech_sib5:codec_speech_extra3:5:extra2; do
         IFS=: read -r out from seed voices <<< "$run"
         [ "$from" = - ] && from=$prev
-        data=("$RUNS/data/speech")
-        case $voices in
-          extra) data+=("$RUNS/data/speech_extra") ;;
-          extra2) data+=("$RUNS/data/speech_extra" "$RUNS/data/speech_extra2") ;;
-        esac
-        resume=$([ -d "$RUNS/$out/checkpoint" ] && echo --resume || true)
-        $RVQ train-codec --config $voiced --init-from "$RUNS/$from/final" --data "${data[@]}" --out "$RUNS/$out" \
-          --seed "$seed" --max-steps "$SPEECH_DECODER5_STEPS" $resume
+        voiced_run $voiced "$out" "$from" "$seed" "$voices"
         prev=$out
       done
       # The seventh run resumed (its discriminator and optimizer kept) for as many steps again, in a copy.
@@ -146,13 +153,10 @@ RVQCodec.from_pretrained(sys.argv[1], spectral={"edge_phase": True, "edge_offset
         --fp16
       # Then (session 24) four runs from that mean with a wider voiced residual (a GELU branch beside the linear
       # one, starting at zero), seeds 7-10, the second and fourth with the extra2 voices too; their mean ships.
-      for seed in 7 8 9 10; do
-        data=("$RUNS/data/speech" "$RUNS/data/speech_extra")
-        [ $((seed % 2)) = 0 ] && data+=("$RUNS/data/speech_extra2")
-        resume=$([ -d "$RUNS/codec_speech_wide$seed/checkpoint" ] && echo --resume || true)
-        $RVQ train-codec --config configs/codec_spectral_small_decoder_speech_voiced_wide.json \
-          --init-from "$RUNS/codec_speech_mean/final" --data "${data[@]}" --out "$RUNS/codec_speech_wide$seed" \
-          --seed "$seed" --max-steps "$SPEECH_DECODER5_STEPS" $resume
+      for run in 7:extra 8:extra2 9:extra 10:extra2; do
+        IFS=: read -r seed voices <<< "$run"
+        voiced_run configs/codec_spectral_small_decoder_speech_voiced_wide.json "codec_speech_wide$seed" \
+          codec_speech_mean "$seed" "$voices"
       done
       $RVQ average-decoders "$RUNS"/codec_speech_wide{7,8,9,10}/final -o "$RUNS/codec_speech/final" ;;
     tokenize)
