@@ -78,6 +78,7 @@ class CodecTrainingConfig(JsonConfig):
     stft_weight: float = 1.0
     complex_weight: float = 0.0  # phase-aware compressed complex STFT loss (off by default)
     phase_weight: float = 0.0  # phase-derivative loss: instantaneous frequency and group delay (off by default)
+    perceptual_weight: float = 0.0  # PESQ's loudness disturbance (`losses.PESQLoss`, torch-pesq; off by default)
     # Pitch-phase decoders (`spectral.pitch_phase`): weight of the f0 and voicing losses against YIN targets, and
     # the first steps in which the harmonic source follows those targets instead of the decoder's own prediction.
     pitch_weight: float = 1.0
@@ -110,6 +111,8 @@ class CodecTrainingConfig(JsonConfig):
         _check(isinstance(self.cooldown_steps, int) and self.cooldown_steps >= 0,
                f"training.cooldown_steps must be an integer >= 0, got {self.cooldown_steps!r}")
         _check(len(self.betas) == 2, f"training.betas must have two values, got {self.betas!r}")
+        for name in ("complex_weight", "phase_weight", "perceptual_weight"):
+            _check(getattr(self, name) >= 0, f"training.{name} must be >= 0, got {getattr(self, name)!r}")
         _check(self.pitch_weight >= 0, f"training.pitch_weight must be >= 0, got {self.pitch_weight!r}")
         _check(isinstance(self.pitch_teacher_steps, int) and self.pitch_teacher_steps >= 0,
                f"training.pitch_teacher_steps must be an integer >= 0, got {self.pitch_teacher_steps!r}")

@@ -1,4 +1,5 @@
-"""Losses of codec training: spectral reconstruction, hinge adversarial and feature matching.
+"""Losses of codec training: spectral reconstruction, PESQ's perceptual disturbance, hinge adversarial and feature
+matching.
 
 Every reconstruction loss takes `(estimate, target)` waveforms `FloatTensor[B, C, N]` of the same shape and returns
 a scalar that is exactly 0 when they are equal. Adversarial losses take the per-scale outputs of a discriminator
@@ -192,6 +193,40 @@ class PhaseDerivativeLoss(CompressedComplexSTFTLoss):
                 # Nothing to compare where either is silent throughout (a crop of silence): 0 there.
                 loss = loss + torch.where(weight > 0, 1 - agree / weight.clamp(min=1e-12), 0.0).mean()
         return loss / (2 * len(self.n_ffts))
+
+
+class PESQLoss(nn.Module):
+    """A differentiable stand-in for PESQ: the disturbance between the perceived loudness of estimate and target.
+
+    PESQ (ITU-T P.862) compares the two signals' loudness per Bark band and 32 ms frame at 16 kHz, after aligning
+    their levels and equalising their long-term spectra; added loudness (noise in a spectral valley, between the
+    harmonics of a low voice) weighs more than missing loudness. Mel and STFT distances weigh every bin alike and
+    miss that asymmetry. This is torch-pesq's model of it (Schmidt et al.; P.862 without its time alignment, which
+    a codec's output does not need): `0.1 d_sym + 0.0309 d_asym`, the two disturbances PESQ maps to its score, so
+    lower is better and 0 means equal loudness everywhere.
+
+    Channels are averaged first (PESQ is mono). Crops whose target is nearly silent (RMS below `min_rms`) have no
+    speech to judge, and PESQ's level alignment divides by their power: they count 0. Inputs: waveforms
+    `FloatTensor[B, C, N]` at `sample_rate` Hz, N above a quarter of a second. Output: scalar, the mean over the
+    batch (silent crops count 0).
+    """
+
+    def __init__(self, sample_rate: int, min_rms: float = 1e-3) -> None:
+        super().__init__()
+        from torch_pesq import PesqLoss  # imported here: only training with `perceptual_weight` > 0 needs it
+
+        self.sample_rate = sample_rate
+        self.min_rms = min_rms
+        self.pesq = PesqLoss(1.0, sample_rate=sample_rate)
+
+    def forward(self, estimate: Tensor, target: Tensor) -> Tensor:
+        _check_pair(estimate, target, self.sample_rate // 4, "PESQLoss")
+        estimate, target = estimate.float().mean(1), target.float().mean(1)  # (B, N)
+        keep = target.pow(2).mean(1).sqrt() > self.min_rms
+        if not bool(keep.any()):
+            return (estimate * 0).sum()  # still part of the graph, so every process calls backward alike
+        loss = self.pesq(target[keep], estimate[keep]).float()
+        return loss.sum() / estimate.shape[0]
 
 
 def discriminator_hinge_loss(real_logits: Sequence[Tensor], fake_logits: Sequence[Tensor]) -> Tensor:

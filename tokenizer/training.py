@@ -15,7 +15,8 @@ processes and of intra-op threads (reductions are summed in a different order ot
 
 Stages: steps `[0, adversarial_start_step)` train on reconstruction only (multi-scale mel + multi-resolution
 STFT + commitment/codebook losses, plus the phase-aware compressed complex STFT loss when `complex_weight` > 0 and
-the phase-derivative loss, instantaneous frequency and group delay, when `phase_weight` > 0); from
+the phase-derivative loss, instantaneous frequency and group delay, when `phase_weight` > 0, and PESQ's loudness
+disturbance when `perceptual_weight` > 0); from
 `adversarial_start_step` on, each step first updates the discriminator (EnCodec's MS-STFT-D, plus HiFi-GAN's
 multi-period one when `training.disc_periods` lists periods; hinge loss on the detached reconstruction), then the
 codec with the added hinge and feature-matching losses against the updated discriminator. Loss weights are fixed, from `config.training`.
@@ -63,8 +64,8 @@ from .config import CodecConfig, CodecTrainingConfig
 from .data import AudioCrops
 from .discriminator import CodecDiscriminator
 from .errors import CheckpointError
-from .losses import (CompressedComplexSTFTLoss, MultiResolutionSTFTLoss, MultiScaleMelLoss, PhaseDerivativeLoss,
-                     discriminator_hinge_loss, feature_matching_loss, generator_hinge_loss)
+from .losses import (CompressedComplexSTFTLoss, MultiResolutionSTFTLoss, MultiScaleMelLoss, PESQLoss,
+                     PhaseDerivativeLoss, discriminator_hinge_loss, feature_matching_loss, generator_hinge_loss)
 from .model import RVQCodec
 from .pitch import PITCH_RANGE_HZ, VOICING_THRESHOLD, pitch_losses, yin
 from .run_folder import (CHECKPOINT_DIR, FINAL_DIR, LOG_NAME, STATE_NAME, check_run_folder, prepare, quiet,
@@ -182,6 +183,7 @@ def fit_codec(config: CodecConfig, data: str | os.PathLike | list[str | os.PathL
     stft_loss = MultiResolutionSTFTLoss().to(accelerator.device)
     complex_loss = CompressedComplexSTFTLoss().to(accelerator.device) if tc.complex_weight > 0 else None
     phase_loss = PhaseDerivativeLoss().to(accelerator.device) if tc.phase_weight > 0 else None
+    pesq_loss = PESQLoss(config.sample_rate).to(accelerator.device) if tc.perceptual_weight > 0 else None
     model = accelerator.unwrap_model(codec)
 
     state = TrainState(num_processes=accelerator.num_processes)
@@ -227,6 +229,9 @@ def fit_codec(config: CodecConfig, data: str | os.PathLike | list[str | os.PathL
         if phase_loss is not None:
             terms["phase"] = phase_loss(res.audio, wav)
             loss = loss + tc.phase_weight * terms["phase"]
+        if pesq_loss is not None:
+            terms["pesq"] = pesq_loss(res.audio, wav)
+            loss = loss + tc.perceptual_weight * terms["pesq"]
         if pitch_target is not None:
             terms["f0"], terms["voicing"] = pitch_losses(res.pitch, pitch_target)
             loss = loss + tc.pitch_weight * (terms["f0"] + terms["voicing"])

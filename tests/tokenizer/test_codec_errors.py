@@ -54,6 +54,7 @@ def test_bad_codes(codec, codes, match):
     ({"quantizer": {"kind": "fsq"}}, "quantizer.kind must be 'ema' or 'factorized', got 'fsq'"),
     ({"quantizer": {"decay": 1.5}}, r"quantizer.decay must be in \(0, 1\), got 1.5"),
     ({"training": {"seed": -1}}, "training.seed must be an integer >= 0, got -1"),
+    ({"training": {"perceptual_weight": -1.0}}, "training.perceptual_weight must be >= 0, got -1.0"),
 ])
 def test_bad_config_values(overrides, match):
     with pytest.raises(ConfigError, match=match):

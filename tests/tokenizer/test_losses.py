@@ -6,10 +6,12 @@ import math
 
 import pytest
 import torch
+import torchaudio
+from pesq import pesq
 
 from tokenizer import AudioInputError, CodecConfig
 from tokenizer.discriminator import CodecDiscriminator, MultiPeriodDiscriminator, MultiScaleSTFTDiscriminator
-from tokenizer.losses import (CompressedComplexSTFTLoss, MultiResolutionSTFTLoss, MultiScaleMelLoss,
+from tokenizer.losses import (CompressedComplexSTFTLoss, MultiResolutionSTFTLoss, MultiScaleMelLoss, PESQLoss,
                               PhaseDerivativeLoss, discriminator_hinge_loss, feature_matching_loss,
                               generator_hinge_loss)
 
@@ -100,6 +102,59 @@ def test_reconstruction_losses_reject_mismatched_or_too_short_inputs(spectral_lo
         spectral_losses["mel"](torch.zeros(1, 1, 4000), torch.zeros(1, 1, 3999))
     with pytest.raises(AudioInputError, match="more than 1024 samples"):
         spectral_losses["stft"](torch.zeros(1, 1, 1000), torch.zeros(1, 1, 1000))
+
+
+def _speechlike(seconds: float = 1.0, seed: int = 0) -> torch.Tensor:
+    """A low voice's pulse train through two formants, in syllables with pauses: (1, 1, N) at SR."""
+    g = torch.Generator().manual_seed(seed)
+    n = int(seconds * SR)
+    pulses = torch.zeros(n)
+    pulses[:: SR // 100] = 1.0  # 100 Hz: harmonics 100 Hz apart, deep valleys between them
+    t = torch.arange(n) / SR
+    wav = torch.zeros(n)
+    for formant, bandwidth in ((500.0, 80.0), (1500.0, 120.0)):
+        k = torch.arange(400) / SR
+        ring = torch.exp(-math.pi * bandwidth * k) * torch.sin(2 * math.pi * formant * k)
+        wav = wav + torch.nn.functional.conv1d(pulses[None, None], ring.flip(0)[None, None], padding=399)[0, 0, :n]
+    envelope = torch.sin(2 * math.pi * 2 * t).clamp(min=0)  # syllables and pauses
+    wav = wav * envelope + 1e-4 * torch.randn(n, generator=g)
+    return (0.3 * wav / wav.abs().max())[None, None]
+
+
+def test_pesq_loss_ranks_degradations_as_pesq_does():
+    """Kinds of damage PESQ weighs very differently (a level change, lost treble, added noise, and the noisy
+    signal as the reference) come out in the real PESQ's order, reversed: lower loss, higher score."""
+    loss = PESQLoss(SR)
+    target = _speechlike()
+    assert loss(target.clone(), target).item() == pytest.approx(0.0, abs=1e-6)
+    noise = torch.randn(target.shape, generator=torch.Generator().manual_seed(1)) * target.abs().max()
+    pairs = [(0.5 * target, target),  # level: PESQ aligns it away
+             (torchaudio.functional.lowpass_biquad(target, SR, 4000.0), target),
+             (torchaudio.functional.lowpass_biquad(target, SR, 2000.0), target),
+             (target + 0.01 * noise, target),
+             (target + 0.03 * noise, target),
+             (target, target + 0.03 * noise)]  # the noise is missing, not added: PESQ scores it lower still
+    losses = [loss(estimate, reference).item() for estimate, reference in pairs]
+    scores = [pesq(SR, reference[0, 0].numpy(), estimate[0, 0].numpy(), "wb") for estimate, reference in pairs]
+    assert sorted(range(len(pairs)), key=losses.__getitem__) == list(range(len(pairs))), losses
+    assert sorted(range(len(pairs)), key=lambda i: -scores[i]) == list(range(len(pairs))), scores
+
+
+def test_pesq_loss_counts_silent_crops_as_zero_and_keeps_gradients_finite():
+    loss = PESQLoss(SR)
+    target = torch.cat([_speechlike(), torch.zeros(1, 1, SR)])  # the second crop is digital silence
+    estimate = (target + 0.01 * torch.randn(target.shape, generator=torch.Generator().manual_seed(2)))
+    estimate.requires_grad_()
+    value = loss(estimate, target)
+    assert value.item() == pytest.approx(loss(estimate[:1].detach(), target[:1]).item() / 2, rel=1e-5)
+    value.backward()
+    assert torch.isfinite(estimate.grad).all() and estimate.grad[0].abs().sum() > 0
+    assert estimate.grad[1].abs().sum() == 0
+    silent = torch.zeros(2, 1, SR, requires_grad=True)
+    loss(silent, torch.zeros(2, 1, SR)).backward()  # nothing to judge: 0, and still a graph
+    assert torch.equal(silent.grad, torch.zeros_like(silent))
+    with pytest.raises(AudioInputError, match="more than 4000 samples"):
+        loss(torch.zeros(1, 1, 4000), torch.zeros(1, 1, 4000))
 
 
 def test_hinge_losses_have_their_textbook_values_and_gradients():

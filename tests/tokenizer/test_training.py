@@ -323,7 +323,7 @@ def test_decoder_fine_tuning_keeps_every_code_and_changes_only_the_decoder(tmp_p
         train_codec(tiny(max_steps=2, freeze_codes=True), corpus, tmp_path / "no_init")
 
     config = tiny(max_steps=4, adversarial_start_step=0, freeze_codes=True, save_every=2, log_every=1,
-                  disc_periods=(2, 3, 5), period_disc_filters=2, phase_weight=1.0)
+                  disc_periods=(2, 3, 5), period_disc_filters=2, phase_weight=1.0, perceptual_weight=1.0)
     tuned = train_codec(config, corpus, tmp_path / "tuned", init_from=start)
     before, after = RVQCodec.from_pretrained(start), RVQCodec.from_pretrained(tuned)
     assert after.fingerprint == before.fingerprint
@@ -333,7 +333,7 @@ def test_decoder_fine_tuning_keeps_every_code_and_changes_only_the_decoder(tmp_p
     codes = before.encode(wav, SR)
     assert torch.equal(after.encode(wav, SR), codes)
     assert not torch.equal(after.decode(codes), before.decode(codes))
-    assert {"disc", "adv", "feat", "phase"} <= set(_log(tmp_path / "tuned")[0])
+    assert {"disc", "adv", "feat", "phase", "pesq"} <= set(_log(tmp_path / "tuned")[0])
 
     # Resuming with another freeze_codes would give the optimizer other parameters: refused by name.
     shutil.rmtree(tmp_path / "tuned" / "final")
