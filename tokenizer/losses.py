@@ -217,16 +217,18 @@ class PESQLoss(nn.Module):
 
         self.sample_rate = sample_rate
         self.min_rms = min_rms
-        self.pesq = PesqLoss(1.0, sample_rate=sample_rate)
+        # In float64: PESQ pools each 320 ms window's disturbance as (mean d^6)^(1/6), and in float32 d^6 underflows
+        # to 0 wherever a window is quiet throughout (a pause), which makes that root's gradient NaN.
+        self.pesq = PesqLoss(1.0, sample_rate=sample_rate).double()
 
     def forward(self, estimate: Tensor, target: Tensor) -> Tensor:
         _check_pair(estimate, target, self.sample_rate // 4, "PESQLoss")
-        estimate, target = estimate.float().mean(1), target.float().mean(1)  # (B, N)
+        estimate, target = estimate.double().mean(1), target.double().mean(1)  # (B, N)
         keep = target.pow(2).mean(1).sqrt() > self.min_rms
         if not bool(keep.any()):
-            return (estimate * 0).sum()  # still part of the graph, so every process calls backward alike
-        loss = self.pesq(target[keep], estimate[keep]).float()
-        return loss.sum() / estimate.shape[0]
+            return (estimate * 0).sum().float()  # still part of the graph, so every process calls backward alike
+        loss = self.pesq(target[keep], estimate[keep])
+        return (loss.sum() / estimate.shape[0]).float()
 
 
 def discriminator_hinge_loss(real_logits: Sequence[Tensor], fake_logits: Sequence[Tensor]) -> Tensor:

@@ -140,7 +140,7 @@ def test_pesq_loss_ranks_degradations_as_pesq_does():
     assert sorted(range(len(pairs)), key=lambda i: -scores[i]) == list(range(len(pairs))), scores
 
 
-def test_pesq_loss_counts_silent_crops_as_zero_and_keeps_gradients_finite():
+def test_pesq_loss_counts_silent_crops_as_zero_and_keeps_gradients_finite_through_pauses():
     loss = PESQLoss(SR)
     target = torch.cat([_speechlike(), torch.zeros(1, 1, SR)])  # the second crop is digital silence
     estimate = (target + 0.01 * torch.randn(target.shape, generator=torch.Generator().manual_seed(2)))
@@ -150,6 +150,13 @@ def test_pesq_loss_counts_silent_crops_as_zero_and_keeps_gradients_finite():
     value.backward()
     assert torch.isfinite(estimate.grad).all() and estimate.grad[0].abs().sum() > 0
     assert estimate.grad[1].abs().sum() == 0
+    # A pause longer than PESQ's 320 ms pooling window: its disturbance is ~0 there, which float32 underflows.
+    paused = _speechlike()
+    paused[..., 6000:] = 0.0
+    estimate = (paused + 1e-3 * torch.randn(paused.shape, generator=torch.Generator().manual_seed(3)) * (paused != 0))
+    estimate.requires_grad_()
+    loss(estimate, paused).backward()
+    assert torch.isfinite(estimate.grad).all() and estimate.grad.abs().sum() > 0
     silent = torch.zeros(2, 1, SR, requires_grad=True)
     loss(silent, torch.zeros(2, 1, SR)).backward()  # nothing to judge: 0, and still a graph
     assert torch.equal(silent.grad, torch.zeros_like(silent))
