@@ -97,6 +97,12 @@ def test_presets_load_and_have_the_advertised_rates():
     voiced = CodecConfig.from_json_file(REPO / "configs" / "codec_spectral_small_decoder_speech_voiced_offsets.json")
     assert voiced.fingerprint == spectral.fingerprint and voiced.training == speech.training
     assert voiced.spectral == dataclasses.replace(edge.spectral, voiced_offsets=True)
+    wide = CodecConfig.from_json_file(REPO / "configs" / "codec_spectral_small_decoder_speech_voiced_wide.json")
+    assert wide.fingerprint == spectral.fingerprint and wide.training == voiced.training
+    assert wide.spectral == dataclasses.replace(voiced.spectral, voiced_offset_hidden=512)
+    pesq = CodecConfig.from_json_file(REPO / "configs" / "codec_spectral_small_decoder_speech_pesq.json")
+    assert pesq.fingerprint == spectral.fingerprint and pesq.spectral == wide.spectral
+    assert pesq.training == dataclasses.replace(wide.training, perceptual_weight=1.0, max_steps=600)
     # EnCodec 24 kHz's bandwidths are the prefixes of 2, 4, 8, 16 and 32 codebooks.
     assert [big.bitrate(k) for k in (2, 4, 8, 16, 32)] == pytest.approx([1.5, 3.0, 6.0, 12.0, 24.0])
 
