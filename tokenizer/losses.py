@@ -2,8 +2,9 @@
 matching.
 
 Every reconstruction loss takes `(estimate, target)` waveforms `FloatTensor[B, C, N]` of the same shape and returns
-a scalar that is exactly 0 when they are equal. Adversarial losses take the per-scale outputs of a discriminator
-(see `tokenizer.discriminator`): a list of logits tensors, and a list (per scale) of lists of feature maps.
+a scalar that is 0 when they are equal (exactly, except PESQLoss: ~1e-21, from its clamps). Adversarial losses take
+the per-scale outputs of a discriminator (see `tokenizer.discriminator`): a list of logits tensors, and a list (per
+scale) of lists of feature maps.
 """
 
 from __future__ import annotations
