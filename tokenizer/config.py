@@ -111,9 +111,8 @@ class CodecTrainingConfig(JsonConfig):
         _check(isinstance(self.cooldown_steps, int) and self.cooldown_steps >= 0,
                f"training.cooldown_steps must be an integer >= 0, got {self.cooldown_steps!r}")
         _check(len(self.betas) == 2, f"training.betas must have two values, got {self.betas!r}")
-        for name in ("complex_weight", "phase_weight", "perceptual_weight"):
+        for name in ("complex_weight", "phase_weight", "perceptual_weight", "pitch_weight"):
             _check(getattr(self, name) >= 0, f"training.{name} must be >= 0, got {getattr(self, name)!r}")
-        _check(self.pitch_weight >= 0, f"training.pitch_weight must be >= 0, got {self.pitch_weight!r}")
         _check(isinstance(self.pitch_teacher_steps, int) and self.pitch_teacher_steps >= 0,
                f"training.pitch_teacher_steps must be an integer >= 0, got {self.pitch_teacher_steps!r}")
         _check(self.adversarial_start_step >= -1,

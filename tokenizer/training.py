@@ -181,9 +181,12 @@ def fit_codec(config: CodecConfig, data: str | os.PathLike | list[str | os.PathL
         accelerator.register_for_checkpointing(sched_d)
     mel_loss = MultiScaleMelLoss(config.sample_rate).to(accelerator.device)
     stft_loss = MultiResolutionSTFTLoss().to(accelerator.device)
-    complex_loss = CompressedComplexSTFTLoss().to(accelerator.device) if tc.complex_weight > 0 else None
-    phase_loss = PhaseDerivativeLoss().to(accelerator.device) if tc.phase_weight > 0 else None
-    pesq_loss = PESQLoss(config.sample_rate).to(accelerator.device) if tc.perceptual_weight > 0 else None
+    # The optional reconstruction losses, (log name, weight, loss), built only when weighted.
+    optional_losses = [(name, weight, make().to(accelerator.device)) for name, weight, make in (
+        ("complex", tc.complex_weight, CompressedComplexSTFTLoss),
+        ("phase", tc.phase_weight, PhaseDerivativeLoss),
+        ("pesq", tc.perceptual_weight, lambda: PESQLoss(config.sample_rate)),
+    ) if weight > 0]
     model = accelerator.unwrap_model(codec)
 
     state = TrainState(num_processes=accelerator.num_processes)
@@ -223,15 +226,9 @@ def fit_codec(config: CodecConfig, data: str | os.PathLike | list[str | os.PathL
         }
         loss = (tc.mel_weight * terms["mel"] + tc.stft_weight * terms["stft"]
                 + tc.commitment_weight * terms["commit"] + tc.codebook_weight * terms["codebook"])
-        if complex_loss is not None:
-            terms["complex"] = complex_loss(res.audio, wav)
-            loss = loss + tc.complex_weight * terms["complex"]
-        if phase_loss is not None:
-            terms["phase"] = phase_loss(res.audio, wav)
-            loss = loss + tc.phase_weight * terms["phase"]
-        if pesq_loss is not None:
-            terms["pesq"] = pesq_loss(res.audio, wav)
-            loss = loss + tc.perceptual_weight * terms["pesq"]
+        for name, weight, optional_loss in optional_losses:
+            terms[name] = optional_loss(res.audio, wav)
+            loss = loss + weight * terms[name]
         if pitch_target is not None:
             terms["f0"], terms["voicing"] = pitch_losses(res.pitch, pitch_target)
             loss = loss + tc.pitch_weight * (terms["f0"] + terms["voicing"])
