@@ -31,7 +31,9 @@ SPEECH_DECODER5_STEPS=${SPEECH_DECODER5_STEPS:-1000} # then with learned residua
                                      # same batches (seed 0), then three on new ones (seeds 1-3) with the extra
                                      # voice set pooled in; then three more from the seventh (two re-warmed runs,
                                      # seeds 4-5, and the seventh resumed), their mean; then four runs from
-                                     # that mean with a wider voiced residual (seeds 7-10), whose mean ships
+                                     # that mean with a wider voiced residual (seeds 7-10), their mean
+SPEECH_DECODER6_STEPS=${SPEECH_DECODER6_STEPS:-600} # then four runs from that mean with PESQ's loudness
+                                     # disturbance as a loss (seeds 7-10), whose mean ships
 EXTRA_HOURS=${EXTRA_HOURS:-3}        # hours of speech by the extra voice set (the speech decoder's last runs)
 EXTRA2_HOURS=${EXTRA2_HOURS:-1}      # hours by the extra2 voice set (three more speakers, some of those runs)
 LM_STEPS=${LM_STEPS:-900}           # of configs/lm_train_base.json
@@ -97,7 +99,7 @@ RVQCodec.from_pretrained(sys.argv[1], spectral={"edge_phase": True, "edge_offset
       # edge decoder fine-tuned on speech alone, first with learned edge offsets, then with them dropped, then with the
       # phase-derivative loss added, then with that loss and learned edge offsets, then with learned residuals over
       # the harmonic source in voiced frames as well (phase settings the variant keeps), the mean of the last four,
-      # then runs from that mean with a wider residual, and their mean.
+      # then runs from that mean with a wider residual, their mean, then runs from it with a PESQ loss, their mean.
       resume=$([ -d "$RUNS/codec_speech_offsets/checkpoint" ] && echo --resume || true)
       $RVQ train-codec --config configs/codec_spectral_small_decoder_edge.json --init-from "$RUNS/codec_edge" \
         --data "$RUNS/data/speech" --out "$RUNS/codec_speech_offsets" --max-steps "$SPEECH_DECODER_STEPS" $resume
@@ -113,10 +115,10 @@ RVQCodec.from_pretrained(sys.argv[1], spectral={"edge_phase": True, "edge_offset
       $RVQ train-codec --config configs/codec_spectral_small_decoder_speech_phase_offsets.json \
         --init-from "$RUNS/codec_speech_phase/final" --data "$RUNS/data/speech" \
         --out "$RUNS/codec_speech_phase_offsets" --max-steps "$SPEECH_DECODER4_STEPS" $resume
-      # One run with voiced residuals: CONFIG OUT FROM SEED [VOICES], re-warmed from run FROM, on the English speech
-      # (VOICES extra: pooled with the extra voice set; extra2: with the extra2 set as well).
+      # One run with voiced residuals: CONFIG OUT FROM SEED [VOICES [STEPS]], re-warmed from run FROM, on the English
+      # speech (VOICES extra: pooled with the extra voice set; extra2: with the extra2 set as well).
       voiced_run() {
-        local config=$1 out=$2 from=$3 seed=$4 voices=${5:-} resume
+        local config=$1 out=$2 from=$3 seed=$4 voices=${5:-} steps=${6:-$SPEECH_DECODER5_STEPS} resume
         local data=("$RUNS/data/speech")
         case $voices in
           extra) data+=("$RUNS/data/speech_extra") ;;
@@ -124,7 +126,7 @@ RVQCodec.from_pretrained(sys.argv[1], spectral={"edge_phase": True, "edge_offset
         esac
         resume=$([ -d "$RUNS/$out/checkpoint" ] && echo --resume || true)
         $RVQ train-codec --config "$config" --init-from "$RUNS/$from/final" --data "${data[@]}" --out "$RUNS/$out" \
-          --seed "$seed" --max-steps "$SPEECH_DECODER5_STEPS" $resume
+          --seed "$seed" --max-steps "$steps" $resume
       }
       # Runs OUT:FROM:SEED[:VOICES] ("-" for FROM: the run before). The first four draw the same batches (seed 0);
       # the next three draw new ones and pool the extra voices with the English speech; then two siblings of the
@@ -152,13 +154,22 @@ RVQCodec.from_pretrained(sys.argv[1], spectral={"edge_phase": True, "edge_offset
       $RVQ average-decoders "$RUNS"/codec_speech_{extra3,long,sib4,sib5}/final -o "$RUNS/codec_speech_mean/final" \
         --fp16
       # Then (session 24) four runs from that mean with a wider voiced residual (a GELU branch beside the linear
-      # one, starting at zero), seeds 7-10, the second and fourth with the extra2 voices too; their mean ships.
+      # one, starting at zero), seeds 7-10, the second and fourth with the extra2 voices too, and their mean
+      # (session 24's variant, stored in float16 as it shipped).
       for run in 7:extra 8:extra2 9:extra 10:extra2; do
         IFS=: read -r seed voices <<< "$run"
         voiced_run configs/codec_spectral_small_decoder_speech_voiced_wide.json "codec_speech_wide$seed" \
           codec_speech_mean "$seed" "$voices"
       done
-      $RVQ average-decoders "$RUNS"/codec_speech_wide{7,8,9,10}/final -o "$RUNS/codec_speech/final" ;;
+      $RVQ average-decoders "$RUNS"/codec_speech_wide{7,8,9,10}/final -o "$RUNS/codec_speech_wide_mean/final" \
+        --fp16
+      # Then (sessions 25-26) four runs from that mean with PESQ's loudness disturbance as a loss as well, seeds
+      # 7-10, all with the extra2 voices; their mean ships.
+      for seed in 7 8 9 10; do
+        voiced_run configs/codec_spectral_small_decoder_speech_pesq.json "codec_speech_pesq$seed" \
+          codec_speech_wide_mean "$seed" extra2 "$SPEECH_DECODER6_STEPS"
+      done
+      $RVQ average-decoders "$RUNS"/codec_speech_pesq{7,8,9,10}/final -o "$RUNS/codec_speech/final" ;;
     tokenize)
       for kind in speech music; do
         $RVQ tokenize "$RUNS/data/$kind" -o "$RUNS/codes/$kind" --codec "$RUNS/codec/final" \
