@@ -133,11 +133,14 @@ def _eval_music(args: argparse.Namespace) -> None:
 
         codec = None if args.codec is None else resolve_codec(args.codec)
         report = evaluate_music_references(args.data, args.classifier, split=args.split, max_clips=args.max_clips,
-                                           output=args.output, progress=not args.no_progress, codec=codec)
+                                           output=args.output, progress=not args.no_progress, codec=codec,
+                                           opus_kbps=args.opus_kbps)
         print(format_music_report(report))
         return
     if args.codec is not None:
         raise ValueError("--codec goes with --references-only; with an LM the renders go through the LM's own codec")
+    if args.opus_kbps is not None:
+        raise ValueError("--opus-kbps goes with --references-only")
     report = evaluate_music_lm(args.data, args.classifier, model=args.model, split=args.split,
                                max_clips=args.max_clips, duration=args.duration, seed=args.seed,
                                batch_size=args.batch_size, sampling=sampling, output=args.output,
@@ -299,6 +302,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="score only the held-out renders (no LM, no generation)")
     p.add_argument("--codec", default=None,
                    help="with --references-only: also score the renders after a round trip through this codec folder")
+    p.add_argument("--opus-kbps", type=float, default=None,
+                   help="with --references-only: also score the renders after a round trip through Opus (ffmpeg's "
+                        "libopus) at this bitrate, e.g. 6 beside the codec's 6 kbps")
     p.add_argument("--split", default="test")
     p.add_argument("--max-clips", type=int, default=None, help="first N held-out clips (at least 4)")
     p.add_argument("--duration", type=float, default=8.0, help="seconds generated per caption (default 8)")

@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 from lm import AudioLM
 from lm.codec_interface import AudioTokenizer
 
-from .data import check_count, describe, iter_audio, load_split, write_report
+from .data import check_count, describe, iter_audio, load_split, opus_roundtrip, write_report
 from .metrics import (FEATURE_DIM, FEATURE_N_MELS, FEATURE_SAMPLE_RATE, audio_features,
                       estimate_tempo, frechet_distance, tempo_errors)
 
@@ -411,6 +411,7 @@ def evaluate_music_references(
     output: str | os.PathLike | None = None,
     progress: bool = True,
     codec: AudioTokenizer | None = None,
+    opus_kbps: float | None = None,
 ) -> dict[str, Any]:
     """The music measures on real held-out renders standing in for generations: the ceiling a generator can reach.
 
@@ -420,9 +421,13 @@ def evaluate_music_references(
     `frechet_distance_train` (`split` vs as many clips of "train", another SoundFont; absent without a train
     split). With a `codec`, `through_codec` holds the same measures for the renders after a round trip through it
     (encode, decode with every codebook), its Fréchet distance against the renders themselves: the ceiling of an LM
-    that speaks that codec's codes, since whatever the codec loses no LM can put back. Written as JSON to `output`
-    when given.
+    that speaks that codec's codes, since whatever the codec loses no LM can put back. With `opus_kbps`,
+    `through_opus` holds them for the renders after a round trip through Opus (ffmpeg's libopus) at that bitrate,
+    with `kbps` (the requested and the measured one, container included): the classical codec to read the codec's
+    row against. Written as JSON to `output` when given.
     """
+    if opus_kbps is not None and not opus_kbps > 0:
+        raise ValueError(f"opus_kbps must be a bitrate > 0 in kbps, got {opus_kbps!r}")
     if not isinstance(classifier, FamilyClassifier):
         classifier = FamilyClassifier.from_pretrained(classifier)
     ds = load_split(data, split)
@@ -441,6 +446,12 @@ def evaluate_music_references(
     if codec is not None:
         report["through_codec"] = evaluate_music(_round_trips(codec, generated, progress), feats, classifier,
                                                  progress=progress)
+    if opus_kbps is not None:
+        trips = [(opus_roundtrip(wav if wav.dim() == 2 else wav[None], sr, opus_kbps), sr, meta)
+                 for wav, sr, meta in tqdm(generated, desc="opus round trip", disable=not progress, unit="clip")]
+        through = evaluate_music([(t.audio, sr, meta) for t, sr, meta in trips], feats, classifier, progress=progress)
+        measured = sum(t.num_bytes for t, _, _ in trips) * 8 / sum(t.seconds for t, _, _ in trips) / 1000
+        report["through_opus"] = {**through, "kbps": {"requested": opus_kbps, "measured": measured}}
     report["split"] = split
     write_report(output, report)
     return report
@@ -553,10 +564,18 @@ def format_music_report(report: dict[str, Any]) -> str:
     if "through_codec" in references:
         through = references["through_codec"]
         lines.append(row("held-out renders through the codec", through, through["frechet_distance"]))
+    if "through_opus" in references:
+        through = references["through_opus"]
+        kbps = through["kbps"]
+        lines.append(row(f"held-out renders through Opus {kbps['requested']:g} kbps ({kbps['measured']:.2f})",
+                         through, through["frechet_distance"]))
     lines += ["", "Fréchet distance between audio_features windows (units², not comparable with FAD): generated "
               "vs the held-out renders of the same captions; held-out renders: even vs odd clips, the floor at "
               "half this set size" + ("; through the codec: vs the renders themselves. The codec's row is the "
                                       "ceiling of any LM on its codes." if "through_codec" in references else ".")]
+    if "through_opus" in references:
+        lines.append("Through Opus: ffmpeg's libopus, vs the renders themselves; its measured kbps (in brackets) "
+                     "include the Ogg container.")
     if "frechet_distance_train" in references:
         lines.append(f"Held-out renders vs as many train renders (another SoundFont): "
                      f"{references['frechet_distance_train']:.1f}.")

@@ -19,9 +19,9 @@ from pipelines.defaults import save_lm
 from pipelines.evaluation import (FamilyClassifier, audio_features, compare_codec_reports, compare_reports,
                                   duration_correlation, estimate_tempo, evaluate_codec, evaluate_music,
                                   evaluate_music_generation, evaluate_music_references, evaluate_tts, evaluate_tts_lm,
-                                  frechet_distance, mel_distance, normalize_text, opus_roundtrip, pesq_wb, phase_swap,
-                                  si_sdr, stft_distance, stoi, tempo_errors, train_family_classifier, transcribe, wer,
-                                  word_hits, word_recall)
+                                  format_music_report, frechet_distance, mel_distance, normalize_text, opus_roundtrip,
+                                  pesq_wb, phase_swap, si_sdr, stft_distance, stoi, tempo_errors,
+                                  train_family_classifier, transcribe, wer, word_hits, word_recall)
 from pipelines.evaluation.metrics import (FEATURE_DIM, FEATURE_N_MELS, harmonic_energy_fraction, harmonic_tone,
                                           tempo_within)
 from pipelines.generate import generate
@@ -555,6 +555,18 @@ def test_music_references_through_a_codec_measure_what_it_loses(classifier, toy_
     assert silenced["tempo"]["unmeasured"] == silenced["n"] and silenced["frechet_distance"] > 0
 
 
+def test_music_references_through_opus_lose_less_at_a_higher_bitrate(classifier, toy_music_dir):
+    refs = evaluate_music_references(toy_music_dir, classifier[0], progress=False, opus_kbps=6)
+    low = refs["through_opus"]
+    assert low["n"] == refs["n"] and [i["text"] for i in low["items"]] == [i["text"] for i in refs["items"]]
+    assert low["kbps"]["requested"] == 6 and 4 < low["kbps"]["measured"] < 12  # measured, container included
+    high = evaluate_music_references(toy_music_dir, classifier[0], progress=False, opus_kbps=64)["through_opus"]
+    assert 0 <= high["frechet_distance"] < low["frechet_distance"]  # against the renders themselves
+    assert "| held-out renders through Opus 6 kbps (" in format_music_report(refs)
+    with pytest.raises(ValueError, match="opus_kbps must be a bitrate > 0 in kbps, got 0"):
+        evaluate_music_references(toy_music_dir, classifier[0], progress=False, opus_kbps=0)
+
+
 def test_evaluate_music_counts_clips_too_short_or_silent_as_misses(classifier, toy_music_dir):
     from pipelines.evaluation.data import iter_audio, load_split
 
@@ -605,6 +617,12 @@ def test_eval_music_command_end_to_end(classifier, toy_music_dir, lm_dir, tmp_pa
                  "-o", str(tmp_path / "refs.json")]) == 0
     assert "| held-out renders through the codec |" in capsys.readouterr().out
     assert json.loads((tmp_path / "refs.json").read_text())["through_codec"] == through  # the LM's codec, as above
+    assert main(["eval-music", "--data", str(toy_music_dir), "--classifier", str(classifier[1]),
+                 "--references-only", "--opus-kbps", "6", "--max-clips", "4", "--no-progress"]) == 0
+    assert "| held-out renders through Opus 6 kbps (" in capsys.readouterr().out
+    assert main(["eval-music", "--data", str(toy_music_dir), "--classifier", str(classifier[1]), "--model",
+                 str(lm_dir), "--opus-kbps", "6"]) == 2
+    assert "--opus-kbps goes with --references-only" in capsys.readouterr().err
     assert main(["eval-music", "--data", str(toy_music_dir), "--classifier", str(classifier[1]), "--model",
                  str(lm_dir), "--codec", str(lm_dir / "codec")]) == 2
     assert "--codec goes with --references-only" in capsys.readouterr().err
