@@ -29,7 +29,7 @@ from tokenizer.audio import resample, to_channels
 
 from ..defaults import resolve_codec
 from .asr import RECOGNISER, transcribe
-from .data import describe, iter_audio, load_split, opus_roundtrip, write_report
+from .data import check_opus_kbps, describe, iter_audio, load_split, opus_roundtrip, write_report
 from .metrics import (harmonic_energy_fraction, harmonic_tone, mel_distance, pesq_wb, phase_swap, si_sdr,
                       stft_distance, stoi, wer, word_recall)
 
@@ -104,9 +104,7 @@ def evaluate_codec(
     if domain not in ("speech", "music"):
         raise ValueError(f"domain must be 'speech', 'music' or None (detect), got {domain!r}")
     ks = _check_num_codebooks(num_codebooks, codec.num_codebooks)
-    opus_kbps = [float(b) for b in opus_kbps]
-    if any(not 6 <= b <= 510 for b in opus_kbps):
-        raise ValueError(f"Opus bitrates must lie in 6-510 kbps (libopus' range), got {opus_kbps}")
+    opus_kbps = check_opus_kbps(opus_kbps)
     if max_clips is not None and (not isinstance(max_clips, int) or max_clips < 1):
         raise ValueError(f"max_clips must be a positive integer or None, got {max_clips!r}")
     metric_names = [m for m in METRICS if domain == "speech" or m not in SPEECH_METRICS]

@@ -8,7 +8,7 @@ import os
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -91,6 +91,14 @@ class OpusResult:
     def kbps(self) -> float:
         """The real bitrate: file bytes * 8 / duration, container overhead included."""
         return self.num_bytes * 8 / self.seconds / 1000
+
+
+def check_opus_kbps(kbps: Iterable[float]) -> list[float]:
+    """The Opus target bitrates as floats; ValueError unless each lies in libopus' range, 6-510 kbps."""
+    kbps = [float(b) for b in kbps]
+    if any(not 6 <= b <= 510 for b in kbps):
+        raise ValueError(f"Opus bitrates must lie in 6-510 kbps (libopus' range), got {kbps}")
+    return kbps
 
 
 def opus_roundtrip(wav: torch.Tensor, sample_rate: int, kbps: float) -> OpusResult:

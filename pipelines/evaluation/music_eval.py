@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 from lm import AudioLM
 from lm.codec_interface import AudioTokenizer
 
-from .data import check_count, describe, iter_audio, load_split, opus_roundtrip, write_report
+from .data import check_count, check_opus_kbps, describe, iter_audio, load_split, opus_roundtrip, write_report
 from .metrics import (FEATURE_DIM, FEATURE_N_MELS, FEATURE_SAMPLE_RATE, audio_features,
                       estimate_tempo, frechet_distance, tempo_errors)
 
@@ -426,8 +426,8 @@ def evaluate_music_references(
     with `kbps` (the requested and the measured one, container included): the classical codec to read the codec's
     row against. Written as JSON to `output` when given.
     """
-    if opus_kbps is not None and not opus_kbps > 0:
-        raise ValueError(f"opus_kbps must be a bitrate > 0 in kbps, got {opus_kbps!r}")
+    if opus_kbps is not None:
+        (opus_kbps,) = check_opus_kbps([opus_kbps])
     if not isinstance(classifier, FamilyClassifier):
         classifier = FamilyClassifier.from_pretrained(classifier)
     ds = load_split(data, split)
