@@ -2,18 +2,41 @@
 # Rebuild the bundled default models (pipelines/assets/codec and pipelines/assets/lm) from nothing but the
 # project's own data recipes, on a CPU, and measure them. Every stage resumes: rerun the script after an
 # interruption and it continues where it stopped. The model card (pipelines/assets/README.md) lists what
-# each stage produced, how long it took on a 2-core CPU and the figures of the evaluation stage.
+# each stage produced and the figures of the evaluation stage.
 #
-#   scripts/default_models.sh                # everything, into runs/default (RUNS=... to move it)
-#   scripts/default_models.sh eval           # one stage: data, codec, decoder, decoder-periods, pitch-head, decoder-pitch,
-#                                            # decoder-edge (the codec), decoder-speech (its speech
-#                                            # decoder), tokenize, lm, lm-more, lm-more2,
-#                                            # lm-phonemes, lm-aligned, lm-aligned2 (the speech LM), lm-music, lm-beats,
-#                                            # lm-beats2 (the music LM), install, eval
+#   scripts/default_models.sh                # every stage in order, into runs/default (RUNS=... to move it)
+#   scripts/default_models.sh eval           # one stage, or several: scripts/default_models.sh "lm lm-more"
+#   RUNS=/tmp/dry RVQ=echo PYTHON=echo scripts/default_models.sh decoder-speech   # print a stage's commands only
+#
+# The stages, with their wall time on the 2-core CPU that trained the bundled models (the model card's figures; the
+# LM stages there ran as 2 processes x 1 thread under torchrun, where this script runs one process):
+#   data             speech and music, 4 h each (4 and 5 min); the extra and extra2 voice sets (about 1 min each)
+#   codec            the codec, 4000 steps (65 min)
+#   decoder          its decoder with EnCodec's MS-STFT discriminator, codes fixed, 2000 steps (73 min)
+#   decoder-periods  then with HiFi-GAN's multi-period discriminator as well, 2000 steps (91 min)
+#   pitch-head       an f0/voicing head fitted on the frozen decoder, 2500 steps (15 min)
+#   decoder-pitch    the pitch-phase decoder, 1400 steps (about 95 min)
+#   decoder-edge     the bundled codec: those weights read with the source's phase at voicing edges (no training)
+#   decoder-speech   the codec's speech decoder: 22 runs of 600-1000 steps on speech and 3 averages (24-31 min a
+#                    run, about 9.5 h in all)
+#   tokenize         the data as codes of the codec (4 min for speech, 3 for music)
+#   lm               the LMs' first stage, 900 steps (40 min)
+#   lm-more          900 more (35 min)
+#   lm-more2         2000 more, speech cropped from its start (58 min)
+#   lm-phonemes      2600 more with a phoneme track for speech (106 min)
+#   lm-aligned       the speech LM: 1800 more with force-aligned phonemes (7 min aligning, 52 min training)
+#   lm-aligned2      its last stage: 1000 more on speech alone (6 min aligning, 22 min training)
+#   lm-music         the music LM, from lm-phonemes: 1000 steps on music alone (53 min)
+#   lm-beats         1500 more with a beat track (36 min)
+#   lm-beats2        its last stage: 1500 more at a lower peak LR (33 min)
+#   install          the codec, its speech decoder and both LMs into pipelines/assets, in float16
+#   eval             the codec on speech and music (5 and 6 min), TTS (17 min), music (3 min, and 3-5 min for the
+#                    instrument classifier it needs)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-runs/default}
 RVQ=${RVQ:-.venv/bin/rvqaudio}
+PYTHON=${PYTHON:-.venv/bin/python}
 HOURS=${HOURS:-4}                    # hours of speech and of music
 CODEC_CONFIG=${CODEC_CONFIG:-configs/codec_spectral_small.json}
 CODEC_STEPS=${CODEC_STEPS:-4000}     # the config's max_steps; its LR cools down over the last 1000
@@ -33,7 +56,7 @@ SPEECH_DECODER5_STEPS=${SPEECH_DECODER5_STEPS:-1000} # then with learned residua
                                      # seeds 4-5, and the seventh resumed), their mean; then four runs from
                                      # that mean with a wider voiced residual (seeds 7-10), their mean
 SPEECH_DECODER6_STEPS=${SPEECH_DECODER6_STEPS:-600} # then four runs from that mean with PESQ's loudness
-                                     # disturbance as a loss (seeds 7-10), whose mean ships
+                                     # disturbance as a loss (seeds 7-10); their mean is the speech decoder
 EXTRA_HOURS=${EXTRA_HOURS:-3}        # hours of speech by the extra voice set (the speech decoder's last runs)
 EXTRA2_HOURS=${EXTRA2_HOURS:-1}      # hours by the extra2 voice set (three more speakers, some of those runs)
 LM_STEPS=${LM_STEPS:-900}           # of configs/lm_train_base.json
@@ -90,13 +113,13 @@ for stage in $stages; do
       done ;;
     decoder-edge)
       # No training: the pitch-phase decoder's weights, read with the source's own phase in the frame either side of a
-      # voiced run (spectral.edge_phase, its offsets held at zero by edge_offsets false; session 18, model card).
-      .venv/bin/python -c 'import sys; from tokenizer import RVQCodec
+      # voiced run (spectral.edge_phase, its offsets held at zero by edge_offsets false).
+      $PYTHON -c 'import sys; from tokenizer import RVQCodec
 RVQCodec.from_pretrained(sys.argv[1], spectral={"edge_phase": True, "edge_offsets": False}).save_pretrained(sys.argv[2])' \
         "$RUNS/codec_pitch/final" "$RUNS/codec_edge" ;;
     decoder-speech)
-      # The decoder that speech decodes with (sessions 19-24; installed as the codec's decoder variant "speech"): the
-      # edge decoder fine-tuned on speech alone, first with learned edge offsets, then with them dropped, then with the
+      # The decoder that speech decodes with (installed as the codec's decoder variant "speech"): the edge decoder
+      # fine-tuned on speech alone, first with learned edge offsets, then with them dropped, then with the
       # phase-derivative loss added, then with that loss and learned edge offsets, then with learned residuals over
       # the harmonic source in voiced frames as well (phase settings the variant keeps), the mean of the last four,
       # then runs from that mean with a wider residual, their mean, then runs from it with a PESQ loss, their mean.
@@ -130,7 +153,7 @@ RVQCodec.from_pretrained(sys.argv[1], spectral={"edge_phase": True, "edge_offset
       }
       # Runs OUT:FROM:SEED[:VOICES] ("-" for FROM: the run before). The first four draw the same batches (seed 0);
       # the next three draw new ones and pool the extra voices with the English speech; then two siblings of the
-      # seventh (session 23), the second with the extra2 voices too.
+      # seventh, both started from it, the second with the extra2 voices too.
       voiced=configs/codec_spectral_small_decoder_speech_voiced_offsets.json
       prev=codec_speech_phase_offsets
       for run in codec_speech_voiced:-:0 codec_speech_voiced2:-:0 codec_speech_voiced3:-:0 \
@@ -150,12 +173,12 @@ RVQCodec.from_pretrained(sys.argv[1], spectral={"edge_phase": True, "edge_offset
       $RVQ train-codec --config $voiced --init-from "$RUNS/codec_speech_extra2/final" \
         --data "$RUNS/data/speech" "$RUNS/data/speech_extra" --out "$RUNS/codec_speech_long" --seed 3 \
         --max-steps $((2 * SPEECH_DECODER5_STEPS)) --resume
-      # The mean of the seventh run's decoder and its three descendants' (same codes; session 23's variant).
+      # The mean of the seventh run's decoder and its three descendants' (same codes), where the wide runs start.
       $RVQ average-decoders "$RUNS"/codec_speech_{extra3,long,sib4,sib5}/final -o "$RUNS/codec_speech_mean/final" \
         --fp16
-      # Then (session 24) four runs from that mean with a wider voiced residual (a GELU branch beside the linear
-      # one, starting at zero), seeds 7-10, the second and fourth with the extra2 voices too, and their mean
-      # (session 24's variant, stored in float16 as it shipped).
+      # Then four runs from that mean with a wider voiced residual (a GELU branch beside the linear one, starting at
+      # zero), seeds 7-10, the second and fourth with the extra2 voices too, and their mean, stored in float16 (the
+      # PESQ runs start from its float16 weights).
       for run in 7:extra 8:extra2 9:extra 10:extra2; do
         IFS=: read -r seed voices <<< "$run"
         voiced_run configs/codec_spectral_small_decoder_speech_voiced_wide.json "codec_speech_wide$seed" \
@@ -163,8 +186,8 @@ RVQCodec.from_pretrained(sys.argv[1], spectral={"edge_phase": True, "edge_offset
       done
       $RVQ average-decoders "$RUNS"/codec_speech_wide{7,8,9,10}/final -o "$RUNS/codec_speech_wide_mean/final" \
         --fp16
-      # Then (sessions 25-26) four runs from that mean with PESQ's loudness disturbance as a loss as well, seeds
-      # 7-10, all with the extra2 voices; their mean ships.
+      # Then four runs from that mean with PESQ's loudness disturbance as a loss as well, seeds 7-10, all with the
+      # extra2 voices; their mean is the speech decoder that install ships.
       for seed in 7 8 9 10; do
         voiced_run configs/codec_spectral_small_decoder_speech_pesq.json "codec_speech_pesq$seed" \
           codec_speech_wide_mean "$seed" extra2 "$SPEECH_DECODER6_STEPS"
@@ -218,7 +241,7 @@ RVQCodec.from_pretrained(sys.argv[1], spectral={"edge_phase": True, "edge_offset
       $RVQ finetune --model "$RUNS/lm_beats/final" --training-config configs/lm_train_beats_continue.json \
         --data "$RUNS/codes/music" --out "$RUNS/lm_beats2" --max-steps "$LM_BEATS2_STEPS" $resume ;;
     install)
-      .venv/bin/python -m pipelines.defaults --codec "$RUNS/codec_edge" --music-model "$RUNS/lm_beats2/final" \
+      $PYTHON -m pipelines.defaults --codec "$RUNS/codec_edge" --music-model "$RUNS/lm_beats2/final" \
         --speech-model "$RUNS/lm_aligned2/final" --speech-decoder "$RUNS/codec_speech/final" --codec-fp16 \
         --lm-fp16 music speech ;;
     eval)

@@ -86,8 +86,8 @@ def compare_codec_reports(base: Report, new: Report, systems: Sequence[str] | No
     rows, notes = [], []
     texts = _texts(base_report, new_report)
     if texts is None and "asr" in base_report and "asr" in new_report:
-        notes.append("words found not compared: a report's asr section lacks the texts it scored (eval-codec "
-                     "before session 18); make it again")
+        notes.append("words found not compared: a report's asr section lacks the texts it scored (older versions of "
+                     "eval-codec did not store them); make it again")
     for name in names:
         b, n = base_systems[name], new_systems[name]
         rows += _metric_rows(name, b["metrics"], n["metrics"], None, resamples, confidence, rng)

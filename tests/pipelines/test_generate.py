@@ -33,7 +33,7 @@ def tiny_codec(causal: bool = True, spectral: bool = False, frequency_invariant_
     `spectral`: the frame-rate ConvNeXt/iSTFT encoder and decoder (non-causal) instead of SEANet, with
     `frequency_invariant_phase` (its decoder's spans must then start at even frames) or `pitch_phase` (its
     source's phase must carry over from span to span), with `edge_phase` (the source's own phase at voicing edges,
-    as the bundled codec since session 18)."""
+    as the bundled codec)."""
     torch.manual_seed(0)
     layers = {"dim": 16, "hidden_dim": 32, "num_layers": 1, "kernel_size": 3, "n_fft": 320,
               "frequency_invariant_phase": frequency_invariant_phase, "pitch_phase": pitch_phase or edge_phase,
