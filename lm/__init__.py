@@ -7,6 +7,7 @@
 It depends only on the narrow codec interface in `lm.codec_interface`.
 """
 
+from .checkpoint import CheckpointError
 from .codec_interface import AudioTokenizer
 from .config import AudioLMConfig
 from .generation import PAD_FRAME, AudioLM, GenerationConfig, sample_logits, split_items
@@ -35,6 +36,7 @@ __all__ = [
     "PAD_FRAME",
     "ParallelPattern",
     "BeatTrack",
+    "CheckpointError",
     "PhonemeTrack",
     "TextTokenizer",
     "build_pattern",

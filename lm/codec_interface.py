@@ -5,6 +5,7 @@ Any codec that honours this protocol can stand behind the LM; rvqaudio's own is 
 
 from __future__ import annotations
 
+import warnings
 from typing import Protocol, runtime_checkable
 
 import torch
@@ -42,3 +43,18 @@ class AudioTokenizer(Protocol):
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         """LongTensor[B, K', T] with K' <= num_codebooks -> FloatTensor[B, C, N]."""
+
+
+def same_code_space(stored: str | None, codec: AudioTokenizer, what: str) -> bool:
+    """Whether a fingerprint stored with codes or an LM (`stored`) is `codec`'s. A codec may also expose
+    `legacy_fingerprint`, an older, weaker fingerprint it accepts with a warning naming `what` (e.g. a file)."""
+    if stored == codec.fingerprint:
+        return True
+    legacy = getattr(codec, "legacy_fingerprint", None)
+    if stored is not None and legacy is not None and stored == legacy:
+        warnings.warn(f"{what} carries the codec fingerprint {stored!r} of an older rvqaudio, which names the codec's "
+                      f"config but not its weights: it cannot be checked against this codec's weights "
+                      f"({codec.fingerprint!r}); re-encode (or re-save) it to store the new fingerprint",
+                      stacklevel=3)
+        return True
+    return False

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import json
 import math
 import os
 from pathlib import Path
@@ -18,7 +17,9 @@ from typing import Any
 
 from transformers import PreTrainedConfig
 
-from .codec_interface import AudioTokenizer
+from tokenizer.config_files import read_config_file  # the JSON reading only (stdlib), shared with the codec's configs
+
+from .codec_interface import AudioTokenizer, same_code_space
 from .patterns import PATTERNS, CodebookPattern, build_pattern
 
 # Special tokens of each codebook's input vocabulary, after the codec's `codebook_size` real codes.
@@ -192,7 +193,13 @@ class AudioLMConfig(PreTrainedConfig):
         theirs = codec_values_of(codec)
         for name in CODEC_FIELDS:
             ours = getattr(self, name)
-            if ours is not None and not _same(ours, theirs[name]):
+            if ours is None:
+                continue
+            if name == "codec_fingerprint":
+                same = same_code_space(ours, codec, "this LM's config")
+            else:
+                same = _same(ours, theirs[name])
+            if not same:
                 raise ValueError(
                     f"codec mismatch: the LM was built for {name}={ours!r}, the codec has {name}={theirs[name]!r}; "
                     "use the codec the LM was trained with (or train an LM for this codec)"
@@ -214,14 +221,10 @@ class AudioLMConfig(PreTrainedConfig):
 
     @classmethod
     def from_preset(cls, path: str | os.PathLike) -> AudioLMConfig:
-        """Load a preset JSON file (e.g. configs/lm_small.json); unknown keys are an error, not ignored."""
+        """Load a preset JSON file (e.g. configs/lm_small.json); unknown keys are an error, not ignored. A preset may
+        name another that it `extends` and hold only the fields that differ (`tokenizer.config_files`)."""
         path = Path(path)
-        if not path.is_file():
-            raise ValueError(f"LM config preset {str(path)!r} does not exist")
-        try:
-            data = json.loads(path.read_text())
-        except json.JSONDecodeError as e:
-            raise ValueError(f"LM config preset {str(path)!r} is not valid JSON: {e}") from e
+        data = read_config_file(path)
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known - {"model_type", "transformers_version", "architectures", "_comment"})
         if unknown:

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import torch
 
+from .checkpoint import load_config, load_model
 from .codec_interface import AudioTokenizer
 from .config import AudioLMConfig
 from .model import AudioLMModel, AudioLMOutput, BeatTrack, KVCache, PhonemeTrack
@@ -344,15 +345,16 @@ class AudioLM:
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike, codec: AudioTokenizer | None = None,
                         device: torch.device | str | None = None) -> AudioLM:
-        """Load what `save_pretrained` wrote; ValueError naming both values if `codec` does not match."""
+        """Load what `save_pretrained` wrote; ValueError naming both values if `codec` does not match.
+
+        Weights are read from safetensors only, each checked against the config (`lm.checkpoint`): a missing,
+        unexpected or misshapen tensor is a CheckpointError naming the folder, never a silent random layer.
+        """
         directory = Path(directory)
-        if not (directory / "config.json").is_file():
-            raise FileNotFoundError(f"no LM checkpoint at {str(directory)!r} (config.json is missing); "
-                                    "write one with AudioLM.save_pretrained")
-        config = AudioLMConfig.from_pretrained(directory)
+        config = load_config(directory)
         if codec is not None:
             config.check_codec(codec)  # before reading the weights
-        model = AudioLMModel.from_pretrained(directory, config=config, dtype=torch.float32)  # whatever it was stored as
+        model = load_model(directory, config)
         if device is not None:
             model.to(device)
         model.eval()

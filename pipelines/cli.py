@@ -14,7 +14,8 @@ _VARIANT_HELP = ("decode with this decoder variant of the codec folder, e.g. spe
 def _encode(args: argparse.Namespace) -> None:
     from .codec_files import encode_file
 
-    out = encode_file(args.input, args.output, codec=args.codec, num_codebooks=args.num_codebooks)
+    out = encode_file(args.input, args.output, codec=args.codec, num_codebooks=args.num_codebooks,
+                      strict=args.strict)
     print(f"wrote {out}")
 
 
@@ -179,6 +180,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="codes file to write (.npz)")
     p.add_argument("--codec", default=None, help="codec folder (default: the bundled codec)")
     p.add_argument("--num-codebooks", type=int, default=None, help="codebooks to keep (sets the bitrate)")
+    p.add_argument("--strict", action="store_true",
+                   help="refuse an input that decodes to less than its header states (truncated), instead of "
+                        "encoding its readable part with a warning")
     p.set_defaults(func=_encode)
 
     p = sub.add_parser("decode", help="decode a codes file (.npz) to a wav file")
@@ -381,9 +385,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     func: Callable[[argparse.Namespace], None] = args.func
     try:
         func(args)
-    except (ValueError, FileNotFoundError, FileExistsError, ImportError, RuntimeError) as e:  # our errors are ValueErrors that speak to the user
+    except (ValueError, ImportError, RuntimeError) as e:  # our errors are ValueErrors that speak to the user
         print(f"rvqaudio {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # a file system refusal (permissions, a full disk, a folder where a file was expected)
+        where = f" {e.filename!r}" if getattr(e, "filename", None) else ""
+        print(f"rvqaudio {args.command}: error: cannot access{where}: {e.strerror or e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"rvqaudio {args.command}: interrupted", file=sys.stderr)
+        return 130
     return 0
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import os
+import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -12,20 +14,25 @@ import torch
 from tokenizer import CodesError, RVQCodec
 from tokenizer.audio import load_audio, save_audio
 
+from lm.codec_interface import same_code_space
+
 from .defaults import resolve_codec
+from .outputs import check_output_file
 
 CODES_FORMAT_VERSION = 1
 
 
 def encode_file(src: str | os.PathLike, out: str | os.PathLike, codec: RVQCodec | str | os.PathLike | None = None,
-                num_codebooks: int | None = None) -> Path:
+                num_codebooks: int | None = None, strict: bool = False) -> Path:
     """Encode an audio file (wav/flac/ogg/mp3/opus, any rate) to `out` (.npz), atomically.
 
     The file holds `codes` (K, T) and the metadata needed to decode them: the codec's fingerprint,
     sample rate, frame rate, codebook size, and the original length in samples at the codec's rate.
+    A truncated input (shorter than its header states) is encoded with a warning, or refused with `strict`.
     """
+    out = check_output_file(out, "codes file")
     codec = resolve_codec(codec)
-    wav, _ = load_audio(src, sample_rate=codec.sample_rate, channels=codec.channels)  # (C, N)
+    wav, _ = load_audio(src, sample_rate=codec.sample_rate, channels=codec.channels, strict=strict)  # (C, N)
     codes = codec.encode(wav[None], num_codebooks=num_codebooks)[0]  # (K, T)
     dtype = np.int16 if codec.codebook_size <= 2**15 else np.int32
     fields = {
@@ -43,21 +50,63 @@ def encode_file(src: str | os.PathLike, out: str | os.PathLike, codec: RVQCodec 
     return _write_atomic(Path(out), buffer.getvalue())
 
 
+# The fields of a codes file: name -> (numpy dtype kinds accepted, what it holds).
+_FIELDS = {
+    "codes": ("iu", "integer codes (K, T)"),
+    "format_version": ("iu", "an integer"),
+    "fingerprint": ("U", "a string"),
+    "sample_rate": ("iu", "a positive integer (Hz)"),
+    "frame_rate": ("iuf", "a positive number (Hz)"),
+    "codebook_size": ("iu", "a positive integer"),
+    "channels": ("iu", "a positive integer"),
+    "num_samples": ("iu", "a non-negative integer"),
+}
+_REQUIRED = ("codes", "fingerprint", "sample_rate", "num_samples")
+
+
 def read_codes(src: str | os.PathLike) -> tuple[torch.Tensor, dict]:
-    """Read a codes file written by `encode_file`: (LongTensor (1, K, T), metadata dict)."""
+    """Read a codes file written by `encode_file`: (LongTensor (1, K, T), metadata dict).
+
+    Every field is checked (dtype, shape, range); CodesError names the file and the field otherwise. Nothing is
+    unpickled (`allow_pickle=False`).
+    """
     src = Path(src)
     if not src.is_file():
         raise CodesError(f"codes file {str(src)!r} does not exist")
     try:
         with np.load(src, allow_pickle=False) as data:
+            if not isinstance(data, np.lib.npyio.NpzFile):
+                raise ValueError("it holds one array, not the fields of a codes file")
             fields = {k: data[k] for k in data.files}
-    except (OSError, ValueError) as e:
-        raise CodesError(f"{str(src)!r} is not a codes file written by `rvqaudio encode`: {e}") from e
-    missing = {"codes", "fingerprint", "sample_rate", "num_samples"} - set(fields)
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error, NotImplementedError) as e:
+        raise CodesError(f"{str(src)!r} is not a readable codes file written by `rvqaudio encode` "
+                         f"({type(e).__name__}: {e})") from e
+    missing = [k for k in _REQUIRED if k not in fields]
     if missing:
-        raise CodesError(f"codes file {str(src)!r} lacks {sorted(missing)}; re-encode it with `rvqaudio encode`")
+        raise CodesError(f"codes file {str(src)!r} lacks {missing}; re-encode it with `rvqaudio encode`")
+    for name, value in fields.items():
+        if name not in _FIELDS:
+            continue  # unknown fields of a newer writer are kept in the metadata but not read
+        kinds, expected = _FIELDS[name]
+        shape_ok = value.ndim == 2 if name == "codes" else value.ndim == 0
+        if value.dtype.kind not in kinds or not shape_ok:
+            raise CodesError(f"codes file {str(src)!r}: field {name!r} must be {expected}, got "
+                             f"{value.dtype} with shape {value.shape}")
+    codes = fields["codes"]
     meta = {k: v.item() for k, v in fields.items() if k != "codes"}
-    return torch.from_numpy(fields["codes"].astype(np.int64))[None], meta
+    for name in ("sample_rate", "frame_rate", "codebook_size", "channels"):
+        if name in meta and not (np.isfinite(meta[name]) and meta[name] > 0):
+            raise CodesError(f"codes file {str(src)!r}: field {name!r} must be positive, got {meta[name]!r}")
+    if meta["num_samples"] < 0:
+        raise CodesError(f"codes file {str(src)!r}: field 'num_samples' must be >= 0, got {meta['num_samples']}")
+    if codes.shape[0] == 0 or codes.shape[1] == 0:
+        raise CodesError(f"codes file {str(src)!r}: field 'codes' is empty (shape {codes.shape}); re-encode it")
+    low, high = int(codes.min()), int(codes.max())
+    size = meta.get("codebook_size")
+    if low < 0 or (size is not None and high >= size):
+        raise CodesError(f"codes file {str(src)!r}: field 'codes' holds values in [{low}, {high}], outside "
+                         f"[0, {size if size is not None else 'codebook_size'})")
+    return torch.from_numpy(codes.astype(np.int64))[None], meta
 
 
 def decode_file(src: str | os.PathLike, out: str | os.PathLike,
@@ -66,13 +115,26 @@ def decode_file(src: str | os.PathLike, out: str | os.PathLike,
 
     The codes must come from `codec` (same fingerprint); otherwise decoding would produce garbage. `variant` names
     a decoder variant of the codec folder to decode with (e.g. "speech"; any variant reads the same codes).
+    The file's metadata must agree with the codec (rate, codebook size, length): CodesError names the field.
     """
-    codec = resolve_codec(codec, variant)
+    out = check_output_file(out, "output audio file")
     codes, meta = read_codes(src)
-    if meta["fingerprint"] != codec.fingerprint:
+    codec = resolve_codec(codec, variant)
+    if not same_code_space(meta["fingerprint"], codec, repr(str(src))):
         raise CodesError(
             f"{str(src)!r} was encoded by a codec with fingerprint {meta['fingerprint']}, but the codec given "
             f"has fingerprint {codec.fingerprint}; decode with the codec that encoded it")
+    for name, mine in (("sample_rate", codec.sample_rate), ("codebook_size", codec.codebook_size),
+                       ("channels", codec.channels)):
+        if name in meta and meta[name] != mine:
+            raise CodesError(f"codes file {str(src)!r}: field {name!r} is {meta[name]}, the codec's is {mine}")
+    if codes.shape[1] > codec.num_codebooks:
+        raise CodesError(f"codes file {str(src)!r} holds {codes.shape[1]} codebooks, the codec has "
+                         f"{codec.num_codebooks}")
+    most = codes.shape[-1] * codec.hop_length
+    if meta["num_samples"] > most:
+        raise CodesError(f"codes file {str(src)!r}: field 'num_samples' is {meta['num_samples']}, more than its "
+                         f"{codes.shape[-1]} frames can hold ({most} samples)")
     wav = codec.decode(codes)[0, :, : int(meta["num_samples"])]
     save_audio(out, wav, codec.sample_rate)
     return Path(out)

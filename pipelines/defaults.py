@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import warnings
 from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
@@ -105,6 +106,26 @@ def _load_default_lm(task: str) -> AudioLM:
 default_lm.cache_clear = _load_default_lm.cache_clear  # as for default_codec: forget what was loaded
 
 
+def model_folder(path: str | os.PathLike, what: str = "codec") -> Path:
+    """The model folder `path` names: itself when it holds a config.json, else, for the run folder of
+    `train-codec`/`train-lm`/`finetune`, its `final/` (with a note). CheckpointError saying which folder to pass
+    for a run that has not finished."""
+    path = Path(path)
+    if not path.is_dir() or (path / "config.json").is_file():
+        return path  # the loader names what is missing
+    final = path / "final"
+    if (final / "config.json").is_file():
+        warnings.warn(f"{str(path)!r} is a training run folder: using the {what} it produced, {str(final)!r}",
+                      stacklevel=3)
+        return final
+    if (path / "checkpoint").is_dir() or (path / "log.jsonl").is_file():
+        export = (f" or export its latest checkpoint with `rvqaudio export-codec {path} OUT` and pass OUT"
+                  if what == "codec" else "")
+        raise CheckpointError(f"{str(path)!r} is a training run folder whose run has not finished (no final/ "
+                              f"yet): resume it to the end with --resume and pass {str(final)!r}{export}")
+    return path
+
+
 def resolve_codec(codec: RVQCodec | str | os.PathLike | None, variant: str | None = None) -> RVQCodec:
     """An `RVQCodec` as is, a checkpoint folder loaded with `from_pretrained`, or the bundled default; `variant`
     names a decoder variant of the folder (or of the bundled codec) to decode with."""
@@ -115,7 +136,7 @@ def resolve_codec(codec: RVQCodec | str | os.PathLike | None, variant: str | Non
         return codec.eval()
     if codec is None:
         return _load_default_codec(variant)
-    return RVQCodec.from_pretrained(codec, variant=variant)
+    return RVQCodec.from_pretrained(model_folder(codec, "codec"), variant=variant)
 
 
 def resolve_lm(model: AudioLM | str | os.PathLike | None, task: str = "music") -> AudioLM:
@@ -140,8 +161,9 @@ def save_lm(lm: AudioLM, codec: RVQCodec, directory: str | os.PathLike) -> Path:
 
 
 def load_lm(directory: str | os.PathLike, device: str | None = None) -> AudioLM:
-    """Load a self-contained LM folder: the LM with its text tokenizer and codec (checked to match)."""
-    directory = Path(directory)
+    """Load a self-contained LM folder: the LM with its text tokenizer and codec (checked to match). A run folder
+    of `train-lm`/`finetune` stands for its `final/`."""
+    directory = model_folder(directory, "LM")
     if not (directory / CODEC_SUBDIR / "config.json").is_file():
         raise CheckpointError(
             f"{str(directory)!r} is not a self-contained LM folder: it has no {CODEC_SUBDIR}/ with the codec "

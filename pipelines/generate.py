@@ -35,6 +35,7 @@ from tokenizer.audio import load_audio, save_audio
 from .codec_files import read_codes
 from .conditioning import condition_text, known_voices
 from .defaults import resolve_lm
+from .outputs import check_output_file
 
 # What `GeneratedAudio.save` and `AudioStream.save` write: lossless formats, whose bytes a seed fixes.
 AUDIO_SUFFIXES = (".wav", ".flac")
@@ -233,10 +234,11 @@ def default_voice(model: AudioLM | str | os.PathLike | None = None) -> str | Non
 
 
 def check_output_path(path: str | os.PathLike) -> None:
-    """ValueError unless `path` ends in a suffix generation writes (.wav or .flac)."""
+    """ValueError unless `path` ends in a suffix generation writes (.wav or .flac) and can be written there."""
     if Path(path).suffix.lower() not in AUDIO_SUFFIXES:
         raise ValueError(f"cannot write {str(path)!r}: generated audio is written as {list(AUDIO_SUFFIXES)}; "
                          "convert a .wav with ffmpeg for other formats")
+    check_output_file(path, "output audio file")
 
 
 # ----------------------------------------------------------------------------------------- one request

@@ -32,6 +32,8 @@ import pyarrow.compute as pc
 import torch
 from datasets import Dataset, DatasetDict
 
+from lm.codec_interface import same_code_space
+
 from .conditioning import condition_text, text_without_voice
 from .tokenize import TokenizeError, load_tokenized, read_codec_metadata
 from .tokenize.storage import CONFIG_FILE
@@ -103,7 +105,7 @@ def check_codec_metadata(dataset: Dataset, codec, what: str = "the dataset") -> 
         meta = read_codec_metadata(dataset)
     except TokenizeError as e:
         raise ValueError(f"{what} has no codec metadata: {e}") from e
-    if meta.get("fingerprint") != codec.fingerprint:
+    if not same_code_space(meta.get("fingerprint"), codec, what):
         raise ValueError(
             f"codec mismatch: {what} holds codes of codec fingerprint {meta.get('fingerprint')!r} "
             f"({meta.get('name')!r}), the LM's codec has fingerprint {codec.fingerprint!r}; tokenize the data with "

@@ -67,8 +67,9 @@ from lm.phonemes import text_phoneme_ids
 from tokenizer import CheckpointError, RVQCodec
 from tokenizer.json_config import write_text_atomic
 # The run folder both trainers share: the same folder rules and atomic checkpoint swap.
-from tokenizer.run_folder import (CHECKPOINT_DIR, FINAL_DIR, LOG_NAME, STATE_NAME, check_run_folder, prepare, quiet,
-                                  recover_interrupted_swap, save_run_checkpoint, step_seed, truncate_log)
+from tokenizer.run_folder import (CHECKPOINT_DIR, FINAL_DIR, LOG_NAME, STATE_NAME, check_run_folder,
+                                  load_run_checkpoint, prepare, recover_interrupted_swap, save_run_checkpoint,
+                                  step_seed, truncate_log)
 
 from .alignment import Alignment, align_examples
 from .defaults import load_lm, resolve_codec, save_lm
@@ -416,9 +417,10 @@ def _run(accelerator: Accelerator, lm: AudioLM, codec: RVQCodec, train: LMExampl
          {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}], lr=tc.lr, betas=tc.betas)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(tc))
     wrapped, optimizer = prepare(accelerator, objective, optimizer)
-    accelerator.register_for_checkpointing(scheduler)  # outside prepare(): it would step once per process
+    # the scheduler stays outside prepare(): it would step once per process
+    trained = ([wrapped], [optimizer], [scheduler])  # what a checkpoint saves besides TrainState
     if resume:
-        state = _load_checkpoint(accelerator, out / CHECKPOINT_DIR, tc, state)
+        state = _load_checkpoint(accelerator, out / CHECKPOINT_DIR, tc, state, trained)
     if main:
         truncate_log(out / LOG_NAME, state.step)  # records past the checkpoint are about to be redone
         logger.info("%s: %d parameters (%d trained), %d training items, %d held out (%s), steps %d -> %d, "
@@ -477,7 +479,7 @@ def _run(accelerator: Accelerator, lm: AudioLM, codec: RVQCodec, train: LMExampl
             _append_log(accelerator, out, {"step": state.step, **record, "eval_items": len(held),
                                            "eval_source": source})
         if state.step % tc.save_every == 0 or state.step == tc.max_steps:
-            _save_checkpoint(accelerator, out, state, tc, lm)
+            _save_checkpoint(accelerator, out, state, tc, lm, trained)
         tick += time.perf_counter() - paused
     bar.close()
 
@@ -624,7 +626,8 @@ def _digest(examples: LMExamples) -> str:
 # ----------------------------------------------------------------------------------------- checkpoints
 
 
-def _save_checkpoint(accelerator: Accelerator, out: Path, state: TrainState, tc: LMTrainingConfig, lm: AudioLM) -> None:
+def _save_checkpoint(accelerator: Accelerator, out: Path, state: TrainState, tc: LMTrainingConfig, lm: AudioLM,
+                     trained: tuple[list, list, list]) -> None:
     """The shared checkpoint swap, with the LM's training state, training config, model config and tokenizer."""
     def write_extra(folder: Path) -> None:
         state.save(folder / STATE_NAME)
@@ -632,10 +635,11 @@ def _save_checkpoint(accelerator: Accelerator, out: Path, state: TrainState, tc:
         lm.config.save_pretrained(folder / LM_SUBDIR)
         lm.text_tokenizer.save_pretrained(folder / LM_SUBDIR)
 
-    save_run_checkpoint(accelerator, out, write_extra)
+    save_run_checkpoint(accelerator, out, write_extra, *trained)
 
 
-def _load_checkpoint(accelerator: Accelerator, checkpoint: Path, tc: LMTrainingConfig, current: TrainState) -> TrainState:
+def _load_checkpoint(accelerator: Accelerator, checkpoint: Path, tc: LMTrainingConfig, current: TrainState,
+                     trained: tuple[list, list, list]) -> TrainState:
     saved = TrainState.load(checkpoint / STATE_NAME)
     if (saved.kind, saved.lora) != (current.kind, current.lora):
         raise CheckpointError(f"cannot resume: {str(checkpoint)!r} is a {saved.kind} run (lora={saved.lora}), this "
@@ -651,6 +655,5 @@ def _load_checkpoint(accelerator: Accelerator, checkpoint: Path, tc: LMTrainingC
                            "one (max_steps changes the LR schedule)", changed)
         if saved.data_digest != current.data_digest:
             logger.warning("resuming on other training data than the checkpoint's: batches will differ")
-    with quiet("accelerate"):
-        accelerator.load_state(str(checkpoint))
+    load_run_checkpoint(accelerator, checkpoint, *trained)
     return dataclasses.replace(current, step=saved.step)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import os
 import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -23,8 +24,12 @@ from .errors import AudioInputError
 _SOUNDFILE_FORMATS = {".wav": "WAV", ".flac": "FLAC", ".ogg": "OGG"}
 
 
+class TruncatedAudioWarning(UserWarning):
+    """An audio file decoded to less than its header states (a cut download or copy); its readable part is used."""
+
+
 def load_audio(
-    path: str | os.PathLike, sample_rate: int | None = None, channels: int | None = None
+    path: str | os.PathLike, sample_rate: int | None = None, channels: int | None = None, strict: bool = False
 ) -> tuple[torch.Tensor, int]:
     """Decode an audio file to FloatTensor[C, N] and its sample rate in Hz.
 
@@ -33,6 +38,8 @@ def load_audio(
     the file's; `channels` converts as `to_channels` does (1: mean down-mix; 2 from mono: duplicate).
     wav/flac/ogg are read with soundfile, falling back to torchcodec for codecs libsndfile lacks; other
     suffixes (mp3, opus, m4a, ...) are read with torchcodec.
+    A file that decodes to less than its header states (truncated) gives a `TruncatedAudioWarning` with both
+    durations, or, with `strict=True`, an AudioInputError.
     Raises AudioInputError if the file is missing or cannot be decoded (with the decoder's message).
     """
     path = Path(path)
@@ -44,19 +51,20 @@ def load_audio(
 
     if path.suffix.lower() in _SOUNDFILE_FORMATS:
         try:
-            wav, sr = _read_soundfile(path)
+            wav, sr, stated = _read_soundfile(path)
         except Exception as sf_exc:  # libsndfile lacks some codecs in these containers: let ffmpeg try
             try:
-                wav, sr = _read_torchcodec(path)
+                wav, sr, stated = _read_torchcodec(path)
             except Exception as tc_exc:
                 raise AudioInputError(
                     f"cannot decode {str(path)!r}: soundfile said: {sf_exc}; torchcodec said: {tc_exc}"
                 ) from sf_exc
     else:
         try:
-            wav, sr = _read_torchcodec(path)
+            wav, sr, stated = _read_torchcodec(path)
         except Exception as exc:
             raise AudioInputError(f"cannot decode {str(path)!r} with torchcodec (ffmpeg): {exc}") from exc
+    _check_complete(path, wav.shape[-1] / sr, stated, strict)
 
     if sample_rate is not None and sample_rate != sr:
         wav, sr = resample(wav, sr, sample_rate), sample_rate
@@ -185,17 +193,59 @@ def audio_duration(path: str | os.PathLike) -> float:
         raise AudioInputError(f"cannot read the duration of {str(path)!r}: {exc}") from exc
 
 
-def _read_soundfile(path: Path) -> tuple[torch.Tensor, int]:
-    data, sr = sf.read(str(path), dtype="float32", always_2d=True)  # (N, C)
-    return torch.from_numpy(np.ascontiguousarray(data.T)), int(sr)  # (C, N)
+def _read_soundfile(path: Path) -> tuple[torch.Tensor, int, float | None]:
+    """(wav (C, N), rate, the duration the header states in seconds, None when unknown)."""
+    with sf.SoundFile(str(path)) as f:
+        stated = f.frames / f.samplerate if f.samplerate > 0 else None
+        data = f.read(dtype="float32", always_2d=True)  # (N, C)
+        sr = f.samplerate
+    if path.suffix.lower() == ".wav":
+        stated = _wav_header_seconds(path)  # libsndfile shortens a cut file's frame count to what is there
+    return torch.from_numpy(np.ascontiguousarray(data.T)), int(sr), stated  # (C, N)
 
 
-def _read_torchcodec(path: Path) -> tuple[torch.Tensor, int]:
+def _read_torchcodec(path: Path) -> tuple[torch.Tensor, int, float | None]:
     # Imported here: torchcodec loads FFmpeg's shared libraries, which wav/flac-only users never need.
     from torchcodec.decoders import AudioDecoder
 
-    samples = AudioDecoder(str(path)).get_all_samples()
-    return samples.data.to(torch.float32), int(samples.sample_rate)  # (C, N)
+    decoder = AudioDecoder(str(path))
+    stated = decoder.metadata.duration_seconds_from_header
+    samples = decoder.get_all_samples()
+    return samples.data.to(torch.float32), int(samples.sample_rate), stated  # (C, N)
+
+
+def _wav_header_seconds(path: Path) -> float | None:
+    """The duration a PCM wav's header states (its data chunk's size), None where it cannot tell."""
+    try:
+        with open(path, "rb") as f:
+            if f.read(4) not in (b"RIFF", b"RF64") or not f.seek(8) or f.read(4) != b"WAVE":
+                return None
+            block_align = rate = None
+            while len(header := f.read(8)) == 8:
+                size = int.from_bytes(header[4:], "little")
+                if header[:4] == b"fmt ":
+                    fmt = f.read(size + size % 2)
+                    rate, block_align = int.from_bytes(fmt[4:8], "little"), int.from_bytes(fmt[12:14], "little")
+                elif header[:4] == b"data":
+                    if not rate or not block_align or size in (0, 0xFFFFFFFF):  # streaming writers leave it open
+                        return None
+                    return size // block_align / rate
+                else:
+                    f.seek(size + size % 2, 1)
+    except OSError:
+        return None
+    return None
+
+
+def _check_complete(path: Path, seconds: float, stated: float | None, strict: bool) -> None:
+    """Warn (or, strict, refuse) when a file decoded to clearly less than its header states."""
+    if stated is None or not math.isfinite(stated) or seconds >= stated - max(0.05, 0.01 * stated):
+        return
+    message = (f"{str(path)!r} looks truncated: it decoded to {seconds:.2f} s, its header states {stated:.2f} s")
+    if strict:
+        raise AudioInputError(message + "; refusing it (strict)")
+    warnings.warn(message + "; using the readable part (strict=True / --strict refuses such files)",
+                  TruncatedAudioWarning, stacklevel=3)
 
 
 def _check_exists(path: Path) -> None:

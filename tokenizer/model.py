@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -70,6 +71,7 @@ class RVQCodec(nn.Module):
         # A span of codes decodes as part of a longer sequence only if it starts at a multiple of this.
         self._decoder_period = getattr(self.decoder, "period", 1)
         self._pitch_phase = getattr(self.decoder, "pitch_head", None) is not None
+        self._fingerprint: tuple[tuple, str] | None = None  # (the code-side tensors' identity, their hash)
 
     # ---- the narrow interface -------------------------------------------------------------------
     @property
@@ -98,6 +100,27 @@ class RVQCodec(nn.Module):
 
     @property
     def fingerprint(self) -> str:
+        """Identifies the code space: the config's code-space fields and the encoder's and quantizer's tensors
+        (floating ones rounded to float16, so a codec stored in half precision keeps its fingerprint). Two codecs
+        trained from one config differ; decoder variants, which only replace the decoder, share it."""
+        codes_side = split_decoder(self.state_dict())[0]
+        # a tensor's version counter moves with every in-place update (optimizer steps, EMA codebooks)
+        identity = tuple((name, t.data_ptr(), t._version) for name, t in codes_side.items())
+        if self._fingerprint is None or self._fingerprint[0] != identity:
+            digest = hashlib.sha256(self.config.fingerprint.encode())
+            for name in sorted(codes_side):
+                tensor = codes_side[name].detach()
+                tensor = tensor.to(torch.float16) if tensor.is_floating_point() else tensor
+                digest.update(name.encode())
+                digest.update(tensor.cpu().reshape(-1).contiguous().view(torch.uint8).numpy().tobytes())
+            self._fingerprint = (identity, digest.hexdigest()[:16])
+        return self._fingerprint[1]
+
+    @property
+    def legacy_fingerprint(self) -> str:
+        """The fingerprint rvqaudio 0.1.0 stored: the config's code-space fields alone. Files and LMs that carry it
+        are accepted with a warning (`lm.codec_interface.same_code_space`), since it cannot tell two codecs of one
+        config apart."""
         return self.config.fingerprint
 
     @property

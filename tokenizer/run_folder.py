@@ -2,19 +2,18 @@
 write: its layout, the atomic checkpoint swap, resume checks, log truncation, and per-step seeds.
 
     out/log.jsonl       one JSON record per logged step (records past a resumed checkpoint are dropped)
-    out/checkpoint/     accelerate's save_state plus the trainer's own files, swapped in atomically
+    out/checkpoint/     the training state (`state_files`: safetensors and JSON, never a pickle) plus the trainer's
+                        own files, swapped in atomically
     out/final/          what the run produced (written by the trainer)
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import logging
 import os
 import shutil
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +21,7 @@ import torch
 from accelerate import Accelerator
 
 from .errors import CheckpointError
+from .state_files import load_training_state, refuse_pickles, save_training_state
 
 CHECKPOINT_DIR = "checkpoint"
 FINAL_DIR = "final"
@@ -56,6 +56,8 @@ def check_run_folder(out: Path, resume: bool) -> None:
     elif not (checkpoint / STATE_NAME).is_file() and not (interrupted / STATE_NAME).is_file():
         raise CheckpointError(f"cannot resume: {str(checkpoint)!r} holds no checkpoint ({STATE_NAME} is missing); "
                               "start the run without resume=True")
+    else:
+        refuse_pickles(out)  # before anything in it is read
 
 
 def recover_interrupted_swap(out: Path) -> None:
@@ -69,16 +71,19 @@ def recover_interrupted_swap(out: Path) -> None:
     shutil.rmtree(out / f".{CHECKPOINT_DIR}.tmp", ignore_errors=True)
 
 
-def save_run_checkpoint(accelerator: Accelerator, out: Path, write_extra: Callable[[Path], None]) -> None:
-    """Write `accelerator.save_state` plus what `write_extra(folder)` adds (on the main process) into a
-    temporary folder, then swap it in as `out/checkpoint`: a crash leaves the previous one usable.
-    `recover_interrupted_swap` repairs a swap killed between its two renames. Shared by the codec and LM loops."""
+def save_run_checkpoint(accelerator: Accelerator, out: Path, write_extra: Callable[[Path], None],
+                        models: Sequence[torch.nn.Module], optimizers: Sequence[torch.optim.Optimizer],
+                        schedulers: Sequence) -> None:
+    """Write the training state (`state_files.save_training_state`: weights, optimizers, schedulers, every
+    process's RNG) plus what `write_extra(folder)` adds (on the main process) into a temporary folder, then swap it
+    in as `out/checkpoint`: a crash leaves the previous one usable. `recover_interrupted_swap` repairs a swap
+    killed between its two renames. Shared by the codec and LM loops."""
     tmp, checkpoint, old = out / f".{CHECKPOINT_DIR}.tmp", out / CHECKPOINT_DIR, out / f".{CHECKPOINT_DIR}.old"
     if accelerator.is_main_process:
         shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
     accelerator.wait_for_everyone()
-    with quiet("accelerate"):
-        accelerator.save_state(str(tmp))  # every process writes its RNG state; weights come from the main one
+    save_training_state(accelerator, tmp, models, optimizers, schedulers)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         write_extra(tmp)
@@ -89,20 +94,15 @@ def save_run_checkpoint(accelerator: Accelerator, out: Path, write_extra: Callab
     accelerator.wait_for_everyone()
 
 
+def load_run_checkpoint(accelerator: Accelerator, checkpoint: Path, models: Sequence[torch.nn.Module],
+                        optimizers: Sequence[torch.optim.Optimizer], schedulers: Sequence) -> None:
+    """Read what `save_run_checkpoint` wrote back into the live objects (every process); CheckpointError naming
+    the file when something is missing, does not match, or is a pickle."""
+    load_training_state(accelerator, checkpoint, models, optimizers, schedulers)
+
+
 def truncate_log(path: Path, step: int) -> None:
     """Drop records of steps after `step`: they are about to be trained (and logged) again."""
     if path.exists():
         kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
         path.write_text("".join(line + "\n" for line in kept))
-
-
-@contextlib.contextmanager
-def quiet(name: str):
-    """accelerate logs every file it saves at INFO; keep the training log readable."""
-    log = logging.getLogger(name)
-    level = log.level
-    log.setLevel(max(level, logging.WARNING))
-    try:
-        yield
-    finally:
-        log.setLevel(level)

@@ -68,8 +68,8 @@ from .losses import (CompressedComplexSTFTLoss, MultiResolutionSTFTLoss, MultiSc
                      PhaseDerivativeLoss, discriminator_hinge_loss, feature_matching_loss, generator_hinge_loss)
 from .model import RVQCodec
 from .pitch import PITCH_RANGE_HZ, VOICING_THRESHOLD, pitch_losses, yin
-from .run_folder import (CHECKPOINT_DIR, FINAL_DIR, LOG_NAME, STATE_NAME, check_run_folder, prepare, quiet,
-                         recover_interrupted_swap, save_run_checkpoint, step_seed, truncate_log)
+from .run_folder import (CHECKPOINT_DIR, FINAL_DIR, LOG_NAME, STATE_NAME, check_run_folder, load_run_checkpoint,
+                         prepare, recover_interrupted_swap, save_run_checkpoint, step_seed, truncate_log)
 
 logger = logging.getLogger(__name__)
 
@@ -171,14 +171,12 @@ def fit_codec(config: CodecConfig, data: str | os.PathLike | list[str | os.PathL
     adversarial_from = tc.adversarial_start_step if tc.adversarial_start_step >= 0 else None
     codec, opt_g = prepare(accelerator, codec, opt_g)
     # Schedulers stay out of prepare(): accelerate would step them once per process per call.
-    accelerator.register_for_checkpointing(sched_g)
     disc = opt_d = sched_d = None
     if adversarial_from is not None:
         disc = CodecDiscriminator.from_config(config)
         opt_d = torch.optim.AdamW(disc.parameters(), lr=tc.discriminator_learning_rate, betas=tc.betas)
         sched_d = torch.optim.lr_scheduler.LambdaLR(opt_d, _lr_factor(tc, total))
         disc, opt_d = prepare(accelerator, disc, opt_d)
-        accelerator.register_for_checkpointing(sched_d)
     mel_loss = MultiScaleMelLoss(config.sample_rate).to(accelerator.device)
     stft_loss = MultiResolutionSTFTLoss().to(accelerator.device)
     # The optional reconstruction losses, (log name, weight, loss), built only when weighted.
@@ -188,10 +186,14 @@ def fit_codec(config: CodecConfig, data: str | os.PathLike | list[str | os.PathL
         ("pesq", tc.perceptual_weight, lambda: PESQLoss(config.sample_rate)),
     ) if weight > 0]
     model = accelerator.unwrap_model(codec)
+    # What a checkpoint holds besides TrainState, in this order (model.safetensors is the codec, model_1 the
+    # discriminator).
+    trained = _Trained([codec] + ([disc] if disc is not None else []), [opt_g] + ([opt_d] if opt_d else []),
+                       [sched_g] + ([sched_d] if sched_d else []))
 
     state = TrainState(num_processes=accelerator.num_processes)
     if resume:
-        state = _load_checkpoint(accelerator, checkpoint, config)
+        state = _load_checkpoint(accelerator, checkpoint, config, trained)
         crops.skipped.update((name, "reported before the resume") for name in state.skipped_files)
         if state.step >= total and main:
             logger.warning("the checkpoint is at step %d, max_steps is %d: nothing to train", state.step, total)
@@ -277,7 +279,7 @@ def fit_codec(config: CodecConfig, data: str | os.PathLike | list[str | os.PathL
                     logger.warning("skipped unreadable clip %s: %s", name, crops.skipped.get(name, "see its process"))
             sums, counts, steps, tick = {}, {}, 0, time.perf_counter()
         if state.step % tc.save_every == 0 or state.step == total:
-            _save_checkpoint(accelerator, out, state, config, model)
+            _save_checkpoint(accelerator, out, state, config, model, trained)
     bar.close()
     if state.skipped_files and main:
         logger.warning("%d clip(s) could not be read and were skipped: %s", len(state.skipped_files),
@@ -361,18 +363,27 @@ def _log_record(accelerator: Accelerator, model: RVQCodec, means: dict[str, floa
 
 # ---- run folder and checkpoints -----------------------------------------------------------------
 
+@dataclasses.dataclass
+class _Trained:
+    """The objects whose state a checkpoint saves: models, their optimizers and LR schedulers."""
+
+    models: list[torch.nn.Module]
+    optimizers: list[torch.optim.Optimizer]
+    schedulers: list
+
+
 def _save_checkpoint(accelerator: Accelerator, out: Path, state: TrainState, config: CodecConfig,
-                     model: RVQCodec) -> None:
+                     model: RVQCodec, trained: _Trained) -> None:
     _check_processes_agree(accelerator, model)
 
     def write_extra(folder: Path) -> None:
         state.save(folder / STATE_NAME)
         config.to_json_file(folder / "config.json")
 
-    save_run_checkpoint(accelerator, out, write_extra)
+    save_run_checkpoint(accelerator, out, write_extra, trained.models, trained.optimizers, trained.schedulers)
 
 
-def _load_checkpoint(accelerator: Accelerator, checkpoint: Path, config: CodecConfig) -> TrainState:
+def _load_checkpoint(accelerator: Accelerator, checkpoint: Path, config: CodecConfig, trained: _Trained) -> TrainState:
     saved = CodecConfig.from_json_file(checkpoint / "config.json")
     diff = config.code_space_differences(saved)
     if diff:
@@ -391,8 +402,7 @@ def _load_checkpoint(accelerator: Accelerator, checkpoint: Path, config: CodecCo
         raise CheckpointError(
             f"the checkpoint in {str(checkpoint)!r} was written by {state.num_processes} process(es); resume it "
             f"with the same number (got {accelerator.num_processes}), since weights are stored as wrapped then")
-    with quiet("accelerate"):
-        accelerator.load_state(str(checkpoint))
+    load_run_checkpoint(accelerator, checkpoint, trained.models, trained.optimizers, trained.schedulers)
     return state
 
 

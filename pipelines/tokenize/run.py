@@ -25,6 +25,7 @@ from tokenizer import RVQCodec
 
 from ..defaults import resolve_codec
 from .sources import TokenizeError, _check_int, _Columns, _open_source, _resolve_sharding, _take_share
+from .identity import cell_name, identities, row_identity
 from .storage import (FORMAT_VERSION, REPORT_FILE, _codec_metadata, _description, _DiskSink, _MemorySink,
                       _write_report)
 from .workers import _Encoder, _init_worker, _Ready, _work
@@ -97,6 +98,8 @@ def tokenize_dataset(
     sink = (_MemorySink() if output is None else
             _DiskSink(Path(output), config, num_shards, shard_index, resume))
     first_part = sink.finished_parts()
+    if isinstance(sink, _DiskSink):
+        first_part = _verify_written_parts(sink, share, first_part, part_size, columns.audio)
     if first_part is not None:  # None: this share is already complete
         rows_left = None
         if isinstance(share, Dataset):
@@ -120,6 +123,37 @@ def tokenize_dataset(
         shown = "; ".join(f"{s['path'] or s['index']}: {s['reason']}" for s in sink.skipped[:20])
         warnings.warn(f"skipped {len(sink.skipped)} examples: {shown}", stacklevel=2)
     return result
+
+
+def _verify_written_parts(sink: _DiskSink, share, first_part: int | None, part_size: int,
+                          audio_column: str) -> int | None:
+    """The part to resume from: `first_part` when every part already written still matches the current source rows
+    (`identity`), else the first part that does not, whose rows are named in a warning and re-encoded with all
+    later ones (None: the share is complete and unchanged)."""
+    written = sink.written_parts()
+    if not written:
+        return first_part
+    if isinstance(share, Dataset):
+        rows = (share.select(range(k * part_size, min((k + 1) * part_size, len(share)))) for k in range(written))
+    else:
+        rows = (share.skip(k * part_size).take(part_size) for k in range(written))
+    for part, part_rows in enumerate(rows):
+        stored = sink.part_sources(part)
+        current = identities(part_rows, audio_column, part * part_size)
+        if stored == current:
+            continue
+        if stored is None:
+            changed = ["(the part records no source identities)"]
+        else:
+            known = {name: identity for name, identity in stored}
+            changed = [name for name, identity in current if known.get(name) != identity]
+            changed += [name for name, _ in stored if name not in {n for n, _ in current}]
+        shown = ", ".join(changed[:10]) + (f" and {len(changed) - 10} more" if len(changed) > 10 else "")
+        warnings.warn(f"the source changed since {sink.dir / f'part-{part:05d}'} was written ({shown}): "
+                      f"re-encoding from that part on", stacklevel=3)
+        sink.drop_from(part)
+        return part
+    return first_part
 
 
 # ---- the run: rows -> chunks -> encoder (in order) -> parts ---------------------------------------------------
@@ -172,16 +206,19 @@ class _Run:
         self.codes: list[np.ndarray] = []
         self.durations: list[float] = []
         self.skipped: list[dict] = []
+        self.sources: list[list[str]] = []  # [name, identity] of every source row of the part, in order
 
     def _collect(self, position: int, chunk: list[dict] | None, cells, job) -> None:
         if chunk is None:  # end of part `position`
             part = self._build()
             report = {"rows": len(self.rows) + len(self.skipped), "encoded": len(self.rows),
-                      "audio_seconds": float(sum(self.durations)), "skipped": self.skipped}
+                      "audio_seconds": float(sum(self.durations)), "skipped": self.skipped,
+                      "sources": self.sources}
             self.sink.write(position, part, report)
             self._new_part()
             return
         for i, (row, cell, (codes, seconds, reason)) in enumerate(zip(chunk, cells, job.get())):
+            self.sources.append([cell_name(cell, position + i), row_identity(row, cell)])
             if codes is None:
                 index = position + i if self.offset is None else self.offset + position + i
                 path = cell.get("path") if isinstance(cell, dict) else None

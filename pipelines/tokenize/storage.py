@@ -121,6 +121,24 @@ class _DiskSink:
             return None
         return sum(1 for _ in itertools.takewhile(lambda k: (self.dir / _part_name(k)).is_dir(), itertools.count()))
 
+    def written_parts(self) -> int:
+        """Parts on disk (a prefix of the share's parts, finished or not)."""
+        return sum(1 for _ in itertools.takewhile(lambda k: (self.dir / _part_name(k)).is_dir(), itertools.count()))
+
+    def part_sources(self, part: int) -> list[list[str]] | None:
+        """The [name, identity] pairs of the source rows part `part` was made from (None if it records none)."""
+        try:
+            sources = json.loads((self.dir / _part_name(part) / PART_FILE).read_text()).get("sources")
+        except (OSError, json.JSONDecodeError, AttributeError):
+            return None
+        return sources if isinstance(sources, list) else None
+
+    def drop_from(self, part: int) -> None:
+        """Forget part `part` and every later one (and the done marker): they are encoded again."""
+        (self.dir / DONE_FILE).unlink(missing_ok=True)
+        for path in _part_dirs(self.dir)[part:]:
+            shutil.rmtree(path)
+
     def write(self, part: int, dataset: Dataset | None, report: dict) -> None:
         final = self.dir / _part_name(part)
         tmp = self.dir / f".{final.name}.tmp-{os.getpid()}"
