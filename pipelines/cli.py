@@ -11,6 +11,13 @@ _VARIANT_HELP = ("decode with this decoder variant of the codec folder, e.g. spe
                  "decoder, which generate uses for task=speech); default: the codec's own decoder")
 
 
+def _require(extra: str, command: str) -> None:
+    """Fail before any work when the command's optional dependencies are missing."""
+    from tokenizer.extras import require_extra
+
+    require_extra(extra, command)
+
+
 def _encode(args: argparse.Namespace) -> None:
     from .codec_files import encode_file
 
@@ -85,6 +92,7 @@ def _finetune(args: argparse.Namespace) -> None:
 
 
 def _eval_codec(args: argparse.Namespace) -> None:
+    _require("eval", "rvqaudio eval-codec")
     from .evaluation import evaluate_codec
 
     report = evaluate_codec(args.data, codec=args.codec, variant=args.variant, split=args.split,
@@ -103,6 +111,7 @@ def _compare_reports(args: argparse.Namespace) -> None:
 
 
 def _train_music_classifier(args: argparse.Namespace) -> None:
+    _require("data", "rvqaudio train-music-classifier")
     from .evaluation import train_family_classifier
 
     classifier = train_family_classifier(args.data, output=args.output, epochs=args.epochs, seed=args.seed)
@@ -124,6 +133,8 @@ def _sampling(args: argparse.Namespace) -> dict[str, float | int]:
 
 
 def _eval_music(args: argparse.Namespace) -> None:
+    _require("eval", "rvqaudio eval-music")
+    _require("data", "rvqaudio eval-music")
     from .evaluation import evaluate_music_lm, evaluate_music_references, format_music_report
 
     sampling = _sampling(args)
@@ -150,6 +161,7 @@ def _eval_music(args: argparse.Namespace) -> None:
 
 
 def _eval_tts(args: argparse.Namespace) -> None:
+    _require("eval", "rvqaudio eval-tts")
     from .evaluation import evaluate_tts_lm
 
     report = evaluate_tts_lm(args.data, model=args.model, voice=args.voice, split=args.split,

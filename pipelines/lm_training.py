@@ -65,6 +65,7 @@ from lm.model import BeatTrack, PhonemeTrack, codes_to_steps
 from lm.phonemes import VOCAB_SIZE as PHONEME_VOCAB_SIZE
 from lm.phonemes import text_phoneme_ids
 from tokenizer import CheckpointError, RVQCodec
+from tokenizer.extras import require_extra
 from tokenizer.json_config import write_text_atomic
 # The run folder both trainers share: the same folder rules and atomic checkpoint swap.
 from tokenizer.run_folder import (CHECKPOINT_DIR, FINAL_DIR, LOG_NAME, STATE_NAME, check_run_folder,
@@ -177,7 +178,7 @@ def finetune(model: str | os.PathLike, data, out: str | os.PathLike, *,
     """
     tc = _training_config(training, max_steps)
     if lora:
-        _require_peft()
+        require_extra("lora", "lora=True (LoRA fine-tuning)")
     accelerator = _accelerator(tc)
     out = Path(out)
     check_run_folder(out, resume)
@@ -265,13 +266,6 @@ def _accelerator(tc: LMTrainingConfig) -> Accelerator:
     if tc.mixed_precision == "fp16" and not torch.cuda.is_available():
         logger.warning("mixed_precision='fp16' needs a GPU; training in float32 on the CPU")
     return Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=tc.mixed_precision)
-
-
-def _require_peft() -> None:
-    try:
-        import peft  # noqa: F401
-    except ImportError as e:
-        raise ImportError("lora=True needs the peft package: pip install peft (or pip install rvqaudio[lora])") from e
 
 
 def _load_examples(data, eval_data, codec, task: str | None, tc: LMTrainingConfig) -> tuple[LMExamples, LMExamples, str]:

@@ -16,6 +16,7 @@ import torchaudio
 from torch import Tensor, nn
 
 from .errors import AudioInputError
+from .extras import import_extra
 
 # DAC's multi-scale mel loss: seven windows, ~6.4 frequency bins per mel band at every scale.
 MEL_WINDOWS = (32, 64, 128, 256, 512, 1024, 2048)
@@ -214,7 +215,8 @@ class PESQLoss(nn.Module):
 
     def __init__(self, sample_rate: int, min_rms: float = 1e-3) -> None:
         super().__init__()
-        from torch_pesq import PesqLoss  # imported here: only training with `perceptual_weight` > 0 needs it
+        # imported here: only training with `perceptual_weight` > 0 needs it
+        PesqLoss = import_extra("torch_pesq", "eval", "training.perceptual_weight (the PESQ loss)").PesqLoss
 
         self.sample_rate = sample_rate
         self.min_rms = min_rms

@@ -1,4 +1,10 @@
-"""Data recipes: synthesize the speech and music corpora the default codec and LM are trained on."""
+"""Data recipes: synthesize the speech and music corpora the default codec and LM are trained on.
+
+They need the `data` extra (pip install "rvqaudio[data]") and Debian's synthesizers (`make setup`)."""
+
+from tokenizer.extras import require_extra
+
+require_extra("data", "the data recipes (rvqaudio data)")
 
 from .music import MUSIC_APT_PACKAGES, make_music_dataset
 from .speech import SPEECH_APT_PACKAGES, make_speech_dataset

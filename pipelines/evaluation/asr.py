@@ -11,13 +11,14 @@ import numpy as np
 import torch
 
 from tokenizer.audio import resample
+from tokenizer.extras import import_extra
 
 RECOGNISER_SAMPLE_RATE = 16000
 RECOGNISER = "pocketsphinx (its bundled en-us model)"
 
 
 def _decoder():
-    from pocketsphinx import Decoder
+    Decoder = import_extra("pocketsphinx", "eval", "the offline recogniser").Decoder
 
     # A new decoder per utterance (~0.35 s to load the model): a reused one carries adaptation state from one
     # utterance to the next, so a clip's transcript would depend on what was transcribed before it.

@@ -24,6 +24,7 @@ import torch
 import torchaudio
 
 from tokenizer.audio import resample
+from tokenizer.extras import import_extra
 from tokenizer.losses import MultiResolutionSTFTLoss, MultiScaleMelLoss
 
 ArrayLike = torch.Tensor | np.ndarray
@@ -210,7 +211,8 @@ def pesq_wb(ref: ArrayLike, est: ArrayLike, sample_rate: int) -> float:
     finds no speech in the reference (silence, or a clip too short for its level alignment): average with
     `np.nanmean` and report how many clips were scored.
     """
-    from pesq import NoUtterancesError, pesq
+    pesq_module = import_extra("pesq", "eval", "PESQ")
+    NoUtterancesError, pesq = pesq_module.NoUtterancesError, pesq_module.pesq
 
     ref, est = _pair(ref, est)
     r = _to_16k_numpy(ref, sample_rate, "ref")
@@ -227,7 +229,7 @@ def stoi(ref: ArrayLike, est: ArrayLike, sample_rate: int, extended: bool = Fals
     Mono (channels averaged); `pystoi` resamples to its own 10 kHz internally. `extended=True` gives ESTOI.
     Silent frames of the reference (40 dB below its loudest) are dropped first, as the standard does.
     """
-    from pystoi import stoi as _stoi
+    _stoi = import_extra("pystoi", "eval", "STOI").stoi
 
     ref, est = _pair(ref, est)
     r = _mono(ref, "ref").double().numpy()
@@ -287,7 +289,7 @@ def word_hits(refs: Sequence[str], hyps: Sequence[str]) -> list[tuple[int, int]]
 
 def _align_words(refs: str | Sequence[str], hyps: str | Sequence[str], metric: str):
     """jiwer's word alignment of normalised references and hypotheses, after checking they pair up."""
-    import jiwer
+    jiwer = import_extra("jiwer", "eval", "word error rates")
 
     refs = [refs] if isinstance(refs, str) else list(refs)
     hyps = [hyps] if isinstance(hyps, str) else list(hyps)

@@ -34,6 +34,7 @@ from tqdm.auto import tqdm
 
 from lm import AudioLM
 from lm.codec_interface import AudioTokenizer
+from tokenizer.extras import import_extra
 
 from .data import check_count, check_opus_kbps, describe, iter_audio, load_split, opus_roundtrip, write_report
 from .metrics import (FEATURE_DIM, FEATURE_N_MELS, FEATURE_SAMPLE_RATE, audio_features,
@@ -153,7 +154,7 @@ def soundfont_features(data: str | os.PathLike | Dataset | DatasetDict, split: s
     """
     import io
 
-    import mido
+    mido = import_extra("mido", "data", "rendering held-out MIDI")
 
     from ..data.soundfont import render_midi
 

@@ -445,7 +445,7 @@ def test_lora_trains_adapters_only_and_saves_a_plain_merged_lm(trained, files, t
     assert _max_diff(after, load_file(resumed / "model.safetensors")) == 0
 
     monkeypatch.setitem(sys.modules, "peft", None)  # as if peft were not installed
-    with pytest.raises(ImportError, match="pip install peft"):
+    with pytest.raises(ImportError, match=r"pip install \"rvqaudio\[lora\]\""):
         finetune(trained / "final", files["speech"], tmp_path / "nolora", lora=True, training=_training())
     assert not (tmp_path / "nolora").exists()
 
