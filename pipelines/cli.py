@@ -392,10 +392,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Commands that write a folder, and the argument naming it: checked before any work, as the file outputs are.
+_OUTPUT_FOLDERS = {"train-codec": "out", "train-pitch-head": "out", "train-lm": "out", "finetune": "out",
+                   "tokenize": "output", "data": "output", "export-codec": "output", "average-decoders": "output",
+                   "train-music-classifier": "output"}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     func: Callable[[argparse.Namespace], None] = args.func
     try:
+        if args.command in _OUTPUT_FOLDERS:
+            from .outputs import check_output_folder
+
+            check_output_folder(getattr(args, _OUTPUT_FOLDERS[args.command]), "output folder")
         func(args)
     except (ValueError, ImportError, RuntimeError) as e:  # our errors are ValueErrors that speak to the user
         print(f"rvqaudio {args.command}: error: {e}", file=sys.stderr)

@@ -74,11 +74,13 @@ def read_codes(src: str | os.PathLike) -> tuple[torch.Tensor, dict]:
     if not src.is_file():
         raise CodesError(f"codes file {str(src)!r} does not exist")
     try:
-        with np.load(src, allow_pickle=False) as data:
-            if not isinstance(data, np.lib.npyio.NpzFile):
-                raise ValueError("it holds one array, not the fields of a codes file")
+        data = np.load(src, allow_pickle=False)
+        if not isinstance(data, np.lib.npyio.NpzFile):
+            raise ValueError("it holds one array (.npy), not the fields of a codes file")
+        with data:
             fields = {k: data[k] for k in data.files}
-    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error, NotImplementedError) as e:
+    except (OSError, ValueError, EOFError, KeyError, RuntimeError, zipfile.BadZipFile, zlib.error,
+            NotImplementedError) as e:  # RuntimeError: zipfile's "is encrypted"
         raise CodesError(f"{str(src)!r} is not a readable codes file written by `rvqaudio encode` "
                          f"({type(e).__name__}: {e})") from e
     missing = [k for k in _REQUIRED if k not in fields]
@@ -93,7 +95,7 @@ def read_codes(src: str | os.PathLike) -> tuple[torch.Tensor, dict]:
             raise CodesError(f"codes file {str(src)!r}: field {name!r} must be {expected}, got "
                              f"{value.dtype} with shape {value.shape}")
     codes = fields["codes"]
-    meta = {k: v.item() for k, v in fields.items() if k != "codes"}
+    meta = {k: v.item() if v.ndim == 0 else v.tolist() for k, v in fields.items() if k != "codes"}
     for name in ("sample_rate", "frame_rate", "codebook_size", "channels"):
         if name in meta and not (np.isfinite(meta[name]) and meta[name] > 0):
             raise CodesError(f"codes file {str(src)!r}: field {name!r} must be positive, got {meta[name]!r}")

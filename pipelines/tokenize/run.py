@@ -135,8 +135,9 @@ def _verify_written_parts(sink: _DiskSink, share, first_part: int | None, part_s
         return first_part
     if isinstance(share, Dataset):
         rows = (share.select(range(k * part_size, min((k + 1) * part_size, len(share)))) for k in range(written))
-    else:
-        rows = (share.skip(k * part_size).take(part_size) for k in range(written))
+    else:  # one pass over the stream's first parts
+        stream = iter(share.take(written * part_size))
+        rows = (list(itertools.islice(stream, part_size)) for _ in range(written))
     for part, part_rows in enumerate(rows):
         stored = sink.part_sources(part)
         current = identities(part_rows, audio_column, part * part_size)
