@@ -35,6 +35,7 @@ from .model import AudioLMModel, AudioLMOutput, BeatTrack, KVCache, PhonemeTrack
 from .phonemes import VOCAB_SIZE as PHONEME_VOCAB_SIZE
 from .phonemes import text_phoneme_ids
 from .text import TextTokenizer, tempo_from_text
+from .threads import step_threads, torch_threads
 
 PAD_FRAME = -1  # value of the frames after an item's end in a batch of generated codes
 
@@ -57,6 +58,8 @@ class GenerationConfig:
         step's input is the sum of all K codebooks' embeddings; k only trims the result.
     min_duration: seconds of new audio before end of audio may be sampled (0: any time; >= duration: always the
         whole duration, as MusicGen does).
+    num_threads: CPU threads while a step computes (None: chosen for the step's size, `lm.threads`; one thread for
+        the bundled LMs, which keeps generation fast beside other busy processes).
     """
 
     duration: float = 10.0
@@ -68,6 +71,7 @@ class GenerationConfig:
     task: str | None = None
     num_codebooks: int | None = None
     min_duration: float = 0.0
+    num_threads: int | None = None
 
     def __post_init__(self) -> None:
         def number(name: str) -> float:
@@ -96,6 +100,9 @@ class GenerationConfig:
             raise ValueError(f"num_codebooks must be an integer >= 1 or None, got {self.num_codebooks!r}")
         if number("min_duration") < 0:
             raise ValueError(f"min_duration must be >= 0 seconds, got {self.min_duration!r}")
+        if self.num_threads is not None and (isinstance(self.num_threads, bool)
+                                             or not isinstance(self.num_threads, int) or self.num_threads < 1):
+            raise ValueError(f"num_threads must be an integer >= 1 or None (automatic), got {self.num_threads!r}")
 
     @property
     def uses_guidance(self) -> bool:
@@ -253,10 +260,25 @@ class Decoding:
         """
         was_training = self.model.training
         self.model.eval()
+        steps = self._run()
         try:
-            yield from self._run()
+            while True:
+                with torch_threads(self._threads()):  # only while this computes: not while the caller works
+                    ready = next(steps, None)
+                if ready is None:
+                    return
+                yield ready
         finally:
+            steps.close()
             self.model.train(was_training)
+
+    def _threads(self) -> int:
+        """CPU threads for a step (`lm.threads`): ~2 FLOPs per weight per row of the batch (guidance doubles it)."""
+        if self.model.device.type != "cpu":
+            return torch.get_num_threads()
+        rows = self.batch_size * (2 if self.config.uses_guidance else 1)
+        weights = sum(p.numel() for name, p in self.model.named_parameters() if "embedding" not in name)
+        return step_threads(2.0 * rows * weights, self.config.num_threads)
 
     def _run(self) -> Iterator[int]:
         model, cfg = self.model, self.model.config

@@ -20,6 +20,7 @@ from .config import DECODER_PHASE_SETTINGS, CodecConfig
 from .errors import AudioInputError, CheckpointError, CodecError, CodesError
 from .modules import SEANetDecoder, SEANetEncoder, SpectralDecoder, SpectralEncoder
 from .quantization import ResidualVectorQuantizer
+from .threads import cpu_threads
 
 DECODER_PREFIX = "decoder."  # the tensors a decoder variant replaces; the rest (encoder, quantizer) make the codes
 VARIANT_SETTINGS_KEY = "decoder_settings"  # a variant file's metadata: the phase settings it decodes with (JSON)
@@ -186,7 +187,7 @@ class RVQCodec(nn.Module):
         def encode_span(span: torch.Tensor, *_) -> torch.Tensor:
             return self.quantizer.encode(self.encoder(span), k)
 
-        with _invariant_convolutions():
+        with _invariant_convolutions(), cpu_threads(x.device):
             return self._chunked(encode_span, x, frames, self._encoder_context, self.hop_length, 1)
 
     @torch.inference_mode()
@@ -219,7 +220,7 @@ class RVQCodec(nn.Module):
         if source_phase is not None and self._pitch_phase and not 0 <= carried[0] <= frames:
             raise CodesError(f"source_phase's frame must be in [0, {frames}] for {frames} frames of codes, "
                              f"got {carried[0]}")
-        with _invariant_convolutions():
+        with _invariant_convolutions(), cpu_threads(codes.device):
             wav = self._chunked(decode_span, codes, frames, self._decoder_context, 1, self.hop_length,
                                 align=self._decoder_period)
         if not return_source_phase:
