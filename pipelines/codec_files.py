@@ -12,7 +12,8 @@ import numpy as np
 import torch
 
 from tokenizer import CodesError, RVQCodec
-from tokenizer.audio import load_audio, save_audio
+from tokenizer.audio import save_audio
+from tokenizer.long_audio import encode_audio_file
 
 from lm.codec_interface import same_code_space
 
@@ -32,8 +33,9 @@ def encode_file(src: str | os.PathLike, out: str | os.PathLike, codec: RVQCodec 
     """
     out = check_output_file(out, "codes file")
     codec = resolve_codec(codec)
-    wav, _ = load_audio(src, sample_rate=codec.sample_rate, channels=codec.channels, strict=strict)  # (C, N)
-    codes = codec.encode(wav[None], num_codebooks=num_codebooks)[0]  # (K, T)
+    # read, resampled and encoded block by block: a 1-hour file takes the memory of a minute
+    codes, num_samples = encode_audio_file(codec, src, num_codebooks=num_codebooks, strict=strict)
+    codes = codes[0]  # (K, T)
     dtype = np.int16 if codec.codebook_size <= 2**15 else np.int32
     fields = {
         "codes": codes.cpu().numpy().astype(dtype),
@@ -43,7 +45,7 @@ def encode_file(src: str | os.PathLike, out: str | os.PathLike, codec: RVQCodec 
         "frame_rate": np.array(codec.frame_rate),
         "codebook_size": np.array(codec.codebook_size),
         "channels": np.array(codec.channels),
-        "num_samples": np.array(wav.shape[-1]),
+        "num_samples": np.array(num_samples),
     }
     buffer = io.BytesIO()
     np.savez_compressed(buffer, **fields)

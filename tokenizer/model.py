@@ -125,6 +125,12 @@ class RVQCodec(nn.Module):
         return self.config.fingerprint
 
     @property
+    def encoder_context(self) -> int:
+        """Frames of audio around a frame that its codes depend on: encoding a span with this much audio on each
+        side reproduces a whole-signal encode there (`tokenizer.long_audio`)."""
+        return self._encoder_context
+
+    @property
     def decoder_context(self) -> int:
         """Frames of codes around a frame (before it only, for a causal codec) that its decoded samples depend
         on; decoding new frames with this much left context reproduces a whole-sequence decode (streaming)."""

@@ -1,0 +1,71 @@
+"""Peak memory of encoding a long file: block by block (`rvqaudio encode`) against loading it whole.
+
+    .venv/bin/python benchmarks/long_file_memory.py                  # 1 min, 10 min, 1 h of 16 kHz mono
+    .venv/bin/python benchmarks/long_file_memory.py --minutes 1 10
+
+Each measurement runs in a fresh process (peak resident memory, `ru_maxrss`, of that process alone) with the
+bundled codec: `blocks` is `pipelines.encode_file` (read, resample to 24 kHz and encode in 60 s blocks), `whole`
+is `codec.encode(load_audio(...))`, the whole file decoded and resampled at once. The input is pink noise written
+by sox (a wav: 1.9 MB a minute). Also printed: the wall time of each, and whether both give the same codes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+CHILD = r"""
+import json, resource, sys, time
+sys.path.insert(0, sys.argv[1])
+import numpy as np, torch
+from pipelines import default_codec, encode_file, read_codes
+from tokenizer.audio import load_audio
+mode, path, out = sys.argv[2], sys.argv[3], sys.argv[4]
+codec = default_codec()
+start = time.perf_counter()
+if mode == "blocks":
+    encode_file(path, out)
+else:
+    wav, _ = load_audio(path, sample_rate=codec.sample_rate, channels=codec.channels)
+    np.save(out, codec.encode(wav[None])[0].numpy())
+seconds = time.perf_counter() - start
+print(json.dumps({"peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "seconds": seconds}))
+"""
+
+
+def measure(mode: str, path: Path, out: Path) -> dict:
+    result = subprocess.run([sys.executable, "-c", CHILD, str(ROOT), mode, str(path), str(out)], check=True,
+                            capture_output=True, text=True)
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--minutes", type=float, nargs="+", default=[1, 10, 60])
+    args = parser.parse_args()
+    print("| audio | blocks: peak RSS | whole: peak RSS | blocks: time | whole: time | same codes |")
+    print("| --- | ---: | ---: | ---: | ---: | --- |")
+    with tempfile.TemporaryDirectory() as tmp:
+        for minutes in args.minutes:
+            path = Path(tmp) / f"{minutes:g}min.wav"
+            subprocess.run(["sox", "-n", "-r", "16000", "-c", "1", "-b", "16", str(path), "synth",
+                            str(minutes * 60), "pinknoise", "vol", "0.3"], check=True)
+            blocks = measure("blocks", path, Path(tmp) / "blocks.npz")
+            whole = measure("whole", path, Path(tmp) / "whole.npy")
+            import numpy as np
+
+            with np.load(Path(tmp) / "blocks.npz") as data:
+                same = bool(np.array_equal(data["codes"].astype(np.int64), np.load(Path(tmp) / "whole.npy")))
+            print(f"| {minutes:g} min | {blocks['peak_mb']:.0f} MB | {whole['peak_mb']:.0f} MB | "
+                  f"{blocks['seconds']:.1f} s | {whole['seconds']:.1f} s | {same} |", flush=True)
+            path.unlink()
+
+
+if __name__ == "__main__":
+    main()
