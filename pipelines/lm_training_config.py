@@ -8,11 +8,9 @@ stages of the bundled LMs extend lm_train_base.json with the fields they change.
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
 
 from lm import TextTokenizer
-from tokenizer.config_files import read_config_file
 from tokenizer.json_config import JsonConfig
 
 SCHEDULES = ("cosine", "linear", "constant")
@@ -130,13 +128,6 @@ class LMTrainingConfig(JsonConfig):
             raise ValueError(f"training.speech_crop must be one of {list(SPEECH_CROPS)}, got {self.speech_crop!r}")
         if self.mixed_precision not in ("no", "bf16", "fp16"):
             raise ValueError(f"training.mixed_precision must be 'no', 'bf16' or 'fp16', got {self.mixed_precision!r}")
-
-    @classmethod
-    def from_json_file(cls, path: str | os.PathLike) -> LMTrainingConfig:
-        """Load a preset or a run's saved training config. A preset may name another that it `extends` and hold only
-        the fields that differ (`tokenizer.config_files`); the loaded config holds them all."""
-        return cls.from_dict(read_config_file(path))
-
 
 def lr_factor(tc: LMTrainingConfig):
     """LR multiplier after `s` optimizer steps: linear warm-up, then `tc.schedule` down to min_lr_ratio at max_steps."""

@@ -5,10 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 from dataclasses import dataclass, field
 
-from .config_files import read_config_file
 from .errors import ConfigError
 from .json_config import JsonConfig
 
@@ -269,12 +267,6 @@ class CodecConfig(JsonConfig):
                    f"got {self.spectral.n_fft}")
         if self.quantizer.kind == "factorized" and self.quantizer.codebook_dim is None:
             self.quantizer.codebook_dim = 8
-
-    @classmethod
-    def from_json_file(cls, path: str | os.PathLike) -> CodecConfig:
-        """Load a preset or a checkpoint's config.json. A preset may name another that it `extends` and hold only
-        the fields that differ (`tokenizer.config_files`); the loaded config holds them all."""
-        return cls.from_dict(read_config_file(path))
 
     # Derived values.
     @property

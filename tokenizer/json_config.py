@@ -4,7 +4,8 @@ trainer's, `pipelines.lm_training_config`). Validation stays in each config's `_
 - `to_dict` / `from_dict`: plain JSON types out; in, nested configs are rebuilt from their field's type, lists
   become tuples where the field's default is a tuple, a `_comment` key is ignored and any other unknown key is
   an error that lists the known ones.
-- `to_json_file` (atomic: a failure leaves no partial file) / `from_json_file` (errors name the file).
+- `to_json_file` (atomic: a failure leaves no partial file) / `from_json_file` (errors name the file; a preset
+  may `extend` another, see `tokenizer.config_files`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import typing
 from pathlib import Path
 from typing import Any, TypeVar
 
+from .config_files import read_config_file
 from .errors import ConfigError
 
 T = TypeVar("T", bound="JsonConfig")
@@ -74,11 +76,6 @@ class JsonConfig:
 
     @classmethod
     def from_json_file(cls: type[T], path: str | os.PathLike) -> T:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file {str(path)!r} does not exist")
-        try:
-            data = json.loads(path.read_text())
-        except json.JSONDecodeError as e:
-            raise ConfigError(f"config file {str(path)!r} is not valid JSON: {e}") from e
-        return cls.from_dict(data)
+        """Load a preset or a saved config. A preset may name another that it `extends` and hold only the fields
+        that differ (`tokenizer.config_files`); the loaded config holds them all."""
+        return cls.from_dict(read_config_file(path))
