@@ -13,16 +13,9 @@ import soundfile as sf
 import torch
 
 from pipelines import decode_file, encode_file, read_codes
-from tokenizer import CodecConfig, CodesError, RVQCodec
+from tokenizer import CodesError, RVQCodec
 
-
-def _codec() -> RVQCodec:
-    torch.manual_seed(0)
-    config = CodecConfig(sample_rate=8000, n_filters=4, strides=(2, 4), dimension=16,
-                         quantizer={"num_codebooks": 4, "codebook_size": 32})
-    codec = RVQCodec(config)
-    codec.train()(torch.randn(2, 1, 800) * 0.1)  # k-means init
-    return codec.eval()
+from .conftest import fitted_codec as _codec
 
 
 @pytest.fixture(scope="module")

@@ -9,18 +9,18 @@ import pickle
 import shutil
 import warnings
 
-import datasets
 import numpy as np
 import pytest
 import soundfile as sf
-import torch
-from datasets import Dataset, DatasetDict, Features, List, Value
+from datasets import Dataset, DatasetDict
 
 from pipelines.lm_training import train_lm
 from pipelines.lm_training_config import LMTrainingConfig
 from pipelines.tokenize import tokenize_dataset
-from pipelines.tokenize.storage import _codec_metadata, _description
-from tokenizer import CheckpointError, CodecConfig, RVQCodec
+from tokenizer import CheckpointError, RVQCodec
+
+from .conftest import fitted_codec as _codec
+from .conftest import tokenized_rows as _tokenized
 
 
 class _TouchOnLoad:
@@ -33,34 +33,12 @@ class _TouchOnLoad:
         return pathlib.Path.touch, (pathlib.Path(self.path),)
 
 
-def _codec() -> RVQCodec:
-    torch.manual_seed(0)
-    config = CodecConfig(sample_rate=8000, n_filters=4, strides=(2, 4), dimension=16,
-                         quantizer={"num_codebooks": 4, "codebook_size": 32})
-    codec = RVQCodec(config)
-    codec.train()(torch.randn(2, 1, 800) * 0.1)  # k-means init: codes spread over the codebooks
-    return codec.eval()
-
-
 @pytest.fixture(scope="module")
 def codec() -> RVQCodec:
     return _codec()
 
 
 # ---- an LM run folder holding a pickle -------------------------------------------------------------------------
-
-def _tokenized(codec: RVQCodec, n: int) -> Dataset:
-    """Rows as `rvqaudio tokenize` writes them (codes K x T, text, duration) with its codec metadata."""
-    rng = np.random.default_rng(0)
-    lengths = rng.integers(5, 20, n)
-    features = Features({"codes": List(List(Value("int16"))), "text": Value("string"), "duration": Value("float64")})
-    info = datasets.DatasetInfo(description=_description(_codec_metadata(codec, codec.num_codebooks)),
-                                features=features)
-    return Dataset.from_dict(
-        {"codes": [rng.integers(0, codec.codebook_size, (codec.num_codebooks, int(t))).tolist() for t in lengths],
-         "text": [f"a calm piano melody {i}" for i in range(n)], "duration": [t / codec.frame_rate for t in lengths]},
-        features=features, info=info)
-
 
 @pytest.fixture(scope="module")
 def lm_run(codec, tmp_path_factory) -> dict:

@@ -25,7 +25,9 @@ from pipelines.evaluation import (FamilyClassifier, audio_features, compare_code
 from pipelines.evaluation.metrics import (FEATURE_DIM, FEATURE_N_MELS, harmonic_energy_fraction, harmonic_tone,
                                           tempo_within)
 from pipelines.generate import generate
-from tokenizer import CodecConfig, RVQCodec
+from tokenizer import RVQCodec
+
+from .conftest import fitted_codec
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -60,12 +62,7 @@ def speech_clip(speech_dir):
 
 
 def _codec(strides: tuple[int, ...] = (2, 4)) -> RVQCodec:
-    torch.manual_seed(0)
-    config = CodecConfig(sample_rate=8000, n_filters=4, strides=strides, dimension=16,
-                         quantizer={"num_codebooks": 4, "codebook_size": 32})
-    codec = RVQCodec(config)
-    codec.train()(torch.randn(2, 1, 1600) * 0.1)  # k-means init
-    return codec.eval()
+    return fitted_codec(strides=strides, init_samples=1600)
 
 
 @pytest.fixture(scope="module")

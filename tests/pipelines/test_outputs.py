@@ -19,19 +19,11 @@ from lm import AudioLM, AudioLMConfig, TextTokenizer
 from pipelines.cli import main
 from pipelines.defaults import save_lm
 from pipelines.outputs import OutputError, check_output_file, check_output_folder
-from tokenizer import CodecConfig, RVQCodec
+
+from .conftest import fitted_codec as _codec
 
 generate_module = importlib.import_module("pipelines.generate")  # `pipelines.generate` is also a function
 UNWRITABLE = Path("/sys/rvqaudio-test")  # sysfs: read-only even for root
-
-
-def _codec() -> RVQCodec:
-    torch.manual_seed(0)
-    config = CodecConfig(sample_rate=8000, n_filters=4, strides=(2, 4), dimension=16,
-                         quantizer={"num_codebooks": 4, "codebook_size": 32})
-    codec = RVQCodec(config)
-    codec.train()(torch.randn(2, 1, 800) * 0.1)  # k-means init
-    return codec.eval()
 
 
 @pytest.fixture(scope="module")

@@ -9,20 +9,20 @@ import shutil
 import warnings
 from pathlib import Path
 
-import datasets
 import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from datasets import Dataset, DatasetDict, Features, List, Value
+from datasets import DatasetDict
 
 from pipelines.cli import main
 from pipelines.defaults import load_lm, resolve_codec
 from pipelines.lm_training import train_lm
 from pipelines.lm_training_config import LMTrainingConfig
-from pipelines.tokenize.storage import _codec_metadata, _description
 from tokenizer import CheckpointError, CodecConfig, RVQCodec
 from tokenizer.training import train_codec
+
+from .conftest import tokenized_rows as _tokenized
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -81,18 +81,6 @@ def test_a_model_folder_and_other_folders_are_left_to_the_loader(codec_runs, tmp
 
 
 # ---- LM runs ----------------------------------------------------------------------------------------------------
-
-def _tokenized(codec: RVQCodec, n: int) -> Dataset:
-    rng = np.random.default_rng(0)
-    lengths = rng.integers(5, 20, n)
-    features = Features({"codes": List(List(Value("int16"))), "text": Value("string"), "duration": Value("float64")})
-    info = datasets.DatasetInfo(description=_description(_codec_metadata(codec, codec.num_codebooks)),
-                                features=features)
-    return Dataset.from_dict(
-        {"codes": [rng.integers(0, codec.codebook_size, (codec.num_codebooks, int(t))).tolist() for t in lengths],
-         "text": [f"a calm piano melody {i}" for i in range(n)], "duration": [t / codec.frame_rate for t in lengths]},
-        features=features, info=info)
-
 
 @pytest.fixture(scope="module")
 def lm_runs(tmp_path_factory) -> dict[str, Path]:
