@@ -12,6 +12,7 @@ from .codec_interface import AudioTokenizer
 from .config import AudioLMConfig
 from .generation import PAD_FRAME, AudioLM, GenerationConfig, sample_logits, split_items
 from .model import AudioLMModel, AudioLMOutput, BeatTrack, PhonemeTrack
+from .objective import LMObjective
 from .patterns import (
     CoarseFirstPattern,
     CodebookPattern,
@@ -33,6 +34,7 @@ __all__ = [
     "DelayPattern",
     "FlattenPattern",
     "GenerationConfig",
+    "LMObjective",
     "PAD_FRAME",
     "ParallelPattern",
     "BeatTrack",

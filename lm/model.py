@@ -40,7 +40,7 @@ from transformers import PreTrainedModel
 from transformers.utils import ModelOutput
 
 from .config import AudioLMConfig
-from .patterns import CodebookPattern
+from .objective import drop_conditions, target_terms, teacher_forcing
 from .phonemes import END_ID, PAD_ID
 from .text import MAX_BPM, MIN_BPM
 
@@ -435,13 +435,14 @@ class AudioLMModel(PreTrainedModel):
         text_mask = torch.ones_like(text_ids, dtype=torch.bool) if text_mask is None else text_mask.bool()
         if self.training and self.config.condition_dropout > 0:
             drop = torch.rand(text_ids.shape[0], device=text_ids.device) < self.config.condition_dropout  # (B,)
-            text_mask = torch.where(drop.unsqueeze(1), self.null_condition(text_ids, text_mask), text_mask)
-            phonemes = None if phonemes is None else phonemes.without(drop)
-            beats = None if beats is None else beats.without(drop)
-        steps, step_mask = codes_to_steps(codes, code_lengths, self.config, self.pattern)  # (B, K, S), (B, S)
-        step_inputs = torch.cat([self.start_step(codes.shape[0]), steps[:, :, :-1]], dim=2)  # (B, K, S)
+            text_mask, phonemes, beats = drop_conditions(self, text_ids, text_mask, drop, phonemes, beats)
+        steps, step_mask, step_inputs = teacher_forcing(self, codes, code_lengths)  # (B, K, S), (B, S), (B, K, S)
         logits = self.logits(text_ids, text_mask, step_inputs, step_mask, phonemes, beats)  # (B, K, S, V)
-        return step_loss(logits, steps, self.config)
+        nll, target_mask, targets = target_terms(logits, steps, self.config)  # (B, K, S) each
+        counts = target_mask.sum(dim=(0, 2))  # (K,)
+        codebook_losses = (nll * target_mask).sum(dim=(0, 2)) / counts.clamp(min=1)  # (K,)
+        return AudioLMOutput(loss=codebook_losses[counts > 0].mean(), logits=logits, codebook_losses=codebook_losses,
+                             targets=targets, target_mask=target_mask)
 
     # -- cached: generation ----------------------------------------------------------------------------------
 
@@ -471,52 +472,3 @@ class AudioLMModel(PreTrainedModel):
 
 
 # ----------------------------------------------------------------------------------------- targets and loss
-
-
-def codes_to_steps(codes: torch.Tensor, code_lengths: torch.Tensor | None, config: AudioLMConfig,
-                   pattern: CodebookPattern) -> tuple[torch.Tensor, torch.Tensor]:
-    """Codes [B, K, T] (+ lengths [B]) -> steps LongTensor[B, K, S] and step_mask BoolTensor[B, S].
-
-    Item b is its first lengths[b] frames plus one end-of-audio frame, laid out by the pattern (empty slots =
-    `config.empty_id`); steps past its layout are `config.pad_id` and masked out.
-    """
-    B, K, T = codes.shape
-    if K != config.num_codebooks:
-        raise ValueError(f"codes have {K} codebooks, the LM was built for num_codebooks={config.num_codebooks}")
-    lengths = torch.full((B,), T, dtype=torch.long) if code_lengths is None else code_lengths.long().cpu()
-    if lengths.shape != (B,) or bool((lengths < 0).any()) or bool((lengths > T).any()):
-        raise ValueError(f"code_lengths must be [B={B}] values in [0, T={T}], got {lengths.tolist()}")
-    longest = int(lengths.max()) if B else 0
-    if longest > config.max_audio_frames:
-        raise ValueError(f"codes are {longest} frames long, more than max_audio_frames={config.max_audio_frames}; "
-                         "cut them into shorter segments")
-    real = torch.arange(T, device=codes.device) < lengths.to(codes.device).unsqueeze(1)  # (B, T)
-    real_codes = codes.masked_select(real.unsqueeze(1))
-    if real_codes.numel() and (int(real_codes.min()) < 0 or int(real_codes.max()) >= config.codebook_size):
-        raise ValueError(f"codes must lie in [0, codebook_size={config.codebook_size}), got values in "
-                         f"[{int(real_codes.min())}, {int(real_codes.max())}]")
-    S = pattern.num_steps(longest + 1)
-    steps = torch.full((B, K, S), config.pad_id, dtype=torch.long, device=codes.device)
-    step_mask = torch.zeros(B, S, dtype=torch.bool, device=codes.device)
-    eos = torch.full((1, K, 1), config.eos_id, dtype=torch.long, device=codes.device)
-    for b in range(B):  # items differ in length, so in layout; B is small next to the transformer's work
-        n = int(lengths[b])
-        item = torch.cat([codes[b:b + 1, :, :n], eos], dim=2)  # (1, K, n + 1)
-        laid = pattern.apply(item, empty=config.empty_id)  # (1, K, S_b)
-        steps[b, :, :laid.shape[2]] = laid[0]
-        step_mask[b, :laid.shape[2]] = True
-    return steps, step_mask
-
-
-def step_loss(logits: torch.Tensor, steps: torch.Tensor, config: AudioLMConfig) -> AudioLMOutput:
-    """Cross-entropy of logits [B, K, S, V] against target steps [B, K, S], over filled slots only."""
-    is_code = steps < config.codebook_size
-    is_eos = steps == config.eos_id
-    target_mask = is_code | is_eos  # (B, K, S): empty slots and padding are not targets
-    targets = torch.where(is_eos, config.num_logits - 1, torch.where(is_code, steps, 0))  # logit indices
-    nll = F.cross_entropy(logits.float().flatten(0, 2), targets.flatten(), reduction="none").view_as(targets)
-    counts = target_mask.sum(dim=(0, 2))  # (K,)
-    codebook_losses = (nll * target_mask).sum(dim=(0, 2)) / counts.clamp(min=1)  # (K,)
-    loss = codebook_losses[counts > 0].mean()
-    return AudioLMOutput(loss=loss, logits=logits, codebook_losses=codebook_losses, targets=targets,
-                         target_mask=target_mask)

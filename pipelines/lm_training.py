@@ -53,15 +53,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from accelerate import Accelerator
 from accelerate.utils import set_seed
-from torch import nn
 from tqdm.auto import tqdm
 
 from lm import AudioLM, AudioLMConfig, AudioLMModel, TextTokenizer
 from lm.config import CODEC_FIELDS
-from lm.model import BeatTrack, PhonemeTrack, codes_to_steps
+from lm.model import BeatTrack, PhonemeTrack
+from lm.objective import LMObjective
 from lm.phonemes import VOCAB_SIZE as PHONEME_VOCAB_SIZE
 from lm.phonemes import text_phoneme_ids
 from tokenizer import CheckpointError, RVQCodec
@@ -321,57 +320,6 @@ def _open_run_folder(accelerator: Accelerator, out: Path) -> None:
 
 
 # ----------------------------------------------------------------------------------------- the objective
-
-
-class LMObjective(nn.Module):
-    """The LM's loss terms as one module, so that DDP wraps a single forward.
-
-    forward(text_ids [B, L], text_mask [B, L], drop [B], codes [B, K, T], code_lengths [B], cut [B]) ->
-    (nll [K] summed over the batch's targets, targets [K] counted). The targets are those of `AudioLM.loss`
-    (each frame's codes and the end-of-audio frame, laid out by the pattern), except that an item whose crop
-    stops before its end (`cut`) has no end-of-audio target. `drop` replaces an item's text by the null
-    condition (classifier-free guidance); the draw is the caller's. Dividing by the global target count is
-    the caller's too, so the loss of a batch split over processes sums to the loss of the whole batch.
-
-    `phoneme_input_dropout`: in training mode, each audio step fed to an item that has a phoneme track is
-    replaced by an empty step with this probability (drawn from torch's generator, which the loop seeds per step
-    and process). Speech at 75 frames/s is mostly predictable from its own last frames, so a model can lower its
-    loss while ignoring the phonemes; hiding some of those frames makes the track worth reading (Tacotron's
-    always-on pre-net dropout does this for its attention). Targets do not change.
-
-    `beat_dropout`: in training mode, each item's beat track is left out with this probability (same generator),
-    its text kept, so that the LM also learns captions that name no tempo.
-    """
-
-    def __init__(self, model: AudioLMModel, phoneme_input_dropout: float = 0.0, beat_dropout: float = 0.0) -> None:
-        super().__init__()
-        self.model = model
-        self.phoneme_input_dropout = phoneme_input_dropout
-        self.beat_dropout = beat_dropout
-
-    def forward(self, text_ids: torch.Tensor, text_mask: torch.Tensor, drop: torch.Tensor, codes: torch.Tensor,
-                code_lengths: torch.Tensor, cut: torch.Tensor, phonemes: PhonemeTrack | None = None,
-                beats: BeatTrack | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        model, cfg = self.model, self.model.config
-        text_mask = torch.where(drop.unsqueeze(1), model.null_condition(text_ids, text_mask), text_mask)
-        phonemes = None if phonemes is None else phonemes.without(drop)
-        if beats is not None:
-            if self.training and self.beat_dropout > 0:
-                drop = drop.cpu() | (torch.rand(drop.shape[0]) < self.beat_dropout)
-            beats = beats.without(drop)
-        steps, step_mask = codes_to_steps(codes, code_lengths, cfg, model.pattern)  # (B, K, S), (B, S)
-        inputs = torch.cat([model.start_step(codes.shape[0]), steps[:, :, :-1]], dim=2)  # (B, K, S)
-        if self.training and self.phoneme_input_dropout > 0 and phonemes is not None:
-            tracked = (phonemes.ids > 0).any(dim=1).to(inputs.device)  # (B,)
-            hide = torch.rand(inputs.shape[0], 1, inputs.shape[2]) < self.phoneme_input_dropout  # (B, 1, S)
-            hide = hide.to(inputs.device) & tracked.view(-1, 1, 1) & (inputs != cfg.pad_id)
-            inputs = torch.where(hide, cfg.empty_id, inputs)
-        logits = model.logits(text_ids, text_mask, inputs, step_mask, phonemes, beats)  # (B, K, S, V)
-        is_code, is_eos = steps < cfg.codebook_size, steps == cfg.eos_id
-        mask = is_code | (is_eos & ~cut.view(-1, 1, 1))  # (B, K, S)
-        targets = torch.where(is_eos, cfg.num_logits - 1, torch.where(is_code, steps, 0))
-        nll = F.cross_entropy(logits.float().flatten(0, 2), targets.flatten(), reduction="none").view_as(targets)
-        return (nll * mask).sum(dim=(0, 2)), mask.sum(dim=(0, 2))
 
 
 # ----------------------------------------------------------------------------------------- the loop

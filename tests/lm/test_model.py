@@ -11,7 +11,8 @@ import torch
 import torch.nn.functional as F
 
 from lm import AudioLM, AudioLMConfig, AudioLMModel
-from lm.model import KVCache, codes_to_steps
+from lm.model import KVCache
+from lm.objective import codes_to_steps
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 

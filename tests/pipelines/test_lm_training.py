@@ -24,8 +24,8 @@ from pipelines.defaults import load_lm
 from pipelines.finetune import main as cli_main
 from pipelines.generate import _Request, generate
 from pipelines.lm_data import BatchPlan, LMExamples, collate, split_held_out
-from pipelines.lm_training import (ALIGNMENT_NAME, LMObjective, TrainState, _load_examples, evaluate_lm, finetune,
-                                   train_lm)
+from lm.objective import LMObjective
+from pipelines.lm_training import ALIGNMENT_NAME, TrainState, _load_examples, evaluate_lm, finetune, train_lm
 from pipelines.lm_training_config import LMTrainingConfig, lr_factor
 from pipelines.tokenize.storage import _codec_metadata, _description
 from tokenizer import CodecConfig, RVQCodec
