@@ -37,7 +37,7 @@ from lm import AudioLM, AudioLMConfig, TextTokenizer  # noqa: E402
 from pipelines.defaults import save_lm  # noqa: E402
 from pipelines.lm_training import finetune  # noqa: E402
 from pipelines.lm_training_config import LMTrainingConfig  # noqa: E402
-from pipelines.tokenize.storage import _codec_metadata, _description  # noqa: E402
+from pipelines.tokenize.storage import codec_metadata, metadata_description  # noqa: E402
 from tokenizer import CodecConfig, RVQCodec  # noqa: E402
 
 CAPTIONS = ["an upbeat electronic track with a driving bass line", "a calm piano melody with soft strings",
@@ -48,7 +48,7 @@ def synthetic_dataset(codec: RVQCodec, items: int, frames: int, path: Path) -> N
     rng = np.random.default_rng(0)
     features = datasets.Features({"codes": datasets.List(datasets.List(datasets.Value("int16"))),
                                   "text": datasets.Value("string"), "duration": datasets.Value("float64")})
-    info = datasets.DatasetInfo(description=_description(_codec_metadata(codec, codec.num_codebooks)), features=features)
+    info = datasets.DatasetInfo(description=metadata_description(codec_metadata(codec, codec.num_codebooks)), features=features)
     datasets.Dataset.from_dict({
         "codes": [rng.integers(0, codec.codebook_size, (codec.num_codebooks, frames), dtype=np.int16).tolist()
                   for _ in range(items)],

@@ -25,7 +25,7 @@ from .data import AudioCrops
 from .model import RVQCodec
 from .pitch import PITCH_BINS, f0_from_logits, pitch_losses
 from .run_folder import FINAL_DIR
-from .training import _load_initial_weights, _pitch_targets
+from .training import load_initial_weights, _pitch_targets
 
 
 def train_pitch_head(codec: str | os.PathLike, data: str | os.PathLike | list[str | os.PathLike],
@@ -51,7 +51,7 @@ def train_pitch_head(codec: str | os.PathLike, data: str | os.PathLike | list[st
     crops = AudioCrops.from_config(config, data)  # bad data fails here, before anything is written
     torch.manual_seed(seed)
     model = RVQCodec(config)
-    _load_initial_weights(model, codec)  # all but the new head
+    load_initial_weights(model, codec)  # all but the new head
     model.eval().requires_grad_(False)
     head = model.decoder.pitch_head.train().requires_grad_(True)
     optimizer = torch.optim.AdamW(head.parameters(), lr=learning_rate)

@@ -157,7 +157,7 @@ def fit_codec(config: CodecConfig, data: str | os.PathLike | list[str | os.PathL
     set_seed(tc.seed)  # the same initial weights on every process
     codec = RVQCodec(config)
     if init_from is not None and not resume:
-        _load_initial_weights(codec, init_from)
+        load_initial_weights(codec, init_from)
     if tc.freeze_codes:
         codec.encoder.requires_grad_(False)
         codec.quantizer.requires_grad_(False)
@@ -313,7 +313,7 @@ def export_checkpoint(run: str | os.PathLike, out: str | os.PathLike, dtype: tor
     return RVQCodec.from_state_dict(config_dict, state, checkpoint).save_pretrained(out, dtype=dtype)
 
 
-def _load_initial_weights(codec: RVQCodec, init_from: str | os.PathLike) -> None:
+def load_initial_weights(codec: RVQCodec, init_from: str | os.PathLike) -> None:
     """Copy a trained codec's weights into `codec`; their code spaces (fingerprints) must be the same."""
     start = RVQCodec.from_pretrained(init_from)
     diff = codec.config.code_space_differences(start.config)

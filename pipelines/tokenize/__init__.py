@@ -18,12 +18,13 @@ Layout of `output`, written so that a killed run loses at most one part and seve
 
 `load_tokenized(output)` concatenates the shards in order: the same rows as one process would have written.
 The codes do not depend on batch_size, num_proc or the sharding: each item's codes are those of encoding it
-alone (see `workers._Encoder.encode` for the convolution backend this takes).
+alone (see `workers.Encoder.encode` for the convolution backend this takes).
 
 The package's modules; each imports only from those above it:
 
     sources.py    what a run reads and accepts: opening the source, its columns, this process's share, the
                   settings' checks, and `TokenizeError`
+    identity.py   what identifies a source row, so that a resumed run re-encodes the parts whose rows changed
     workers.py    decoding and encoding: raw audio cells -> codes (runs in the worker processes)
     storage.py    where parts go and what they carry: the codec metadata, the output folder's layout, the sinks,
                   the report, `load_tokenized` and `read_codec_metadata`

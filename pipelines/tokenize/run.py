@@ -24,11 +24,11 @@ from tqdm.auto import tqdm
 from tokenizer import RVQCodec
 
 from ..defaults import resolve_codec
-from .sources import TokenizeError, _check_int, _Columns, _open_source, _resolve_sharding, _take_share
 from .identity import cell_name, identities, row_identity
-from .storage import (FORMAT_VERSION, REPORT_FILE, _codec_metadata, _description, _DiskSink, _MemorySink,
-                      _write_report)
-from .workers import _Encoder, _init_worker, _Ready, _work
+from .sources import Columns, TokenizeError, check_int, open_source, resolve_sharding, take_share
+from .storage import (FORMAT_VERSION, REPORT_FILE, DiskSink, MemorySink, codec_metadata, metadata_description,
+                      write_report)
+from .workers import Encoder, Ready, init_worker, work
 
 
 def tokenize_dataset(
@@ -76,29 +76,29 @@ def tokenize_dataset(
     """
     codec = resolve_codec(codec)
     k = codec.num_codebooks if num_codebooks is None else num_codebooks
-    _check_int("num_codebooks", k, 1, codec.num_codebooks)
+    check_int("num_codebooks", k, 1, codec.num_codebooks)
     for name, value in (("batch_size", batch_size), ("num_proc", num_proc), ("part_size", part_size)):
-        _check_int(name, value, 1)
-    num_shards, shard_index = _resolve_sharding(num_shards, shard_index)
+        check_int(name, value, 1)
+    num_shards, shard_index = resolve_sharding(num_shards, shard_index)
     if output is None and num_shards > 1:
         raise TokenizeError(f"{num_shards} processes share this run (num_shards, or accelerate's process count); "
                             "pass output=FOLDER for their shards, then load_tokenized(FOLDER)")
     if num_proc > 1 and next(codec.parameters()).device.type != "cpu":
         raise TokenizeError("num_proc > 1 runs CPU worker processes; on a GPU use a larger batch_size instead")
 
-    ds = _open_source(source)
-    columns = _Columns.pick(ds, audio_column, text_column)
+    ds = open_source(source)
+    columns = Columns.pick(ds, audio_column, text_column)
     ds = columns.raw_audio(ds)
-    meta = _codec_metadata(codec, k)
+    meta = codec_metadata(codec, k)
     features = columns.output_features(k, np.dtype(meta["codes_dtype"]))
-    share, offset = _take_share(ds, num_shards, shard_index)
+    share, offset = take_share(ds, num_shards, shard_index)
     config = {"format_version": FORMAT_VERSION, "codec": meta, "num_shards": num_shards, "part_size": part_size,
               "source_rows": len(ds) if isinstance(ds, Dataset) else None, "audio_column": columns.audio,
               "text_column": columns.text, "features": features.to_dict()}
-    sink = (_MemorySink() if output is None else
-            _DiskSink(Path(output), config, num_shards, shard_index, resume))
+    sink = (MemorySink() if output is None else
+            DiskSink(Path(output), config, num_shards, shard_index, resume))
     first_part = sink.finished_parts()
-    if isinstance(sink, _DiskSink):
+    if isinstance(sink, DiskSink):
         first_part = _verify_written_parts(sink, share, first_part, part_size, columns.audio)
     if first_part is not None:  # None: this share is already complete
         rows_left = None
@@ -107,14 +107,14 @@ def tokenize_dataset(
             share = share.select(range(len(share) - rows_left, len(share)))
         else:
             share = share.skip(first_part * part_size)
-        encoder = _Encoder(codec, k, batch_size)
+        encoder = Encoder(codec, k, batch_size)
         name = f"shard {shard_index + 1}/{num_shards}" if num_shards > 1 else "tokenize"
         with tqdm(total=rows_left, desc=name, unit="file", disable=not progress, dynamic_ncols=True) as bar:
             _Run(encoder, columns, features, meta, sink, bar, offset, part_size, num_proc).run(
                 iter(share), first_part)
     result = sink.result(features, meta)
     if output is not None:
-        report = _write_report(Path(output), config)
+        report = write_report(Path(output), config)
         if report["num_skipped"]:
             shown = "; ".join(f"{s['path'] or s['index']}: {s['reason']}" for s in report["skipped"][:5])
             warnings.warn(f"skipped {report['num_skipped']} of {report['total']} examples (listed in "
@@ -125,7 +125,7 @@ def tokenize_dataset(
     return result
 
 
-def _verify_written_parts(sink: _DiskSink, share, first_part: int | None, part_size: int,
+def _verify_written_parts(sink: DiskSink, share, first_part: int | None, part_size: int,
                           audio_column: str) -> int | None:
     """The part to resume from: `first_part` when every part already written still matches the current source rows
     (`identity`), else the first part that does not, whose rows are named in a warning and re-encoded with all
@@ -159,7 +159,7 @@ def _verify_written_parts(sink: _DiskSink, share, first_part: int | None, part_s
 
 # ---- the run: rows -> chunks -> encoder (in order) -> parts ---------------------------------------------------
 class _Run:
-    def __init__(self, encoder: _Encoder, columns: _Columns, features: Features, meta: dict, sink, bar,
+    def __init__(self, encoder: Encoder, columns: Columns, features: Features, meta: dict, sink, bar,
                  offset: int | None, part_size: int, num_proc: int):
         self.encoder, self.columns, self.features, self.meta, self.sink, self.bar = \
             encoder, columns, features, meta, sink, bar
@@ -174,7 +174,7 @@ class _Run:
             # fork shares the codec and the dataset with the workers without pickling them; spawn elsewhere.
             ctx = mp.get_context("fork" if sys.platform == "linux" else "spawn")
             threads = max(1, torch.get_num_threads() // self.num_proc)
-            pool = ctx.Pool(self.num_proc, initializer=_init_worker, initargs=(self.encoder, threads))
+            pool = ctx.Pool(self.num_proc, initializer=init_worker, initargs=(self.encoder, threads))
         pending: deque = deque()
         max_pending = 2 * self.num_proc if pool else 0
         position = first_part * self.part_size  # index of the next row within the share
@@ -183,7 +183,7 @@ class _Run:
                 part_rows, taken = itertools.islice(rows, self.part_size), 0
                 while chunk := list(itertools.islice(part_rows, self.chunk_rows)):
                     cells = [row.pop(self.columns.audio) for row in chunk]
-                    job = pool.apply_async(_work, (cells,)) if pool else _Ready(self.encoder(cells))
+                    job = pool.apply_async(work, (cells,)) if pool else Ready(self.encoder(cells))
                     pending.append((position, chunk, cells, job))
                     position, taken = position + len(chunk), taken + len(chunk)
                     while len(pending) > max_pending:
@@ -242,7 +242,7 @@ class _Run:
                 "text": ["" if text is None or row.get(text) is None else str(row[text]) for row in self.rows],
                 "duration": self.durations,
                 **{c: [row[c] for row in self.rows] for c in self.columns.extras}}
-        info = datasets.DatasetInfo(description=_description(self.meta), features=self.features)
+        info = datasets.DatasetInfo(description=metadata_description(self.meta), features=self.features)
         return Dataset.from_dict(data, features=self.features, info=info)
 
 

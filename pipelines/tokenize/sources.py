@@ -26,7 +26,9 @@ class TokenizeError(ValueError):
     """A source, a setting or an output folder cannot be used for tokenization."""
 
 
-def _open_source(source) -> Dataset | IterableDataset:
+def open_source(source) -> Dataset | IterableDataset:
+    """A Dataset or IterableDataset from what `tokenize_dataset` accepts (a split of a DatasetDict: 'train' or the
+    only one); TokenizeError saying what to pass otherwise."""
     if isinstance(source, (DatasetDict, IterableDatasetDict)):
         return _one_split(source, "the DatasetDict given")
     if isinstance(source, (Dataset, IterableDataset)):
@@ -79,14 +81,16 @@ def _relative(path: Path, root: Path) -> str:
 
 
 @dataclasses.dataclass
-class _Columns:
+class Columns:
+    """The source's columns a run uses: audio, text (None: none), the extras carried over, and their features."""
+
     audio: str
     text: str | None
     extras: list[str]
     source_features: Features
 
     @classmethod
-    def pick(cls, ds: Dataset | IterableDataset, audio: str | None, text: str | None) -> _Columns:
+    def pick(cls, ds: Dataset | IterableDataset, audio: str | None, text: str | None) -> Columns:
         features = ds.features
         if features is None:
             raise TokenizeError("the dataset's features are unknown (an IterableDataset built from a generator?); "
@@ -111,7 +115,7 @@ class _Columns:
 
     def raw_audio(self, ds):
         """Cast the audio column (and any other decodable column) to undecoded storage: audio is decoded by
-        `_Encoder`, so one broken file is skipped instead of stopping the iteration."""
+        `Encoder`, so one broken file is skipped instead of stopping the iteration."""
         ds = ds.cast_column(self.audio, Audio(decode=False))
         for c in self.extras:
             if getattr(self.source_features[c], "decode", False):
@@ -123,7 +127,7 @@ class _Columns:
                          "duration": Value("float64"), **{c: self.source_features[c] for c in self.extras}})
 
 
-def _take_share(ds, num_shards: int, index: int) -> tuple[Dataset | IterableDataset, int | None]:
+def take_share(ds, num_shards: int, index: int) -> tuple[Dataset | IterableDataset, int | None]:
     """Contiguous share `index` of `num_shards`, and the source index of its first row (None if unknown)."""
     if num_shards == 1:
         return ds, 0
@@ -137,8 +141,9 @@ def _take_share(ds, num_shards: int, index: int) -> tuple[Dataset | IterableData
     return ds.shard(num_shards=num_shards, index=index, contiguous=True), None
 
 
-def _resolve_sharding(num_shards: int, shard_index: int | None) -> tuple[int, int]:
-    _check_int("num_shards", num_shards, 1)
+def resolve_sharding(num_shards: int, shard_index: int | None) -> tuple[int, int]:
+    """(num_shards, shard_index) of this process: as given, or from accelerate's or torchrun's process group."""
+    check_int("num_shards", num_shards, 1)
     if shard_index is None:
         if num_shards != 1:
             raise TokenizeError(f"num_shards={num_shards} needs shard_index (0 to {num_shards - 1}) for this process")
@@ -150,11 +155,12 @@ def _resolve_sharding(num_shards: int, shard_index: int | None) -> tuple[int, in
         # accelerate counts each process of a torchrun launch on a machine without accelerators as alone.
         world = int(os.environ.get("WORLD_SIZE", "1"))
         return (world, int(os.environ.get("RANK", "0"))) if world > 1 else (1, 0)
-    _check_int("shard_index", shard_index, 0, num_shards - 1)
+    check_int("shard_index", shard_index, 0, num_shards - 1)
     return num_shards, shard_index
 
 
-def _check_int(name: str, value, lo: int, hi: int | None = None) -> None:
+def check_int(name: str, value, lo: int, hi: int | None = None) -> None:
+    """TokenizeError unless `value` is an integer in [lo, hi] (hi None: no upper bound), naming `name`."""
     if isinstance(value, bool) or not isinstance(value, int) or value < lo or (hi is not None and value > hi):
         bounds = f"in [{lo}, {hi}]" if hi is not None else f">= {lo}"
         raise TokenizeError(f"{name} must be an integer {bounds}, got {value!r}")

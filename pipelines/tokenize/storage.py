@@ -2,7 +2,7 @@
 
 The codec metadata stored in each dataset's `info.description` (`read_codec_metadata`), the layout of the output
 folder (config, shards, parts, done markers, report; see the package docstring), the sinks a run writes its parts
-to (`_MemorySink`, `_DiskSink`), and `load_tokenized`, which reads a finished output back.
+to (`MemorySink`, `DiskSink`), and `load_tokenized`, which reads a finished output back.
 """
 
 from __future__ import annotations
@@ -64,7 +64,8 @@ def read_codec_metadata(dataset: Dataset | IterableDataset) -> dict[str, Any]:
     return dict(meta)
 
 
-def _codec_metadata(codec: RVQCodec, k: int) -> dict[str, Any]:
+def codec_metadata(codec: RVQCodec, k: int) -> dict[str, Any]:
+    """What a tokenized dataset records of its codec, `k` codebooks kept (see `read_codec_metadata`)."""
     return {"format_version": FORMAT_VERSION, "name": codec.config.name, "fingerprint": codec.fingerprint,
             "sample_rate": codec.sample_rate, "channels": codec.channels, "frame_rate": codec.frame_rate,
             "hop_length": codec.hop_length, "num_codebooks": k, "codec_num_codebooks": codec.num_codebooks,
@@ -72,11 +73,14 @@ def _codec_metadata(codec: RVQCodec, k: int) -> dict[str, Any]:
             "codes_dtype": "int16" if codec.codebook_size <= 2**15 else "int32"}
 
 
-def _description(meta: dict) -> str:
+def metadata_description(meta: dict) -> str:
+    """The `info.description` that carries codec metadata `meta` in a dataset."""
     return json.dumps({METADATA_KEY: meta}, sort_keys=True)
 
 
-class _MemorySink:
+class MemorySink:
+    """Keeps the parts in memory (no output folder, no resume)."""
+
     def __init__(self):
         self.parts: list[Dataset] = []
         self.skipped: list[dict] = []
@@ -96,7 +100,9 @@ class _MemorySink:
         return _concatenate(self.parts, features, meta)
 
 
-class _DiskSink:
+class DiskSink:
+    """Writes a share's parts into the output folder atomically, and knows which are done (resume)."""
+
     def __init__(self, output: Path, config: dict, num_shards: int, index: int, resume: bool):
         self.output, self.dir = output, output / _shard_name(index, num_shards)
         config = json.loads(json.dumps(config))  # as it reads back: lists, not tuples
@@ -185,7 +191,7 @@ def _load_part(path: Path, meta: dict) -> Dataset | None:
 
 def _concatenate(parts: list[Dataset | None], features: Features, meta: dict) -> Dataset:
     parts = [p for p in parts if p is not None]
-    info = datasets.DatasetInfo(description=_description(meta), features=features)
+    info = datasets.DatasetInfo(description=metadata_description(meta), features=features)
     if not parts:
         return Dataset.from_dict({c: [] for c in features}, features=features, info=info)
     return parts[0] if len(parts) == 1 else datasets.concatenate_datasets(parts, info=info)
@@ -198,7 +204,7 @@ def _read_config(output: Path) -> dict:
     return json.loads(path.read_text())
 
 
-def _write_report(output: Path, config: dict) -> dict:
+def write_report(output: Path, config: dict) -> dict:
     """Sum the parts' reports of every shard into output/tokenize_report.json (atomically) and return it."""
     report: dict[str, Any] = {"complete": True, "missing_shards": [], "total": 0, "encoded": 0, "num_skipped": 0,
                               "audio_hours": 0.0, "skipped": [], "codec": config["codec"]}

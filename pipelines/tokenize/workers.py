@@ -1,7 +1,7 @@
 """Decoding and encoding, the part of a run that runs in the worker processes.
 
-`_Encoder` turns raw audio cells ({"bytes", "path"}) into codes (K, T), batched, and reports the cells it cannot
-encode instead of raising; `_init_worker` and `_work` run it in a multiprocessing pool, `_Ready` stands in for a
+`Encoder` turns raw audio cells ({"bytes", "path"}) into codes (K, T), batched, and reports the cells it cannot
+encode instead of raising; `init_worker` and `work` run it in a multiprocessing pool, `Ready` stands in for a
 pool's result when there is no pool.
 """
 
@@ -22,7 +22,7 @@ class _Skip(Exception):
     """This example cannot be encoded; the message says why."""
 
 
-class _Encoder:
+class Encoder:
     """Raw audio cells ({"bytes", "path"}) -> (codes ndarray (K, T) | None, seconds, reason | None), batched."""
 
     def __init__(self, codec: RVQCodec, num_codebooks: int, batch_size: int):
@@ -113,21 +113,23 @@ def _decode_bytes(data: bytes, path: str | None) -> tuple[torch.Tensor, int]:
         raise _Skip(f"cannot decode {path or 'the audio bytes'}: {said}torchcodec said: {e}") from e
 
 
-_WORKER: _Encoder | None = None
+_WORKER: Encoder | None = None
 
 
-def _init_worker(encoder: _Encoder, threads: int) -> None:
+def init_worker(encoder: Encoder, threads: int) -> None:
+    """A pool worker's initializer: the encoder it runs, on `threads` torch threads."""
     global _WORKER
     _WORKER = encoder
     torch.set_num_threads(threads)
 
 
-def _work(cells: list) -> list:
+def work(cells: list) -> list:
+    """A pool worker's job: the initialised encoder on `cells`."""
     assert _WORKER is not None
     return _WORKER(cells)
 
 
-class _Ready:
+class Ready:
     """An already computed result with the `get()` of a multiprocessing AsyncResult."""
 
     def __init__(self, value):

@@ -7,7 +7,7 @@ import numpy as np
 import torch
 from datasets import Dataset, Features, List, Value
 
-from pipelines.tokenize.storage import _codec_metadata, _description
+from pipelines.tokenize.storage import codec_metadata, metadata_description
 from tokenizer import CodecConfig, RVQCodec
 
 
@@ -27,7 +27,7 @@ def tokenized_rows(codec: RVQCodec, n: int) -> Dataset:
     rng = np.random.default_rng(0)
     lengths = rng.integers(5, 20, n)
     features = Features({"codes": List(List(Value("int16"))), "text": Value("string"), "duration": Value("float64")})
-    info = datasets.DatasetInfo(description=_description(_codec_metadata(codec, codec.num_codebooks)),
+    info = datasets.DatasetInfo(description=metadata_description(codec_metadata(codec, codec.num_codebooks)),
                                 features=features)
     return Dataset.from_dict(
         {"codes": [rng.integers(0, codec.codebook_size, (codec.num_codebooks, int(t))).tolist() for t in lengths],

@@ -98,19 +98,19 @@ def test_an_lm_or_dataset_carrying_the_legacy_fingerprint_is_accepted_with_a_war
 
     from datasets import Dataset, DatasetInfo
 
-    from pipelines.tokenize.storage import _codec_metadata, _description
+    from pipelines.tokenize.storage import codec_metadata, metadata_description
 
-    meta = {**_codec_metadata(codec, 4), "fingerprint": codec.legacy_fingerprint}
-    old = Dataset.from_dict({"x": [1]}, info=DatasetInfo(description=_description(meta)))
+    meta = {**codec_metadata(codec, 4), "fingerprint": codec.legacy_fingerprint}
+    old = Dataset.from_dict({"x": [1]}, info=DatasetInfo(description=metadata_description(meta)))
     with pytest.warns(UserWarning, match="the old data carries the codec fingerprint"):
         check_codec_metadata(old, codec, "the old data")
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        check_codec_metadata(Dataset.from_dict({"x": [1]}, info=DatasetInfo(description=_description(
-            _codec_metadata(codec, 4)))), codec)
+        check_codec_metadata(Dataset.from_dict({"x": [1]}, info=DatasetInfo(description=metadata_description(
+            codec_metadata(codec, 4)))), codec)
     meta["fingerprint"] = _codec(1).fingerprint
     with pytest.raises(ValueError, match="codec mismatch: the other data holds codes of codec fingerprint"):
-        check_codec_metadata(Dataset.from_dict({"x": [1]}, info=DatasetInfo(description=_description(meta))), codec,
+        check_codec_metadata(Dataset.from_dict({"x": [1]}, info=DatasetInfo(description=metadata_description(meta))), codec,
                              "the other data")
 
 

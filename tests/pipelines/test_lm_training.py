@@ -27,7 +27,7 @@ from pipelines.lm_data import BatchPlan, LMExamples, collate, split_held_out
 from lm.objective import LMObjective
 from pipelines.lm_training import ALIGNMENT_NAME, TrainState, _load_examples, evaluate_lm, finetune, train_lm
 from pipelines.lm_training_config import LMTrainingConfig, lr_factor
-from pipelines.tokenize.storage import _codec_metadata, _description
+from pipelines.tokenize.storage import codec_metadata, metadata_description
 from tokenizer import CodecConfig, RVQCodec
 
 REPO = Path(__file__).resolve().parents[2]
@@ -59,7 +59,7 @@ def _dataset(codec: RVQCodec, n: int, seed: int, voices: list[str] | None, frame
         columns["voice"] = [voices[i % len(voices)] for i in range(n)]
         features["voice"] = Value("string")
     features = Features(features)
-    info = datasets.DatasetInfo(description=_description(_codec_metadata(codec, codec.num_codebooks)),
+    info = datasets.DatasetInfo(description=metadata_description(codec_metadata(codec, codec.num_codebooks)),
                                 features=features)
     return Dataset.from_dict(columns, features=features, info=info)
 
