@@ -27,7 +27,7 @@ MAX_SAMPLE_RATE = 768_000
 MAX_RESAMPLE_KERNEL = 2**24
 
 # Suffixes read and written with soundfile; the format name soundfile uses to write each.
-_SOUNDFILE_FORMATS = {".wav": "WAV", ".flac": "FLAC", ".ogg": "OGG"}
+SOUNDFILE_FORMATS = {".wav": "WAV", ".flac": "FLAC", ".ogg": "OGG"}
 
 
 class TruncatedAudioWarning(UserWarning):
@@ -49,13 +49,13 @@ def load_audio(
     Raises AudioInputError if the file is missing or cannot be decoded (with the decoder's message).
     """
     path = Path(path)
-    _check_exists(path)
+    check_exists(path)
     if sample_rate is not None:
         _check_rate(sample_rate, "sample_rate")
     if channels is not None and channels not in (1, 2):
         raise AudioInputError(f"channels must be 1 (mono) or 2 (stereo), got {channels}")
 
-    if path.suffix.lower() in _SOUNDFILE_FORMATS:
+    if path.suffix.lower() in SOUNDFILE_FORMATS:
         try:
             wav, sr, stated = _read_soundfile(path)
         except Exception as sf_exc:  # libsndfile lacks some codecs in these containers: let ffmpeg try
@@ -70,7 +70,7 @@ def load_audio(
             wav, sr, stated = _read_torchcodec(path)
         except Exception as exc:
             raise AudioInputError(f"cannot decode {str(path)!r} with torchcodec (ffmpeg): {exc}") from exc
-    _check_complete(path, wav.shape[-1] / sr, stated, strict)
+    check_complete(path, wav.shape[-1] / sr, stated, strict)
 
     if not 1 <= sr <= MAX_SAMPLE_RATE:
         raise AudioInputError(f"{str(path)!r} states a sample rate of {sr} Hz, outside [1, {MAX_SAMPLE_RATE}]: "
@@ -97,10 +97,10 @@ def save_audio(
     Raises AudioInputError for a bad suffix, shape, dtype, NaN/inf samples, rate or subtype.
     """
     path = Path(path)
-    fmt = _SOUNDFILE_FORMATS.get(path.suffix.lower())
+    fmt = SOUNDFILE_FORMATS.get(path.suffix.lower())
     if fmt is None:
         raise AudioInputError(
-            f"cannot save {str(path)!r}: save_audio writes {sorted(_SOUNDFILE_FORMATS)}; "
+            f"cannot save {str(path)!r}: save_audio writes {sorted(SOUNDFILE_FORMATS)}; "
             f"write a .wav and convert it with ffmpeg for other formats"
         )
     _check_rate(sample_rate, "sample_rate")
@@ -189,8 +189,8 @@ def audio_duration(path: str | os.PathLike) -> float:
     from the header), and decode the file only when the container states no duration.
     """
     path = Path(path)
-    _check_exists(path)
-    if path.suffix.lower() in _SOUNDFILE_FORMATS:
+    check_exists(path)
+    if path.suffix.lower() in SOUNDFILE_FORMATS:
         try:
             info = sf.info(str(path))
             if info.samplerate > 0:
@@ -218,7 +218,7 @@ def _read_soundfile(path: Path) -> tuple[torch.Tensor, int, float | None]:
         data = f.read(dtype="float32", always_2d=True)  # (N, C)
         sr = f.samplerate
     if path.suffix.lower() == ".wav":
-        stated = _wav_header_seconds(path)  # libsndfile shortens a cut file's frame count to what is there
+        stated = wav_header_seconds(path)  # libsndfile shortens a cut file's frame count to what is there
     return torch.from_numpy(np.ascontiguousarray(data.T)), int(sr), stated  # (C, N)
 
 
@@ -232,7 +232,7 @@ def _read_torchcodec(path: Path) -> tuple[torch.Tensor, int, float | None]:
     return samples.data.to(torch.float32), int(samples.sample_rate), stated  # (C, N)
 
 
-def _wav_header_seconds(path: Path) -> float | None:
+def wav_header_seconds(path: Path) -> float | None:
     """The duration a PCM wav's header states (its data chunk's size), None where it cannot tell."""
     try:
         with open(path, "rb") as f:
@@ -255,7 +255,7 @@ def _wav_header_seconds(path: Path) -> float | None:
     return None
 
 
-def _check_complete(path: Path, seconds: float, stated: float | None, strict: bool) -> None:
+def check_complete(path: Path, seconds: float, stated: float | None, strict: bool) -> None:
     """Warn (or, strict, refuse) when a file decoded to clearly less than its header states."""
     # Lossy headers count the encoder's delay and padding, which gapless decoding drops (an mp3 at 8-16 kHz:
     # up to ~0.15 s); a cut file misses far more.
@@ -268,7 +268,8 @@ def _check_complete(path: Path, seconds: float, stated: float | None, strict: bo
                   TruncatedAudioWarning, stacklevel=3)
 
 
-def _check_exists(path: Path) -> None:
+def check_exists(path: Path) -> None:
+    """AudioInputError unless `path` is an existing file."""
     if not path.exists():
         raise AudioInputError(f"audio file {str(path)!r} does not exist")
     if not path.is_file():

@@ -18,8 +18,8 @@ from pathlib import Path
 import soundfile as sf
 import torch
 
-from .audio import (_SOUNDFILE_FORMATS, MAX_SAMPLE_RATE, _check_complete, _check_exists, _wav_header_seconds,
-                    resample, to_channels)
+from .audio import (MAX_SAMPLE_RATE, SOUNDFILE_FORMATS, check_complete, check_exists, resample, to_channels,
+                    wav_header_seconds)
 from .errors import AudioInputError
 
 # torchaudio's sinc resampler (lowpass_filter_width 6, rolloff 0.99) reads this many input periods of the reduced
@@ -37,7 +37,7 @@ def encode_audio_file(codec, path: str | os.PathLike, num_codebooks: int | None 
     call (default: a codec chunk less its context).
     """
     path = Path(path)
-    _check_exists(path)
+    check_exists(path)
     rate, blocks, stated = _open_blocks(path, block_seconds)
     if not 1 <= rate <= MAX_SAMPLE_RATE:
         raise AudioInputError(f"{str(path)!r} states a sample rate of {rate} Hz, outside [1, {MAX_SAMPLE_RATE}]: "
@@ -50,17 +50,17 @@ def encode_audio_file(codec, path: str | os.PathLike, num_codebooks: int | None 
         encoder.push(to_channels(resampler.push(block), codec.channels))
     if read == 0:
         raise AudioInputError(f"{str(path)!r} holds no audio samples")
-    _check_complete(path, read / rate, stated, strict)
+    check_complete(path, read / rate, stated, strict)
     encoder.push(to_channels(resampler.finish(), codec.channels))
     return encoder.finish(), resampler.produced
 
 
 def _open_blocks(path: Path, block_seconds: float) -> tuple[int, Iterator[torch.Tensor], float | None]:
     """(rate, blocks (C, n) float32 at the file's rate, duration the header states) for an audio file."""
-    if path.suffix.lower() in _SOUNDFILE_FORMATS:
+    if path.suffix.lower() in SOUNDFILE_FORMATS:
         try:
             info = sf.info(str(path))
-            stated = _wav_header_seconds(path) if path.suffix.lower() == ".wav" else info.frames / info.samplerate
+            stated = wav_header_seconds(path) if path.suffix.lower() == ".wav" else info.frames / info.samplerate
             size = max(1, int(block_seconds * info.samplerate))
 
             def soundfile_blocks() -> Iterator[torch.Tensor]:

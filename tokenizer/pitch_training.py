@@ -25,7 +25,7 @@ from .data import AudioCrops
 from .model import RVQCodec
 from .pitch import PITCH_BINS, f0_from_logits, pitch_losses
 from .run_folder import FINAL_DIR
-from .training import load_initial_weights, _pitch_targets
+from .training import load_initial_weights, pitch_targets
 
 
 def train_pitch_head(codec: str | os.PathLike, data: str | os.PathLike | list[str | os.PathLike],
@@ -69,7 +69,7 @@ def train_pitch_head(codec: str | os.PathLike, data: str | os.PathLike | list[st
                 latent = model.quantizer.decode(model.quantizer.encode(model.encoder(wav), k))
                 features = model.decoder.backbone(latent)  # (B, T, dim)
             logits = model.decoder.pitch_logits(features)
-            target = _pitch_targets(wav, config)
+            target = pitch_targets(wav, config)
             f0_loss, voicing_loss = pitch_losses(logits, target)
             optimizer.zero_grad(set_to_none=True)
             (f0_loss + voicing_loss).backward()

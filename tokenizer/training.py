@@ -217,7 +217,7 @@ def fit_codec(config: CodecConfig, data: str | os.PathLike | list[str | os.PathL
         if tc.freeze_codes:  # the quantizer itself stays in train mode: its dropout still picks the bitrate
             model.encoder.eval()
             model.quantizer.levels.eval()
-        pitch_target = _pitch_targets(wav, config) if model.pitch_phase else None
+        pitch_target = pitch_targets(wav, config) if model.pitch_phase else None
         teacher = pitch_target if pitch_target is not None and step < tc.pitch_teacher_steps else None
         res = codec(wav, pitch=teacher)
         terms = {
@@ -287,7 +287,7 @@ def fit_codec(config: CodecConfig, data: str | os.PathLike | list[str | os.PathL
     return model.eval()
 
 
-def _pitch_targets(wav: torch.Tensor, config: CodecConfig) -> torch.Tensor:
+def pitch_targets(wav: torch.Tensor, config: CodecConfig) -> torch.Tensor:
     """YIN's f0 (Hz) and voicing (0 or 1, at `VOICING_THRESHOLD`) of every channel, (B * C, 2, T) at the codec's
     frame rate: what a pitch head learns."""
     b, c, n = wav.shape
