@@ -1,6 +1,6 @@
 # Everything a fresh Debian machine needs, installed by the project itself.
 # `make setup` is quick when nothing changed: it skips apt when the packages are present and pip when
-# pyproject.toml is older than the stamp.
+# pyproject.toml and this Makefile are older than the stamp.
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -11,7 +11,14 @@ APT_PACKAGES := ffmpeg sox espeak-ng espeak-ng-data flite festival festlex-cmu f
 	festvox-kdlpc16k festvox-us-slt-hts fortunes bible-kjv libfluidsynth3 fluid-soundfont-gm timgm6mb-soundfont \
 	csound-soundfont festvox-czech-dita festvox-czech-krb festvox-czech-machac festvox-czech-ph festvox-italp16k \
 	festvox-itapc16k festvox-suopuhe-lj festvox-suopuhe-mv festvox-ca-ona-hts \
-	festvox-ru
+	festvox-ru chromium chromium-driver
+# Real recordings for `rvqaudio data real-speech` / `real-music` (pipelines/data/real_*.py): Asterisk's voice
+# prompts with their transcripts, the music of Debian game packages, Hydrogen's drum kits (~610 MB download).
+REAL_AUDIO_PACKAGES := asterisk-core-sounds-en asterisk-core-sounds-en-g722 asterisk-core-sounds-es \
+	asterisk-core-sounds-es-g722 asterisk-core-sounds-fr asterisk-core-sounds-fr-g722 asterisk-core-sounds-it \
+	asterisk-core-sounds-it-g722 asterisk-core-sounds-ru asterisk-core-sounds-ru-g722 fretsonfire-songs-muldjord \
+	fb-music-high drascula-music asc-music colobot-common-sounds freedroidrpg-data lincity-ng-data hydrogen-drumkits
+APT_PACKAGES += $(REAL_AUDIO_PACKAGES)
 STAMP := $(VENV)/.setup-stamp
 TEST_ARGS ?=
 
@@ -23,7 +30,7 @@ export MALLOC_TRIM_THRESHOLD_ ?= 68719476736
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile  # a new dependency or Debian package in either reruns setup
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 		echo "installing Debian packages: $$missing"; \
@@ -34,7 +41,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	# torch first and pinned: the machine's local 2.14.1 wheel, never a second multi-GB download.
 	$(PY) -m pip install -q "torch==2.14.1" "torchaudio==2.11.0"
-	$(PY) -m pip install -q -e ".[test,eval,data,lora]"
+	$(PY) -m pip install -q -e ".[test,eval,data,lora,demo]"
 	@touch $(STAMP)
 
 demo: setup

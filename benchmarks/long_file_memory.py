@@ -18,13 +18,20 @@ import sys
 import tempfile
 from pathlib import Path
 
+import numpy as np
+from safetensors.numpy import load_file
+
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from pipelines import read_codes  # noqa: E402
 
 CHILD = r"""
 import json, resource, sys, time
 sys.path.insert(0, sys.argv[1])
-import numpy as np, torch
-from pipelines import default_codec, encode_file, read_codes
+import torch
+from safetensors.numpy import save_file
+from pipelines import default_codec, encode_file
 from tokenizer.audio import load_audio
 mode, path, out = sys.argv[2], sys.argv[3], sys.argv[4]
 codec = default_codec()
@@ -33,7 +40,7 @@ if mode == "blocks":
     encode_file(path, out)
 else:
     wav, _ = load_audio(path, sample_rate=codec.sample_rate, channels=codec.channels)
-    np.save(out, codec.encode(wav[None])[0].numpy())
+    save_file({"codes": codec.encode(wav[None])[0].numpy()}, out)
 seconds = time.perf_counter() - start
 print(json.dumps({"peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "seconds": seconds}))
 """
@@ -57,11 +64,9 @@ def main() -> None:
             subprocess.run(["sox", "-n", "-r", "16000", "-c", "1", "-b", "16", str(path), "synth",
                             str(minutes * 60), "pinknoise", "vol", "0.3"], check=True)
             blocks = measure("blocks", path, Path(tmp) / "blocks.npz")
-            whole = measure("whole", path, Path(tmp) / "whole.npy")
-            import numpy as np
-
-            with np.load(Path(tmp) / "blocks.npz") as data:
-                same = bool(np.array_equal(data["codes"].astype(np.int64), np.load(Path(tmp) / "whole.npy")))
+            whole = measure("whole", path, Path(tmp) / "whole.safetensors")
+            codes, _ = read_codes(Path(tmp) / "blocks.npz")
+            same = bool(np.array_equal(codes[0].numpy(), load_file(str(Path(tmp) / "whole.safetensors"))["codes"]))
             print(f"| {minutes:g} min | {blocks['peak_mb']:.0f} MB | {whole['peak_mb']:.0f} MB | "
                   f"{blocks['seconds']:.1f} s | {whole['seconds']:.1f} s | {same} |", flush=True)
             path.unlink()

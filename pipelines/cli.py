@@ -171,16 +171,25 @@ def _eval_tts(args: argparse.Namespace) -> None:
 
 
 def _data(args: argparse.Namespace) -> None:
-    from .data import make_music_dataset, make_speech_dataset
+    from .data import make_music_dataset, make_real_music_dataset, make_real_speech_dataset, make_speech_dataset
 
     options = {} if args.voice_set is None else {"voice_set": args.voice_set}  # else the recipe's default
     if options and args.kind != "speech":
         raise SystemExit("error: --voice-set is for speech datasets only")
-    make = make_speech_dataset if args.kind == "speech" else make_music_dataset
+    make = {"speech": make_speech_dataset, "music": make_music_dataset, "real-speech": make_real_speech_dataset,
+            "real-music": make_real_music_dataset}[args.kind]
     dataset = make(args.output, hours=args.hours, seed=args.seed, sample_rate=args.sample_rate,
                    num_proc=args.num_proc, test_fraction=args.test_fraction, overwrite=args.overwrite, **options)
     sizes = ", ".join(f"{split}: {len(ds)} clips" for split, ds in dataset.items())
     print(f"wrote the {args.kind} dataset to {args.output} ({sizes}); recipe in {args.output}/recipe.json")
+
+
+def _serve(args: argparse.Namespace) -> None:
+    _require("demo", "rvqaudio serve")
+    from .serve import serve
+
+    serve(host=args.host, port=args.port, model_music=args.model_music, model_speech=args.model_speech,
+          codec=args.codec)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -214,6 +223,15 @@ def build_parser() -> argparse.ArgumentParser:
     add_voices_arguments(p)
     p.set_defaults(func=run_voices)
 
+    p = sub.add_parser("serve", help="a local web page: generate, listen, and round-trip audio through the codec "
+                                     "(needs the demo extra)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=7860)
+    p.add_argument("--model-music", default=None, metavar="DIR", help="music LM folder (default: the bundled one)")
+    p.add_argument("--model-speech", default=None, metavar="DIR", help="speech LM folder (default: the bundled one)")
+    p.add_argument("--codec", default=None, metavar="DIR", help="codec folder of the Codec tab (default: bundled)")
+    p.set_defaults(func=_serve)
+
     from .finetune import add_eval_lm_arguments, add_finetune_arguments, add_train_lm_arguments, run_eval_lm
 
     p = sub.add_parser("train-lm", help="train a text tokenizer and an LM from scratch on a tokenized dataset")
@@ -244,9 +262,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_tokenize)
 
-    p = sub.add_parser("data", help="synthesize a captioned speech or music dataset (offline, deterministic)")
-    p.add_argument("kind", choices=["speech", "music"])
-    p.add_argument("--hours", type=float, required=True, help="hours of audio to make")
+    p = sub.add_parser("data", help="synthesize a captioned speech or music dataset, or build one from the real "
+                                    "recordings in Debian packages (offline, deterministic)")
+    p.add_argument("kind", choices=["speech", "music", "real-speech", "real-music"])
+    p.add_argument("--hours", type=float, required=True,
+                   help="hours of audio to make (real-*: at most what the packages hold, about 2 and 3.5)")
     p.add_argument("-o", "--output", required=True, help="folder for the dataset (save_to_disk layout)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--sample-rate", type=int, default=24000)

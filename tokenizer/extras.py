@@ -3,6 +3,7 @@
     pip install "rvqaudio[eval]"   PESQ, STOI, the offline recogniser and WER (evaluation; PESQ as a training loss)
     pip install "rvqaudio[data]"   MIDI composition for the synthetic music recipe
     pip install "rvqaudio[lora]"   LoRA fine-tuning (peft)
+    pip install "rvqaudio[demo]"   the local web page, `rvqaudio serve` (gradio)
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ EXTRAS: dict[str, dict[str, str]] = {
              "torch_pesq": "torch-pesq"},
     "data": {"mido": "mido"},
     "lora": {"peft": "peft"},
+    "demo": {"gradio": "gradio"},
 }
 
 

@@ -13,6 +13,7 @@ import json
 import multiprocessing as mp
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import warnings
@@ -295,3 +296,89 @@ def write_dataset(
         if bars_were_on:
             datasets.enable_progress_bars()
     return datasets.load_from_disk(str(output))
+
+
+# ---------------------------------------------------------------------------------------------------- real recordings
+
+_DECODE_TIMEOUT_S = 300
+
+
+def decode_audio(path: str | os.PathLike, sample_rate: int) -> np.ndarray:
+    """Decode a file with FFmpeg (wav, flac, aiff, ogg, mp3, G.722, tracker modules...): mono float32 [N] at
+    `sample_rate` Hz (channels averaged, resampled by FFmpeg). Raises RuntimeError if FFmpeg fails or finds no audio.
+    """
+    cmd = ["ffmpeg", "-v", "error", "-nostdin", "-i", str(path), "-ac", "1", "-ar", str(sample_rate),
+           "-f", "f32le", "-"]
+    proc = subprocess.run(cmd, capture_output=True, timeout=_DECODE_TIMEOUT_S)
+    if proc.returncode != 0:
+        raise RuntimeError(f"ffmpeg could not decode {path}: {proc.stderr.decode(errors='replace').strip()[-300:]}")
+    wav = np.frombuffer(proc.stdout, dtype=np.float32)
+    if wav.size == 0:
+        raise RuntimeError(f"ffmpeg found no audio in {path}")
+    return wav
+
+
+def collect_splits(
+    units: dict[str, Sequence[Any]],
+    work: Callable[[Any, str], list[ClipResult]],
+    targets: dict[str, float],
+    clips_dir: Path,
+    num_proc: int,
+    progress: bool,
+    desc: str,
+    window: int,
+) -> tuple[dict[str, list[ClipResult]], dict[str, SplitStats]]:
+    """Turn each split's finite list of `units` (source files, tracks) into clips until the split holds
+    `targets[split]` seconds or its units run out.
+
+    `work(unit, clips_dir)` runs in a worker and returns the unit's clips in order (a track gives several, a bad
+    file one failed ClipResult). Results are taken in unit order and a split stops at the first clip that brings
+    it to its target, so the dataset does not depend on `num_proc`; up to `window` units are in flight at once.
+    Failed clips are skipped, counted and warned about. Raises RuntimeError if a split ends with no clip.
+    """
+    from tqdm.auto import tqdm
+
+    clips: dict[str, list[ClipResult]] = {s: [] for s in targets}
+    stats = {s: SplitStats() for s in targets}
+    pool = ProcessPoolExecutor(num_proc, mp_context=_pool_context()) if num_proc > 1 else None
+    # Counted in units, not seconds: how much audio the packages hold is known only once decoded.
+    bar = tqdm(total=sum(len(units[s]) for s in targets), unit="file", desc=desc, disable=not progress)
+    try:
+        for split, target in targets.items():
+            todo, st, full = list(units[split]), stats[split], False
+            for start in range(0, len(todo), window):
+                chunk = todo[start:start + window]
+                if pool is None:
+                    results = (work(unit, str(clips_dir)) for unit in chunk)
+                else:
+                    results = (f.result() for f in [pool.submit(work, unit, str(clips_dir)) for unit in chunk])
+                for unit_results in results:
+                    bar.update(1)
+                    for res in unit_results:
+                        if res.error is not None:
+                            st.failures += 1
+                            if len(st.errors) < 5:
+                                st.errors.append(res.error)
+                            continue
+                        clips[split].append(res)
+                        st.clips += 1
+                        st.seconds += res.duration
+                        if st.seconds >= target:
+                            full = True
+                            break
+                    if full:
+                        break
+                if full:
+                    break
+            if not st.clips:
+                raise RuntimeError(f"{desc}: the {split} split got no clip ({st.failures} failed; first errors: "
+                                   f"{'; '.join(st.errors) or 'none'})")
+    finally:
+        bar.close()
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+    for split, st in stats.items():
+        if st.failures:
+            warnings.warn(f"{desc}: skipped {st.failures} clips in the {split} split "
+                          f"(first reasons: {'; '.join(st.errors)})", RuntimeWarning, stacklevel=3)
+    return clips, stats

@@ -20,7 +20,7 @@ from safetensors.torch import load_file
 from tokenizer import AudioInputError, CheckpointError, CodecConfig, RVQCodec, SpectralConfig
 from tokenizer.data import AudioCrops
 from tokenizer.pitch_training import train_pitch_head
-from tokenizer.training import TrainState, _lr_factor, _pitch_targets, export_checkpoint, train_codec
+from tokenizer.training import TrainState, _lr_factor, pitch_targets, export_checkpoint, train_codec
 
 REPO = Path(__file__).resolve().parents[2]
 SR = 16000
@@ -379,7 +379,7 @@ def test_a_pitch_head_is_added_to_a_trained_decoder_and_learns_from_yin(tmp_path
     audio = after.decode(codes)
     assert audio.shape == before.decode(codes).shape and bool(torch.isfinite(audio).all())
     # YIN's targets for the clips: the training data's pitch, every frame of them voiced.
-    target = _pitch_targets(torch.from_numpy(harmonic(1.0, 190.0, seed=190))[None, None], config)
+    target = pitch_targets(torch.from_numpy(harmonic(1.0, 190.0, seed=190))[None, None], config)
     inner = target[0, :, 10:-10]
     assert bool((inner[1] == 1).all()) and float((inner[0] / 190.0 - 1).abs().max()) < 0.06  # the vibrato's 5%
     # Edge phases added to the tuned decoder: a new layer only, starting at zero (the source's phase).
