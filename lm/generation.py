@@ -260,10 +260,10 @@ class Decoding:
         """
         was_training = self.model.training
         self.model.eval()
-        steps = self._run()
+        steps, threads = self._run(), self._threads()
         try:
             while True:
-                with torch_threads(self._threads()):  # only while this computes: not while the caller works
+                with torch_threads(threads):  # only while this computes: not while the caller works
                     ready = next(steps, None)
                 if ready is None:
                     return
