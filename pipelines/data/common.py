@@ -181,6 +181,20 @@ def _take(results: list[ClipResult], clips: list[ClipResult], st: SplitStats, ta
     return False
 
 
+def _close(bar: Any, pool: ProcessPoolExecutor | None) -> None:
+    bar.close()
+    if pool is not None:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _warn_failures(stats: dict[str, SplitStats], desc: str) -> None:
+    """One warning per split that skipped clips, at the recipe's caller (stack: here, the collector, the recipe)."""
+    for split, st in stats.items():
+        if st.failures:
+            warnings.warn(f"{desc}: skipped {st.failures} failed clips in the {split} split "
+                          f"(first errors: {'; '.join(st.errors)})", RuntimeWarning, stacklevel=4)
+
+
 def synthesize_splits(
     plan: Callable[[str, int], Any],
     work: Callable[[list, str], list[ClipResult]],
@@ -224,13 +238,8 @@ def synthesize_splits(
                         break
                     bar.set_postfix(failed=sum(s.failures for s in stats.values()))
     finally:
-        bar.close()
-        if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
-    for split, st in stats.items():
-        if st.failures:
-            warnings.warn(f"{desc}: skipped {st.failures} failed clips in the {split} split "
-                          f"(first errors: {'; '.join(st.errors)})", RuntimeWarning, stacklevel=3)
+        _close(bar, pool)
+    _warn_failures(stats, desc)
     return clips, stats
 
 
@@ -374,11 +383,6 @@ def collect_splits(
                 raise RuntimeError(f"{desc}: the {split} split got no clip ({st.failures} failed; first errors: "
                                    f"{'; '.join(st.errors) or 'none'})")
     finally:
-        bar.close()
-        if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
-    for split, st in stats.items():
-        if st.failures:
-            warnings.warn(f"{desc}: skipped {st.failures} clips in the {split} split "
-                          f"(first reasons: {'; '.join(st.errors)})", RuntimeWarning, stacklevel=3)
+        _close(bar, pool)
+    _warn_failures(stats, desc)
     return clips, stats

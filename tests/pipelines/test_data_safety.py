@@ -3,7 +3,6 @@ before it is read, and a resumed tokenization re-encodes the source rows that ch
 
 from __future__ import annotations
 
-import json
 import pathlib
 import pickle
 import shutil
@@ -12,15 +11,14 @@ import warnings
 import numpy as np
 import pytest
 import soundfile as sf
-from datasets import Dataset, DatasetDict
+from datasets import Dataset
 
 from pipelines.lm_training import train_lm
-from pipelines.lm_training_config import LMTrainingConfig
 from pipelines.tokenize import tokenize_dataset
 from tokenizer import CheckpointError, RVQCodec
 
 from .conftest import fitted_codec as _codec
-from .conftest import tokenized_rows as _tokenized
+from .conftest import train_tiny_lm
 
 
 class _TouchOnLoad:
@@ -44,14 +42,7 @@ def codec() -> RVQCodec:
 def lm_run(codec, tmp_path_factory) -> dict:
     """A 2-step train_lm run folder (checkpoint at step 2), its inputs and a snapshot-free copy factory."""
     root = tmp_path_factory.mktemp("lm_run")
-    codec.save_pretrained(root / "codec")
-    DatasetDict({"train": _tokenized(codec, 12)}).save_to_disk(str(root / "data"))
-    (root / "lm.json").write_text(json.dumps(dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                                                  intermediate_size=64, max_text_tokens=64, max_audio_frames=40,
-                                                  condition_dropout=0.0, dropout=0.0)))
-    training = LMTrainingConfig(batch_size=4, max_steps=2, warmup_steps=1, lr=3e-3, eval_every=2, save_every=2,
-                                log_every=1, text_vocab_size=300, max_frames=20, seed=0)
-    train_lm(root / "lm.json", root / "data", root / "run", codec=root / "codec", training=training)
+    training = train_tiny_lm(root, codec, "run")
     return {"root": root, "run": root / "run", "training": training}
 
 

@@ -4,7 +4,6 @@ warning), an unfinished one is a CheckpointError that says what to do."""
 from __future__ import annotations
 
 import dataclasses
-import json
 import shutil
 import warnings
 from pathlib import Path
@@ -13,16 +12,13 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from datasets import DatasetDict
 
 from pipelines.cli import main
 from pipelines.defaults import load_lm, resolve_codec
-from pipelines.lm_training import train_lm
-from pipelines.lm_training_config import LMTrainingConfig
 from tokenizer import CheckpointError, CodecConfig, RVQCodec
 from tokenizer.training import train_codec
 
-from .conftest import tokenized_rows as _tokenized
+from .conftest import train_tiny_lm
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -88,14 +84,7 @@ def lm_runs(tmp_path_factory) -> dict[str, Path]:
     torch.manual_seed(0)
     codec = RVQCodec(CodecConfig(sample_rate=8000, n_filters=4, strides=(2, 4), dimension=16,
                                  quantizer={"num_codebooks": 4, "codebook_size": 32})).eval()
-    codec.save_pretrained(root / "codec")
-    DatasetDict({"train": _tokenized(codec, 12)}).save_to_disk(str(root / "data"))
-    (root / "lm.json").write_text(json.dumps(dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                                                  intermediate_size=64, max_text_tokens=64, max_audio_frames=40,
-                                                  condition_dropout=0.0, dropout=0.0)))
-    training = LMTrainingConfig(batch_size=4, max_steps=2, warmup_steps=1, lr=3e-3, eval_every=2, save_every=2,
-                                log_every=1, text_vocab_size=300, max_frames=20, seed=0)
-    train_lm(root / "lm.json", root / "data", root / "finished", codec=root / "codec", training=training)
+    train_tiny_lm(root, codec, "finished")
     shutil.copytree(root / "finished", root / "unfinished")
     shutil.rmtree(root / "unfinished" / "final")
     return {"finished": root / "finished", "unfinished": root / "unfinished"}
