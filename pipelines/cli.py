@@ -164,7 +164,8 @@ def _eval_tts(args: argparse.Namespace) -> None:
     _require("eval", "rvqaudio eval-tts")
     from .evaluation import evaluate_tts_lm
 
-    report = evaluate_tts_lm(args.data, model=args.model, voice=args.voice, split=args.split,
+    report = evaluate_tts_lm(args.data, model=args.model, voice=args.voice, voices=args.voices,
+                             references=args.references, split=args.split,
                              max_clips=args.max_clips, seed=args.seed, batch_size=args.batch_size,
                              sampling=_sampling(args), output=args.output, progress=not args.no_progress)
     print(report["markdown"])
@@ -361,8 +362,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="speech dataset folder written by `rvqaudio data speech`")
     p.add_argument("--model", default=None, help="self-contained LM folder (default: the bundled speech LM)")
     p.add_argument("--voice", default=None, help="a voice of the LM (see `rvqaudio voices`; default: its default)")
+    p.add_argument("--voices", default=None,
+                   help="report per voice instead: comma-separated voices of the LM, or all, flite, festival, espeak, "
+                        "flite-festival; each speaks the held-out sentences it reads in --data, next to its reference "
+                        "and the reference through the LM's codec; pooled: the mean of per-voice ratios")
+    p.add_argument("--references", choices=("dataset", "synthesize"), default="dataset",
+                   help="with --voices: the references are the voice's rows of --data (dataset), or each voice reads "
+                        "the split's first --max-clips sentences, synthesized now (synthesize: for the LM's own "
+                        "voices)")
     p.add_argument("--split", default="test")
-    p.add_argument("--max-clips", type=int, default=None, help="first N held-out sentences")
+    p.add_argument("--max-clips", type=int, default=None, help="first N held-out sentences (with --voices: per voice)")
     p.add_argument("--seed", type=int, default=0, help="batch b is generated with seed + b (default 0)")
     p.add_argument("--batch-size", type=int, default=8, help="sentences generated at once")
     p.add_argument("-o", "--output", default=None, help="report.json (a .md table is written beside it)")

@@ -153,6 +153,8 @@ def evaluate_tts_lm(
     split: str = "test",
     max_clips: int | None = None,
     seed: int = 0,
+    voices: str | Sequence[str] | None = None,
+    references: str = "dataset",
     batch_size: int = 8,
     sampling: Mapping[str, Any] | None = None,
     output: str | os.PathLike | None = None,
@@ -166,10 +168,18 @@ def evaluate_tts_lm(
         voice: the voice every sentence is spoken with; None takes the LM's default voice. The held-out split's
             voices are usually ones the LM never heard, so they cannot be asked for; the report names the
             voice used and the split's voices (`voice`, `voice_note`, `reference_voices`).
-        max_clips: evaluate only the first N sentences.
+        max_clips: evaluate only the first N sentences (with `voices`: the first N of each voice).
         seed: sentences are generated `batch_size` at a time (a batch runs as fast as one sentence on a GPU), with
-            seed `seed + b` for batch b; a sentence's audio depends on its batch, so the same seed, batch_size
-            and max_clips give the same report.
+            seed `seed + b` for batch b (with `voices`, b counts each voice's batches from 0, so a voice's audio
+            does not depend on which other voices are evaluated); a sentence's audio depends on its batch, so the
+            same seed, batch_size and max_clips give the same report.
+        voices: evaluate per voice instead (`tts_voices.evaluate_tts_voices`): a group ("all", "flite",
+            "festival", "espeak", "flite-festival") or comma-separated list of the LM's voices; each voice speaks
+            the held-out sentences that it reads in `data`, next to its reference synthesis of them and that
+            synthesis through the LM's codec. Not with `voice`.
+        references: with `voices`, "dataset" (each voice's rows of the split) or "synthesize" (each voice reads
+            the split's first `max_clips` sentences, synthesized now: `tts_voices.synthesize_references`; for an LM
+            whose voices are not the held-out split's, as the speech recipe's are not).
         sampling: any of `temperature`, `top_k`, `top_p`, `guidance_scale`, replacing `SAMPLING` (generate's
             defaults); the report names the settings used.
         output: where to write the JSON report; a markdown table is written beside it (same name, `.md`).
@@ -179,15 +189,25 @@ def evaluate_tts_lm(
     its own, where it counts as not having ended.
 
     Returns the `evaluate_tts` report plus `model`, `voice`, `voice_note`, `reference_voices`, `seed`,
-    `batch_size`, `sampling`, `capped` (sentences whose limit the LM's max_duration shortened) and `markdown`.
+    `batch_size`, `sampling`, `capped` (sentences whose limit the LM's max_duration shortened) and `markdown`;
+    with `voices`, the `evaluate_tts_voices` report (`per_voice`, `pooled`, `items`) plus the same fields but
+    `voice`, `voice_note`.
     """
-    from ..generate import default_voice, generate, voices
+    from .tts_voices import (REFERENCES, evaluate_tts_voices, format_voices_report, select_voices,
+                             synthesize_references)
+    from ..generate import default_voice, generate
+    from ..generate import voices as lm_voices
 
     check_count("batch_size", batch_size)
     check_count("seed", seed, low=0)
     settings = resolve_sampling(sampling)
     lm = resolve_lm(model, task="speech")  # loaded once, not once per batch
-    known = voices(lm)
+    known = lm_voices(lm)
+    if voice is not None and voices is not None:
+        raise ValueError(f"voice={voice!r} and voices={voices!r}: give one (voices= evaluates each voice on its own "
+                         "held-out sentences)")
+    if references != "dataset" and voices is None:
+        raise ValueError(f"references={references!r} goes with voices=; without it, the references are the dataset's")
     if voice is not None and voice not in known:
         if not known:
             raise ValueError(f"voice={voice!r}, but this LM was trained without voices; leave the voice out")
@@ -198,13 +218,15 @@ def evaluate_tts_lm(
     heldout_voices = sorted(set(ds["voice"])) if "voice" in ds.column_names else []
     max_duration = float(lm.config.max_duration)
     samples_per_frame = round(lm.codec.sample_rate / lm.codec.frame_rate)
-    batch_seeds = itertools.count(seed)
+    batch_seeds = {}  # per voice: a voice's batch b gets seed + b
     capped = [0]
 
-    def speak(texts: list[str], max_seconds: list[float]) -> list[tuple[torch.Tensor, int, bool]]:
+    def speak(texts: list[str], max_seconds: list[float], voice: str | None = chosen
+              ) -> list[tuple[torch.Tensor, int, bool]]:
         limits = [min(s, max_duration) for s in max_seconds]
         capped[0] += sum(s > max_duration for s in max_seconds)
-        clips = generate(texts, task="speech", voice=chosen, model=lm, duration=max(limits), seed=next(batch_seeds),
+        batch_seed = next(batch_seeds.setdefault(voice, itertools.count(seed)))
+        clips = generate(texts, task="speech", voice=voice, model=lm, duration=max(limits), seed=batch_seed,
                          progress=False, **settings)
         outs = []
         for clip, limit in zip(clips, limits):
@@ -214,6 +236,23 @@ def evaluate_tts_lm(
             outs.append((clip.waveform[:, :frames * samples_per_frame], clip.sample_rate, ended))
         return outs
 
+    common = {"data": describe(data), "model": describe(model, none="bundled speech LM"), "seed": seed,
+              "batch_size": batch_size, "sampling": settings}
+    if voices is not None:
+        if not known:
+            raise ValueError("voices= names voices of the LM, but this LM was trained without voices; leave it out")
+        chosen_voices = select_voices(voices, known)
+        if references not in REFERENCES:
+            raise ValueError(f"references must be one of {sorted(REFERENCES)}, got {references!r}")
+        if references == "synthesize":
+            ds = synthesize_references(ds, chosen_voices, split=split, max_clips=max_clips,
+                                       sample_rate=lm.codec.sample_rate)
+        report = evaluate_tts_voices(speak, ds, chosen_voices, lm.codec, split=split, max_clips=max_clips,
+                                     batch_size=batch_size, progress=progress)
+        report |= common | {"reference_voices": heldout_voices, "references": references, "capped": capped[0]}
+        report["markdown"] = format_voices_report(report)
+        write_report(output, report)
+        return report
     report = evaluate_tts(speak, ds, split=split, max_items=max_clips, batch_size=batch_size, progress=progress)
     if chosen is None:
         note = "this LM was trained without voices: sentences are generated without one"
@@ -223,9 +262,8 @@ def evaluate_tts_lm(
         note = f"every sentence is spoken by {chosen!r} ({how})"
         if unseen:
             note += f"; the held-out voices {unseen} are not among the LM's voices, so none of them is asked for"
-    report |= {"data": describe(data), "model": describe(model, none="bundled speech LM"),
-               "voice": chosen, "voice_note": note, "reference_voices": heldout_voices, "seed": seed,
-               "batch_size": batch_size, "sampling": settings, "capped": capped[0]}
+    report |= common | {"voice": chosen, "voice_note": note, "reference_voices": heldout_voices,
+                        "capped": capped[0]}
     report["markdown"] = format_tts_report(report)
     write_report(output, report)
     return report
