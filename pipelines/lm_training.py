@@ -8,10 +8,10 @@ From a shell, on one process, several CPU processes (DDP over gloo) or GPUs (NCC
 
     python -m pipelines.finetune train-lm --config configs/lm_small.json --data DATA --codec CODEC --out OUT
     torchrun --standalone --nproc_per_node 2 -m pipelines.finetune finetune --model LM --data DATA --out OUT
-    accelerate launch --multi_gpu --num_processes 2 -m pipelines.finetune train-lm ...
+    accelerate launch --config_file configs/accelerate/cpu_ddp2.yaml -m pipelines.finetune train-lm ...
 
-(`accelerate launch --cpu` starts one process only; `--multi_gpu` is its torchrun path and gives CPU processes
-where there is no GPU.)
+(`configs/accelerate/` holds one config per setup; cpu_ddp2.yaml says why two CPU processes need accelerate's
+torchrun path, MULTI_GPU: its CPU launcher starts one process only.)
 
 `training.batch_size` is the GLOBAL batch: items per optimizer step, over all processes and accumulation steps;
 each process runs `batch_size / (processes * grad_accum)` items per forward. The loss of a step is the loss of
@@ -264,7 +264,12 @@ def _accelerator(tc: LMTrainingConfig) -> Accelerator:
     # Without cpu=True accelerate ignores a torchrun world on a machine without GPUs (DistributedType.NO).
     if tc.mixed_precision == "fp16" and not torch.cuda.is_available():
         logger.warning("mixed_precision='fp16' needs a GPU; training in float32 on the CPU")
-    return Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=tc.mixed_precision)
+    accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=tc.mixed_precision)
+    P, A = accelerator.num_processes, tc.grad_accum
+    if tc.batch_size % (P * A):  # checked before the data is read: every process refuses at once, none waits
+        raise ValueError(f"training.batch_size={tc.batch_size} (the global batch) must be divisible by processes x "
+                         f"grad_accum = {P} x {A}; use a multiple of {P * A}")
+    return accelerator
 
 
 def _load_examples(data, eval_data, codec, task: str | None, tc: LMTrainingConfig) -> tuple[LMExamples, LMExamples, str]:
@@ -329,10 +334,7 @@ def _run(accelerator: Accelerator, lm: AudioLM, codec: RVQCodec, train: LMExampl
          source: str, tc: LMTrainingConfig, out: Path, resume: bool, state: TrainState) -> Path:
     cfg = lm.config
     P, A, rank, main = accelerator.num_processes, tc.grad_accum, accelerator.process_index, accelerator.is_main_process
-    if tc.batch_size % (P * A):
-        raise ValueError(f"training.batch_size={tc.batch_size} (the global batch) must be divisible by processes x "
-                         f"grad_accum = {P} x {A}; use a multiple of {P * A}")
-    micro = tc.batch_size // (P * A)
+    micro = tc.batch_size // (P * A)  # divisible: checked by _accelerator
     max_frames = tc.max_frames or cfg.max_audio_frames
     if max_frames > cfg.max_audio_frames:
         raise ValueError(f"training.max_frames={max_frames} is more than the model's max_audio_frames="

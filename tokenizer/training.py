@@ -6,12 +6,13 @@ From a shell, on one process or several CPU processes (DDP over gloo):
 
     python -m tokenizer.training configs/codec_small.json data/ runs/small [--max-steps N] [--resume]
     torchrun --standalone --nproc_per_node 2 -m tokenizer.training configs/codec_small.json data/ runs/small
-    accelerate launch --multi_gpu --num_processes 2 -m tokenizer.training configs/codec_small.json data/ runs/small
+    accelerate launch --config_file configs/accelerate/cpu_ddp2.yaml -m tokenizer.training CONFIG DATA OUT
 
-(`accelerate launch --multi_gpu` is its torchrun path and gives CPU processes where there is no GPU; its `--cpu`
-starts one process only.) Every process draws its own crops, so the effective batch is `batch_size × processes`.
-On a machine with GPUs the same launchers give one GPU per process over NCCL. Exact resume needs the same number of
-processes and of intra-op threads (reductions are summed in a different order otherwise).
+(`configs/accelerate/` holds one config per setup; cpu_ddp2.yaml says why two CPU processes need accelerate's
+torchrun path, MULTI_GPU: its CPU launcher starts one process only.) Every process draws its own crops, so the
+effective batch is `batch_size × processes`. On a machine with GPUs the same launchers give one GPU per process
+over NCCL. Exact resume needs the same number of processes and of intra-op threads (reductions are summed in a
+different order otherwise).
 
 Stages: steps `[0, adversarial_start_step)` train on reconstruction only (multi-scale mel + multi-resolution
 STFT + commitment/codebook losses, plus the phase-aware compressed complex STFT loss when `complex_weight` > 0 and
