@@ -10,7 +10,8 @@ It depends only on the narrow codec interface in `lm.codec_interface`.
 from .checkpoint import CheckpointError
 from .codec_interface import AudioTokenizer
 from .config import AudioLMConfig
-from .generation import PAD_FRAME, AudioLM, GenerationConfig, sample_logits, split_items
+from .decoding import PAD_FRAME, split_items
+from .generation import AudioLM
 from .model import AudioLMModel, AudioLMOutput, BeatTrack, PhonemeTrack
 from .objective import LMObjective
 from .patterns import (
@@ -21,6 +22,7 @@ from .patterns import (
     ParallelPattern,
     build_pattern,
 )
+from .sampling import GenerationConfig, sample_logits
 from .text import TextTokenizer
 
 __all__ = [
