@@ -214,7 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--variant", default=None, metavar="NAME", help=_VARIANT_HELP)
     p.set_defaults(func=_decode)
 
-    from .generate import add_generate_arguments, add_voices_arguments, run_generate, run_voices
+    from .generate_cli import add_generate_arguments, add_voices_arguments, run_generate, run_voices
 
     p = sub.add_parser("generate", help="generate audio from text (music or speech)")
     add_generate_arguments(p)

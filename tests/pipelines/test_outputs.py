@@ -22,7 +22,7 @@ from pipelines.outputs import OutputError, check_output_file, check_output_folde
 
 from .conftest import fitted_codec as _codec
 
-generate_module = importlib.import_module("pipelines.generate")  # `pipelines.generate` is also a function
+generate_module = importlib.import_module("pipelines.generate_cli")  # what `rvqaudio generate` calls
 UNWRITABLE = Path("/sys/rvqaudio-test")  # sysfs: read-only even for root
 
 
