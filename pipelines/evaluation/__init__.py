@@ -9,9 +9,10 @@ from .data import OpusResult, load_split, opus_roundtrip
 from .metrics import (audio_features, estimate_tempo, frechet_distance, harmonic_energy_fraction, harmonic_tone,
                       mel_distance, normalize_text, pesq_wb, phase_swap, si_sdr, stft_distance, stoi, tempo_errors,
                       wer, word_hits, word_recall)
-from .music_eval import (FamilyClassifier, FamilyClassifierConfig, evaluate_family_classifier, evaluate_music,
-                         evaluate_music_generation, evaluate_music_lm, evaluate_music_references,
-                         format_music_report, train_family_classifier)
+from .family_classifier import (FamilyClassifier, FamilyClassifierConfig, evaluate_family_classifier,
+                                train_family_classifier)
+from .music_eval import (evaluate_music, evaluate_music_generation, evaluate_music_lm, evaluate_music_references,
+                         format_music_report)
 from .tts_eval import duration_correlation, evaluate_tts, evaluate_tts_lm, format_tts_report
 from .tts_voices import evaluate_tts_voices, format_voices_report, pooled_ratio
 

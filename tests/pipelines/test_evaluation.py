@@ -465,7 +465,7 @@ def rendered_music_dir(tmp_path_factory):
 def test_family_classifier_trains_on_other_soundfont_renders_of_the_train_midi(rendered_music_dir, toy_music_dir,
                                                                                   tmp_path):
     from pipelines.data.music import TEST_SOUNDFONT, TRAIN_SOUNDFONT
-    from pipelines.evaluation.music_eval import clip_features, soundfont_features
+    from pipelines.evaluation.family_classifier import clip_features, soundfont_features
 
     stored, rows = clip_features(rendered_music_dir, "train", progress=False)
     again = soundfont_features(rendered_music_dir, "train", TRAIN_SOUNDFONT, seed=1, progress=False)
