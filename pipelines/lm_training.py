@@ -67,9 +67,8 @@ from tokenizer import CheckpointError, RVQCodec
 from tokenizer.extras import require_extra
 from tokenizer.json_config import write_text_atomic
 # The run folder both trainers share: the same folder rules and atomic checkpoint swap.
-from tokenizer.run_folder import (CHECKPOINT_DIR, FINAL_DIR, LOG_NAME, STATE_NAME, check_run_folder,
-                                  load_run_checkpoint, prepare, recover_interrupted_swap, save_run_checkpoint,
-                                  step_seed, truncate_log)
+from tokenizer.run_folder import (CHECKPOINT_DIR, FINAL_DIR, LOG_NAME, STATE_NAME, Trained, check_run_folder,
+                                  prepare, recover_interrupted_swap, save_run_checkpoint, step_seed, truncate_log)
 
 from .alignment import Alignment, align_examples
 from .defaults import load_lm, resolve_codec, save_lm
@@ -362,7 +361,7 @@ def _run(accelerator: Accelerator, lm: AudioLM, codec: RVQCodec, train: LMExampl
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(tc))
     wrapped, optimizer = prepare(accelerator, objective, optimizer)
     # the scheduler stays outside prepare(): it would step once per process
-    trained = ([wrapped], [optimizer], [scheduler])  # what a checkpoint saves besides TrainState
+    trained = Trained([wrapped], [optimizer], [scheduler])  # what a checkpoint saves besides TrainState
     if resume:
         state = _load_checkpoint(accelerator, out / CHECKPOINT_DIR, tc, state, trained)
     if main:
@@ -571,7 +570,7 @@ def _digest(examples: LMExamples) -> str:
 
 
 def _save_checkpoint(accelerator: Accelerator, out: Path, state: TrainState, tc: LMTrainingConfig, lm: AudioLM,
-                     trained: tuple[list, list, list]) -> None:
+                     trained: Trained) -> None:
     """The shared checkpoint swap, with the LM's training state, training config, model config and tokenizer."""
     def write_extra(folder: Path) -> None:
         state.save(folder / STATE_NAME)
@@ -579,11 +578,11 @@ def _save_checkpoint(accelerator: Accelerator, out: Path, state: TrainState, tc:
         lm.config.save_pretrained(folder / LM_SUBDIR)
         lm.text_tokenizer.save_pretrained(folder / LM_SUBDIR)
 
-    save_run_checkpoint(accelerator, out, write_extra, *trained)
+    save_run_checkpoint(accelerator, out, write_extra, trained)
 
 
 def _load_checkpoint(accelerator: Accelerator, checkpoint: Path, tc: LMTrainingConfig, current: TrainState,
-                     trained: tuple[list, list, list]) -> TrainState:
+                     trained: Trained) -> TrainState:
     saved = TrainState.load(checkpoint / STATE_NAME)
     if (saved.kind, saved.lora) != (current.kind, current.lora):
         raise CheckpointError(f"cannot resume: {str(checkpoint)!r} is a {saved.kind} run (lora={saved.lora}), this "
@@ -599,5 +598,5 @@ def _load_checkpoint(accelerator: Accelerator, checkpoint: Path, tc: LMTrainingC
                            "one (max_steps changes the LR schedule)", changed)
         if saved.data_digest != current.data_digest:
             logger.warning("resuming on other training data than the checkpoint's: batches will differ")
-    load_run_checkpoint(accelerator, checkpoint, *trained)
+    trained.load(accelerator, checkpoint)
     return dataclasses.replace(current, step=saved.step)

@@ -9,6 +9,7 @@ write: its layout, the atomic checkpoint swap, resume checks, log truncation, an
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -71,9 +72,26 @@ def recover_interrupted_swap(out: Path) -> None:
     shutil.rmtree(out / f".{CHECKPOINT_DIR}.tmp", ignore_errors=True)
 
 
+@dataclasses.dataclass
+class Trained:
+    """The objects whose state a checkpoint holds besides TrainState: models (`model.safetensors` is the first,
+    `model_1.safetensors` the second, ...), their optimizers and LR schedulers, in that order."""
+
+    models: Sequence[torch.nn.Module]
+    optimizers: Sequence[torch.optim.Optimizer]
+    schedulers: Sequence
+
+    def save(self, accelerator: Accelerator, folder: Path) -> None:
+        save_training_state(accelerator, folder, self.models, self.optimizers, self.schedulers)
+
+    def load(self, accelerator: Accelerator, folder: Path) -> None:
+        """Read what `save` wrote back into the live objects (every process); CheckpointError naming the file when
+        something is missing, does not match, or is a pickle."""
+        load_training_state(accelerator, folder, self.models, self.optimizers, self.schedulers)
+
+
 def save_run_checkpoint(accelerator: Accelerator, out: Path, write_extra: Callable[[Path], None],
-                        models: Sequence[torch.nn.Module], optimizers: Sequence[torch.optim.Optimizer],
-                        schedulers: Sequence) -> None:
+                        trained: Trained) -> None:
     """Write the training state (`state_files.save_training_state`: weights, optimizers, schedulers, every
     process's RNG) plus what `write_extra(folder)` adds (on the main process) into a temporary folder, then swap it
     in as `out/checkpoint`: a crash leaves the previous one usable. `recover_interrupted_swap` repairs a swap
@@ -83,7 +101,7 @@ def save_run_checkpoint(accelerator: Accelerator, out: Path, write_extra: Callab
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
     accelerator.wait_for_everyone()
-    save_training_state(accelerator, tmp, models, optimizers, schedulers)
+    trained.save(accelerator, tmp)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         write_extra(tmp)
@@ -92,13 +110,6 @@ def save_run_checkpoint(accelerator: Accelerator, out: Path, write_extra: Callab
         os.replace(tmp, checkpoint)
         shutil.rmtree(old, ignore_errors=True)
     accelerator.wait_for_everyone()
-
-
-def load_run_checkpoint(accelerator: Accelerator, checkpoint: Path, models: Sequence[torch.nn.Module],
-                        optimizers: Sequence[torch.optim.Optimizer], schedulers: Sequence) -> None:
-    """Read what `save_run_checkpoint` wrote back into the live objects (every process); CheckpointError naming
-    the file when something is missing, does not match, or is a pickle."""
-    load_training_state(accelerator, checkpoint, models, optimizers, schedulers)
 
 
 def truncate_log(path: Path, step: int) -> None:

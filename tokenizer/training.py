@@ -69,8 +69,8 @@ from .losses import (CompressedComplexSTFTLoss, MultiResolutionSTFTLoss, MultiSc
                      PhaseDerivativeLoss, discriminator_hinge_loss, feature_matching_loss, generator_hinge_loss)
 from .model import RVQCodec
 from .pitch import PITCH_RANGE_HZ, VOICING_THRESHOLD, pitch_losses, yin
-from .run_folder import (CHECKPOINT_DIR, FINAL_DIR, LOG_NAME, STATE_NAME, check_run_folder, load_run_checkpoint,
-                         prepare, recover_interrupted_swap, save_run_checkpoint, step_seed, truncate_log)
+from .run_folder import (CHECKPOINT_DIR, FINAL_DIR, LOG_NAME, STATE_NAME, Trained, check_run_folder, prepare,
+                         recover_interrupted_swap, save_run_checkpoint, step_seed, truncate_log)
 
 logger = logging.getLogger(__name__)
 
@@ -189,7 +189,7 @@ def fit_codec(config: CodecConfig, data: str | os.PathLike | list[str | os.PathL
     model = accelerator.unwrap_model(codec)
     # What a checkpoint holds besides TrainState, in this order (model.safetensors is the codec, model_1 the
     # discriminator).
-    trained = _Trained([codec] + ([disc] if disc is not None else []), [opt_g] + ([opt_d] if opt_d else []),
+    trained = Trained([codec] + ([disc] if disc is not None else []), [opt_g] + ([opt_d] if opt_d else []),
                        [sched_g] + ([sched_d] if sched_d else []))
 
     state = TrainState(num_processes=accelerator.num_processes)
@@ -364,27 +364,18 @@ def _log_record(accelerator: Accelerator, model: RVQCodec, means: dict[str, floa
 
 # ---- run folder and checkpoints -----------------------------------------------------------------
 
-@dataclasses.dataclass
-class _Trained:
-    """The objects whose state a checkpoint saves: models, their optimizers and LR schedulers."""
-
-    models: list[torch.nn.Module]
-    optimizers: list[torch.optim.Optimizer]
-    schedulers: list
-
-
 def _save_checkpoint(accelerator: Accelerator, out: Path, state: TrainState, config: CodecConfig,
-                     model: RVQCodec, trained: _Trained) -> None:
+                     model: RVQCodec, trained: Trained) -> None:
     _check_processes_agree(accelerator, model)
 
     def write_extra(folder: Path) -> None:
         state.save(folder / STATE_NAME)
         config.to_json_file(folder / "config.json")
 
-    save_run_checkpoint(accelerator, out, write_extra, trained.models, trained.optimizers, trained.schedulers)
+    save_run_checkpoint(accelerator, out, write_extra, trained)
 
 
-def _load_checkpoint(accelerator: Accelerator, checkpoint: Path, config: CodecConfig, trained: _Trained) -> TrainState:
+def _load_checkpoint(accelerator: Accelerator, checkpoint: Path, config: CodecConfig, trained: Trained) -> TrainState:
     saved = CodecConfig.from_json_file(checkpoint / "config.json")
     diff = config.code_space_differences(saved)
     if diff:
@@ -403,7 +394,7 @@ def _load_checkpoint(accelerator: Accelerator, checkpoint: Path, config: CodecCo
         raise CheckpointError(
             f"the checkpoint in {str(checkpoint)!r} was written by {state.num_processes} process(es); resume it "
             f"with the same number (got {accelerator.num_processes}), since weights are stored as wrapped then")
-    load_run_checkpoint(accelerator, checkpoint, trained.models, trained.optimizers, trained.schedulers)
+    trained.load(accelerator, checkpoint)
     return state
 
 
