@@ -24,9 +24,11 @@ from collections.abc import Iterator
 
 import torch
 
+from tokenizer.threads import torch_threads
+
 from .model import AudioLMModel, BeatTrack, KVCache, PhonemeTrack
 from .sampling import GenerationConfig, sample_logits
-from .threads import step_threads, torch_threads
+from .threads import step_threads
 
 PAD_FRAME = -1  # value of the frames after an item's end in a batch of generated codes
 

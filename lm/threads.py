@@ -11,10 +11,8 @@ only while the decoding computes and is undone between steps, so the caller's se
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
-
 import torch
+
 
 # Below this many floating-point operations per step (~5 ms at one core's ~180 GFLOP/s), one thread is as fast on
 # an idle machine and many times faster on a busy one.
@@ -23,21 +21,7 @@ SINGLE_THREAD_FLOPS = 1e9
 
 def step_threads(flops_per_step: float, requested: int | None = None) -> int:
     """Threads for one step of `flops_per_step`: `requested` when given, else 1 for a small step and torch's current
-    setting for a large one. On a GPU the step's threads only launch kernels: 1 is enough."""
+    setting for a large one."""
     if requested is not None:
         return requested
     return 1 if flops_per_step < SINGLE_THREAD_FLOPS else torch.get_num_threads()
-
-
-@contextlib.contextmanager
-def torch_threads(num_threads: int) -> Iterator[None]:
-    """Run the block with `torch.set_num_threads(num_threads)`, restoring the previous setting after it."""
-    before = torch.get_num_threads()
-    if num_threads == before:
-        yield
-        return
-    torch.set_num_threads(num_threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)

@@ -68,19 +68,22 @@ def free_threads() -> int:
 
 
 @contextlib.contextmanager
-def cpu_threads(device: torch.device) -> Iterator[None]:
-    """Run the block with `free_threads()` threads on the CPU (nothing changes on another device), restoring
-    torch's setting after it."""
-    if device.type != "cpu":
-        yield
-        return
+def torch_threads(num_threads: int) -> Iterator[None]:
+    """Run the block with `torch.set_num_threads(num_threads)`, restoring the previous setting after it."""
     before = torch.get_num_threads()
-    threads = _FIXED.get() or free_threads()
-    if threads == before:
+    if num_threads == before:
         yield
         return
-    torch.set_num_threads(threads)
+    torch.set_num_threads(num_threads)
     try:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+def cpu_threads(device: torch.device) -> contextlib.AbstractContextManager:
+    """The block runs with `free_threads()` threads on the CPU (or `fixed_threads`'), torch's setting restored
+    after it; nothing changes on another device."""
+    if device.type != "cpu":
+        return contextlib.nullcontext()
+    return torch_threads(_FIXED.get() or free_threads())

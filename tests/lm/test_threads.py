@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from lm import GenerationConfig
-from lm.threads import SINGLE_THREAD_FLOPS, step_threads, torch_threads
+from lm.threads import SINGLE_THREAD_FLOPS, step_threads
+from tokenizer.threads import torch_threads
 
 
 def _threads_seen_by(lm, config: GenerationConfig, caller_threads: int) -> tuple[set[int], int]:

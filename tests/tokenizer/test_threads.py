@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from lm.threads import torch_threads
-from tokenizer.threads import fixed_threads, free_threads, others_running
+from tokenizer.threads import fixed_threads, free_threads, others_running, torch_threads
 
 from .conftest import tone
 
