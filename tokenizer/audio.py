@@ -70,11 +70,8 @@ def load_audio(
             wav, sr, stated = _read_torchcodec(path)
         except Exception as exc:
             raise AudioInputError(f"cannot decode {str(path)!r} with torchcodec (ffmpeg): {exc}") from exc
+    check_file_rate(path, sr)
     check_complete(path, wav.shape[-1] / sr, stated, strict)
-
-    if not 1 <= sr <= MAX_SAMPLE_RATE:
-        raise AudioInputError(f"{str(path)!r} states a sample rate of {sr} Hz, outside [1, {MAX_SAMPLE_RATE}]: "
-                              "its header is damaged")
     if sample_rate is not None and sample_rate != sr:
         try:
             wav, sr = resample(wav, sr, sample_rate), sample_rate
@@ -211,14 +208,27 @@ def audio_duration(path: str | os.PathLike) -> float:
         raise AudioInputError(f"cannot read the duration of {str(path)!r}: {exc}") from exc
 
 
+def check_file_rate(path: Path, rate: int) -> None:
+    """AudioInputError unless the sample rate a file states is one a real file has."""
+    if not 1 <= rate <= MAX_SAMPLE_RATE:
+        raise AudioInputError(f"{str(path)!r} states a sample rate of {rate} Hz, outside [1, {MAX_SAMPLE_RATE}]: "
+                              "its header is damaged")
+
+
+def soundfile_stated_seconds(path: Path, frames: int, sample_rate: int) -> float | None:
+    """The duration the header of a file libsndfile reads states (`frames` at `sample_rate`: its count), None when
+    unknown; for a wav, the data chunk's size, since libsndfile shortens a cut file's count to what is there."""
+    if path.suffix.lower() == ".wav":
+        return _wav_header_seconds(path)
+    return frames / sample_rate if sample_rate > 0 else None
+
+
 def _read_soundfile(path: Path) -> tuple[torch.Tensor, int, float | None]:
     """(wav (C, N), rate, the duration the header states in seconds, None when unknown)."""
     with sf.SoundFile(str(path)) as f:
-        stated = f.frames / f.samplerate if f.samplerate > 0 else None
+        stated = soundfile_stated_seconds(path, f.frames, f.samplerate)
         data = f.read(dtype="float32", always_2d=True)  # (N, C)
         sr = f.samplerate
-    if path.suffix.lower() == ".wav":
-        stated = wav_header_seconds(path)  # libsndfile shortens a cut file's frame count to what is there
     return torch.from_numpy(np.ascontiguousarray(data.T)), int(sr), stated  # (C, N)
 
 
@@ -232,7 +242,7 @@ def _read_torchcodec(path: Path) -> tuple[torch.Tensor, int, float | None]:
     return samples.data.to(torch.float32), int(samples.sample_rate), stated  # (C, N)
 
 
-def wav_header_seconds(path: Path) -> float | None:
+def _wav_header_seconds(path: Path) -> float | None:
     """The duration a PCM wav's header states (its data chunk's size), None where it cannot tell."""
     try:
         with open(path, "rb") as f:

@@ -18,8 +18,8 @@ from pathlib import Path
 import soundfile as sf
 import torch
 
-from .audio import (MAX_SAMPLE_RATE, SOUNDFILE_FORMATS, check_complete, check_exists, resample, to_channels,
-                    wav_header_seconds)
+from .audio import (SOUNDFILE_FORMATS, check_complete, check_exists, check_file_rate, resample,
+                    soundfile_stated_seconds, to_channels)
 from .errors import AudioInputError
 
 # torchaudio's sinc resampler (lowpass_filter_width 6, rolloff 0.99) reads this many input periods of the reduced
@@ -39,9 +39,7 @@ def encode_audio_file(codec, path: str | os.PathLike, num_codebooks: int | None 
     path = Path(path)
     check_exists(path)
     rate, blocks, stated = _open_blocks(path, block_seconds)
-    if not 1 <= rate <= MAX_SAMPLE_RATE:
-        raise AudioInputError(f"{str(path)!r} states a sample rate of {rate} Hz, outside [1, {MAX_SAMPLE_RATE}]: "
-                              "its header is damaged")
+    check_file_rate(path, rate)
     resampler = BlockResampler(rate, codec.sample_rate)
     encoder = SpanEncoder(codec, num_codebooks, span_frames)
     read = 0
@@ -60,7 +58,7 @@ def _open_blocks(path: Path, block_seconds: float) -> tuple[int, Iterator[torch.
     if path.suffix.lower() in SOUNDFILE_FORMATS:
         try:
             info = sf.info(str(path))
-            stated = wav_header_seconds(path) if path.suffix.lower() == ".wav" else info.frames / info.samplerate
+            stated = soundfile_stated_seconds(path, info.frames, info.samplerate)
             size = max(1, int(block_seconds * info.samplerate))
 
             def soundfile_blocks() -> Iterator[torch.Tensor]:
