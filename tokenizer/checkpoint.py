@@ -1,9 +1,9 @@
 """Checkpoint folders: `config.json` + `model.safetensors`, written atomically, never pickled.
 
-A codec folder may also hold decoder variants, `decoder.<name>.safetensors`: other decoder weights for the same codes
-(e.g. a decoder trained on speech alone), which `RVQCodec.from_pretrained(folder, variant=name)` reads instead of
-the decoder tensors of `model.safetensors`; the file's metadata holds the phase settings it decodes with where they
-differ from config.json's.
+A codec folder may also hold decoder variants, `decoder.<name>.safetensors` and `decoder.<name>.json`: other decoder
+weights for the same codes (e.g. a decoder trained on speech alone) and the config they are built from, which
+`RVQCodec.from_pretrained(folder, variant=name)` reads instead of the decoder of `model.safetensors`
+(`tokenizer.variants`).
 """
 
 from __future__ import annotations
@@ -34,6 +34,11 @@ def variant_file(directory: str | os.PathLike, variant: str) -> Path:
         raise CheckpointError(f"a decoder variant's name is letters, digits, '-' and '_' (e.g. 'speech'); "
                               f"got {variant!r}")
     return Path(directory) / f"decoder.{variant}.safetensors"
+
+
+def variant_config_file(directory: str | os.PathLike, variant: str) -> Path:
+    """The path of decoder variant `variant`'s config in a codec folder: `decoder.<variant>.json`."""
+    return variant_file(directory, variant).with_suffix(".json")
 
 
 def list_variants(directory: str | os.PathLike) -> list[str]:

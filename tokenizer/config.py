@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
 from dataclasses import dataclass, field
 
 from .errors import ConfigError
-from .json_config import JsonConfig
+from .json_config import COMMENT_KEY, JsonConfig
 
 def _check(cond: bool, message: str) -> None:
     if not cond:
@@ -79,8 +80,9 @@ class CodecTrainingConfig(JsonConfig):
     complex_weight: float = 0.0  # phase-aware compressed complex STFT loss (off by default)
     phase_weight: float = 0.0  # phase-derivative loss: instantaneous frequency and group delay (off by default)
     perceptual_weight: float = 0.0  # PESQ's loudness disturbance (`losses.PESQLoss`, torch-pesq; off by default)
-    # Pitch-phase decoders (`spectral.pitch_phase`): weight of the f0 and voicing losses against YIN targets, and
-    # the first steps in which the harmonic source follows those targets instead of the decoder's own prediction.
+    # Harmonic-source decoders (`spectral.phase` of kind "harmonic_source"): weight of the f0 and voicing losses
+    # against YIN targets, and the first steps in which the harmonic source follows those targets instead of the
+    # decoder's own prediction.
     pitch_weight: float = 1.0
     pitch_teacher_steps: int = 0
     commitment_weight: float = 0.25
@@ -134,10 +136,144 @@ class CodecTrainingConfig(JsonConfig):
         self.disc_periods = tuple(self.disc_periods)
 
 
-# The `spectral` fields that say how the decoder states phase: outside the code space (the fingerprint), and what a
+# The `spectral` field that says how the decoder states phase: outside the code space (the fingerprint), and what a
 # decoder variant may set differently from its codec folder (`RVQCodec.save_decoder_variant`).
-_DECODER_PHASE_FLAGS = ("frequency_invariant_phase", "pitch_phase", "edge_phase", "edge_offsets", "voiced_offsets")
-DECODER_PHASE_SETTINGS = (*_DECODER_PHASE_FLAGS, "voiced_offset_hidden")
+DECODER_PHASE_SETTINGS = ("phase",)
+# The older form of that field, six flags of `spectral`, which config files written before `spectral.phase` hold;
+# `SpectralConfig.from_dict` reads them into `phase`.
+LEGACY_PHASE_FLAGS = ("frequency_invariant_phase", "pitch_phase", "edge_phase", "edge_offsets", "voiced_offsets",
+                      "voiced_offset_hidden")
+
+
+def _is_bool(value) -> bool:
+    return isinstance(value, bool)
+
+
+def _is_count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+@dataclass
+class FramePhaseConfig(JsonConfig):
+    """The head's phases as they are, relative to each frame's start (Vocos)."""
+
+    kind: str = "frame"
+
+    def __post_init__(self) -> None:
+        _check(self.kind == "frame", f"spectral.phase.kind of a FramePhaseConfig is 'frame', got {self.kind!r}")
+
+
+@dataclass
+class FrequencyInvariantPhaseConfig(JsonConfig):
+    """The head's phases taken relative to the signal's origin instead of each frame's start (the
+    frequency-invariant STFT convention). A steady tone at a bin's centre then has the same phase in every frame, so
+    the frame-wise decoder can hold a pitch by repeating itself; with per-frame phases, repeated frames overlap-add
+    into a signal periodic at the frame rate (a 130 Hz tone comes out on multiples of 75 Hz)."""
+
+    kind: str = "frequency_invariant"
+
+    def __post_init__(self) -> None:
+        _check(self.kind == "frequency_invariant",
+               f"spectral.phase.kind of a FrequencyInvariantPhaseConfig is 'frequency_invariant', got {self.kind!r}")
+
+
+@dataclass
+class EdgePhaseConfig(JsonConfig):
+    """Harmonic-source phase at voicing edges: in the frame on each side of a voiced run the band's phases are the
+    source's running phase plus an offset, so the unvoiced frames that meet a voiced run know the phase they have to
+    join. The offsets are learned (a layer initialised at zero) or, with `offsets` false, held at zero."""
+
+    offsets: bool = True
+
+    def __post_init__(self) -> None:
+        _check(_is_bool(self.offsets), f"spectral.phase.edge.offsets must be true or false, got {self.offsets!r}")
+
+
+@dataclass
+class VoicedPhaseConfig(JsonConfig):
+    """Harmonic-source phase plus a residual in voiced frames: the band's phases are the source's running phase plus
+    a residual predicted per bin by a linear layer initialised at zero (a decoder gaining it starts as it was), and,
+    with `hidden` > 0, a second branch with a hidden layer of that width (GELU), its output layer also at zero."""
+
+    hidden: int = 0
+
+    def __post_init__(self) -> None:
+        _check(_is_count(self.hidden), f"spectral.phase.voiced.hidden must be an integer >= 0, got {self.hidden!r}")
+
+
+@dataclass
+class HarmonicSourcePhaseConfig(JsonConfig):
+    """The decoder also predicts f0 and voicing per frame; in voiced frames the phase of every bin below
+    `tokenizer.modules.phase.PITCH_PHASE_MAX_HZ` is that of a harmonic source driven by the predicted f0, whose phase
+    accumulates from frame to frame (NSF-style), so held pitches stay where they are. `edge` and `voiced` (null for
+    none) say how the source's phase is also used at voicing edges and offset in voiced frames."""
+
+    kind: str = "harmonic_source"
+    edge: EdgePhaseConfig | None = None
+    voiced: VoicedPhaseConfig | None = None
+
+    def __post_init__(self) -> None:
+        _check(self.kind == "harmonic_source",
+               f"spectral.phase.kind of a HarmonicSourcePhaseConfig is 'harmonic_source', got {self.kind!r}")
+        for name, config in (("edge", EdgePhaseConfig), ("voiced", VoicedPhaseConfig)):
+            value = getattr(self, name)
+            if isinstance(value, dict):
+                setattr(self, name, config.from_dict(value))
+            _check(getattr(self, name) is None or isinstance(getattr(self, name), config),
+                   f"spectral.phase.{name} must be an object of {config.__name__}'s fields or null, got {value!r}")
+
+
+PhaseConfig = FramePhaseConfig | FrequencyInvariantPhaseConfig | HarmonicSourcePhaseConfig
+PHASE_KINDS: dict[str, type] = {"frame": FramePhaseConfig, "frequency_invariant": FrequencyInvariantPhaseConfig,
+                                "harmonic_source": HarmonicSourcePhaseConfig}
+
+
+def phase_config_from_dict(data: dict) -> PhaseConfig:
+    """A phase model's config from its JSON object, the class chosen by its `kind`."""
+    _check(isinstance(data, dict), f"spectral.phase must be an object with a 'kind', got {data!r}")
+    kind = data.get("kind")
+    _check(kind in PHASE_KINDS, f"spectral.phase.kind must be one of {sorted(PHASE_KINDS)}, got {kind!r}")
+    config = PHASE_KINDS[kind]
+    known = {f.name for f in dataclasses.fields(config)} | {COMMENT_KEY}
+    extra = sorted(set(data) - known)
+    _check(not extra, f"spectral.phase of kind {kind!r} takes only {sorted(known - {COMMENT_KEY})}, got {extra} too "
+                      "(edge and voiced phases belong to kind 'harmonic_source')")
+    return config.from_dict(data)
+
+
+def phase_from_flags(flags: dict) -> PhaseConfig:
+    """The phase model that the six `spectral` flags of the older config form (`LEGACY_PHASE_FLAGS`) describe, with
+    the messages that form gave for contradictory flags."""
+    value = {"frequency_invariant_phase": False, "pitch_phase": False, "edge_phase": False, "edge_offsets": True,
+             "voiced_offsets": False, "voiced_offset_hidden": 0, **flags}
+    for name in LEGACY_PHASE_FLAGS[:-1]:
+        _check(_is_bool(value[name]), f"spectral.{name} must be true or false, got {value[name]!r}")
+    _check(value["pitch_phase"] or not value["edge_phase"],
+           "spectral.edge_phase offsets the harmonic source's phase: it needs spectral.pitch_phase true")
+    _check(value["edge_phase"] or value["edge_offsets"],
+           "spectral.edge_offsets false holds the offsets of spectral.edge_phase at zero: it needs edge_phase true")
+    _check(value["pitch_phase"] or not value["voiced_offsets"],
+           "spectral.voiced_offsets offsets the harmonic source's phase: it needs spectral.pitch_phase true")
+    hidden = value["voiced_offset_hidden"]
+    _check(_is_count(hidden), f"spectral.voiced_offset_hidden must be an integer >= 0, got {hidden!r}")
+    _check(value["voiced_offsets"] or not hidden,
+           "spectral.voiced_offset_hidden widens the residual of spectral.voiced_offsets: it needs voiced_offsets true")
+    _check(not (value["pitch_phase"] and value["frequency_invariant_phase"]),
+           "spectral.frequency_invariant_phase and spectral.pitch_phase are two phase models; set one of them "
+           "(spectral.phase {'kind': 'frequency_invariant'} or {'kind': 'harmonic_source'})")
+    if value["pitch_phase"]:
+        return HarmonicSourcePhaseConfig(edge=EdgePhaseConfig(value["edge_offsets"]) if value["edge_phase"] else None,
+                                         voiced=VoicedPhaseConfig(hidden) if value["voiced_offsets"] else None)
+    return FrequencyInvariantPhaseConfig() if value["frequency_invariant_phase"] else FramePhaseConfig()
+
+
+def phase_flags(phase: PhaseConfig) -> dict:
+    """`phase` as the six flags of the older config form: the inverse of `phase_from_flags`."""
+    source = isinstance(phase, HarmonicSourcePhaseConfig)
+    edge, voiced = (phase.edge, phase.voiced) if source else (None, None)
+    return {"frequency_invariant_phase": isinstance(phase, FrequencyInvariantPhaseConfig), "pitch_phase": source,
+            "edge_phase": edge is not None, "edge_offsets": edge.offsets if edge is not None else True,
+            "voiced_offsets": voiced is not None, "voiced_offset_hidden": voiced.hidden if voiced is not None else 0}
 
 
 @dataclass
@@ -146,6 +282,11 @@ class SpectralConfig(JsonConfig):
 
     The encoder reads an STFT of `n_fft` samples per frame at the codec's hop; the decoder predicts a spectrum
     per frame and overlap-adds its inverse. Each side is `num_layers` ConvNeXt blocks of width `dim`.
+
+    `phase` is the decoder's phase model (`tokenizer.modules.phase`), one of `PHASE_KINDS`, e.g.
+    `{"kind": "harmonic_source", "edge": {"offsets": false}, "voiced": null}`. It does not change what codes mean
+    (not part of the fingerprint). `from_dict` also reads the older form, six flags in place of `phase`
+    (`LEGACY_PHASE_FLAGS`); given beside `phase`, those flags are applied over it.
     """
 
     dim: int = 512
@@ -153,49 +294,20 @@ class SpectralConfig(JsonConfig):
     num_layers: int = 8
     kernel_size: int = 7
     n_fft: int = 1280
-    # The decoder's phases are taken relative to the signal's origin instead of each frame's start (the
-    # frequency-invariant STFT convention). A steady tone at a bin's centre then has the same phase in every
-    # frame, so the frame-wise decoder can hold a pitch by repeating itself; with per-frame phases, repeated frames
-    # overlap-add into a signal periodic at the frame rate (a 130 Hz tone comes out on multiples of 75 Hz). Does
-    # not change what codes mean (not part of the fingerprint).
-    frequency_invariant_phase: bool = False
-    # The decoder also predicts f0 and voicing per frame; in voiced frames the phase of every bin below
-    # `tokenizer.modules.spectral.PITCH_PHASE_MAX_HZ` is that of a harmonic source driven by the predicted f0,
-    # whose phase accumulates from frame to frame (NSF-style), so held pitches stay where they are. Does not
-    # change what codes mean (not part of the fingerprint).
-    pitch_phase: bool = False
-    # With `pitch_phase`: in the frame on each side of a voiced run, the band's phases are the source's running
-    # phase plus an offset the decoder predicts, instead of phases of its own, so the unvoiced frames that meet a
-    # voiced run know the phase they have to join. Does not change what codes mean (not part of the fingerprint).
-    edge_phase: bool = False
-    # With `edge_phase`: the offsets are learned (a layer initialised at zero) or, when false, held at zero, so edge
-    # frames take the source's running phase itself. Not part of the fingerprint.
-    edge_offsets: bool = True
-    # With `pitch_phase`: in voiced frames the band's phases are the source's running phase plus a residual the
-    # decoder predicts per bin (a layer initialised at zero, so a decoder gaining it starts as it was), instead of
-    # the source's phase itself. Not part of the fingerprint.
-    voiced_offsets: bool = False
-    # With `voiced_offsets`: the width of a hidden layer (GELU) in a second residual branch beside the linear one
-    # (its output layer initialised at zero, so a decoder gaining it starts as it was); 0 for none. Not part of the
-    # fingerprint.
-    voiced_offset_hidden: int = 0
+    phase: PhaseConfig = field(default_factory=FramePhaseConfig)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> SpectralConfig:
+        if isinstance(data, dict) and any(name in data for name in LEGACY_PHASE_FLAGS):
+            data = dict(data)
+            flags = {name: data.pop(name) for name in LEGACY_PHASE_FLAGS if name in data}
+            if "phase" in data:
+                flags = {**phase_flags(_as_phase(data["phase"])), **flags}
+            data["phase"] = phase_from_flags(flags)
+        return super().from_dict(data)
 
     def __post_init__(self) -> None:
-        for name in _DECODER_PHASE_FLAGS:
-            _check(isinstance(getattr(self, name), bool),
-                   f"spectral.{name} must be true or false, got {getattr(self, name)!r}")
-        _check(self.pitch_phase or not self.edge_phase,
-               "spectral.edge_phase offsets the harmonic source's phase: it needs spectral.pitch_phase true")
-        _check(self.edge_phase or self.edge_offsets,
-               "spectral.edge_offsets false holds the offsets of spectral.edge_phase at zero: it needs edge_phase true")
-        _check(self.pitch_phase or not self.voiced_offsets,
-               "spectral.voiced_offsets offsets the harmonic source's phase: it needs spectral.pitch_phase true")
-        hidden = self.voiced_offset_hidden
-        _check(isinstance(hidden, int) and not isinstance(hidden, bool) and hidden >= 0,
-               f"spectral.voiced_offset_hidden must be an integer >= 0, got {hidden!r}")
-        _check(self.voiced_offsets or not hidden,
-               "spectral.voiced_offset_hidden widens the residual of spectral.voiced_offsets: it needs voiced_offsets "
-               "true")
+        self.phase = _as_phase(self.phase)
         for name in ("dim", "hidden_dim", "num_layers"):
             _check(isinstance(getattr(self, name), int) and getattr(self, name) >= 1,
                    f"spectral.{name} must be an integer >= 1, got {getattr(self, name)!r}")
@@ -203,6 +315,14 @@ class SpectralConfig(JsonConfig):
                f"spectral.kernel_size must be an odd integer >= 1, got {self.kernel_size!r}")
         _check(isinstance(self.n_fft, int) and self.n_fft >= 2,
                f"spectral.n_fft must be an integer >= 2, got {self.n_fft!r}")
+
+
+def _as_phase(value) -> PhaseConfig:
+    if isinstance(value, dict):
+        return phase_config_from_dict(value)
+    _check(isinstance(value, tuple(PHASE_KINDS.values())),
+           f"spectral.phase must be an object with a 'kind' of {sorted(PHASE_KINDS)}, got {value!r}")
+    return value
 
 
 @dataclass

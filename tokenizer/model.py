@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,16 +13,17 @@ import torch
 import torchaudio.functional as AF
 from torch import nn
 
-from .checkpoint import (check_state_dict, list_variants, load_checkpoint, load_tensors, save_checkpoint,
-                         save_tensors, variant_file)
-from .config import DECODER_PHASE_SETTINGS, CodecConfig
+from .checkpoint import check_state_dict, list_variants, load_checkpoint, save_checkpoint
+from .config import CodecConfig
 from .errors import AudioInputError, CheckpointError, CodecError, CodesError
 from .modules import SEANetDecoder, SEANetEncoder, SpectralDecoder, SpectralEncoder
+from .modules.phase import rename_phase_tensors
 from .quantization import ResidualVectorQuantizer
 from .threads import cpu_threads
+from .variants import (DECODER_PREFIX, check_code_space, override_config, save_variant, split_decoder,
+                       with_variant)
 
-DECODER_PREFIX = "decoder."  # the tensors a decoder variant replaces; the rest (encoder, quantizer) make the codes
-VARIANT_SETTINGS_KEY = "decoder_settings"  # a variant file's metadata: the phase settings it decodes with (JSON)
+__all__ = ["DECODER_PREFIX", "CodecOutput", "RVQCodec", "split_decoder"]
 
 
 @contextlib.contextmanager
@@ -71,7 +71,7 @@ class RVQCodec(nn.Module):
         self._decoder_context = self.decoder.context_frames + 1
         # A span of codes decodes as part of a longer sequence only if it starts at a multiple of this.
         self._decoder_period = getattr(self.decoder, "period", 1)
-        self._pitch_phase = getattr(self.decoder, "pitch_head", None) is not None
+        self._pitch_phase = getattr(self.decoder, "pitch_phase", False)
         self._fingerprint: tuple[tuple, str] | None = None  # (the code-side tensors' identity, their hash)
 
     # ---- the narrow interface -------------------------------------------------------------------
@@ -331,64 +331,50 @@ class RVQCodec(nn.Module):
                         variant: str | None = None, **overrides: Any) -> "RVQCodec":
         """Load a folder written by `save_pretrained`, in eval mode.
 
-        `variant` names a decoder variant saved in the folder by `save_decoder_variant` (`decoder.<variant>.
-        safetensors`, e.g. "speech"): its decoder weights replace those of `model.safetensors`, and the decoder
-        settings it was saved with (how the decoder states phase) those of config.json. The encoder and codebooks,
-        and so the codes, are the folder's own whichever variant is read. `RVQCodec.decoder_variants` lists them;
-        an unknown one raises CheckpointError naming those there are.
+        `variant` names a decoder variant saved in the folder by `save_decoder_variant` (`decoder.<variant>.json`
+        and `.safetensors`, e.g. "speech"; `tokenizer.variants`): its decoder replaces that of `model.safetensors`,
+        its phase model (`spectral.phase`) that of config.json. The encoder and codebooks, and so the codes, are the
+        folder's own whichever variant is read; a variant made for other codes (another fingerprint) raises
+        CheckpointError. `RVQCodec.decoder_variants` lists them; an unknown one raises CheckpointError naming those
+        there are.
 
         `overrides` replace fields of its config.json before the model is built, as transformers' `from_pretrained`
-        takes config attributes; a dict merges into a nested config, e.g. `spectral={"edge_phase": True,
-        "edge_offsets": False}` decodes the same weights with the source's phase at voicing edges. Only settings
-        that keep the code space (the fingerprint) are allowed: how the decoder states phase, `chunk_seconds`,
+        takes config attributes; a dict merges into a nested config, e.g. `spectral={"phase": {"edge": {"offsets":
+        False}}}` decodes the same harmonic-source weights with the source's own phase at voicing edges (the phase
+        flags of the older config form, e.g. `spectral={"edge_phase": True, "edge_offsets": False}`, also apply).
+        Only settings that keep the code space (the fingerprint) are allowed: the phase model, `chunk_seconds`,
         `name`, `training`. A setting that needs weights the folder lacks, or leaves some unused, raises
         CheckpointError naming them.
         """
         config_dict, state = load_checkpoint(directory)
+        code_space = None
         if variant is not None:
-            config_dict, state = _with_variant(config_dict, state, directory, variant)
+            config_dict, state, code_space = with_variant(config_dict, state, directory, variant)
         source = directory if variant is None else f"{directory} (decoder variant {variant!r})"
         if not overrides:
-            return cls.from_state_dict(config_dict, state, source).to(device).eval()
-        try:
-            model = cls.from_state_dict(_override(config_dict, overrides, directory), state, source)
-        except CheckpointError as e:
-            raise CheckpointError(f"with overrides {overrides}: {e}") from e
+            model = cls.from_state_dict(config_dict, state, source)
+        else:
+            try:
+                model = cls.from_state_dict(override_config(config_dict, overrides, directory), state, source)
+            except CheckpointError as e:
+                raise CheckpointError(f"with overrides {overrides}: {e}") from e
+        if variant is not None:
+            check_code_space(model, code_space, directory, variant)
         return model.to(device).eval()
 
     def save_decoder_variant(self, directory: str | os.PathLike, variant: str,
                              dtype: torch.dtype | None = None) -> Path:
-        """Write this codec's decoder into the codec folder `directory` as decoder variant `variant`
-        (`decoder.<variant>.safetensors`, atomically), to be read by `from_pretrained(directory, variant=variant)`.
+        """Write this codec's decoder into the codec folder `directory` as decoder variant `variant`:
+        `decoder.<variant>.safetensors` (its tensors, cast to `dtype` when given) and `decoder.<variant>.json` (the
+        config it is built from and the fingerprint of its codes), each written atomically, to be read by
+        `from_pretrained(directory, variant=variant)` or on its own by `tokenizer.variants.load_decoder_variant`.
 
         The folder's codec must be this one with another decoder: the same config apart from `name`, `training` and
-        how the decoder states phase (`config.DECODER_PHASE_SETTINGS`, e.g. `spectral.edge_offsets`), and the same
-        encoder and codebook weights (as stored there, e.g. in float16), so that its codes are this codec's codes.
-        Otherwise CheckpointError names what differs. The decoder's tensors are written, cast to `dtype` when given,
-        with the phase settings that differ from the folder's in the file's metadata (`from_pretrained` applies
-        them). Re-saving the folder's own codec (`save_pretrained`) replaces the folder, variants too.
+        the phase model (`spectral.phase`), and the same encoder and codebook weights (as stored there, e.g. in
+        float16), so that its codes are this codec's codes. Otherwise CheckpointError names what differs. Re-saving
+        the folder's own codec (`save_pretrained`) replaces the folder, variants too.
         """
-        config_dict, state = load_checkpoint(directory)
-        path = variant_file(directory, variant)  # checks the name
-        try:
-            folder = CodecConfig.from_dict(config_dict).to_dict()
-        except CodecError as e:
-            raise CheckpointError(f"config.json in {str(directory)!r} is not a valid codec config: {e}") from e
-        settings, differs = _decoder_settings(folder, self.config.to_dict())
-        if differs:
-            raise CheckpointError(f"cannot save a decoder variant into {str(directory)!r}: its config differs from "
-                                  f"this codec's in {differs} (a variant has the folder's config, only other decoder "
-                                  "weights and phase settings)")
-        codes_side, decoder = split_decoder(self.state_dict())
-        check_state_dict(codes_side, split_decoder(state)[0], repr(str(directory)))
-        changed = [k for k, v in codes_side.items() if not torch.equal(v.detach().cpu().to(state[k].dtype), state[k])]
-        if changed:
-            more = " ..." if len(changed) > 5 else ""
-            raise CheckpointError(f"cannot save a decoder variant into {str(directory)!r}: this codec's encoder or "
-                                  f"codebooks differ from the folder's ({changed[:5]}{more}), so their codes would "
-                                  "differ; a variant only replaces the decoder")
-        metadata = {VARIANT_SETTINGS_KEY: json.dumps(settings, sort_keys=True)} if settings else None
-        return save_tensors(path, decoder, dtype=dtype, metadata=metadata)
+        return save_variant(self, directory, variant, dtype)
 
     @staticmethod
     def decoder_variants(directory: str | os.PathLike) -> list[str]:
@@ -406,6 +392,7 @@ class RVQCodec(nn.Module):
             raise CheckpointError(f"config.json in {str(source)!r} is not a valid codec config: {e}") from e
         model = cls(config)
         expected = model.state_dict()
+        state = rename_phase_tensors(state)  # the names older files give the phase model's tensors
         check_state_dict(expected, state, repr(str(source)))
         model.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()})
         return model
@@ -413,86 +400,20 @@ class RVQCodec(nn.Module):
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
+    # ---- streaming ------------------------------------------------------------------------------
+    def stream_decoder(self, context: torch.Tensor | None = None) -> "StreamDecoder":
+        """A `tokenizer.streaming.StreamDecoder`: `push(codes LongTensor[B, K, t])` returns the samples
+        FloatTensor[B, C, n] now final, `flush()` the rest; together they equal `decode` of all the codes.
+        `context`: LongTensor[B, K, t0] of codes before them (e.g. an audio prompt's), whose samples are not
+        returned."""
+        from .streaming import StreamDecoder
 
-def _with_variant(config_dict: dict, state: dict[str, torch.Tensor], directory: str | os.PathLike,
-                  variant: str) -> tuple[dict, dict[str, torch.Tensor]]:
-    """A folder's config and weights (`config_dict`, `state`) read with decoder variant `variant`: its phase
-    settings merged into the config, its decoder tensors in place of the folder's."""
-    path = variant_file(directory, variant)
-    if not path.is_file():
-        known = list_variants(directory)
-        raise CheckpointError(f"codec folder {str(directory)!r} has no decoder variant {variant!r} ({path.name}); "
-                              f"it has {known if known else 'none'}")
-    decoder, metadata = load_tensors(path)
-    foreign = sorted(split_decoder(decoder)[0])
-    shapes = sorted(k for k in decoder if k in state and decoder[k].shape != state[k].shape)
-    problems = ([f"tensors that are not this codec's decoder {foreign[:5]}"] if foreign else []) + (
-        [f"other shapes for {shapes[:5]}"] if shapes else [])
-    settings = _read_settings(metadata.get(VARIANT_SETTINGS_KEY))
-    if settings is None:
-        problems.append(f"its {VARIANT_SETTINGS_KEY!r} metadata is not decoder phase settings "
-                        f"(a JSON object {{'spectral': {{...}}}} of {list(DECODER_PHASE_SETTINGS)})")
-    if problems:
-        raise CheckpointError(f"{str(path)!r} does not fit the codec in {str(directory)!r}: " + "; ".join(problems))
-    if settings:
-        config_dict = _merge(config_dict, settings)
-    return config_dict, {**split_decoder(state)[0], **decoder}
+        return StreamDecoder(self, context)
 
+    def stream_encoder(self, num_codebooks: int | None = None) -> "StreamEncoder":
+        """A `tokenizer.streaming.StreamEncoder` (causal codecs only; CodecError otherwise): `push(wav
+        FloatTensor[B, C, n])` returns the codes LongTensor[B, K, t] of the frames now complete, `flush()` the
+        rest; together they equal `encode` of the whole waveform."""
+        from .streaming import StreamEncoder
 
-def split_decoder(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    """A state dict's tensors that make the codes (encoder, quantizer), and the decoder's, which a variant replaces."""
-    codes_side = {k: v for k, v in state.items() if not k.startswith(DECODER_PREFIX)}
-    return codes_side, {k: v for k, v in state.items() if k.startswith(DECODER_PREFIX)}
-
-
-def _decoder_settings(folder: dict, mine: dict) -> tuple[dict, list[str]]:
-    """How config dict `mine` differs from `folder`'s: the phase settings a decoder variant may carry
-    ({"spectral": {field: value}}, empty when none differ), and every other field that differs (apart from `name`
-    and `training`), which a variant may not."""
-    differs = sorted(k for k in mine.keys() | folder.keys()
-                     if k not in ("name", "training", "spectral") and mine.get(k) != folder.get(k))
-    spectral, theirs = mine.get("spectral"), folder.get("spectral")
-    if not (isinstance(spectral, dict) and isinstance(theirs, dict)):
-        return {}, differs + (["spectral"] if spectral != theirs else [])
-    fields = sorted(f for f in spectral.keys() | theirs.keys() if spectral.get(f) != theirs.get(f))
-    differs += [f"spectral.{f}" for f in fields if f not in DECODER_PHASE_SETTINGS]
-    phase = {f: spectral[f] for f in fields if f in DECODER_PHASE_SETTINGS}
-    return ({"spectral": phase} if phase else {}), differs
-
-
-def _read_settings(text: str | None) -> dict | None:
-    """A variant file's phase settings from its metadata ({} when it has none), or None when they are malformed."""
-    if text is None:
-        return {}
-    try:
-        settings = json.loads(text)
-    except json.JSONDecodeError:
-        return None
-    ok = (isinstance(settings, dict) and set(settings) <= {"spectral"}
-          and isinstance(settings.get("spectral", {}), dict)
-          and set(settings.get("spectral", {})) <= set(DECODER_PHASE_SETTINGS))
-    return settings if ok else None
-
-
-def _merge(base: dict, new: dict) -> dict:
-    """`base` with `new`'s entries, dicts merged into nested dicts."""
-    merged = dict(base)
-    for key, value in new.items():
-        nested = isinstance(value, dict) and isinstance(base.get(key), dict)
-        merged[key] = _merge(base[key], value) if nested else value
-    return merged
-
-
-def _override(config_dict: dict, overrides: dict[str, Any], source: str | os.PathLike) -> dict:
-    """`config_dict` with `overrides` merged in (dicts into nested dicts), checked to keep its code space."""
-    merged = _merge(config_dict, overrides)
-    try:
-        before, after = CodecConfig.from_dict(config_dict), CodecConfig.from_dict(merged)
-    except CodecError as e:
-        raise CodecError(f"overrides {overrides} do not make a valid config of {str(source)!r}: {e}") from e
-    changed = before.code_space_differences(after)
-    if changed:
-        raise CodecError(f"overrides {overrides} change what the codes of {str(source)!r} mean (fields {changed}); "
-                         "only settings outside the code space can be overridden (how the decoder states phase, "
-                         "chunk_seconds, name, training)")
-    return merged
+        return StreamEncoder(self, num_codebooks)

@@ -1,4 +1,5 @@
-"""Give a trained spectral codec a pitch-phase decoder: fit only the pitch head, on the frozen decoder's features.
+"""Give a trained spectral codec a pitch-phase decoder (`spectral.phase` of kind "harmonic_source"): fit only the
+pitch head, on the frozen decoder's features.
 
     codec_dir = train_pitch_head("pipelines/assets/codec", ["data/speech", "data/music"], "runs/pitch", steps=3000)
     # runs/pitch/log.jsonl, and the codec in runs/pitch/final (as train_codec's run folders)
@@ -21,6 +22,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from .config import HarmonicSourcePhaseConfig
 from .data import AudioCrops
 from .model import RVQCodec
 from .pitch import PITCH_BINS, f0_from_logits, pitch_losses
@@ -44,7 +46,10 @@ def train_pitch_head(codec: str | os.PathLike, data: str | os.PathLike | list[st
     if start.config.spectral is None:
         raise ValueError(f"{str(codec)!r} is a SEANet codec: pitch-phase decoding needs a spectral one "
                          "(configs/codec_spectral_small.json)")
-    config = dataclasses.replace(start.config, spectral=dataclasses.replace(start.config.spectral, pitch_phase=True))
+    phase = start.config.spectral.phase
+    if not isinstance(phase, HarmonicSourcePhaseConfig):
+        phase = HarmonicSourcePhaseConfig()
+    config = dataclasses.replace(start.config, spectral=dataclasses.replace(start.config.spectral, phase=phase))
     out = Path(out)
     if (out / "log.jsonl").exists() or (out / FINAL_DIR).exists():
         raise FileExistsError(f"{str(out)!r} already holds a run; choose another folder")
@@ -53,7 +58,7 @@ def train_pitch_head(codec: str | os.PathLike, data: str | os.PathLike | list[st
     model = RVQCodec(config)
     load_initial_weights(model, codec)  # all but the new head
     model.eval().requires_grad_(False)
-    head = model.decoder.pitch_head.train().requires_grad_(True)
+    head = model.decoder.phase.pitch_head.train().requires_grad_(True)
     optimizer = torch.optim.AdamW(head.parameters(), lr=learning_rate)
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "log.jsonl", "w") as log:
@@ -68,7 +73,7 @@ def train_pitch_head(codec: str | os.PathLike, data: str | os.PathLike | list[st
             with torch.no_grad():
                 latent = model.quantizer.decode(model.quantizer.encode(model.encoder(wav), k))
                 features = model.decoder.backbone(latent)  # (B, T, dim)
-            logits = model.decoder.pitch_logits(features)
+            logits = model.decoder.phase.pitch_logits(features)
             target = pitch_targets(wav, config)
             f0_loss, voicing_loss = pitch_losses(logits, target)
             optimizer.zero_grad(set_to_none=True)

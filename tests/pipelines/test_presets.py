@@ -27,26 +27,23 @@ EXTENDED = {
         "adversarial_start_step": 0, "save_every": 100, "freeze_codes": True}}),
     "codec_spectral_small_decoder_mpd.json": ("codec_spectral_small_decoder_gan.json", {"training": {
         "disc_periods": [2, 3, 5, 7, 11], "period_disc_filters": 8}}),
-    "codec_spectral_small_decoder_phase.json": ("codec_spectral_small_decoder_mpd.json", {"training": {
-        "phase_weight": 30.0}}),
-    "codec_spectral_small_decoder_fi.json": ("codec_spectral_small_decoder_mpd.json", {"spectral": {
-        "frequency_invariant_phase": True}}),
     "codec_spectral_small_decoder_pitch.json": ("codec_spectral_small_decoder_mpd.json", {
         "training": {"max_steps": 700, "warmup_steps": 50, "cooldown_steps": 200, "pitch_weight": 1.0,
                      "pitch_teacher_steps": 0},
-        "spectral": {"pitch_phase": True}}),
+        "spectral": {"phase": {"kind": "harmonic_source"}}}),
     "codec_spectral_small_decoder_edge.json": ("codec_spectral_small_decoder_pitch.json", {
-        "training": {"max_steps": 1000}, "spectral": {"edge_phase": True}}),
+        "training": {"max_steps": 1000}, "spectral": {"phase": {"edge": {"offsets": True}}}}),
     "codec_spectral_small_decoder_edge_source.json": ("codec_spectral_small_decoder_edge.json", {"spectral": {
-        "edge_offsets": False}}),
+        "phase": {"edge": {"offsets": False}}}}),
     "codec_spectral_small_decoder_speech_phase.json": ("codec_spectral_small_decoder_edge_source.json", {"training": {
         "phase_weight": 30.0}}),
     "codec_spectral_small_decoder_speech_phase_offsets.json": ("codec_spectral_small_decoder_speech_phase.json", {
-        "spectral": {"edge_offsets": True}}),
+        "spectral": {"phase": {"edge": {"offsets": True}}}}),
     "codec_spectral_small_decoder_speech_voiced_offsets.json": (
-        "codec_spectral_small_decoder_speech_phase_offsets.json", {"spectral": {"voiced_offsets": True}}),
+        "codec_spectral_small_decoder_speech_phase_offsets.json", {"spectral": {"phase": {"voiced": {"hidden": 0}}}}),
     "codec_spectral_small_decoder_speech_voiced_wide.json": (
-        "codec_spectral_small_decoder_speech_voiced_offsets.json", {"spectral": {"voiced_offset_hidden": 512}}),
+        "codec_spectral_small_decoder_speech_voiced_offsets.json",
+        {"spectral": {"phase": {"voiced": {"hidden": 512}}}}),
     "codec_spectral_small_decoder_speech_pesq.json": ("codec_spectral_small_decoder_speech_voiced_wide.json", {
         "training": {"max_steps": 600, "perceptual_weight": 1.0}}),
     "lm_train_base_continue.json": ("lm_train_base.json", {"lr": 0.0005, "warmup_steps": 50}),
@@ -64,17 +61,17 @@ EXTENDED = {
 # The resolved settings (`_comment` aside) of every preset that scripts/default_models.sh trains the bundled models
 # with: sha256 of their sorted JSON, first 16 hex digits.
 RECIPE_DIGESTS = {
-    "codec_spectral_small.json": "dac4815f393ff2b3",
-    "codec_spectral_small_decoder_edge.json": "6e71d304e847db87",
-    "codec_spectral_small_decoder_edge_source.json": "6322576c7a9b5c03",
-    "codec_spectral_small_decoder_gan.json": "5534b8ac4ef25f14",
-    "codec_spectral_small_decoder_mpd.json": "f738001fdcd0da82",
-    "codec_spectral_small_decoder_pitch.json": "626a8522a81732c4",
-    "codec_spectral_small_decoder_speech_pesq.json": "5415f74250f9278b",
-    "codec_spectral_small_decoder_speech_phase.json": "1ef79f5124fc9f0e",
-    "codec_spectral_small_decoder_speech_phase_offsets.json": "6d0f110bb3f6a715",
-    "codec_spectral_small_decoder_speech_voiced_offsets.json": "224dc81b51762020",
-    "codec_spectral_small_decoder_speech_voiced_wide.json": "c688f638290d31f9",
+    "codec_spectral_small.json": "e9a86be2cc032103",
+    "codec_spectral_small_decoder_edge.json": "abffb7377506a69a",
+    "codec_spectral_small_decoder_edge_source.json": "488a1d50e8d2b3a1",
+    "codec_spectral_small_decoder_gan.json": "ffb06a7812ae06b3",
+    "codec_spectral_small_decoder_mpd.json": "8d0eab2f03445373",
+    "codec_spectral_small_decoder_pitch.json": "2af94792681b2f03",
+    "codec_spectral_small_decoder_speech_pesq.json": "6c0d07f189f38404",
+    "codec_spectral_small_decoder_speech_phase.json": "13aeb06ace0ef0a2",
+    "codec_spectral_small_decoder_speech_phase_offsets.json": "ba2d2d50aa341bdd",
+    "codec_spectral_small_decoder_speech_voiced_offsets.json": "0218020eeef9ced2",
+    "codec_spectral_small_decoder_speech_voiced_wide.json": "2e3d63fe577b2048",
     "lm_base.json": "0873c72d953b3512",
     "lm_train_aligned.json": "0c4e3a91412a0292",
     "lm_train_aligned_continue.json": "4067e70ee3557e71",

@@ -341,29 +341,32 @@ def test_a_decoder_variant_carries_its_own_phase_settings(tmp_path):
     from tokenizer import CheckpointError
 
     torch.manual_seed(0)
-    def config(**spectral) -> CodecConfig:
+    def config(offsets: bool = False, **spectral) -> CodecConfig:
         return spectral_config(sample_rate=24000, strides=(4, 80), spectral={
-            "n_fft": 1280, "pitch_phase": True, "edge_phase": True, "edge_offsets": False, **spectral})
+            "n_fft": 1280, "phase": {"kind": "harmonic_source", "edge": {"offsets": offsets}}, **spectral})
 
     base = RVQCodec(config())
     base.train()(torch.randn(2, 1, 24000) * 0.1)
     with torch.no_grad():  # voicing logit centred: voiced and unvoiced frames, hence edges
-        base.decoder.pitch_head[-1].bias[-1] = 0.0
+        base.decoder.phase.pitch_head[-1].bias[-1] = 0.0
     folder = tmp_path / "codec"
     base.save_pretrained(folder)
-    tuned = RVQCodec(config(edge_offsets=True))
+    tuned = RVQCodec(config(offsets=True))
     missing, unexpected = tuned.load_state_dict(base.state_dict(), strict=False)
-    assert unexpected == [] and all(k.startswith("decoder.edge_offset.") for k in missing)
+    assert unexpected == [] and all(k.startswith("decoder.phase.edge_offset.") for k in missing)
     with torch.no_grad():
-        torch.nn.init.normal_(tuned.decoder.edge_offset.weight)
+        torch.nn.init.normal_(tuned.decoder.phase.edge_offset.weight)
     tuned.eval()
     path = tuned.save_decoder_variant(folder, "speech")
     with safe_open(str(path), framework="pt") as f:
-        assert json.loads(f.metadata()["decoder_settings"]) == {"spectral": {"edge_offsets": True}}
-        assert any(k.startswith("decoder.edge_offset.") for k in f.keys())
+        assert any(k.startswith("decoder.phase.edge_offset.") for k in f.keys())
+    described = json.loads((folder / "decoder.speech.json").read_text())
+    assert described["code_space"] == base.fingerprint
+    assert described["config"]["spectral"]["phase"] == {"kind": "harmonic_source", "edge": {"offsets": True},
+                                                        "voiced": None}
 
     speech, own = RVQCodec.from_pretrained(folder, variant="speech"), RVQCodec.from_pretrained(folder)
-    assert speech.config.spectral.edge_offsets and not own.config.spectral.edge_offsets
+    assert speech.config.spectral.phase.edge.offsets and not own.config.spectral.phase.edge.offsets
     assert speech.fingerprint == own.fingerprint == base.fingerprint
     clip = torch.randn(1, 1, 2 * 24000) * 0.1
     codes = own.encode(clip)
@@ -390,23 +393,25 @@ def test_a_decoder_variant_with_a_wider_voiced_residual_loads_beside_a_folder_wi
     from safetensors import safe_open
 
     torch.manual_seed(0)
-    def config(**spectral) -> CodecConfig:
+    def config(**phase) -> CodecConfig:
         return spectral_config(sample_rate=24000, strides=(4, 80), spectral={
-            "n_fft": 1280, "pitch_phase": True, **spectral})
+            "n_fft": 1280, "phase": {"kind": "harmonic_source", **phase}})
 
     base = RVQCodec(config()).eval()
     folder = base.save_pretrained(tmp_path / "codec")
-    wide = RVQCodec(config(voiced_offsets=True, voiced_offset_hidden=8))
+    wide = RVQCodec(config(voiced={"hidden": 8}))
     wide.load_state_dict(base.state_dict(), strict=False)
     with torch.no_grad():
-        wide.decoder.pitch_head[-1].bias[-1] = 0.0  # the voicing logit centred: some frames voiced
-        torch.nn.init.normal_(wide.decoder.voiced_offset_mlp[-1].weight)
+        wide.decoder.phase.pitch_head[-1].bias[-1] = 0.0  # the voicing logit centred: some frames voiced
+        torch.nn.init.normal_(wide.decoder.phase.voiced_offset_mlp[-1].weight)
     path = wide.eval().save_decoder_variant(folder, "speech")
     with safe_open(str(path), framework="pt") as f:
-        assert json.loads(f.metadata()["decoder_settings"]) == {
-            "spectral": {"voiced_offset_hidden": 8, "voiced_offsets": True}}
+        assert any(k.startswith("decoder.phase.voiced_offset_mlp.") for k in f.keys())
+    described = json.loads((folder / "decoder.speech.json").read_text())
+    assert described["config"]["spectral"]["phase"] == {"kind": "harmonic_source", "edge": None,
+                                                        "voiced": {"hidden": 8}}
     speech = RVQCodec.from_pretrained(folder, variant="speech")
-    assert speech.config.spectral.voiced_offset_hidden == 8 and speech.fingerprint == base.fingerprint
+    assert speech.config.spectral.phase.voiced.hidden == 8 and speech.fingerprint == base.fingerprint
     codes = speech.encode(torch.randn(1, 1, 24000) * 0.1)
     assert torch.equal(speech.decode(codes), wide.decode(codes))
 
@@ -458,7 +463,8 @@ def test_spectral_codec_frame_counts_and_finite_gradients(num_samples):
 @pytest.mark.parametrize("frequency_invariant_phase", [False, True])
 def test_spectral_codec_chunked_equals_one_pass(frequency_invariant_phase):
     torch.manual_seed(0)
-    codec = RVQCodec(spectral_config(spectral={"frequency_invariant_phase": frequency_invariant_phase}))
+    kind = "frequency_invariant" if frequency_invariant_phase else "frame"
+    codec = RVQCodec(spectral_config(spectral={"phase": {"kind": kind}}))
     assert codec.decoder_period == (4 if frequency_invariant_phase else 1)  # n_fft 32 / hop 8
     assert not codec.pitch_phase
     codec.train()(tone(0.5)[None])
@@ -476,9 +482,9 @@ def test_spectral_codec_chunked_equals_one_pass(frequency_invariant_phase):
         not frequency_invariant_phase)
 
 
-@pytest.mark.parametrize("edge", [{}, {"edge_phase": True}, {"edge_phase": True, "edge_offsets": False},
-                                  {"edge_phase": True, "voiced_offsets": True},
-                                  {"edge_phase": True, "voiced_offsets": True, "voiced_offset_hidden": 8}],
+@pytest.mark.parametrize("edge", [{}, {"edge": {"offsets": True}}, {"edge": {"offsets": False}},
+                                  {"edge": {"offsets": True}, "voiced": {"hidden": 0}},
+                                  {"edge": {"offsets": True}, "voiced": {"hidden": 8}}],
                          ids=["pitch", "edge-learned", "edge-source", "edge-voiced", "edge-voiced-hidden"])
 def test_pitch_phase_decoding_carries_the_source_phase_across_chunks_and_calls(edge):
     """The harmonic source's phase runs over the whole sequence: chunked decoding carries it from span to span,
@@ -486,15 +492,15 @@ def test_pitch_phase_decoding_carries_the_source_phase_across_chunks_and_calls(e
     frame's phases also depend on its neighbours' voicing, one frame more of context."""
     torch.manual_seed(0)
     config = spectral_config(sample_rate=24000, strides=(4, 80),
-                             spectral={"n_fft": 1280, "pitch_phase": True, **edge})
+                             spectral={"n_fft": 1280, "phase": {"kind": "harmonic_source", **edge}})
     codec = RVQCodec(config)
     codec.train()(torch.randn(2, 1, 24000) * 0.1)
     codec.eval()
     assert codec.pitch_phase and codec.decoder_period == 1 and codec.hop_length == 320
     with torch.no_grad():  # the untrained pitch head, its voicing logit centred: some frames voiced, some not
-        codec.decoder.pitch_head[-1].bias[-1] = 0.0
-        mlp = codec.decoder.voiced_offset_mlp
-        for layer in (codec.decoder.edge_offset, codec.decoder.voiced_offset, mlp and mlp[-1]):
+        codec.decoder.phase.pitch_head[-1].bias[-1] = 0.0
+        mlp = codec.decoder.phase.voiced_offset_mlp
+        for layer in (codec.decoder.phase.edge_offset, codec.decoder.phase.voiced_offset, mlp and mlp[-1]):
             if layer is not None:  # offsets that matter (they start at zero)
                 torch.nn.init.normal_(layer.weight)
     codes = codec.encode(torch.randn(1, 1, 3 * 24000) * 0.1)
@@ -520,14 +526,15 @@ def test_pitch_phase_decoding_carries_the_source_phase_across_chunks_and_calls(e
 def test_frequency_invariant_phase_holds_a_steady_tone_in_repeated_frames():
     """With signal-origin phases a bin-centred tone is the same decoder frame over and over, so a frame-wise
     decoder can hold any pitch; with frame-origin phases repeated frames make a signal periodic at the hop."""
-    fi = RVQCodec(spectral_config(spectral={"frequency_invariant_phase": True}))
+    fi = RVQCodec(spectral_config(spectral={"phase": {"kind": "frequency_invariant"}}))
     # the code space's config is the same (the codec's own fingerprint also hashes its random weights)
     assert fi.config.fingerprint == spectral_config().fingerprint
     dec, frames = fi.decoder, 40
     t = torch.arange(frames * fi.hop_length)
     wav = torch.cos(2 * math.pi * 3 * t / dec.n_fft + 0.4)  # bin 3's centre: 3 cycles per n_fft samples
     spec = fi.encoder.stft(wav[None])[0]  # frame-origin phases (bins, frames)
-    signal_origin = spec * torch.polar(torch.ones(()), -dec._frame_phase_offsets(frames))
+    offsets = dec.phase.frame_offsets(frames, spec.device)  # (bins, frames): frame-origin minus signal-origin
+    signal_origin = spec * torch.polar(torch.ones(()), -offsets)
     inner = signal_origin[3, 4:-4]
     assert torch.allclose(inner, inner[0].expand_as(inner), atol=1e-4)  # the same in every frame
     assert not torch.allclose(spec[3, 4:-4], spec[3, 4].expand_as(spec[3, 4:-4]), atol=1e-2)
@@ -535,7 +542,7 @@ def test_frequency_invariant_phase_holds_a_steady_tone_in_repeated_frames():
     # phases, a signal that repeats every hop (a "pitch" on multiples of the frame rate).
     frame = torch.zeros(dec.bins, frames, dtype=torch.complex64)
     frame[3] = torch.polar(torch.tensor(1.0), torch.tensor(0.4))
-    tone_fi = dec.inverse_stft((frame * torch.polar(torch.ones(()), dec._frame_phase_offsets(frames)))[None])[0]
+    tone_fi = dec.inverse_stft((frame * torch.polar(torch.ones(()), offsets))[None])[0]
     tone_ti = dec.inverse_stft(frame[None])[0]
     inner = slice(dec.n_fft, -dec.n_fft)
     arg = 2 * math.pi * 3 * t[inner] / dec.n_fft

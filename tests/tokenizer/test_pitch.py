@@ -9,6 +9,7 @@ import torch
 
 from pipelines.evaluation.metrics import harmonic_energy_fraction, harmonic_tone
 from tokenizer import ConfigError, RVQCodec
+from tokenizer.config import EdgePhaseConfig, HarmonicSourcePhaseConfig
 from tokenizer.pitch import PITCH_BINS, f0_from_logits, harmonic_source, pitch_losses, yin
 
 from .conftest import tiny_config
@@ -145,17 +146,17 @@ def test_edge_phases_are_the_source_phase_plus_an_offset_in_the_frame_either_sid
     predicted offset (zero at initialisation); other frames and the bins above the band keep the head's phases."""
     decoder = pitch_codec(True, edge_phase=True).decoder
     assert decoder.context_frames == pitch_codec(True).decoder.context_frames + 1
-    assert not decoder.edge_offset.weight.any() and not decoder.edge_offset.bias.any()
+    assert not decoder.phase.edge_offset.weight.any() and not decoder.phase.edge_offset.bias.any()
     voiced = torch.tensor([[0, 0, 1, 1, 0, 0, 0, 1, 0, 0]], dtype=torch.bool)  # edges: 1, 4 and 6, 8
-    frames, low = voiced.shape[-1], decoder.n_low
+    frames, low = voiced.shape[-1], decoder.phase.n_low
     pitch = torch.stack([torch.full((1, frames), 150.0), voiced.float()], dim=1)
     head = torch.rand(1, decoder.bins, frames) * 6 - 3
     offset = torch.rand(1, low, frames) + 0.5
     with torch.no_grad():
-        plain, _ = decoder._source_phase(head, pitch, predicted=False, anchor=None)
-        edged, _ = decoder._source_phase(head, pitch, predicted=False, anchor=None, edge_offset=offset)
+        plain, _ = decoder.phase.source_phase(head, pitch, predicted=False, anchor=None)
+        edged, _ = decoder.phase.source_phase(head, pitch, predicted=False, anchor=None, edge_offset=offset)
         all_voiced = torch.stack([torch.full((1, frames), 150.0), torch.ones(1, frames)], dim=1)
-        source, _ = decoder._source_phase(head, all_voiced, predicted=False, anchor=None)  # in every frame
+        source, _ = decoder.phase.source_phase(head, all_voiced, predicted=False, anchor=None)  # in every frame
     edge, other = [1, 4, 6, 8], [0, 5, 9]
     assert torch.equal(edged[:, low:], head[:, low:]) and torch.equal(edged[..., other], head[..., other])
     assert torch.equal(edged[:, :low, voiced[0]], source[:, :low, voiced[0]])
@@ -163,7 +164,7 @@ def test_edge_phases_are_the_source_phase_plus_an_offset_in_the_frame_either_sid
     assert torch.allclose(edged[:, :low, edge], source[:, :low, edge] + offset[..., edge])
     # In the decoder, the offsets are learned: the waveform's gradient reaches their layer.
     decoder.run(torch.randn(1, 16, frames), pitch=pitch).audio.square().sum().backward()
-    assert decoder.edge_offset.weight.grad.abs().max() > 0
+    assert decoder.phase.edge_offset.weight.grad.abs().max() > 0
 
 
 def test_voiced_phases_are_the_source_phase_plus_a_learned_residual_that_starts_at_zero():
@@ -172,25 +173,25 @@ def test_voiced_phases_are_the_source_phase_plus_a_learned_residual_that_starts_
     gaining it decodes as before, and the waveform's gradient reaches it."""
     decoder = pitch_codec(True, edge_phase=True, voiced_offsets=True).decoder
     before = pitch_codec(True, edge_phase=True).decoder
-    assert not decoder.voiced_offset.weight.any() and not decoder.voiced_offset.bias.any()
-    assert decoder.context_frames == before.context_frames and before.voiced_offset is None
+    assert not decoder.phase.voiced_offset.weight.any() and not decoder.phase.voiced_offset.bias.any()
+    assert decoder.context_frames == before.context_frames and before.phase.voiced_offset is None
     voiced = torch.tensor([[0, 0, 1, 1, 0, 0, 0, 1, 0, 0]], dtype=torch.bool)
-    frames, low = voiced.shape[-1], decoder.n_low
+    frames, low = voiced.shape[-1], decoder.phase.n_low
     pitch = torch.stack([torch.full((1, frames), 150.0), voiced.float()], dim=1)
     head = torch.rand(1, decoder.bins, frames) * 6 - 3
     edge_offset, voiced_offset = torch.rand(1, low, frames) + 0.5, torch.rand(1, low, frames) - 1.5
     with torch.no_grad():
-        edged, _ = decoder._source_phase(head, pitch, predicted=False, anchor=None, edge_offset=edge_offset)
-        both, _ = decoder._source_phase(head, pitch, predicted=False, anchor=None, edge_offset=edge_offset,
+        edged, _ = decoder.phase.source_phase(head, pitch, predicted=False, anchor=None, edge_offset=edge_offset)
+        both, _ = decoder.phase.source_phase(head, pitch, predicted=False, anchor=None, edge_offset=edge_offset,
                                         voiced_offset=voiced_offset)
     assert torch.equal(both[:, low:], head[:, low:]) and torch.equal(both[..., ~voiced[0]], edged[..., ~voiced[0]])
     assert torch.allclose(both[:, :low, voiced[0]], edged[:, :low, voiced[0]] + voiced_offset[..., voiced[0]])
-    before.load_state_dict({k: v for k, v in decoder.state_dict().items() if not k.startswith("voiced_offset.")})
+    before.load_state_dict({k: v for k, v in decoder.state_dict().items() if not k.startswith("phase.voiced_offset.")})
     latent = torch.randn(1, 16, frames)
     with torch.no_grad():
         assert torch.equal(decoder.run(latent, pitch=pitch).audio, before.run(latent, pitch=pitch).audio)
     decoder.run(latent, pitch=pitch).audio.square().sum().backward()
-    assert decoder.voiced_offset.weight.grad.abs().max() > 0
+    assert decoder.phase.voiced_offset.weight.grad.abs().max() > 0
 
 
 def test_a_hidden_residual_branch_starts_at_zero_and_adds_to_the_linear_residual():
@@ -198,29 +199,30 @@ def test_a_hidden_residual_branch_starts_at_zero_and_adds_to_the_linear_residual
     decoder gaining it decodes as before), learning from the first step, and summed with the linear branch."""
     wide = pitch_codec(True, edge_phase=True, voiced_offsets=True, voiced_offset_hidden=8).decoder
     narrow = pitch_codec(True, edge_phase=True, voiced_offsets=True).decoder
-    assert narrow.voiced_offset_mlp is None and wide.voiced_offset_mlp[0].out_features == 8
-    assert not wide.voiced_offset_mlp[-1].weight.any() and not wide.voiced_offset_mlp[-1].bias.any()
+    assert narrow.phase.voiced_offset_mlp is None and wide.phase.voiced_offset_mlp[0].out_features == 8
+    assert not wide.phase.voiced_offset_mlp[-1].weight.any() and not wide.phase.voiced_offset_mlp[-1].bias.any()
     with torch.no_grad():  # a trained-looking linear residual, which the narrow decoder shares
-        torch.nn.init.normal_(wide.voiced_offset.weight)
-    narrow.load_state_dict({k: v for k, v in wide.state_dict().items() if not k.startswith("voiced_offset_mlp.")})
+        torch.nn.init.normal_(wide.phase.voiced_offset.weight)
+    narrow.load_state_dict({k: v for k, v in wide.state_dict().items() if not k.startswith("phase.voiced_offset_mlp.")})
     voiced = torch.tensor([[0, 1, 1, 1, 0, 0, 1, 1, 0, 0]], dtype=torch.bool)
     pitch = torch.stack([torch.full((1, voiced.shape[-1]), 150.0), voiced.float()], dim=1)
     latent = torch.randn(1, 16, voiced.shape[-1])
     with torch.no_grad():
         assert torch.equal(wide.run(latent, pitch=pitch).audio, narrow.run(latent, pitch=pitch).audio)
     wide.run(latent, pitch=pitch).audio.square().sum().backward()
-    assert wide.voiced_offset_mlp[-1].weight.grad.abs().max() > 0
+    assert wide.phase.voiced_offset_mlp[-1].weight.grad.abs().max() > 0
     # Once trained, the residual that reaches the voiced bins is the sum of the two branches.
     with torch.no_grad():
-        torch.nn.init.normal_(wide.voiced_offset_mlp[-1].weight)
+        torch.nn.init.normal_(wide.phase.voiced_offset_mlp[-1].weight)
         feats = wide.backbone(latent)
-        expected = wide._per_channel(wide.voiced_offset(feats) + wide.voiced_offset_mlp(feats))
+        model = wide.phase
+        expected = model._per_channel(model.voiced_offset(feats) + model.voiced_offset_mlp(feats))
         seen = {}
-        source_phase = wide._source_phase
-        wide._source_phase = lambda *a, **kw: seen.update(kw) or source_phase(*a, **kw)
+        source_phase = model.source_phase
+        model.source_phase = lambda *a, **kw: seen.update(kw) or source_phase(*a, **kw)
         wide.run(latent, pitch=pitch)
     assert torch.allclose(seen["voiced_offset"], expected) and expected.abs().max() > 0.1
-    assert not torch.allclose(expected, wide._per_channel(wide.voiced_offset(feats)))
+    assert not torch.allclose(expected, model._per_channel(model.voiced_offset(feats)))
 
 
 def test_edge_phases_without_offsets_are_the_source_phase_itself():
@@ -228,8 +230,8 @@ def test_edge_phases_without_offsets_are_the_source_phase_itself():
     with the same weights, a pitch decoder without edge phases decodes the edge frames differently."""
     learned = pitch_codec(True, edge_phase=True).decoder
     fixed, plain = pitch_codec(True, edge_phase=True, edge_offsets=False).decoder, pitch_codec(True).decoder
-    assert fixed.edge_offset is None and fixed.context_frames == learned.context_frames
-    weights = {k: v for k, v in learned.state_dict().items() if not k.startswith("edge_offset.")}
+    assert fixed.phase.edge_offset is None and fixed.context_frames == learned.context_frames
+    weights = {k: v for k, v in learned.state_dict().items() if not k.startswith("phase.edge_offset.")}
     fixed.load_state_dict(weights)
     plain.load_state_dict(weights)
     voiced = torch.tensor([[0, 0, 1, 1, 1, 0, 0, 0, 0, 1, 1, 0]], dtype=torch.float)
@@ -250,7 +252,7 @@ def test_from_pretrained_overrides_how_the_decoder_states_phase_and_nothing_else
     loaded = RVQCodec.from_pretrained(tmp_path / "pitch", spectral={"edge_phase": True, "edge_offsets": False})
     built = pitch_codec(True, edge_phase=True, edge_offsets=False)
     built.load_state_dict(plain.state_dict())
-    assert loaded.config.spectral.edge_phase and not loaded.config.spectral.edge_offsets
+    assert loaded.config.spectral.phase == HarmonicSourcePhaseConfig(edge=EdgePhaseConfig(offsets=False))
     assert loaded.config.to_dict() == built.config.to_dict() and not loaded.training
     assert RVQCodec.from_pretrained(tmp_path / "pitch").config.to_dict() == plain.config.to_dict()  # file unchanged
     t = torch.arange(SR * 3 // 5) / SR
@@ -259,7 +261,7 @@ def test_from_pretrained_overrides_how_the_decoder_states_phase_and_nothing_else
     assert torch.equal(loaded.encode(clip), codes)
     with torch.no_grad():
         assert torch.equal(loaded.decode(codes), built.decode(codes))
-    with pytest.raises(CheckpointError, match=r"with overrides .*missing tensors \['decoder.edge_offset.bias'"):
+    with pytest.raises(CheckpointError, match=r"with overrides .*missing tensors \['decoder.phase.edge_offset.bias'"):
         RVQCodec.from_pretrained(tmp_path / "pitch", spectral={"edge_phase": True})
     with pytest.raises(CodecError, match=r"change what the codes .* mean \(fields \['strides'\]\)"):
         RVQCodec.from_pretrained(tmp_path / "pitch", strides=[4, 2, 5, 8])

@@ -18,6 +18,7 @@ import torch
 from safetensors.torch import load_file
 
 from tokenizer import AudioInputError, CheckpointError, CodecConfig, RVQCodec, SpectralConfig
+from tokenizer.config import EdgePhaseConfig, FramePhaseConfig, HarmonicSourcePhaseConfig, VoicedPhaseConfig
 from tokenizer.data import AudioCrops
 from tokenizer.pitch_training import train_pitch_head
 from tokenizer.training import TrainState, _lr_factor, pitch_targets, export_checkpoint, train_codec
@@ -73,21 +74,19 @@ def test_presets_load_and_have_the_advertised_rates():
     periods = CodecConfig.from_json_file(REPO / "configs" / "codec_spectral_small_decoder_mpd.json")
     assert periods.fingerprint == spectral.fingerprint and periods.training.freeze_codes
     assert periods.training.disc_periods == (2, 3, 5, 7, 11)
-    # Their variants: a phase-derivative loss, and signal-origin decoder phases; the codes still the same.
-    phase = CodecConfig.from_json_file(REPO / "configs" / "codec_spectral_small_decoder_phase.json")
-    assert phase.fingerprint == spectral.fingerprint and phase.training.phase_weight > 0
-    fi = CodecConfig.from_json_file(REPO / "configs" / "codec_spectral_small_decoder_fi.json")
-    assert fi.fingerprint == spectral.fingerprint and fi.spectral.frequency_invariant_phase
-    assert fi.training.freeze_codes and phase.training.freeze_codes
+    # The harmonic-source stages: other phase models, the codes still the same.
+    assert spectral.spectral.phase == periods.spectral.phase == FramePhaseConfig()
     pitch = CodecConfig.from_json_file(REPO / "configs" / "codec_spectral_small_decoder_pitch.json")
-    assert pitch.fingerprint == spectral.fingerprint and pitch.spectral.pitch_phase and pitch.training.freeze_codes
+    assert pitch.fingerprint == spectral.fingerprint and pitch.training.freeze_codes
+    assert pitch.spectral.phase == HarmonicSourcePhaseConfig()
     assert pitch.training.pitch_teacher_steps == 0 and pitch.training.pitch_weight > 0
     edge = CodecConfig.from_json_file(REPO / "configs" / "codec_spectral_small_decoder_edge.json")
-    assert edge.fingerprint == spectral.fingerprint and edge.spectral.edge_phase and edge.spectral.pitch_phase
+    assert edge.fingerprint == spectral.fingerprint
+    assert edge.spectral.phase == HarmonicSourcePhaseConfig(edge=EdgePhaseConfig(offsets=True))
     assert edge.training.freeze_codes and edge.training == dataclasses.replace(pitch.training, max_steps=1000)
     source = CodecConfig.from_json_file(REPO / "configs" / "codec_spectral_small_decoder_edge_source.json")
     assert source.fingerprint == spectral.fingerprint and source.training == edge.training
-    assert source.spectral == dataclasses.replace(edge.spectral, edge_offsets=False)
+    assert source.spectral.phase == HarmonicSourcePhaseConfig(edge=EdgePhaseConfig(offsets=False))
     speech = CodecConfig.from_json_file(REPO / "configs" / "codec_spectral_small_decoder_speech_phase.json")
     assert speech.fingerprint == spectral.fingerprint and speech.spectral == source.spectral
     assert speech.training == dataclasses.replace(source.training, phase_weight=30.0)
@@ -96,10 +95,10 @@ def test_presets_load_and_have_the_advertised_rates():
     assert offsets.spectral == edge.spectral  # learned edge offsets again
     voiced = CodecConfig.from_json_file(REPO / "configs" / "codec_spectral_small_decoder_speech_voiced_offsets.json")
     assert voiced.fingerprint == spectral.fingerprint and voiced.training == speech.training
-    assert voiced.spectral == dataclasses.replace(edge.spectral, voiced_offsets=True)
+    assert voiced.spectral.phase == dataclasses.replace(edge.spectral.phase, voiced=VoicedPhaseConfig(hidden=0))
     wide = CodecConfig.from_json_file(REPO / "configs" / "codec_spectral_small_decoder_speech_voiced_wide.json")
     assert wide.fingerprint == spectral.fingerprint and wide.training == voiced.training
-    assert wide.spectral == dataclasses.replace(voiced.spectral, voiced_offset_hidden=512)
+    assert wide.spectral.phase == dataclasses.replace(edge.spectral.phase, voiced=VoicedPhaseConfig(hidden=512))
     pesq = CodecConfig.from_json_file(REPO / "configs" / "codec_spectral_small_decoder_speech_pesq.json")
     assert pesq.fingerprint == spectral.fingerprint and pesq.spectral == wide.spectral
     assert pesq.training == dataclasses.replace(wide.training, perceptual_weight=1.0, max_steps=600)
@@ -357,7 +356,7 @@ def spectral(pitch_phase: bool, **training) -> CodecConfig:
     config = tiny(**training)
     config.causal = False
     config.spectral = SpectralConfig(dim=16, hidden_dim=32, num_layers=1, kernel_size=3, n_fft=160,
-                                     pitch_phase=pitch_phase)
+                                     phase=HarmonicSourcePhaseConfig() if pitch_phase else FramePhaseConfig())
     return config
 
 
@@ -370,7 +369,7 @@ def test_a_pitch_head_is_added_to_a_trained_decoder_and_learns_from_yin(tmp_path
     before, after = RVQCodec.from_pretrained(start), RVQCodec.from_pretrained(tuned)
     assert after.pitch_phase and after.fingerprint == before.fingerprint
     added = set(after.state_dict()) - set(before.state_dict())
-    assert added and all(k.startswith("decoder.pitch_head.") for k in added)
+    assert added and all(k.startswith("decoder.phase.pitch_head.") for k in added)
     log = _log(tmp_path / "tuned")
     assert all({"f0", "voicing"} <= set(r) for r in log) and all(np.isfinite(r["f0"]) for r in log)
     wav = torch.from_numpy(harmonic(1.0, 150.0, seed=1))
@@ -383,28 +382,28 @@ def test_a_pitch_head_is_added_to_a_trained_decoder_and_learns_from_yin(tmp_path
     inner = target[0, :, 10:-10]
     assert bool((inner[1] == 1).all()) and float((inner[0] / 190.0 - 1).abs().max()) < 0.06  # the vibrato's 5%
     # Edge phases added to the tuned decoder: a new layer only, starting at zero (the source's phase).
-    config.spectral = dataclasses.replace(config.spectral, edge_phase=True)
+    config.spectral.phase = HarmonicSourcePhaseConfig(edge=EdgePhaseConfig(offsets=True))
     config.training = dataclasses.replace(config.training, max_steps=2, pitch_teacher_steps=0)
     edged_dir = train_codec(config, corpus, tmp_path / "edged", init_from=tuned)
     edged = RVQCodec.from_pretrained(edged_dir)
     added = set(edged.state_dict()) - set(after.state_dict())
-    assert added == {"decoder.edge_offset.weight", "decoder.edge_offset.bias"}
+    assert added == {"decoder.phase.edge_offset.weight", "decoder.phase.edge_offset.bias"}
     assert torch.equal(edged.encode(wav, SR), codes)
     # And dropped again: a run without offsets starts from the edged decoder's other weights.
-    config.spectral = dataclasses.replace(config.spectral, edge_offsets=False)
+    config.spectral.phase = HarmonicSourcePhaseConfig(edge=EdgePhaseConfig(offsets=False))
     dropped = RVQCodec.from_pretrained(train_codec(config, corpus, tmp_path / "dropped", init_from=edged_dir))
     assert set(dropped.state_dict()) == set(after.state_dict()) and torch.equal(dropped.encode(wav, SR), codes)
     # Voiced residuals added to the edged decoder: again a new layer only.
-    config.spectral = dataclasses.replace(config.spectral, edge_offsets=True, voiced_offsets=True)
+    config.spectral.phase = HarmonicSourcePhaseConfig(edge=EdgePhaseConfig(), voiced=VoicedPhaseConfig())
     residual = RVQCodec.from_pretrained(train_codec(config, corpus, tmp_path / "residual", init_from=edged_dir))
-    assert set(residual.state_dict()) - set(edged.state_dict()) == {"decoder.voiced_offset.weight",
-                                                                    "decoder.voiced_offset.bias"}
+    assert set(residual.state_dict()) - set(edged.state_dict()) == {"decoder.phase.voiced_offset.weight",
+                                                                    "decoder.phase.voiced_offset.bias"}
     # And a hidden branch added to those residuals: its own layers only, the rest from the run before.
-    config.spectral = dataclasses.replace(config.spectral, voiced_offset_hidden=4)
+    config.spectral.phase = HarmonicSourcePhaseConfig(edge=EdgePhaseConfig(), voiced=VoicedPhaseConfig(hidden=4))
     wide_dir = train_codec(config, corpus, tmp_path / "wide", init_from=tmp_path / "residual" / "final")
     wide = RVQCodec.from_pretrained(wide_dir)
     assert set(wide.state_dict()) - set(residual.state_dict()) == {
-        f"decoder.voiced_offset_mlp.{i}.{p}" for i in (0, 2) for p in ("weight", "bias")}
+        f"decoder.phase.voiced_offset_mlp.{i}.{p}" for i in (0, 2) for p in ("weight", "bias")}
 
 
 @pytest.mark.slow
