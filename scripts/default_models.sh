@@ -113,9 +113,9 @@ for stage in $stages; do
       done ;;
     decoder-edge)
       # No training: the pitch-phase decoder's weights, read with the source's own phase in the frame either side of a
-      # voiced run (spectral.edge_phase, its offsets held at zero by edge_offsets false).
+      # voiced run (spectral.phase's edge module, its offsets held at zero: "offsets": false).
       $PYTHON -c 'import sys; from tokenizer import RVQCodec
-RVQCodec.from_pretrained(sys.argv[1], spectral={"edge_phase": True, "edge_offsets": False}).save_pretrained(sys.argv[2])' \
+RVQCodec.from_pretrained(sys.argv[1], spectral={"phase": {"edge": {"offsets": False}}}).save_pretrained(sys.argv[2])' \
         "$RUNS/codec_pitch/final" "$RUNS/codec_edge" ;;
     decoder-speech)
       # The decoder that speech decodes with (installed as the codec's decoder variant "speech"): the edge decoder

@@ -11,11 +11,13 @@ from typing import Any, Callable, Iterator
 
 import torch
 import torchaudio.functional as AF
+from huggingface_hub import ModelHubMixin
 from torch import nn
 
 from .checkpoint import check_state_dict, list_variants, load_checkpoint, save_checkpoint
 from .config import CodecConfig
 from .errors import AudioInputError, CheckpointError, CodecError, CodesError
+from .hub import CARD_NAME, LIBRARY_NAME, TAGS, model_card, resolve_folder
 from .modules import SEANetDecoder, SEANetEncoder, SpectralDecoder, SpectralEncoder
 from .modules.phase import rename_phase_tensors
 from .quantization import ResidualVectorQuantizer
@@ -49,12 +51,15 @@ class CodecOutput:
     pitch: torch.Tensor | None = None  # pitch-phase decoder: (B * C, PITCH_BINS + 1, T) f0 class and voicing logits
 
 
-class RVQCodec(nn.Module):
+class RVQCodec(nn.Module, ModelHubMixin, library_name=LIBRARY_NAME, tags=TAGS):
     """Encoder → residual vector quantizer → decoder: SEANet (EnCodec) by default, the frame-rate ConvNeXt/iSTFT
     pair (Vocos) when `config.spectral` is set.
 
     Public interface (what the LM and pipelines rely on): `encode`, `decode`, `sample_rate`, `channels`,
-    `frame_rate`, `num_codebooks`, `codebook_size`, `fingerprint`.
+    `frame_rate`, `num_codebooks`, `codebook_size`, `fingerprint`, `stream_decoder`.
+
+    A checkpoint is a folder (`save_pretrained` / `from_pretrained`) or a Hugging Face Hub repo of the same files
+    (`push_to_hub`, `from_pretrained("org/name")`; `tokenizer.hub`).
     """
 
     def __init__(self, config: CodecConfig):
@@ -319,17 +324,45 @@ class RVQCodec(nn.Module):
         return codes.to(device=next(self.parameters()).device, dtype=torch.long)
 
     # ---- checkpoints ----------------------------------------------------------------------------
-    def save_pretrained(self, directory: str | os.PathLike, dtype: torch.dtype | None = None) -> Path:
+    def save_pretrained(self, directory: str | os.PathLike, dtype: torch.dtype | None = None, *,
+                        model_card_kwargs: dict | None = None, push_to_hub: bool = False, repo_id: str | None = None,
+                        **push_to_hub_kwargs: Any) -> Path:
         """Write `directory/config.json` and `directory/model.safetensors` atomically.
 
-        `dtype=torch.float16` halves the file; `from_pretrained` loads it back as float32.
+        `dtype=torch.float16` halves the file; `from_pretrained` loads it back as float32. With `model_card_kwargs`
+        (a dict, `{}` for the defaults) the folder also gets a hub model card, README.md (`push_to_hub` asks for
+        one). `push_to_hub=True` then uploads the folder to hub repo `repo_id` (default: the folder's name).
         """
-        return save_checkpoint(directory, self.config.to_json_string(), self.state_dict(), dtype=dtype)
+        if push_to_hub_kwargs.pop("config", None) is not None:
+            raise CheckpointError("a codec saves its own config; save_pretrained takes no config=")
+        if push_to_hub_kwargs and not push_to_hub:
+            raise TypeError(f"save_pretrained got unexpected arguments {sorted(push_to_hub_kwargs)}")
+        card = {} if model_card_kwargs is None else {CARD_NAME: model_card(self)}
+        path = save_checkpoint(directory, self.config.to_json_string(), self.state_dict(), dtype=dtype,
+                               extra_files=card)
+        if push_to_hub:
+            self.push_to_hub(repo_id or path.name, **push_to_hub_kwargs)
+        return path
+
+    def push_to_hub(self, repo_id: str, **kwargs: Any) -> str:
+        """Upload this codec (config.json, model.safetensors and a model card) to hub repo `repo_id`; arguments as
+        `huggingface_hub.ModelHubMixin.push_to_hub`. Needs a token (`huggingface-cli login`)."""
+        kwargs["model_card_kwargs"] = kwargs.get("model_card_kwargs") or {}
+        return super().push_to_hub(repo_id, **kwargs)
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike, device: str | torch.device = "cpu",
-                        variant: str | None = None, **overrides: Any) -> "RVQCodec":
-        """Load a folder written by `save_pretrained`, in eval mode.
+                        variant: str | None = None, *, revision: str | None = None,
+                        cache_dir: str | os.PathLike | None = None, force_download: bool = False,
+                        local_files_only: bool = False, token: str | bool | None = None,
+                        **overrides: Any) -> "RVQCodec":
+        """Load a folder written by `save_pretrained`, or a Hugging Face Hub repo ("org/name") of the same files, in
+        eval mode.
+
+        A repo id that is not a local folder is downloaded into the hub cache (or found there: `local_files_only`,
+        or offline with HF_HUB_OFFLINE=1) at `revision`, with `cache_dir`, `force_download` and `token` as in
+        `huggingface_hub.snapshot_download` (`tokenizer.hub.resolve_folder`); its files are then checked as a
+        local folder's are.
 
         `variant` names a decoder variant saved in the folder by `save_decoder_variant` (`decoder.<variant>.json`
         and `.safetensors`, e.g. "speech"; `tokenizer.variants`): its decoder replaces that of `model.safetensors`,
@@ -346,6 +379,8 @@ class RVQCodec(nn.Module):
         `name`, `training`. A setting that needs weights the folder lacks, or leaves some unused, raises
         CheckpointError naming them.
         """
+        directory = resolve_folder(directory, revision=revision, cache_dir=cache_dir, force_download=force_download,
+                                   local_files_only=local_files_only, token=token)
         config_dict, state = load_checkpoint(directory)
         code_space = None
         if variant is not None:
@@ -375,6 +410,13 @@ class RVQCodec(nn.Module):
         the folder's own codec (`save_pretrained`) replaces the folder, variants too.
         """
         return save_variant(self, directory, variant, dtype)
+
+    def _save_pretrained(self, save_directory: Path) -> None:  # ModelHubMixin's hook
+        self.save_pretrained(save_directory)
+
+    @classmethod
+    def _from_pretrained(cls, *, model_id: str, **kwargs: Any) -> "RVQCodec":  # ModelHubMixin's hook
+        return cls.from_pretrained(model_id, **kwargs)
 
     @staticmethod
     def decoder_variants(directory: str | os.PathLike) -> list[str]:

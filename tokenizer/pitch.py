@@ -2,7 +2,8 @@
 
 A frame-wise decoder cannot hold a steady pitch on its own: one latent frame says nothing of where a partial's
 phase stands, so a held tone decodes to near-identical frames that overlap-add into a signal periodic at the
-frame rate. The pitch-phase decoder (`SpectralConfig.pitch_phase`) predicts f0 and voicing per frame and takes the
+frame rate. The pitch-phase decoder (`spectral.phase` of kind
+"harmonic_source", `tokenizer.modules.phase`) predicts f0 and voicing per frame and takes the
 phase of its voiced low band from the short-time spectrum of a harmonic source driven by that f0, as the
 neural source-filter vocoders do (NSF, Wang et al. 2019). `yin` gives the f0 targets it is trained on.
 """
