@@ -4,6 +4,16 @@ transformers' `from_pretrained` would initialise missing layers at random, speak
 fall back to `pytorch_model.bin` through `torch.load`. Here weights come from safetensors only, and every tensor the
 config's model has must be in the file with its shape, and nothing else: otherwise `CheckpointError` names the
 folder and the tensors.
+
+Track conditioners' tensors live under `tracks.<name>.` (`lm.conditioners`). LM folders may name them flat, as
+the bundled LMs do; `lm.conditioners.rename_state` reads those names as the model's:
+
+    phoneme_embedding.weight   -> tracks.phoneme.embedding.weight
+    phoneme_conv.weight, .bias -> tracks.phoneme.conv.weight, .bias
+    phoneme_projection.weight  -> tracks.phoneme.projection.weight
+    beat_projection.weight     -> tracks.beat.projection.weight
+
+Saving writes the model's names.
 """
 
 from __future__ import annotations
@@ -14,6 +24,7 @@ from pathlib import Path
 import torch
 from safetensors import SafetensorError, safe_open
 
+from .conditioners import rename_state
 from .config import AudioLMConfig
 from .model import AudioLMModel
 
@@ -42,7 +53,7 @@ def load_config(directory: Path) -> AudioLMConfig:
 
 def load_model(directory: Path, config: AudioLMConfig) -> AudioLMModel:
     """An AudioLMModel built from `config` (float32) with every weight read from the folder's safetensors."""
-    state = _read_weights(directory)
+    state = rename_state(_read_weights(directory))
     model = AudioLMModel(config)
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))

@@ -56,13 +56,16 @@ class AudioLMConfig(PreTrainedConfig):
     max_audio_frames: int = 1500
     # Training: probability of replacing an item's text by the null condition (for classifier-free guidance).
     condition_dropout: float = 0.1
-    # Aligned phoneme track (speech): 0 turns it off, else the phoneme vocabulary (`lm.phonemes.VOCAB_SIZE`), and
-    # the width in phonemes of the convolution that gives each frame its neighbours (odd).
+    # Aligned phoneme track (speech, `lm.conditioners.phonemes`): 0 turns it off, else the phoneme vocabulary
+    # (`lm.conditioners.phonemizer.VOCAB_SIZE`), and the width in phonemes of the convolution that gives each frame
+    # its neighbours (odd).
     phoneme_vocab_size: int = 0
     phoneme_kernel: int = 15
-    # Beat track (music): each audio position adds features of the requested tempo's beat phase at its frame
-    # (`BeatTrack`); False turns it off.
+    # Beat track (music, `lm.conditioners.beats`): each audio position adds features of the requested tempo's beat
+    # phase at its frame; False turns it off.
     beat_track: bool = False
+    # Further tracks by the names their conditioners are registered under (`lm.conditioners.register`).
+    tracks: list[str] | None = None
     # Text side, filled from the TextTokenizer.
     text_vocab_size: int | None = None
     null_condition_ids: list[int] | None = None  # text ids kept in the null condition (task tags, eos)
@@ -108,6 +111,11 @@ class AudioLMConfig(PreTrainedConfig):
         positive_int("phoneme_kernel")
         if not isinstance(self.beat_track, bool):
             raise ValueError(f"beat_track must be true or false, got {self.beat_track!r}")
+        if self.tracks is not None:
+            if not isinstance(self.tracks, (list, tuple)) or not all(isinstance(t, str) for t in self.tracks) \
+                    or len(set(self.tracks)) != len(self.tracks):
+                raise ValueError(f"tracks must be a list of distinct track names, got {self.tracks!r}")
+            self.tracks = list(self.tracks)
         if self.phoneme_kernel % 2 == 0:
             raise ValueError(f"phoneme_kernel must be odd (centred on each frame's phoneme), got {self.phoneme_kernel}")
         if self.text_vocab_size is not None:

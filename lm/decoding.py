@@ -12,8 +12,8 @@ layout of a (t + 1)-frame sequence (t frames plus the end frame, as in training)
 requested duration, end of audio is forced. An item stops needing steps once all of its frames are complete.
 
 With classifier-free guidance the conditional and the unconditional (null-condition) rows run as one batch of
-2B, and the next step is sampled from uncond + guidance_scale * (cond - uncond). An aligned phoneme track, when
-given, is part of the condition: the unconditional rows run without it.
+2B, and the next step is sampled from uncond + guidance_scale * (cond - uncond). The tracks given
+(`lm.conditioners`) are part of the condition: the unconditional rows run without them.
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ import torch
 
 from tokenizer.threads import torch_threads
 
-from .model import AudioLMModel, BeatTrack, KVCache, PhonemeTrack
+from .conditioners import Tracks
+from .model import AudioLMModel, KVCache
 from .sampling import GenerationConfig, sample_logits
 from .threads import step_threads
 
@@ -42,8 +43,7 @@ class Decoding:
 
     def __init__(self, model: AudioLMModel, text_ids: torch.Tensor, text_mask: torch.Tensor,
                  prompt: torch.Tensor | None, new_frames: int, config: GenerationConfig,
-                 phonemes: PhonemeTrack | None = None, min_frames: list[int] | None = None,
-                 beats: BeatTrack | None = None) -> None:
+                 tracks: Tracks | None = None, min_frames: list[int] | None = None) -> None:
         cfg = model.config
         self.model, self.config, self.pattern = model, config, model.pattern
         device = model.device
@@ -65,7 +65,7 @@ class Decoding:
         self.first_end_steps = torch.tensor([first_end_step(f) for f in floors], device=device)  # (B,)
         self.text_ids, self.text_mask = text_ids.to(device), text_mask.to(device)
         self.prompt = None if prompt is None else prompt.to(device)
-        self.phonemes, self.beats = phonemes, beats
+        self.tracks = tracks
         # Provisional length of each item (max_frames) until codebook 0 says where it ends.
         self.lengths = [self.max_frames] * B  # frames + the end frame
         self.frames = torch.full((B, K, self.max_frames - 1), PAD_FRAME, dtype=torch.long, device=device)
@@ -193,7 +193,7 @@ class Decoding:
             text_mask = torch.cat([text_mask, model.null_condition(self.text_ids, self.text_mask)])
         rows = text_ids.shape[0]
         # The tracks' additions at every audio position, (rows, num_steps + 1, D); the unconditional rows get none.
-        features = model.step_features(self.num_steps + 1, self.phonemes, self.beats)
+        features = model.step_features(self.num_steps + 1, self.tracks)
         if features is not None:
             if self.config.uses_guidance:
                 features = torch.cat([features, torch.zeros_like(features)])

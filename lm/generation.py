@@ -1,6 +1,9 @@
 """`AudioLM`, the user's object: the transformer, its text tokenizer and optionally the codec; loading and saving,
-text encoding, conditioning tracks, the loss, and generation (`generate`, `stream`), which runs `lm.decoding` with
-the settings of `lm.sampling`.
+its conditioners (the text prefix, and the model's tracks, see `lm.conditioners`), the loss, and generation
+(`generate`, `stream`), which runs `lm.decoding` with the settings of `lm.sampling`.
+
+    tracks = {"beat": lm.conditioner("beat").track(texts, "music")}
+    codes = lm.generate(texts, GenerationConfig(duration=5.0, task="music"), tracks=tracks)
 """
 
 from __future__ import annotations
@@ -14,13 +17,12 @@ import torch
 
 from .checkpoint import load_config, load_model
 from .codec_interface import AudioTokenizer
+from .conditioners import TextConditioner, TrackConditioner, Tracks, registered
 from .config import AudioLMConfig
 from .decoding import Decoding
-from .model import AudioLMModel, AudioLMOutput, BeatTrack, PhonemeTrack
-from .phonemes import VOCAB_SIZE as PHONEME_VOCAB_SIZE
-from .phonemes import text_phoneme_ids
+from .model import AudioLMModel, AudioLMOutput
 from .sampling import GenerationConfig
-from .text import TextTokenizer, tempo_from_text
+from .text import TextTokenizer
 
 
 class AudioLM:
@@ -39,6 +41,7 @@ class AudioLM:
         self.model = model
         self.text_tokenizer = text_tokenizer
         self.codec = codec
+        self.text_conditioner = TextConditioner(text_tokenizer, model.config.max_text_tokens)
 
     # -- building, saving, loading ---------------------------------------------------------------------------
 
@@ -53,7 +56,7 @@ class AudioLM:
         """
         if not isinstance(config, AudioLMConfig):
             config = AudioLMConfig.from_preset(config)
-        null_ids = [text_tokenizer.eos_id] + [text_tokenizer.task_id(task) for task in text_tokenizer.TASKS]
+        null_ids = TextConditioner(text_tokenizer, config.max_text_tokens).null_condition_ids
         bound = config.bound_to(codec, text_tokenizer.vocab_size, null_ids)
         return cls(AudioLMModel(bound), text_tokenizer, codec)
 
@@ -91,21 +94,16 @@ class AudioLM:
         model.eval()
         return cls(model, TextTokenizer.from_pretrained(directory), codec)
 
-    def with_phoneme_track(self, kernel: int = AudioLMConfig.phoneme_kernel) -> AudioLM:
-        """A copy of this LM with an aligned phoneme track added (see `lm.model`): every trained weight is kept,
-        and the track's projection starts at zero, so the copy generates exactly what this LM does until it is
-        trained with phonemes."""
-        if self.has_phoneme_track:
-            raise ValueError("this LM already has a phoneme track")
-        return self._with_new_weights("phoneme_", phoneme_vocab_size=PHONEME_VOCAB_SIZE, phoneme_kernel=kernel)
-
-    def with_beat_track(self) -> AudioLM:
-        """A copy of this LM with a beat track added (see `lm.model`): every trained weight is kept, and the
-        track's projection starts at zero, so the copy generates exactly what this LM does until it is trained
-        with tempos."""
-        if self.has_beat_track:
-            raise ValueError("this LM already has a beat track")
-        return self._with_new_weights("beat_", beat_track=True)
+    def with_track(self, name: str, **options) -> AudioLM:
+        """A copy of this LM with the track `name` added (a registered `TrackConditioner`; `options` go to its
+        `config_changes`, e.g. `kernel` for "phoneme"): every trained weight is kept, and the track's projection
+        starts at zero, so the copy generates exactly what this LM does until it is trained with the track."""
+        conditioners = registered()
+        if name not in conditioners:
+            raise ValueError(f"no track conditioner is registered as {name!r}; known: {sorted(conditioners)}")
+        if self.has_track(name):
+            raise ValueError(f"this LM already has a {name} track")
+        return self._with_new_weights(f"tracks.{name}.", **conditioners[name].config_changes(self.config, **options))
 
     def _with_new_weights(self, prefix: str, **config_changes) -> AudioLM:
         """A copy of this LM with `config_changes` applied: every trained weight is kept, and the new weights (all
@@ -134,108 +132,38 @@ class AudioLM:
         self.model.to(device)
         return self
 
-    # -- text -----------------------------------------------------------------------------------------------
+    # -- conditioning ---------------------------------------------------------------------------------------
 
     def encode_texts(self, texts: list[str], task: str | list[str] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Texts -> ids LongTensor[B, L] and mask BoolTensor[B, L], left-padded so that the audio starts together.
+        """Texts -> ids LongTensor[B, L] and mask BoolTensor[B, L] of the text prefix (`TextConditioner.encode`)."""
+        return self.text_conditioner.encode(texts, task)
 
-        ValueError for an empty text, an unknown task, or a text longer than `config.max_text_tokens`.
-        """
-        if isinstance(texts, str) or not isinstance(texts, (list, tuple)):
-            raise ValueError(f"texts must be a list of str, got {type(texts).__name__}; wrap one text as [text]")
-        if not texts:
-            raise ValueError("texts is empty; give at least one text")
-        tasks = list(task) if isinstance(task, (list, tuple)) else [task] * len(texts)
-        if len(tasks) != len(texts):
-            raise ValueError(f"got {len(tasks)} tasks for {len(texts)} texts; give one task or one per text")
-        limit = self.config.max_text_tokens
-        encoded = []
-        for index, (text, text_task) in enumerate(zip(texts, tasks)):
-            if not isinstance(text, str):
-                raise ValueError(f"text {index} must be a str, got {type(text).__name__}")
-            if not text.strip():
-                raise ValueError(f"text {index} is empty ({text!r}); give at least one visible character")
-            ids = self.text_tokenizer.encode(text, text_task)
-            if len(ids) > limit:
-                raise ValueError(f"text {index} is {len(ids)} tokens long (task tag and eos included), more than the "
-                                 f"model's context of max_text_tokens={limit}; shorten or split it")
-            encoded.append(ids)
-        width = max(len(ids) for ids in encoded)
-        text_ids = torch.full((len(encoded), width), self.text_tokenizer.pad_id, dtype=torch.long)  # (B, L)
-        text_mask = torch.zeros(len(encoded), width, dtype=torch.bool)  # (B, L)
-        for row, ids in enumerate(encoded):
-            text_ids[row, width - len(ids):] = torch.tensor(ids, dtype=torch.long)
-            text_mask[row, width - len(ids):] = True
-        return text_ids, text_mask
+    def has_track(self, name: str) -> bool:
+        return name in self.model.tracks
 
-    @property
-    def has_phoneme_track(self) -> bool:
-        return bool(self.config.phoneme_vocab_size)
-
-    @property
-    def has_beat_track(self) -> bool:
-        return self.config.beat_track
-
-    def beat_track(self, texts: list[str], tasks: list[str | None] | str | None, frame_offset=None) -> BeatTrack:
-        """The beat track of a batch: the tempo each music text names (`lm.text.tempo_from_text`; rows of
-        other tasks, and captions that name none, get no tempo). `frame_offset` (ints [B], None: 0) is the frame of
-        each item's first audio position; the first beat falls on frame 0."""
-        if not self.has_beat_track:
-            raise ValueError("this LM has no beat track (config.beat_track=false)")
-        tasks = [tasks] * len(texts) if tasks is None or isinstance(tasks, str) else list(tasks)
-        if len(tasks) != len(texts):
-            raise ValueError(f"got {len(tasks)} tasks for {len(texts)} texts")
-        bpm = [(tempo_from_text(text) or 0.0) if task == "music" else 0.0 for text, task in zip(texts, tasks)]
-        offset = None if frame_offset is None else torch.as_tensor(frame_offset, dtype=torch.long).reshape(-1)
-        return BeatTrack(torch.tensor(bpm, dtype=torch.float32), offset)
-
-    def phoneme_track(self, transcripts: list[str | None], total_frames, frame_offset=None,
-                      starts: list | None = None) -> PhonemeTrack:
-        """The aligned phoneme track of a batch: each transcript (None: no track for that row, e.g. music)
-        phonemized by espeak-ng and laid over its item's frames up to `total_frames` (ints [B]): spread evenly, or
-        from `starts` (per row None or the start frame of each `phoneme_ids` symbol, see `PhonemeTrack`; rows
-        without starts are spread evenly). `frame_offset` (ints [B], None: 0) is the frame of each item's first
-        audio position."""
-        if not self.has_phoneme_track:
-            raise ValueError("this LM has no phoneme track (config.phoneme_vocab_size=0)")
-        ids = [text_phoneme_ids(t) if t is not None else [] for t in transcripts]
-        padded = torch.zeros(len(ids), max((len(i) for i in ids), default=0), dtype=torch.long)  # (B, P)
-        for row, item in enumerate(ids):
-            padded[row, :len(item)] = torch.tensor(item, dtype=torch.long)
-        total = torch.as_tensor(total_frames, dtype=torch.long).reshape(-1)
-        offset = None if frame_offset is None else torch.as_tensor(frame_offset, dtype=torch.long).reshape(-1)
-        laid = None
-        if starts is not None and any(row is not None for row in starts):
-            if len(starts) != len(ids):
-                raise ValueError(f"got starts for {len(starts)} rows, the batch has {len(ids)}")
-            laid = torch.zeros_like(padded)
-            for row, (item, given) in enumerate(zip(ids, starts)):
-                if given is None:  # the even spread, written as starts
-                    n = len(item)
-                    given = [-((n - 2 * j * int(total[row])) // (2 * n)) for j in range(n)]  # ceil(j T / n - 1/2)
-                if len(given) != len(item):
-                    raise ValueError(f"row {row} has {len(item)} phoneme symbols and {len(given)} starts")
-                laid[row, :len(item)] = torch.as_tensor(given, dtype=torch.long)
-        return PhonemeTrack(padded, total, offset, laid)
+    def conditioner(self, name: str) -> TrackConditioner:
+        """The conditioner of the track `name`, which builds that track from raw inputs (its `track` method)."""
+        if not self.has_track(name):
+            raise ValueError(f"this LM has no {name} track (its tracks: {sorted(self.model.tracks)}); add one with "
+                             "with_track and train it")
+        return self.model.tracks[name]
 
     # -- training -------------------------------------------------------------------------------------------
 
     def loss(self, texts: list[str], codes: torch.Tensor, code_lengths: torch.Tensor | None = None,
-             task: str | list[str] | None = None, phonemes: PhonemeTrack | None = None,
-             beats: BeatTrack | None = None) -> AudioLMOutput:
+             task: str | list[str] | None = None, tracks: Tracks | None = None) -> AudioLMOutput:
         """Teacher-forced loss of texts -> codes LongTensor[B, K, T] (code_lengths [B]: real frames per item),
-        with the aligned phoneme track `phonemes` and the beat track `beats` if given."""
+        with the `tracks` given (name -> track)."""
         text_ids, text_mask = self.encode_texts(texts, task)
         device = self.device
         lengths = None if code_lengths is None else code_lengths.to(device)
-        return self.model(text_ids.to(device), text_mask.to(device), codes.to(device), lengths, phonemes, beats)
+        return self.model(text_ids.to(device), text_mask.to(device), codes.to(device), lengths, tracks)
 
     # -- generation -----------------------------------------------------------------------------------------
 
     def generate(self, texts: list[str], config: GenerationConfig, audio_prompt: torch.Tensor | None = None,
-                 prompt_fingerprint: str | None = None, phonemes: PhonemeTrack | None = None,
-                 min_frames: Sequence[int] | torch.Tensor | None = None, beats: BeatTrack | None = None
-                 ) -> torch.Tensor:
+                 prompt_fingerprint: str | None = None, tracks: Tracks | None = None,
+                 min_frames: Sequence[int] | torch.Tensor | None = None) -> torch.Tensor:
         """Generate codes LongTensor[B, k, T] for `texts` (k = config.num_codebooks or K).
 
         T is the longest item's length, at most round(config.duration * frame_rate) frames; an item that ends
@@ -243,26 +171,25 @@ class AudioLM:
         `split_items`. With `audio_prompt` LongTensor[B, K, T_p] (codes of the same codec; pass its
         `prompt_fingerprint` to have that checked) the model continues the prompt, and only the new frames
         are returned. Greedy decoding (top_k=1) gives the same codes in any batch as alone; with sampling, one
-        generator serves the whole batch, so an item's draws depend on its place in the batch. `phonemes` (from
-        `phoneme_track`, its frames counted from the prompt's first) conditions speech on aligned phonemes.
-        `min_frames` (one int per text) holds back each item's end of audio until that many new frames, where it
-        is more than `config.min_duration` (e.g. each text's laid-out phonemes, `PhonemeTrack.total_frames`).
-        `beats` (from `beat_track`, its frames counted from the prompt's first) conditions music on a tempo.
+        generator serves the whole batch, so an item's draws depend on its place in the batch. `tracks` (name ->
+        track, each from `conditioner(name).track`, its frames counted from the prompt's first) conditions on
+        frame-aligned tracks: aligned phonemes for speech, a tempo for music. `min_frames` (one int per text) holds
+        back each item's end of audio until that many new frames, where it is more than `config.min_duration`
+        (e.g. each text's laid-out phonemes, `PhonemeTrack.total_frames`).
         """
-        decoding = self._start(texts, config, audio_prompt, prompt_fingerprint, phonemes, min_frames, beats)
+        decoding = self._start(texts, config, audio_prompt, prompt_fingerprint, tracks, min_frames)
         for _ in decoding.run():
             pass
         return self._output(decoding, max(decoding.lengths) - 1 - decoding.prompt_frames)
 
     def stream(self, texts: list[str], config: GenerationConfig, audio_prompt: torch.Tensor | None = None,
-               prompt_fingerprint: str | None = None, phonemes: PhonemeTrack | None = None,
-               min_frames: Sequence[int] | torch.Tensor | None = None, beats: BeatTrack | None = None
-               ) -> Iterator[torch.Tensor]:
+               prompt_fingerprint: str | None = None, tracks: Tracks | None = None,
+               min_frames: Sequence[int] | torch.Tensor | None = None) -> Iterator[torch.Tensor]:
         """Like `generate`, but yield codes LongTensor[B, k, t_new] as soon as the pattern has completed them.
 
         Concatenating the chunks along the last axis gives what `generate` returns for the same arguments.
         """
-        decoding = self._start(texts, config, audio_prompt, prompt_fingerprint, phonemes, min_frames, beats)
+        decoding = self._start(texts, config, audio_prompt, prompt_fingerprint, tracks, min_frames)
         sent = 0
         for ready in decoding.run():
             ready -= decoding.prompt_frames
@@ -275,8 +202,8 @@ class AudioLM:
         return decoding.frames[:, :k, decoding.prompt_frames:decoding.prompt_frames + max(ready, 0)].clone()
 
     def _start(self, texts: list[str], config: GenerationConfig, audio_prompt: torch.Tensor | None,
-               prompt_fingerprint: str | None, phonemes: PhonemeTrack | None = None,
-               min_frames: Sequence[int] | torch.Tensor | None = None, beats: BeatTrack | None = None) -> Decoding:
+               prompt_fingerprint: str | None, tracks: Tracks | None = None,
+               min_frames: Sequence[int] | torch.Tensor | None = None) -> Decoding:
         """Check every input against the model's limits, then set up a `Decoding`."""
         cfg = self.config
         if not isinstance(config, GenerationConfig):
@@ -299,21 +226,16 @@ class AudioLM:
                 f"duration={config.duration} s is {new_frames} frames at {cfg.frame_rate} Hz; with the "
                 f"{prompt_frames}-frame prompt that is more than the model's position range of "
                 f"max_audio_frames={cfg.max_audio_frames} frames; ask for at most {room:.3g} s")
-        if phonemes is not None:
-            if not self.has_phoneme_track:
-                raise ValueError("phonemes were given, but this LM has no phoneme track (config.phoneme_vocab_size=0)")
-            if phonemes.ids.shape[0] != len(texts):
-                raise ValueError(f"the phoneme track has {phonemes.ids.shape[0]} rows for {len(texts)} texts")
-        if beats is not None:
-            if not self.has_beat_track:
-                raise ValueError("beats were given, but this LM has no beat track (config.beat_track=false)")
-            if beats.bpm.shape[0] != len(texts):
-                raise ValueError(f"the beat track has {beats.bpm.shape[0]} rows for {len(texts)} texts")
+        tracks = {name: track for name, track in (tracks or {}).items() if track is not None}
+        for name, track in tracks.items():
+            self.conditioner(name)  # ValueError naming the LM's tracks
+            if track.batch_size != len(texts):
+                raise ValueError(f"the {name} track has {track.batch_size} rows for {len(texts)} texts")
         if min_frames is not None:
             min_frames = torch.as_tensor(min_frames).reshape(-1).tolist()
             if len(min_frames) != len(texts) or not all(isinstance(f, int) and f >= 0 for f in min_frames):
                 raise ValueError(f"min_frames must hold one integer >= 0 per text ({len(texts)}), got {min_frames}")
-        return Decoding(self.model, text_ids, text_mask, prompt, new_frames, config, phonemes, min_frames, beats)
+        return Decoding(self.model, text_ids, text_mask, prompt, new_frames, config, tracks, min_frames)
 
     def _check_prompt(self, prompt: torch.Tensor | None, fingerprint: str | None, batch_size: int) -> torch.Tensor | None:
         cfg = self.config

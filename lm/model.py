@@ -8,18 +8,9 @@ Text tokens have their own embedding table. An audio step is K slots, one per co
 codec's codes plus three specials (empty slot, end of audio, pad, see `lm.config`). K linear heads predict
 the next step's slots, each over the codes plus end of audio.
 
-With `config.phoneme_vocab_size` set, speech also gets an aligned phoneme track (`PhonemeTrack`): the
-utterance's phonemes are laid along its frames (where a forced alignment or a duration table puts them, or spread
-evenly), a convolution over the phonemes gives each one its neighbours, and each audio position adds the features
-of its frame's phoneme (through a zero-initialised projection, so a track added to a trained LM starts from that
-LM's behaviour). The text prefix alone leaves the model to discover where in the text each frame is, which a small
-model on a CPU budget does not; the track tells it, and the window tells it what is around. Frames outside the
-utterance's phonemes get an end-of-phonemes feature.
-
-With `config.beat_track`, music also gets a beat track (`BeatTrack`): each audio position adds, through another
-zero-initialised projection, the cosine and sine of the requested tempo's beat phase at its frame at four rates
-(a bar of 4 beats, 2 beats, the beat, half a beat) and the tempo's octave relative to 120 bpm. A tempo in the
-caption's digits is a few text tokens the model must learn to turn into a period; the track hands it the period.
+Conditioning beyond the text comes as tracks (`lm.conditioners`): each track's conditioner is a module of the
+model, in `tracks` keyed by its name, that turns its track into features added to the audio steps. The model sums
+the features of the tracks it is given and knows nothing else of them.
 
 Pre-norm blocks (RMSNorm), rotary positions, attention through `scaled_dot_product_attention`, and a key/value
 cache preallocated for the whole generation. Positions count only real tokens, so a left-padded text (or a
@@ -39,10 +30,9 @@ from torch import nn
 from transformers import PreTrainedModel
 from transformers.utils import ModelOutput
 
+from .conditioners.base import Tracks, build_tracks
 from .config import AudioLMConfig
 from .objective import drop_conditions, target_terms, teacher_forcing
-from .phonemes import END_ID, PAD_ID
-from .text import MAX_BPM, MIN_BPM
 
 
 # ----------------------------------------------------------------------------------------- rotary positions
@@ -162,78 +152,6 @@ def attention_mask(key_valid: torch.Tensor, query_start: int, num_queries: int) 
 
 
 @dataclass
-class PhonemeTrack:
-    """Phonemes laid along the audio frames of each item (see the module docstring).
-
-    ids: LongTensor[B, P], `lm.phonemes` ids right-padded with 0; a row of zeros has no track (music, a dropped
-        condition). total_frames: LongTensor[B], the frame after the last phoneme: frames t >= total are past the
-        end. frame_offset: LongTensor[B] or None (0), the frame of the first audio position: the start of a
-        training crop, or minus the length of an audio prompt (frames before 0 get no track).
-    starts: LongTensor[B, P] or None. None spreads the phonemes evenly: phoneme floor((t + 0.5) * n / total) sits
-        at frame t. Given, each symbol starts at its frame (non-decreasing along a row; `lm.phonemes.lay_out` or a
-        forced alignment makes them): frame t has the last symbol that starts at or before it, so a symbol that
-        starts where the next does takes no frames, and frames before the first start are, like those past the
-        end, silence (the end feature).
-    """
-
-    ids: torch.Tensor
-    total_frames: torch.Tensor
-    frame_offset: torch.Tensor | None = None
-    starts: torch.Tensor | None = None
-
-    def __post_init__(self) -> None:
-        if self.ids.dim() != 2 or self.total_frames.shape != self.ids.shape[:1]:
-            raise ValueError(f"a PhonemeTrack needs ids [B, P] and total_frames [B], got {list(self.ids.shape)} and "
-                             f"{list(self.total_frames.shape)}")
-        if bool((self.total_frames < 1).any()):
-            raise ValueError(f"total_frames must be >= 1, got {self.total_frames.tolist()}")
-        if self.starts is not None:
-            if self.starts.shape != self.ids.shape:
-                raise ValueError(f"starts must have the shape of ids {list(self.ids.shape)}, got "
-                                 f"{list(self.starts.shape)}")
-            real = self.ids != PAD_ID
-            if bool(((self.starts[:, 1:] < self.starts[:, :-1]) & real[:, 1:]).any()):
-                raise ValueError("starts must not decrease along a row (each symbol starts at or after the one "
-                                 "before it)")
-
-    def without(self, drop: torch.Tensor) -> PhonemeTrack:
-        """The same track with the rows where drop BoolTensor[B] is True emptied (the null condition)."""
-        return PhonemeTrack(self.ids.masked_fill(drop.to(self.ids.device).unsqueeze(1), PAD_ID), self.total_frames,
-                            self.frame_offset, self.starts)
-
-
-BEAT_RATES = (0.25, 0.5, 1.0, 2.0)  # cycles per beat of the beat track's sinusoids: a 4-beat bar .. half a beat
-BEAT_FEATURES = 2 * len(BEAT_RATES) + 1  # cos and sin per rate, and log2(bpm / 120)
-
-
-@dataclass
-class BeatTrack:
-    """The requested tempo of each item, laid along its frames as beat phase (see the module docstring).
-
-    bpm: FloatTensor[B], beats per minute; 0 for a row without a tempo (speech, a caption that names none, a
-        dropped condition). The first beat falls on frame 0. frame_offset: LongTensor[B] or None (0), the frame of
-        the first audio position (the start of a training crop).
-    """
-
-    bpm: torch.Tensor
-    frame_offset: torch.Tensor | None = None
-
-    def __post_init__(self) -> None:
-        if self.bpm.dim() != 1:
-            raise ValueError(f"a BeatTrack needs bpm [B], got shape {list(self.bpm.shape)}")
-        if self.frame_offset is not None and self.frame_offset.shape != self.bpm.shape:
-            raise ValueError(f"frame_offset must have bpm's shape {list(self.bpm.shape)}, got "
-                             f"{list(self.frame_offset.shape)}")
-        real = self.bpm[self.bpm != 0]
-        if not bool(torch.isfinite(self.bpm).all()) or bool(((real < MIN_BPM) | (real > MAX_BPM)).any()):
-            raise ValueError(f"bpm must be 0 (no tempo) or in [{MIN_BPM:g}, {MAX_BPM:g}], got {self.bpm.tolist()}")
-
-    def without(self, drop: torch.Tensor) -> BeatTrack:
-        """The same track with the rows where drop BoolTensor[B] is True emptied (no tempo)."""
-        return BeatTrack(self.bpm.masked_fill(drop.to(self.bpm.device), 0.0), self.frame_offset)
-
-
-@dataclass
 class AudioLMOutput(ModelOutput):
     """loss: mean over codebooks of each codebook's cross-entropy (None when no targets).
     logits: FloatTensor[B, K, S, codebook_size + 1], the last index being end of audio.
@@ -266,17 +184,12 @@ class AudioLMModel(PreTrainedModel):
         self.layers = nn.ModuleList(Block(config) for _ in range(config.num_hidden_layers))
         self.norm = nn.RMSNorm(D, eps=config.norm_eps)
         self.heads = nn.ModuleList(nn.Linear(D, config.num_logits, bias=False) for _ in range(K))
-        if config.phoneme_vocab_size:
-            self.phoneme_embedding = nn.Embedding(config.phoneme_vocab_size, D, padding_idx=PAD_ID)
-            self.phoneme_conv = nn.Conv1d(D, D, config.phoneme_kernel, padding=config.phoneme_kernel // 2)
-            self.phoneme_projection = nn.Linear(D, D, bias=False)
-        if config.beat_track:
-            self.beat_projection = nn.Linear(BEAT_FEATURES, D, bias=False)
+        self.tracks = build_tracks(config)  # name -> TrackConditioner
         self.post_init()
 
     def _init_weights(self, module: nn.Module) -> None:
         super()._init_weights(module)
-        if module is getattr(self, "phoneme_projection", None) or module is getattr(self, "beat_projection", None):
+        if any(module is getattr(track, "projection", None) for track in self.tracks.values()):
             nn.init.zeros_(module.weight)  # a new track changes nothing until it has learnt something
 
     # -- pieces ---------------------------------------------------------------------------------------------
@@ -299,68 +212,21 @@ class AudioLMModel(PreTrainedModel):
         keep = torch.isin(text_ids, torch.tensor(self.config.null_condition_ids, device=text_ids.device))
         return text_mask & keep
 
-    def step_features(self, num_positions: int, phonemes: PhonemeTrack | None = None,
-                      beats: BeatTrack | None = None) -> torch.Tensor | None:
-        """What the tracks given add at audio positions 0..num_positions-1: FloatTensor[B, num_positions, D], or
-        None without tracks."""
-        features = None if phonemes is None else self.phoneme_features(phonemes, num_positions)
-        if beats is not None:
-            beat = self.beat_features(beats, num_positions)
-            features = beat if features is None else features + beat
+    def step_features(self, num_positions: int, tracks: Tracks | None = None) -> torch.Tensor | None:
+        """What the tracks given (name -> track, as `lm.conditioners` builds them) add at audio positions
+        0..num_positions-1: FloatTensor[B, num_positions, D], or None without tracks. Position s predicts frame
+        frame_offset + s of each track."""
+        given = {name: track for name, track in (tracks or {}).items() if track is not None}
+        unknown = sorted(set(given) - set(self.tracks))
+        if unknown:
+            raise ValueError(f"this LM has no {' or '.join(unknown)} track (its tracks: {sorted(self.tracks)}); "
+                             "leave it out, or add it with AudioLM.with_track")
+        features = None
+        for name, conditioner in self.tracks.items():  # a fixed order: the sum does not depend on the caller's
+            if name in given:
+                feature = conditioner(given[name], num_positions)  # (B, S, D)
+                features = feature if features is None else features + feature
         return features
-
-    def beat_features(self, track: BeatTrack, num_positions: int) -> torch.Tensor:
-        """FloatTensor[B, num_positions, D]: what the beat track adds at audio positions 0.. (position s predicts
-        frame frame_offset + s); zeros for rows without a tempo."""
-        if not self.config.beat_track:
-            raise ValueError("this LM has no beat track (config.beat_track=false); pass beats=None")
-        bpm = track.bpm.to(self.device, torch.float64)
-        offset = torch.zeros_like(bpm, dtype=torch.long) if track.frame_offset is None else \
-            track.frame_offset.to(self.device)
-        frame = offset.unsqueeze(1) + torch.arange(num_positions, device=self.device)  # (B, S)
-        beats = frame.double() / self.config.frame_rate * bpm.unsqueeze(1) / 60.0  # (B, S) beats since frame 0
-        angle = 2 * torch.pi * beats.unsqueeze(2) * torch.tensor(BEAT_RATES, device=self.device, dtype=torch.float64)
-        octave = torch.log2(bpm.clamp(min=MIN_BPM) / 120.0)[:, None, None].expand(-1, num_positions, 1)
-        features = torch.cat([angle.cos(), angle.sin(), octave], dim=2)  # (B, S, BEAT_FEATURES)
-        keep = (bpm > 0).unsqueeze(1) & (frame >= 0)  # (B, S)
-        features = (features * keep.unsqueeze(2)).to(self.beat_projection.weight.dtype)
-        return self.beat_projection(features)
-
-    def phoneme_features(self, track: PhonemeTrack, num_positions: int) -> torch.Tensor:
-        """FloatTensor[B, num_positions, D]: what the track adds at audio positions 0.. (position s predicts frame
-        frame_offset + s); zeros for rows without phonemes."""
-        if not self.config.phoneme_vocab_size:
-            raise ValueError("this LM has no phoneme track (config.phoneme_vocab_size=0); pass phonemes=None")
-        ids = track.ids.to(self.device)
-        if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= self.config.phoneme_vocab_size):
-            raise ValueError(f"phoneme ids must lie in [0, phoneme_vocab_size={self.config.phoneme_vocab_size}), "
-                             f"got values in [{int(ids.min())}, {int(ids.max())}]")
-        B, D = ids.shape[0], self.config.hidden_size
-        count = (ids != PAD_ID).sum(1)  # (B,) phonemes per row (the padding is on the right)
-        total = track.total_frames.to(self.device)
-        offset = torch.zeros_like(total) if track.frame_offset is None else track.frame_offset.to(self.device)
-        starts = None if track.starts is None else track.starts.to(self.device)
-        if ids.shape[1] == 0:  # no row has phonemes; still run the track, so every process uses its weights
-            ids = ids.new_zeros(B, 1)
-            starts = None if starts is None else ids.clone()
-        embedded = self.phoneme_embedding(ids)  # (B, P, D), zeros at padding
-        context = self.phoneme_conv(embedded.transpose(1, 2)).transpose(1, 2)  # (B, P, D)
-        frame = offset.unsqueeze(1) + torch.arange(num_positions, device=self.device)  # (B, S)
-        silent = frame >= total.unsqueeze(1)  # (B, S): past the last phoneme
-        if starts is None:  # spread evenly
-            where = ((frame.double() + 0.5) * count.unsqueeze(1) / total.unsqueeze(1)).floor().long()
-        else:  # the last symbol starting at or before the frame; padding starts never
-            never = torch.iinfo(torch.long).max
-            where = torch.searchsorted(starts.masked_fill(ids == PAD_ID, never).contiguous(), frame.contiguous(),
-                                       right=True) - 1
-            silent = silent | (where < 0)  # before the first phoneme
-        where = torch.minimum(where, (count - 1).clamp(min=0).unsqueeze(1)).clamp(min=0)  # (B, S)
-        features = context.gather(1, where.unsqueeze(2).expand(-1, -1, D))  # (B, S, D)
-        end = self.phoneme_embedding.weight[END_ID].to(features.dtype)
-        features = torch.where(silent.unsqueeze(2), end, features)
-        keep = (count > 0).unsqueeze(1) & (frame >= 0)  # (B, S): rows with phonemes, frames of the utterance on
-        features = features * keep.unsqueeze(2).to(features.dtype)
-        return self.phoneme_projection(features)
 
     def _run(self, hidden: torch.Tensor, valid: torch.Tensor, cache: KVCache | None) -> torch.Tensor:
         """hidden [B, S, D] with valid [B, S] (False = padding) through all blocks; returns normed [B, S, D]."""
@@ -399,13 +265,12 @@ class AudioLMModel(PreTrainedModel):
     # -- uncached: whole sequences -------------------------------------------------------------------------
 
     def logits(self, text_ids: torch.Tensor, text_mask: torch.Tensor | None, step_inputs: torch.Tensor,
-               step_mask: torch.Tensor | None = None, phonemes: PhonemeTrack | None = None,
-               beats: BeatTrack | None = None) -> torch.Tensor:
+               step_mask: torch.Tensor | None = None, tracks: Tracks | None = None) -> torch.Tensor:
         """Logits of every audio step, recomputed from scratch (no cache).
 
         text_ids LongTensor[B, L], text_mask BoolTensor[B, L] (None: all real), step_inputs LongTensor[B, K, S]
         with step_inputs[:, :, 0] the start step and step_inputs[:, :, s] = step s - 1, step_mask BoolTensor[B, S]
-        (None: all real), phonemes: the aligned phoneme track, beats: the beat track (None: none). Returns FloatTensor[B, K, S,
+        (None: all real), tracks: name -> track (`step_features`; None: none). Returns FloatTensor[B, K, S,
         codebook_size + 1]: position s predicts step s.
         """
         B, L = text_ids.shape
@@ -413,7 +278,7 @@ class AudioLMModel(PreTrainedModel):
         if step_mask is None:
             step_mask = torch.ones(B, step_inputs.shape[2], dtype=torch.bool, device=step_inputs.device)
         steps = self.embed_steps(step_inputs)  # (B, S, D)
-        features = self.step_features(step_inputs.shape[2], phonemes, beats)
+        features = self.step_features(step_inputs.shape[2], tracks)
         if features is not None:
             steps = steps + features
         hidden = torch.cat([self.text_embedding(text_ids), steps], dim=1)  # (B, L + S, D)
@@ -421,8 +286,7 @@ class AudioLMModel(PreTrainedModel):
         return self._heads(hidden[:, L:])
 
     def forward(self, text_ids: torch.Tensor, text_mask: torch.Tensor | None, codes: torch.Tensor,
-                code_lengths: torch.Tensor | None = None, phonemes: PhonemeTrack | None = None,
-                beats: BeatTrack | None = None) -> AudioLMOutput:
+                code_lengths: torch.Tensor | None = None, tracks: Tracks | None = None) -> AudioLMOutput:
         """Teacher-forced logits and the training loss for text -> codes pairs.
 
         text_ids LongTensor[B, L] and text_mask BoolTensor[B, L] (padding either side); codes LongTensor[B, K, T]
@@ -430,14 +294,14 @@ class AudioLMModel(PreTrainedModel):
         end-of-audio frame, are laid out by the pattern, and the loss is the cross-entropy of every filled slot
         (codes and end of audio; not empty slots, not padding), averaged per codebook, then over codebooks.
         In training mode each item's text is replaced by the null condition with probability
-        `config.condition_dropout` (its phonemes and tempo too).
+        `config.condition_dropout`, and its tracks emptied (`Track.without`).
         """
         text_mask = torch.ones_like(text_ids, dtype=torch.bool) if text_mask is None else text_mask.bool()
         if self.training and self.config.condition_dropout > 0:
             drop = torch.rand(text_ids.shape[0], device=text_ids.device) < self.config.condition_dropout  # (B,)
-            text_mask, phonemes, beats = drop_conditions(self, text_ids, text_mask, drop, phonemes, beats)
+            text_mask, tracks = drop_conditions(self, text_ids, text_mask, drop, tracks)
         steps, step_mask, step_inputs = teacher_forcing(self, codes, code_lengths)  # (B, K, S), (B, S), (B, K, S)
-        logits = self.logits(text_ids, text_mask, step_inputs, step_mask, phonemes, beats)  # (B, K, S, V)
+        logits = self.logits(text_ids, text_mask, step_inputs, step_mask, tracks)  # (B, K, S, V)
         nll, target_mask, targets = target_terms(logits, steps, self.config)  # (B, K, S) each
         counts = target_mask.sum(dim=(0, 2))  # (K,)
         codebook_losses = (nll * target_mask).sum(dim=(0, 2)) / counts.clamp(min=1)  # (K,)

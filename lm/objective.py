@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 import torch
@@ -18,8 +19,10 @@ from torch import nn
 from .config import AudioLMConfig
 from .patterns import CodebookPattern
 
+from .conditioners.base import Track, Tracks
+
 if TYPE_CHECKING:  # the model imports this module
-    from .model import AudioLMModel, BeatTrack, PhonemeTrack
+    from .model import AudioLMModel
 
 
 def codes_to_steps(codes: torch.Tensor, code_lengths: torch.Tensor | None, config: AudioLMConfig,
@@ -66,16 +69,20 @@ def teacher_forcing(model: AudioLMModel, codes: torch.Tensor, code_lengths: torc
 
 
 def drop_conditions(model: AudioLMModel, text_ids: torch.Tensor, text_mask: torch.Tensor, drop: torch.Tensor,
-                    phonemes: PhonemeTrack | None, beats: BeatTrack | None, beat_drop: torch.Tensor | None = None
-                    ) -> tuple[torch.Tensor, PhonemeTrack | None, BeatTrack | None]:
+                    tracks: Tracks | None, track_drop: Mapping[str, torch.Tensor] | None = None
+                    ) -> tuple[torch.Tensor, dict[str, Track] | None]:
     """The null condition where drop BoolTensor[B] is True (classifier-free guidance): the text masked down to its
-    task tag and end of text, no phonemes, no tempo. `beat_drop` [B] leaves out the beat track alone (its text
-    kept)."""
+    task tag and end of text, every track emptied (`Track.without`). `track_drop` (name -> BoolTensor[B]) also
+    empties a track alone in more rows, their text kept."""
     text_mask = torch.where(drop.unsqueeze(1), model.null_condition(text_ids, text_mask), text_mask)
-    phonemes = None if phonemes is None else phonemes.without(drop)
-    if beats is not None:
-        beats = beats.without(drop if beat_drop is None else drop.cpu() | beat_drop.cpu())
-    return text_mask, phonemes, beats
+    if tracks is None:
+        return text_mask, None
+    dropped = {}
+    for name, track in tracks.items():
+        if track is not None:
+            extra = (track_drop or {}).get(name)
+            dropped[name] = track.without(drop if extra is None else drop.cpu() | extra.cpu())
+    return text_mask, dropped
 
 
 def target_terms(logits: torch.Tensor, steps: torch.Tensor, config: AudioLMConfig, cut: torch.Tensor | None = None
@@ -99,36 +106,41 @@ class LMObjective(nn.Module):
     condition (classifier-free guidance); the draw is the caller's. Dividing by the global target count is
     the caller's too, so the loss of a batch split over processes sums to the loss of the whole batch.
 
-    `phoneme_input_dropout`: in training mode, each audio step fed to an item that has a phoneme track is
-    replaced by an empty step with this probability (drawn from torch's generator, which the loop seeds per step
-    and process). Speech at 75 frames/s is mostly predictable from its own last frames, so a model can lower its
-    loss while ignoring the phonemes; hiding some of those frames makes the track worth reading (Tacotron's
-    always-on pre-net dropout does this for its attention). Targets do not change.
+    `phoneme_input_dropout`: in training mode, each audio step fed to an item that has a phoneme track (the track
+    named "phoneme", whose `present()` says which rows have one) is replaced by an empty step with this probability
+    (drawn from torch's generator, which the loop seeds per step and process). Speech at 75 frames/s is mostly
+    predictable from its own last frames, so a model can lower its loss while ignoring the phonemes; hiding some of
+    those frames makes the track worth reading (Tacotron's always-on pre-net dropout does this for its attention).
+    Targets do not change.
 
-    `beat_dropout`: in training mode, each item's beat track is left out with this probability (same generator),
-    its text kept, so that the LM also learns captions that name no tempo.
+    `track_dropout`: name -> probability; in training mode, each item's track of that name is left out with that
+    probability (same generator), its text kept, e.g. so that the LM also learns captions that name no tempo.
     """
 
-    def __init__(self, model: AudioLMModel, phoneme_input_dropout: float = 0.0, beat_dropout: float = 0.0) -> None:
+    def __init__(self, model: AudioLMModel, phoneme_input_dropout: float = 0.0,
+                 track_dropout: Mapping[str, float] | None = None) -> None:
         super().__init__()
         self.model = model
         self.phoneme_input_dropout = phoneme_input_dropout
-        self.beat_dropout = beat_dropout
+        self.track_dropout = dict(track_dropout or {})
 
     def forward(self, text_ids: torch.Tensor, text_mask: torch.Tensor, drop: torch.Tensor, codes: torch.Tensor,
-                code_lengths: torch.Tensor, cut: torch.Tensor, phonemes: PhonemeTrack | None = None,
-                beats: BeatTrack | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                code_lengths: torch.Tensor, cut: torch.Tensor, tracks: Tracks | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
         model, cfg = self.model, self.model.config
-        beat_drop = None
-        if beats is not None and self.training and self.beat_dropout > 0:
-            beat_drop = torch.rand(drop.shape[0]) < self.beat_dropout
-        text_mask, phonemes, beats = drop_conditions(model, text_ids, text_mask, drop, phonemes, beats, beat_drop)
+        track_drop = {}
+        if tracks is not None and self.training:
+            for name, track in tracks.items():
+                if track is not None and self.track_dropout.get(name, 0.0) > 0:
+                    track_drop[name] = torch.rand(drop.shape[0]) < self.track_dropout[name]
+        text_mask, tracks = drop_conditions(model, text_ids, text_mask, drop, tracks, track_drop)
         steps, step_mask, inputs = teacher_forcing(model, codes, code_lengths)  # (B, K, S), (B, S), (B, K, S)
+        phonemes = (tracks or {}).get("phoneme")
         if self.training and self.phoneme_input_dropout > 0 and phonemes is not None:
-            tracked = (phonemes.ids > 0).any(dim=1).to(inputs.device)  # (B,)
+            tracked = phonemes.present().to(inputs.device)  # (B,)
             hide = torch.rand(inputs.shape[0], 1, inputs.shape[2]) < self.phoneme_input_dropout  # (B, 1, S)
             hide = hide.to(inputs.device) & tracked.view(-1, 1, 1) & (inputs != cfg.pad_id)
             inputs = torch.where(hide, cfg.empty_id, inputs)
-        logits = model.logits(text_ids, text_mask, inputs, step_mask, phonemes, beats)  # (B, K, S, V)
+        logits = model.logits(text_ids, text_mask, inputs, step_mask, tracks)  # (B, K, S, V)
         nll, mask, _ = target_terms(logits, steps, cfg, cut)
         return (nll * mask).sum(dim=(0, 2)), mask.sum(dim=(0, 2))

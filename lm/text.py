@@ -265,26 +265,6 @@ class TextTokenizer:
         return f"TextTokenizer(vocab_size={self.vocab_size}, tasks={self.TASKS})"
 
 
-MIN_BPM, MAX_BPM = 20.0, 400.0  # the tempos a caption can ask for
-_TEMPO_PATTERNS = (
-    re.compile(r"(?<![\w.])(\d{2,3}(?:\.\d+)?)\s*(?:bpm|beats\s+(?:per|a)\s+minute)\b", re.IGNORECASE),
-    re.compile(r"\btempo\s*(?:of\s*|is\s*|at\s*|[:=]\s*)?(\d{2,3}(?:\.\d+)?)(?![\d.])", re.IGNORECASE),
-)
-
-
-def tempo_from_text(text: str) -> float | None:
-    """The tempo a caption asks for, in beats per minute, or None when it names none.
-
-    Understands "128 bpm", "128 BPM", "96 beats per minute" (or "a minute") and "tempo 128" / "tempo: 128" /
-    "tempo of 128"; the first such mention wins. Values outside 20-400 bpm are not tempos and give None.
-    """
-    found = [(m.start(), float(m.group(1))) for pattern in _TEMPO_PATTERNS for m in pattern.finditer(text)]
-    if not found:
-        return None
-    bpm = min(found)[1]
-    return bpm if MIN_BPM <= bpm <= MAX_BPM else None
-
-
 def _tag(task: str) -> str:
     return f"<{task}>"
 

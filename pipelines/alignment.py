@@ -17,7 +17,7 @@ move fall from 74% in the first round to 0.8% in the eighth, and the sounds come
 expects (vowels and fricatives 8-9 frames, plosives about 3).
 
 `duration_table` turns the alignments into each voice's mean frames per sound and silence at each end;
-generation lays out a sentence with it (`lm.phonemes.lay_out`).
+generation lays out a sentence with it (`lm.conditioners.phonemizer.lay_out`).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import torch
 import torchaudio
 from tqdm.auto import tqdm
 
-from lm.phonemes import LEAD, TRAIL, phoneme_ids, phoneme_units, starts_of_symbols
+from lm.conditioners.phonemizer import LEAD, TRAIL, phoneme_ids, phoneme_units, starts_of_symbols
 
 logger = logging.getLogger(__name__)
 
@@ -274,7 +274,7 @@ def _speech_items(examples, frames_of: CodeFrames, progress: bool) -> list[tuple
     """(row, phonemes, item) of each speech example with at least one sound and no more sounds than frames."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from lm.phonemes import phonemize
+    from lm.conditioners.phonemizer import phonemize
 
     rows = [i for i, task in enumerate(examples.tasks) if task == "speech"]
     with ThreadPoolExecutor(max_workers=4) as pool:  # espeak-ng runs in its own process

@@ -1,24 +1,15 @@
-"""What the LM is conditioned on: the text, and for speech the voice that should say it.
+"""What the LM is conditioned on, as the pipelines build it: the text, for speech the voice that should say it
+(`condition_text`, defined with the LM's text conditioner in `lm.conditioners.text`), and the voices an LM knows.
 
-Training (`train-lm`, `finetune`) and generation build the conditioning text with the same function, so a
-voice named at generation time means what it meant in training. Voices are plain text (`[flite-rms] Hello`):
-the sentencepiece tokenizer learns them as pieces, and the model needs no extra embedding table.
+Training (`train-lm`, `finetune`) and generation build the conditioning text with the same function, so a voice
+named at generation time means what it meant in training.
 """
 
 from __future__ import annotations
 
+from lm.conditioners.text import condition_text, text_without_voice
 
-def condition_text(text: str, voice: str | None = None) -> str:
-    """The conditioning text for `text` (a transcript or a caption), spoken by `voice` when given."""
-    return text if not voice else f"[{voice}] {text}"
-
-
-def text_without_voice(conditioning: str, voice: str | None = None) -> str:
-    """The text that `condition_text(text, voice)` was made from."""
-    prefix = f"[{voice}] " if voice else ""
-    if not conditioning.startswith(prefix):
-        raise ValueError(f"{conditioning!r} is not a conditioning text of voice {voice!r}")
-    return conditioning[len(prefix):]
+__all__ = ["condition_text", "known_voices", "text_without_voice"]
 
 
 def known_voices(config) -> list[str]:

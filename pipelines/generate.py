@@ -9,9 +9,9 @@ FloatTensor[C, N] at its sample rate. The conditioning text is built with `condi
 training, so a voice means what it meant there. A progress bar counts generated frames: the LM is run through
 `AudioLM.stream`, whose chunks concatenate to what `AudioLM.generate` returns.
 
-Streaming decodes frames as the LM completes them. The codec's decoder sees a bounded window of frames (its
-receptive field), so decoding each new span with that much left context (and, for a non-causal codec, that
-much look-ahead, held back until it exists) gives the samples that decoding all the codes at once gives.
+Streaming decodes frames as the LM completes them, through the codec's stream decoder
+(`lm.codec_interface.stream_decoder`; rvqaudio's codec: `tokenizer.streaming`), whose pieces concatenate to the
+samples that decoding all the codes at once gives.
 """
 
 from __future__ import annotations
@@ -28,7 +28,8 @@ import torch
 from tqdm.auto import tqdm
 
 from lm import AudioLM, GenerationConfig, PhonemeTrack, split_items
-from lm.phonemes import lay_out, phonemize, text_phoneme_ids
+from lm.codec_interface import stream_decoder
+from lm.conditioners.phonemizer import lay_out, phonemize, text_phoneme_ids
 from tokenizer.audio import load_audio, save_audio
 
 from .codec_files import read_codes
@@ -103,8 +104,8 @@ def generate(prompt: str | list[str], *, task: str | None = "music", duration: f
     codes = torch.cat(chunks, dim=2) if chunks else request.no_frames()  # (B, k, T), PAD_FRAME past an end
     results = []
     for text, item in zip(request.texts, split_items(codes)):
-        decoder = _StreamDecoder(request.lm.codec, request.prompt_codes)
-        waveform = torch.cat([decoder.push(item), decoder.flush()], dim=-1)
+        decoder = stream_decoder(request.lm.codec, context=request.prompt_codes)
+        waveform = torch.cat([decoder.push(item), decoder.flush()], dim=-1)[0].cpu()  # (C, N)
         results.append(request.result(text, waveform, item[0]))
     return results if request.batched else results[0]
 
@@ -118,8 +119,9 @@ def generate_stream(prompt: str, *, task: str | None = "music", duration: float 
                     chunk_frames: int | None = None) -> AudioStream:
     """Like `generate` for one text, but yield FloatTensor[C, n] pieces of the waveform as frames complete.
 
-    chunk_frames: decode once this many new frames are ready (None: whenever any are). Concatenated, the pieces
-    equal `generate(...).waveform` for the same arguments. Every argument is checked here, before the first
+    chunk_frames: decode this many new frames at a time and yield pieces of at least this many frames, the last
+    apart (None: 1, each frame as soon as it is final). Concatenated, the pieces equal `generate(...).waveform`
+    for the same arguments. Every argument is checked here, before the first
     frame; the returned `AudioStream` tells the sample rate and, once consumed, `codes` and `ended_by_itself`.
     """
     if not isinstance(prompt, str):
@@ -154,14 +156,27 @@ class AudioStream:
         return next(self._pieces)
 
     def _run(self, progress: bool, chunk_frames: int) -> Iterator[torch.Tensor]:
-        decoder = _StreamDecoder(self._request.lm.codec, self._request.prompt_codes, chunk_frames)
+        # Codes go to the decoder `chunk_frames` at a time, and its samples come out in pieces of at least that
+        # many frames (a non-causal decoder holds frames back until their look-ahead has been generated).
+        codec = self._request.lm.codec
+        decoder = stream_decoder(codec, context=self._request.prompt_codes)
+        least = chunk_frames * round(codec.sample_rate / codec.frame_rate)  # samples
+        waiting: list[torch.Tensor] = []  # codes not yet pushed
+        held: list[torch.Tensor] = []  # samples (C, n) not yet yielded
         for chunk in self._request.frames(progress):
             self._codes.append(chunk)
-            piece = decoder.push(chunk)
-            if piece.shape[-1]:
-                yield piece
-        piece = decoder.flush()
+            waiting.append(chunk)
+            if sum(c.shape[2] for c in waiting) >= chunk_frames:
+                held.append(decoder.push(torch.cat(waiting, dim=2))[0].cpu())
+                waiting = []
+                if sum(p.shape[-1] for p in held) >= least:
+                    yield torch.cat(held, dim=-1)
+                    held = []
+        if waiting:
+            held.append(decoder.push(torch.cat(waiting, dim=2))[0].cpu())
+        held.append(decoder.flush()[0].cpu())
         self._finished = True
+        piece = torch.cat(held, dim=-1)
         if piece.shape[-1]:
             yield piece
 
@@ -277,10 +292,11 @@ class _Request:
         # Not before its phonemes are laid out: an LM that learned a silent lead-in with the end-of-phonemes feature
         # (an aligned track) would otherwise now and then end there, before saying anything.
         spoken = track.total_frames if track is not None and self.default_min_duration else None
-        # Music with an LM that has a beat track: the tempo each caption names, its first beat on the first frame.
-        beats = self.lm.beat_track(texts, self.config.task) if self.lm.has_beat_track else None
+        tracks = {"phoneme": track}
+        if self.lm.has_track("beat"):  # the tempo each music caption names, its first beat on the first frame
+            tracks["beat"] = self.lm.conditioner("beat").track(texts, self.config.task)
         chunks = self.lm.stream(texts, self.config, audio_prompt=prompt, prompt_fingerprint=self.prompt_fingerprint,
-                                phonemes=track, min_frames=spoken, beats=beats)
+                                tracks=tracks, min_frames=spoken)
         with tqdm(total=self.max_frames, desc="generating", unit="frame", disable=not progress,
                   dynamic_ncols=True) as bar:
             for chunk in chunks:
@@ -292,23 +308,23 @@ class _Request:
         sound lasting as long as the voice's sounds did in training (`phoneme_durations`, written by a run with
         training.phoneme_alignment), or else spread evenly at the voice's frames per phoneme
         (`frames_per_phoneme`, written by train-lm)."""
-        if self.config.task != "speech" or not self.lm.has_phoneme_track:
+        if self.config.task != "speech" or not self.lm.has_track("phoneme"):
             return None
+        phonemes = self.lm.conditioner("phoneme")
         prompt_frames = 0 if self.prompt_codes is None else self.prompt_codes.shape[2]
         tables = getattr(self.lm.config, "phoneme_durations", None) or {}
         if tables:
             durations = {**tables.get("", {}), **tables.get(self.voice or "", {})}
             laid = [lay_out(phonemize(text), durations) for text in self.texts]
-            return self.lm.phoneme_track(self.texts, [end for _, end in laid], [-prompt_frames] * len(self.texts),
-                                         [starts for starts, _ in laid])
+            return phonemes.track(self.texts, [end for _, end in laid], [-prompt_frames] * len(self.texts),
+                                  [starts for starts, _ in laid])
         rates = getattr(self.lm.config, "frames_per_phoneme", None) or {}
         rate = rates.get(self.voice or "", rates.get(""))
         if rate is None:
             raise ValueError("the LM has a phoneme track but no frames_per_phoneme in its config; train it with "
                              "speech (train-lm writes them)")
         counts = [len(text_phoneme_ids(text)) for text in self.texts]
-        return self.lm.phoneme_track(self.texts, [max(1, round(n * rate)) for n in counts],
-                                     [-prompt_frames] * len(self.texts))
+        return phonemes.track(self.texts, [max(1, round(n * rate)) for n in counts], [-prompt_frames] * len(self.texts))
 
     def no_frames(self) -> torch.Tensor:
         """LongTensor[B, k, 0]: the codes when every item ended before its first frame."""
@@ -371,77 +387,3 @@ def _prompt_codes(lm: AudioLM, audio_prompt: torch.Tensor | str | os.PathLike | 
                          f"{getattr(audio_prompt, 'dtype', type(audio_prompt).__name__)} "
                          f"{list(getattr(audio_prompt, 'shape', []))}")
     return codec.encode(wav[None]).cpu(), codec.fingerprint  # encode checks channels, length and values
-
-
-# ----------------------------------------------------------------------------------------- decoding as frames come
-
-
-class _StreamDecoder:
-    """Decode codes [1, k, t] pushed piece by piece into samples equal to decoding them all at once.
-
-    A span of frames decodes exactly when it brings `lookback` frames of left context (the decoder's receptive
-    field) and, for a non-causal codec, `lookahead` frames of right context; frames waiting for look-ahead are
-    held back until it arrives or `flush` ends the codes. Without a known finite receptive field (an LSTM, or a
-    codec that does not say) the decoder re-decodes from the start, and a non-causal one waits for the end.
-    """
-
-    def __init__(self, codec, context: torch.Tensor | None = None, chunk_frames: int = 1) -> None:
-        self.codec, self.chunk_frames = codec, chunk_frames
-        self.hop = int(getattr(codec, "hop_length", None) or round(codec.sample_rate / codec.frame_rate))
-        config = getattr(codec, "config", None)
-        causal = bool(getattr(config, "causal", False))
-        # RVQCodec's own chunked decode uses this window; it is exact for convolutions, not for an LSTM.
-        window = getattr(codec, "decoder_context", None)
-        if getattr(config, "lstm_layers", 0):
-            window = None
-        self.lookback = window  # None: from the first frame
-        self.period = int(getattr(codec, "decoder_period", 1))  # spans start at multiples of it
-        # A pitch-phase decoder's source phase runs over the whole sequence: each span continues from the phase
-        # where the samples already out end (known once a span from the first frame has been decoded).
-        self.pitch_phase = bool(getattr(codec, "pitch_phase", False))
-        self.phase = None
-        self.lookahead = 0 if causal else window  # None: only at the end
-        self.codes = None if context is None else context.cpu()
-        self.done = 0 if context is None else context.shape[2]  # frames whose samples are out (or are the prompt)
-
-    def push(self, codes: torch.Tensor) -> torch.Tensor:
-        """Add frames [1, k, t]; return the samples FloatTensor[C, n] now final (n may be 0)."""
-        if self.codes is None:
-            self.codes = codes
-        else:
-            self.codes = torch.cat([self.codes[:, :codes.shape[1]], codes], dim=2)
-        if self.lookahead is None:  # a non-causal decoder of unknown reach: nothing is final before the end
-            return self._empty()
-        ready = self.codes.shape[2] - self.lookahead
-        if ready - self.done < self.chunk_frames:
-            return self._empty()
-        return self._decode(ready)
-
-    def flush(self) -> torch.Tensor:
-        """The samples of every frame not yet returned."""
-        if self.codes is None:
-            return self._empty()
-        return self._decode(self.codes.shape[2])
-
-    def _decode(self, end: int) -> torch.Tensor:
-        if end <= self.done:
-            return self._empty()
-        total = self.codes.shape[2]
-        start = 0 if self.lookback is None else max(0, self.done - self.lookback) // self.period * self.period
-        stop = total if self.lookahead is None else min(total, end + self.lookahead)
-        if self.pitch_phase:
-            if self.phase is None:
-                start = 0
-            anchor = None if self.phase is None else (self.done - start, self.phase)
-            wav, phases = self.codec.decode(self.codes[:, :, start:stop], source_phase=anchor,
-                                            return_source_phase=True)
-            self.phase = phases[..., end - start]
-            wav = wav[0].cpu()
-        else:
-            wav = self.codec.decode(self.codes[:, :, start:stop])[0].cpu()  # (C, (stop - start) * hop)
-        piece = wav[:, (self.done - start) * self.hop:(end - start) * self.hop]
-        self.done = end
-        return piece
-
-    def _empty(self) -> torch.Tensor:
-        return torch.zeros(int(self.codec.channels), 0)

@@ -131,13 +131,14 @@ def _sharpen(lm: AudioLM) -> None:
 
 
 def reference_generate(lm: AudioLM, texts: list[str], config: GenerationConfig,
-                       audio_prompt: torch.Tensor | None = None, phonemes: PhonemeTrack | None = None
-                       ) -> list[torch.Tensor]:
+                       audio_prompt: torch.Tensor | None = None, phonemes: PhonemeTrack | None = None,
+                       tracks: dict[str, list] | None = None) -> list[torch.Tensor]:
     """Generation with plain loops, one item at a time, recomputing the whole sequence every step (no cache).
 
     Returns one LongTensor[K, T_b] per item (the continuation only). Same sampler and generator draws as the
     fast path only when each item is generated alone (greedy decoding draws nothing). An item's phoneme track
-    is its row of `phonemes` without the batch's padding, given to the conditional logits only.
+    is its row of `phonemes` without the batch's padding, given to the conditional logits only; `tracks` gives
+    further tracks, name -> one single-row track per item, also to the conditional logits only.
     """
     model, cfg = lm.model, lm.config
     pattern = model.pattern
@@ -148,11 +149,12 @@ def reference_generate(lm: AudioLM, texts: list[str], config: GenerationConfig,
         ids = torch.tensor([lm.text_tokenizer.encode(text, config.task)])
         mask = torch.ones_like(ids, dtype=torch.bool)
         null_mask = model.null_condition(ids, mask)
-        track = None
+        item_tracks = {name: rows[index] for name, rows in (tracks or {}).items()}
         if phonemes is not None:
             row = phonemes.ids[index]
             offset = None if phonemes.frame_offset is None else phonemes.frame_offset[index:index + 1]
-            track = PhonemeTrack(row[row > 0].unsqueeze(0), phonemes.total_frames[index:index + 1], offset)
+            item_tracks["phoneme"] = PhonemeTrack(row[row > 0].unsqueeze(0), phonemes.total_frames[index:index + 1],
+                                                  offset)
         prompt = None if audio_prompt is None else audio_prompt[index]
         prompt_frames = 0 if prompt is None else prompt.shape[1]
         length = prompt_frames + round(config.duration * cfg.frame_rate) + 1  # frames + end frame
@@ -172,7 +174,7 @@ def reference_generate(lm: AudioLM, texts: list[str], config: GenerationConfig,
             inputs = [[cfg.empty_id] * K] + steps  # start step, then every step so far
             step_inputs = torch.tensor(inputs).T.unsqueeze(0)  # (1, K, s + 1)
             with torch.no_grad():
-                cond = model.logits(ids, mask, step_inputs, phonemes=track)[0, :, -1]  # (K, V)
+                cond = model.logits(ids, mask, step_inputs, tracks=item_tracks)[0, :, -1]  # (K, V)
                 if config.guidance_scale != 1.0:
                     uncond = model.logits(ids, null_mask, step_inputs)[0, :, -1]
                     logits = uncond + config.guidance_scale * (cond - uncond)

@@ -9,9 +9,8 @@ import pytest
 import torch
 
 from lm import AudioLM, AudioLMConfig, BeatTrack, GenerationConfig, PhonemeTrack
-from lm.model import BEAT_FEATURES, BEAT_RATES
-from lm.phonemes import VOCAB_SIZE
-from lm.text import tempo_from_text
+from lm.conditioners.beats import BEAT_FEATURES, BEAT_RATES, tempo_from_text
+from lm.conditioners.phonemizer import VOCAB_SIZE
 
 TEXTS = ["a calm piano melody at 120 bpm", "drums and bass"]
 
@@ -21,10 +20,8 @@ def beat_lm(make_lm, seed: int = 0, **overrides) -> AudioLM:
     change the logits."""
     lm = make_lm(seed=seed, beat_track=True, **overrides)
     with torch.no_grad():
-        for name in ("beat_projection", "phoneme_projection"):
-            if hasattr(lm.model, name):
-                weight = getattr(lm.model, name).weight
-                torch.nn.init.normal_(weight, std=0.5, generator=torch.Generator().manual_seed(seed))
+        for track in lm.model.tracks.values():
+            torch.nn.init.normal_(track.projection.weight, std=0.5, generator=torch.Generator().manual_seed(seed))
     return lm
 
 
@@ -46,13 +43,13 @@ def test_tempo_from_text_reads_the_captions_tempo(text, bpm):
 
 def test_features_are_the_beat_phase_at_each_frame_and_zero_without_a_tempo(make_lm, codec):
     lm = make_lm(beat_track=True)
-    model = lm.model
+    beat = lm.model.tracks["beat"]
     with torch.no_grad():  # the projection copies the raw features into the first BEAT_FEATURES channels
-        model.beat_projection.weight.zero_()
-        model.beat_projection.weight[:BEAT_FEATURES] = torch.eye(BEAT_FEATURES)
+        beat.projection.weight.zero_()
+        beat.projection.weight[:BEAT_FEATURES] = torch.eye(BEAT_FEATURES)
     track = BeatTrack(torch.tensor([150.0, 0.0, 60.0]), torch.tensor([0, 0, -2]))
     with torch.no_grad():
-        features = model.beat_features(track, 8)[..., :BEAT_FEATURES]  # (B, S, F)
+        features = beat(track, 8)[..., :BEAT_FEATURES]  # (B, S, F)
     # 150 bpm at 10 frames/s: a quarter of a beat per frame.
     frames = torch.arange(8, dtype=torch.float64)
     angle = 2 * math.pi * (frames * 0.25).unsqueeze(1) * torch.tensor(BEAT_RATES, dtype=torch.float64)
@@ -66,10 +63,10 @@ def test_features_are_the_beat_phase_at_each_frame_and_zero_without_a_tempo(make
 
 
 def test_a_crop_sees_the_phase_of_its_frames(make_lm):
-    model = beat_lm(make_lm).model
+    beat = beat_lm(make_lm).model.tracks["beat"]
     with torch.no_grad():
-        whole = model.beat_features(BeatTrack(torch.tensor([97.0])), 20)
-        crop = model.beat_features(BeatTrack(torch.tensor([97.0]), torch.tensor([7])), 13)
+        whole = beat(BeatTrack(torch.tensor([97.0])), 20)
+        crop = beat(BeatTrack(torch.tensor([97.0]), torch.tensor([7])), 13)
     assert torch.allclose(crop, whole[:, 7:], atol=1e-5)
 
 
@@ -88,33 +85,34 @@ def test_beat_tracks_are_checked_and_a_dropped_condition_drops_the_tempo():
 
 def test_the_lm_reads_each_music_captions_tempo_and_gives_other_tasks_none(make_lm):
     lm = make_lm(beat_track=True)
-    track = lm.beat_track(TEXTS + ["hello at 120 bpm"], ["music", "music", "speech"], [3, 0, 0])
+    track = lm.conditioner("beat").track(TEXTS + ["hello at 120 bpm"], ["music", "music", "speech"], [3, 0, 0])
     assert track.bpm.tolist() == [120.0, 0.0, 0.0] and track.frame_offset.tolist() == [3, 0, 0]
     with pytest.raises(ValueError, match="no beat track"):
-        make_lm().beat_track(TEXTS, "music")
+        make_lm().conditioner("beat").track(TEXTS, "music")
     with pytest.raises(ValueError, match="no beat track"):
-        make_lm().generate(TEXTS, GenerationConfig(duration=1.0, task="music"), beats=track)
+        make_lm().generate(TEXTS, GenerationConfig(duration=1.0, task="music"), tracks={"beat": track})
 
 
 def test_an_added_track_keeps_every_weight_and_changes_nothing_until_trained(make_lm, tmp_path):
     lm = make_lm()
-    tracked = lm.with_beat_track()
-    assert tracked.has_beat_track and not lm.has_beat_track
+    tracked = lm.with_track("beat")
+    assert tracked.has_track("beat") and not lm.has_track("beat")
     before, after = lm.model.state_dict(), tracked.model.state_dict()
     assert all(torch.equal(before[name], after[name]) for name in before)
-    assert sorted(set(after) - set(before)) == ["beat_projection.weight"]
+    assert sorted(set(after) - set(before)) == ["tracks.beat.projection.weight"]
     ids, mask = lm.encode_texts(TEXTS, "music")
     codes = torch.randint(0, lm.config.codebook_size, (2, lm.config.num_codebooks, 12))
-    track = tracked.beat_track(TEXTS, "music")
-    assert torch.equal(lm.model(ids, mask, codes).logits, tracked.model(ids, mask, codes, beats=track).logits)
+    track = tracked.conditioner("beat").track(TEXTS, "music")
+    assert torch.equal(lm.model(ids, mask, codes).logits,
+                       tracked.model(ids, mask, codes, tracks={"beat": track}).logits)
     with pytest.raises(ValueError, match="already has a beat track"):
-        tracked.with_beat_track()
+        tracked.with_track("beat")
     # Saved and loaded: the config keeps the track, and the weights come back.
     trained = beat_lm(make_lm)
     trained.save_pretrained(tmp_path / "lm")
     loaded = AudioLM.from_pretrained(tmp_path / "lm", codec=trained.codec)
-    assert loaded.has_beat_track
-    assert torch.equal(loaded.model.beat_projection.weight, trained.model.beat_projection.weight)
+    assert loaded.has_track("beat")
+    assert torch.equal(loaded.model.tracks["beat"].projection.weight, trained.model.tracks["beat"].projection.weight)
 
 
 @pytest.mark.parametrize("with_phonemes", [False, True])
@@ -126,9 +124,9 @@ def test_cache_with_beat_features_equals_full_recomputation(make_lm, cached, wit
     steps = torch.randint(0, lm.config.codebook_size, (2, lm.config.num_codebooks, 10))
     steps[:, :, 0] = lm.config.empty_id
     with torch.no_grad():
-        full = lm.model.logits(ids, mask, steps, phonemes=phonemes, beats=beats)
-        assert not torch.allclose(full, lm.model.logits(ids, mask, steps, phonemes=phonemes))  # the track matters
-        features = lm.model.step_features(10, phonemes, beats)
+        full = lm.model.logits(ids, mask, steps, tracks={"phoneme": phonemes, "beat": beats})
+        assert not torch.allclose(full, lm.model.logits(ids, mask, steps, tracks={"phoneme": phonemes}))  # it matters
+        features = lm.model.step_features(10, {"phoneme": phonemes, "beat": beats})
     assert torch.allclose(cached(lm.model, ids, mask, steps, features), full[:, :, 2:], atol=1e-5)
 
 
@@ -137,10 +135,11 @@ def test_greedy_generation_with_beats_is_the_same_in_a_batch_as_alone(make_lm, g
     lm = beat_lm(make_lm)
     config = GenerationConfig(duration=2.0, top_k=1, guidance_scale=guidance_scale, seed=0, task="music")
     texts = ["a calm piano melody at 120 bpm", "a calm piano melody at 75 bpm"]
-    together = lm.generate(texts, config, beats=lm.beat_track(texts, "music"))
+    beats = lm.conditioner("beat")
+    together = lm.generate(texts, config, tracks={"beat": beats.track(texts, "music")})
     for row, text in enumerate(texts):
-        alone = lm.generate([text], config, beats=lm.beat_track([text], "music"))
+        alone = lm.generate([text], config, tracks={"beat": beats.track([text], "music")})
         assert torch.equal(together[row:row + 1, :, :alone.shape[2]], alone)
     # The same caption at two tempos: only the track differs, and the codes follow it.
-    same = lm.generate([texts[0]] * 2, config, beats=BeatTrack(torch.tensor([120.0, 75.0])))
+    same = lm.generate([texts[0]] * 2, config, tracks={"beat": BeatTrack(torch.tensor([120.0, 75.0]))})
     assert not torch.equal(same[0], same[1])

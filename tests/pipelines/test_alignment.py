@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lm.phonemes import LEAD, TRAIL, phoneme_ids, phoneme_units
+from lm.conditioners.phonemizer import LEAD, TRAIL, phoneme_ids, phoneme_units
 from pipelines.alignment import SILENCE, Alignment, SoundAligner, SpeechItem, duration_table, flat_start, item_labels, viterbi
 
 

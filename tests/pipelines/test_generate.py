@@ -296,7 +296,7 @@ def test_streamed_audio_equals_decoding_everything(kind, chunk_frames, lm, text_
                                                  pitch_phase=kind == "spectral-pitch",
                                                  edge_phase=kind == "spectral-edge"), text_tokenizer)
     assert model.codec.decoder_period == (2 if kind == "spectral-fi" else 1)
-    assert getattr(model.codec, "pitch_phase", False) == (kind in ("spectral-pitch", "spectral-edge"))
+    assert model.codec.pitch_phase == (kind in ("spectral-pitch", "spectral-edge"))
     with end_of_audio(model):
         stream = generate_stream(PROMPT, duration=DURATION, seed=3, model=model, chunk_frames=chunk_frames)
         assert stream.sample_rate == 8000 and stream.channels == 1
