@@ -28,7 +28,7 @@ from pathlib import Path
 
 import datasets
 import numpy as np
-import pyarrow.compute as pc
+import pyarrow as pa
 import torch
 from datasets import Dataset, DatasetDict
 
@@ -123,7 +123,7 @@ def check_codec_metadata(dataset: Dataset, codec, what: str = "the dataset") -> 
 class LMExamples:
     """The usable rows of a dataset: what each gives the LM, except its codes, which are read per batch."""
 
-    dataset: Dataset  # the `codes` column only
+    dataset: Dataset  # the `codes` column only, left in its Arrow table (memory-mapped when read from disk)
     rows: np.ndarray  # (N,) row index in `dataset` of each example
     texts: list[str]  # (N,) conditioning texts
     tasks: list[str]  # (N,)
@@ -244,12 +244,26 @@ class LMExamples:
 
 
 def _frame_counts(dataset: Dataset) -> np.ndarray:
-    """T of every row, read from the arrow lists without converting the codes to Python."""
-    counts = []
+    """T of every row, from the Arrow list offsets alone: no code is read or copied, so a memory-mapped dataset
+    stays on disk."""
+    counts = [np.zeros(0, dtype=np.int64)]
     for table in dataset.select_columns(["codes"]).with_format("arrow").iter(batch_size=10_000):
-        first = pc.list_element(table["codes"], 0)  # codebook 0 of every row; all K have T frames
-        counts.append(pc.fill_null(pc.list_value_length(first), 0).to_numpy(zero_copy_only=False))
-    return np.concatenate(counts).astype(np.int64) if counts else np.zeros(0, dtype=np.int64)
+        counts.extend(_first_list_lengths(chunk) for chunk in table["codes"].chunks)
+    return np.concatenate(counts)
+
+
+def _first_list_lengths(rows: pa.Array) -> np.ndarray:
+    """(n,) length of each row's first list (codebook 0: all K have T frames) of a list<list<int>> array; 0 for a
+    row that is null, has no lists, or whose first list is null."""
+    starts = rows.offsets.to_numpy()  # (n + 1,) where each row's lists start in rows.values (the slice applied)
+    inner = rows.values  # every row's lists, the slice not applied: indexed by `starts`
+    ends = inner.offsets.to_numpy()
+    first = starts[:-1]
+    has = (starts[1:] > first) & rows.is_valid().to_numpy(zero_copy_only=False)
+    has[has] &= inner.is_valid().to_numpy(zero_copy_only=False)[first[has]]
+    lengths = np.zeros(len(rows), dtype=np.int64)
+    lengths[has] = ends[first[has] + 1] - ends[first[has]]
+    return lengths
 
 
 def split_held_out(examples: LMExamples, fraction: float, max_items: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

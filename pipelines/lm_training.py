@@ -18,7 +18,11 @@ each process runs `batch_size / (processes * grad_accum)` items per forward. The
 the whole global batch (every target of every item weighs the same, as `AudioLM.loss` on the batch would give),
 so a run's weights do not depend on how the batch is split: one process and two processes give the same weights
 up to floating-point summation order. Items longer than `training.max_frames` frames are cropped: music to a random
-window, speech from its start unless `training.speech_crop` is "random" (see `lm_data.BatchPlan`).
+window, speech from its start unless `training.speech_crop` is "random" (see `lm_data.BatchPlan`). A batch_size that
+processes x grad_accum does not divide is refused when the run starts, on every process.
+
+`training.mixed_precision` "bf16" autocasts the forward passes on a GPU or a CPU (weights, optimizer state and the
+loss, computed from float32 logits, stay float32); "fp16" needs a CUDA device and trains with a gradient scaler.
 
 What is written to `out`:
     log.jsonl       one record per `log_every` steps (loss, per-codebook losses, lr, grad_norm, speed) and one
@@ -32,7 +36,7 @@ What is written to `out`:
 
 Exact resume: the batches of a step follow from (seed, step) (see `lm_data`) and the model's own randomness
 (dropout) from (seed, step, rank), so `resume=True` after a kill ends with the same weights as an uninterrupted
-run on the same number of processes.
+run on the same number of processes; a resume on another number is refused before anything is built.
 """
 
 from __future__ import annotations
@@ -59,22 +63,23 @@ from tqdm.auto import tqdm
 
 from lm import AudioLM, AudioLMConfig, AudioLMModel, TextTokenizer
 from lm.config import CODEC_FIELDS
-from lm.model import BeatTrack, PhonemeTrack
 from lm.objective import LMObjective
-from lm.phonemes import VOCAB_SIZE as PHONEME_VOCAB_SIZE
-from lm.phonemes import text_phoneme_ids
+from lm.conditioners import Track
+from lm.conditioners.phonemizer import VOCAB_SIZE as PHONEME_VOCAB_SIZE
+from lm.conditioners.phonemizer import text_phoneme_ids
 from tokenizer import CheckpointError, RVQCodec
 from tokenizer.extras import require_extra
 from tokenizer.json_config import write_text_atomic
 # The run folder both trainers share: the same folder rules and atomic checkpoint swap.
-from tokenizer.run_folder import (CHECKPOINT_DIR, FINAL_DIR, LOG_NAME, STATE_NAME, Trained, check_run_folder,
-                                  prepare, recover_interrupted_swap, save_run_checkpoint, step_seed, truncate_log)
+from tokenizer.run_folder import (CHECKPOINT_DIR, FINAL_DIR, LOG_NAME, STATE_NAME, Trained, check_resume_processes,
+                                  check_run_folder, make_accelerator, prepare, recover_interrupted_swap,
+                                  save_run_checkpoint, step_seed, truncate_log)
 
 from .alignment import Alignment, align_examples
 from .defaults import load_lm, resolve_codec, save_lm
 from .lm_data import BatchPlan, LMExamples, check_codec_metadata, collate, eval_batches, eval_subset, open_lm_data, \
     split_held_out
-from .lm_training_config import LMTrainingConfig, lr_factor
+from .lm_training_config import LMTrainingConfig, check_global_batch, lr_factor
 
 logger = logging.getLogger(__name__)
 
@@ -132,6 +137,8 @@ def train_lm(config: str | os.PathLike | AudioLMConfig, data, out: str | os.Path
     accelerator = _accelerator(tc)
     out = Path(out)
     check_run_folder(out, resume)
+    if resume:
+        check_resume_processes(out, accelerator.num_processes)
     codec = resolve_codec(codec)
     train, held, source = _load_examples(data, eval_data, codec, task, tc)
     _open_run_folder(accelerator, out)
@@ -156,7 +163,7 @@ def train_lm(config: str | os.PathLike | AudioLMConfig, data, out: str | os.Path
         config.default_voice = train.most_frequent_voice  # the voice generation uses when none is named
         set_seed(tc.seed)  # the same initial weights on every process
         lm = AudioLM.from_config(config, text_tokenizer, codec)
-        if lm.has_phoneme_track:
+        if lm.has_track("phoneme"):
             lm.config.frames_per_phoneme = _speech_rates(train)
     if tc.phoneme_alignment:
         train, held = _align_phonemes(accelerator, lm, codec, train, held, out)
@@ -180,17 +187,19 @@ def finetune(model: str | os.PathLike, data, out: str | os.PathLike, *,
     accelerator = _accelerator(tc)
     out = Path(out)
     check_run_folder(out, resume)
+    if resume:
+        check_resume_processes(out, accelerator.num_processes)
     lm = load_lm(model)
     codec = lm.codec
     train, held, source = _load_examples(data, eval_data, codec, task, tc)
     _open_run_folder(accelerator, out)
     lm.config.voices = sorted(set(getattr(lm.config, "voices", None) or []) | set(train.voices))
-    if tc.phoneme_track and not lm.has_phoneme_track:
+    if tc.phoneme_track and not lm.has_track("phoneme"):
         set_seed(tc.seed)  # the same new weights on every process
-        lm = lm.with_phoneme_track()
-    if tc.beat_track and not lm.has_beat_track:
-        lm = lm.with_beat_track()  # its projection starts at zero: nothing random to agree on
-    if lm.has_phoneme_track:
+        lm = lm.with_track("phoneme")
+    if tc.beat_track and not lm.has_track("beat"):
+        lm = lm.with_track("beat")  # its projection starts at zero: nothing random to agree on
+    if lm.has_track("phoneme"):
         lm.config.frames_per_phoneme = {**(getattr(lm.config, "frames_per_phoneme", None) or {}),
                                         **_speech_rates(train)}
     if tc.phoneme_alignment:
@@ -260,14 +269,10 @@ def _training_config(training, max_steps: int | None) -> LMTrainingConfig:
 
 
 def _accelerator(tc: LMTrainingConfig) -> Accelerator:
-    # Without cpu=True accelerate ignores a torchrun world on a machine without GPUs (DistributedType.NO).
-    if tc.mixed_precision == "fp16" and not torch.cuda.is_available():
-        logger.warning("mixed_precision='fp16' needs a GPU; training in float32 on the CPU")
-    accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=tc.mixed_precision)
-    P, A = accelerator.num_processes, tc.grad_accum
-    if tc.batch_size % (P * A):  # checked before the data is read: every process refuses at once, none waits
-        raise ValueError(f"training.batch_size={tc.batch_size} (the global batch) must be divisible by processes x "
-                         f"grad_accum = {P} x {A}; use a multiple of {P * A}")
+    """The run's accelerator; fp16 without CUDA, FSDP on one process and a global batch that the processes do not
+    divide are ValueErrors here, before the data is read: every process refuses at once, none waits."""
+    accelerator = make_accelerator(tc.mixed_precision)
+    check_global_batch(tc, accelerator.num_processes)
     return accelerator
 
 
@@ -353,7 +358,8 @@ def _run(accelerator: Accelerator, lm: AudioLM, codec: RVQCodec, train: LMExampl
         set_seed(tc.seed)  # the adapters' initial weights
         peft_model = get_peft_model(lm.model, LoraConfig(r=tc.lora_rank, lora_alpha=tc.lora_alpha,
                                                          target_modules=LORA_TARGETS, lora_dropout=0.0))
-    objective = LMObjective(lm.model, tc.phoneme_input_dropout, tc.beat_dropout)  # with LoRA, lm.model holds the adapters
+    # With LoRA, lm.model holds the adapters.
+    objective = LMObjective(lm.model, tc.phoneme_input_dropout, {"beat": tc.beat_dropout})
     params = [p for p in objective.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(
         [{"params": [p for p in params if p.dim() >= 2], "weight_decay": tc.weight_decay},
@@ -388,7 +394,7 @@ def _run(accelerator: Accelerator, lm: AudioLM, codec: RVQCodec, train: LMExampl
             with sync:
                 nll, counted = wrapped(text_ids.to(device), text_mask.to(device), part.drop.to(device),
                                        part.codes.to(device), part.code_lengths.to(device), part.cut.to(device),
-                                       _phonemes(lm, part), _beats(lm, part))
+                                       _tracks(lm, part))
                 expected = int(part.code_lengths.sum() + (~part.cut).sum())
                 if not bool((counted == expected).all()):
                     raise RuntimeError(f"the pattern laid out {counted.tolist()} targets per codebook, expected "
@@ -436,19 +442,16 @@ def _run(accelerator: Accelerator, lm: AudioLM, codec: RVQCodec, train: LMExampl
     return final
 
 
-def _phonemes(lm: AudioLM, part) -> PhonemeTrack | None:
-    """The aligned phoneme track of a collated batch, for an LM that has one."""
-    if not lm.has_phoneme_track:
-        return None
-    return lm.phoneme_track(part.transcripts, part.total_frames, part.frame_offset, part.phoneme_starts)
-
-
-def _beats(lm: AudioLM, part) -> BeatTrack | None:
-    """The beat track of a collated batch (each music caption's tempo, from its crop's first frame), for an LM that
-    has one."""
-    if not lm.has_beat_track:
-        return None
-    return lm.beat_track(part.texts, part.tasks, part.frame_offset)
+def _tracks(lm: AudioLM, part) -> dict[str, Track]:
+    """The tracks of a collated batch that the LM has: the aligned phoneme track of its transcripts, and the beat
+    track (each music caption's tempo, from its crop's first frame)."""
+    tracks = {}
+    if lm.has_track("phoneme"):
+        tracks["phoneme"] = lm.conditioner("phoneme").track(part.transcripts, part.total_frames, part.frame_offset,
+                                                            part.phoneme_starts)
+    if lm.has_track("beat"):
+        tracks["beat"] = lm.conditioner("beat").track(part.texts, part.tasks, part.frame_offset)
+    return tracks
 
 
 def _align_phonemes(accelerator: Accelerator, lm: AudioLM, codec: RVQCodec, train: LMExamples, held: LMExamples,
@@ -456,7 +459,7 @@ def _align_phonemes(accelerator: Accelerator, lm: AudioLM, codec: RVQCodec, trai
     """`training.phoneme_alignment`: the examples with forced alignments of their phonemes, and the LM's config
     with each voice's durations. The main process aligns (minutes on a CPU) and keeps the result in the run
     folder, which a resumed run reads back when its data are the same; the others wait and read it."""
-    if not lm.has_phoneme_track:
+    if not lm.has_track("phoneme"):
         raise ValueError("training.phoneme_alignment needs an LM with a phoneme track: set training.phoneme_track")
     path = out / ALIGNMENT_NAME
     digest = f"{_digest(train)}-{_digest(held)}-{codec.fingerprint}"
@@ -520,7 +523,7 @@ def _evaluation_totals(accelerator: Accelerator, objective: LMObjective, lm: Aud
         with accelerator.autocast():
             nll, counted = objective(text_ids.to(device), text_mask.to(device), part.drop.to(device),
                                      part.codes.to(device), part.code_lengths.to(device), part.cut.to(device),
-                                     _phonemes(lm, part), _beats(lm, part))
+                                     _tracks(lm, part))
         totals += torch.stack([nll.double(), counted.double()])
     totals = accelerator.reduce(totals, reduction="sum").cpu()
     objective.train()
@@ -587,9 +590,6 @@ def _load_checkpoint(accelerator: Accelerator, checkpoint: Path, tc: LMTrainingC
     if (saved.kind, saved.lora) != (current.kind, current.lora):
         raise CheckpointError(f"cannot resume: {str(checkpoint)!r} is a {saved.kind} run (lora={saved.lora}), this "
                               f"is a {current.kind} run (lora={current.lora}); resume it the way it was started")
-    if saved.num_processes != current.num_processes:
-        raise CheckpointError(f"the checkpoint in {str(checkpoint)!r} was written by {saved.num_processes} "
-                              f"process(es); resume it with the same number (got {current.num_processes})")
     if accelerator.is_main_process:
         old = LMTrainingConfig.from_json_file(checkpoint / TRAINING_CONFIG_NAME).to_dict()
         changed = sorted(k for k, v in tc.to_dict().items() if old.get(k) != v)

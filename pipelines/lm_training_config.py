@@ -39,7 +39,9 @@ class LMTrainingConfig(JsonConfig):
         training rows held out when the data has no validation/test split. max_eval_items: at most this many
         items are evaluated (and held out).
     save_every, log_every: steps between checkpoints / log records (both also at the end).
-    mixed_precision: "no", "bf16" or "fp16" (fp16 needs a GPU; on a CPU it trains in float32).
+    mixed_precision: "no", "bf16" or "fp16". bf16 autocasts the forward passes on a GPU or a CPU (weights,
+        optimizer state and the loss stay float32); fp16 trains with a gradient scaler and needs a CUDA device (a
+        ValueError when the run starts otherwise).
     text_vocab_size: upper bound of the text tokenizer's vocabulary that `train_lm` trains.
     lora_rank, lora_alpha: LoRA adapters of `finetune(lora=True)`.
     phoneme_track: give the LM an aligned phoneme track for speech (see `lm.model`): `finetune` adds one to an LM
@@ -128,6 +130,18 @@ class LMTrainingConfig(JsonConfig):
             raise ValueError(f"training.speech_crop must be one of {list(SPEECH_CROPS)}, got {self.speech_crop!r}")
         if self.mixed_precision not in ("no", "bf16", "fp16"):
             raise ValueError(f"training.mixed_precision must be 'no', 'bf16' or 'fp16', got {self.mixed_precision!r}")
+
+
+def check_global_batch(tc: LMTrainingConfig, num_processes: int) -> None:
+    """ValueError unless `tc.batch_size`, the global batch, splits evenly into `num_processes` x `tc.grad_accum`
+    micro-batches; each process then runs batch_size / (num_processes x grad_accum) items per forward pass."""
+    parts = num_processes * tc.grad_accum
+    if tc.batch_size % parts:
+        raise ValueError(f"training.batch_size={tc.batch_size} (the global batch) must be divisible by processes x "
+                         f"grad_accum = {num_processes} x {tc.grad_accum}; use a multiple of {parts}, e.g. "
+                         f"{max(parts, tc.batch_size // parts * parts)}, or launch a number of processes that "
+                         "divides it")
+
 
 def lr_factor(tc: LMTrainingConfig):
     """LR multiplier after `s` optimizer steps: linear warm-up, then `tc.schedule` down to min_lr_ratio at max_steps."""

@@ -1,5 +1,6 @@
 """The run folder that both trainers (the codec's, `tokenizer.training`, and the LM's, `pipelines.lm_training`)
-write: its layout, the atomic checkpoint swap, resume checks, log truncation, and per-step seeds.
+write: its layout, the atomic checkpoint swap, resume checks, log truncation, and per-step seeds; and the
+accelerator both train with (`make_accelerator`), which refuses setups it cannot run before any work starts.
 
     out/log.jsonl       one JSON record per logged step (records past a resumed checkpoint are dropped)
     out/checkpoint/     the training state (`state_files`: safetensors and JSON, never a pickle) plus the trainer's
@@ -20,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from accelerate import Accelerator
+from accelerate.utils import DistributedType, parse_flag_from_env
 
 from .errors import CheckpointError
 from .state_files import load_training_state, refuse_pickles, save_training_state
@@ -28,6 +30,30 @@ CHECKPOINT_DIR = "checkpoint"
 FINAL_DIR = "final"
 LOG_NAME = "log.jsonl"
 STATE_NAME = "train_state.json"
+MIXED_PRECISIONS = ("no", "bf16", "fp16")
+
+
+def make_accelerator(mixed_precision: str, **kwargs) -> Accelerator:
+    """The trainers' `Accelerator`: on the CPU when there is no GPU, with `mixed_precision` ("no", "bf16" or "fp16").
+
+    bf16 autocasts the models' forward passes on a GPU or a CPU (weights, optimizer state, losses and the codec's
+    EMA codebooks stay float32). fp16 autocasts on a GPU with accelerate's gradient scaler; without a CUDA device it
+    is a ValueError (accelerate would quietly train in float32). An FSDP launch (`configs/accelerate/fsdp.yaml`)
+    with one process is a ValueError too: it shards nothing, and accelerate would quietly run unsharded.
+    """
+    if mixed_precision not in MIXED_PRECISIONS:
+        raise ValueError(f"mixed_precision must be one of {list(MIXED_PRECISIONS)}, got {mixed_precision!r}")
+    if mixed_precision == "fp16" and not torch.cuda.is_available():
+        raise ValueError("training.mixed_precision='fp16' needs a CUDA device and none is visible; use bf16 or no "
+                         "(bf16 autocasts on the CPU too)")
+    # Without cpu=True accelerate ignores a torchrun world on a machine without GPUs (DistributedType.NO).
+    accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=mixed_precision, **kwargs)
+    fsdp = accelerator.distributed_type == DistributedType.FSDP or parse_flag_from_env("ACCELERATE_USE_FSDP")
+    if fsdp and accelerator.num_processes == 1:
+        raise ValueError("FSDP was requested (accelerate's FSDP config, ACCELERATE_USE_FSDP) with 1 process, which "
+                         "shards nothing: set num_processes to the GPU count (accelerate launch --num_processes N), "
+                         "or train on one device with configs/accelerate/gpu.yaml or cpu.yaml")
+    return accelerator
 
 
 def prepare(accelerator: Accelerator, model: torch.nn.Module, optimizer: torch.optim.Optimizer):
@@ -59,6 +85,28 @@ def check_run_folder(out: Path, resume: bool) -> None:
                               "start the run without resume=True")
     else:
         refuse_pickles(out)  # before anything in it is read
+
+
+def check_resume_processes(out: Path, num_processes: int) -> None:
+    """CheckpointError unless the checkpoint in `out` was written by `num_processes` processes, read from its
+    `train_state.json` before anything is built.
+
+    A resume continues one run: every process's RNG state is stored by rank (`rng_state_<rank>.safetensors`), the
+    codec's batch is per process (its effective batch is batch_size x processes) and its codebook statistics are
+    summed over the processes. Under another world size none of these carry over, so the resume is refused rather
+    than re-seeded; to go on with another number of processes, start a new run from the weights."""
+    for folder in (out / CHECKPOINT_DIR, out / f".{CHECKPOINT_DIR}.old"):  # the second: a swap killed midway
+        if (folder / STATE_NAME).is_file():
+            try:
+                saved = json.loads((folder / STATE_NAME).read_text()).get("num_processes", 1)
+            except (json.JSONDecodeError, AttributeError) as e:
+                raise CheckpointError(f"{str(folder / STATE_NAME)!r} is not a training state: {e}") from e
+            if saved != num_processes:
+                raise CheckpointError(
+                    f"the checkpoint in {str(folder)!r} was written by {saved} process(es); resume it with the same "
+                    f"number (got {num_processes}): its per-process RNG states and batches belong to {saved}. "
+                    f"Launch with --num_processes {saved}, or start a new run from its weights")
+            return
 
 
 def recover_interrupted_swap(out: Path) -> None:

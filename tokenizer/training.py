@@ -9,10 +9,16 @@ From a shell, on one process or several CPU processes (DDP over gloo):
     accelerate launch --config_file configs/accelerate/cpu_ddp2.yaml -m tokenizer.training CONFIG DATA OUT
 
 (`configs/accelerate/` holds one config per setup; cpu_ddp2.yaml says why two CPU processes need accelerate's
-torchrun path, MULTI_GPU: its CPU launcher starts one process only.) Every process draws its own crops, so the
-effective batch is `batch_size × processes`. On a machine with GPUs the same launchers give one GPU per process
-over NCCL. Exact resume needs the same number of processes and of intra-op threads (reductions are summed in a
-different order otherwise).
+torchrun path, MULTI_GPU: its CPU launcher starts one process only.) `training.batch_size` is per process: every
+process draws its own crops, so any number of processes works and the effective batch is `batch_size × processes`.
+On a machine with GPUs the same launchers give one GPU per process over NCCL. A resume must use the number of
+processes that wrote the checkpoint (refused otherwise, before anything is built); exact resume also needs the
+same number of intra-op threads (reductions are summed in a different order otherwise).
+
+Mixed precision (`training.mixed_precision`): "bf16" autocasts the codec's and discriminator's forward passes on a
+GPU or a CPU; weights, optimizer state, the losses (computed on float32 outputs) and the EMA codebooks stay float32,
+and the nearest-code search runs in float32. "fp16" needs a CUDA device (a ValueError otherwise) and trains with
+accelerate's gradient scaler.
 
 Stages: steps `[0, adversarial_start_step)` train on reconstruction only (multi-scale mel + multi-resolution
 STFT + commitment/codebook losses, plus the phase-aware compressed complex STFT loss when `complex_weight` > 0 and
@@ -69,8 +75,9 @@ from .losses import (CompressedComplexSTFTLoss, MultiResolutionSTFTLoss, MultiSc
                      PhaseDerivativeLoss, discriminator_hinge_loss, feature_matching_loss, generator_hinge_loss)
 from .model import RVQCodec
 from .pitch import PITCH_RANGE_HZ, VOICING_THRESHOLD, pitch_losses, yin
-from .run_folder import (CHECKPOINT_DIR, FINAL_DIR, LOG_NAME, STATE_NAME, Trained, check_run_folder, prepare,
-                         recover_interrupted_swap, save_run_checkpoint, step_seed, truncate_log)
+from .run_folder import (CHECKPOINT_DIR, FINAL_DIR, LOG_NAME, STATE_NAME, Trained, check_resume_processes,
+                         check_run_folder, make_accelerator, prepare, recover_interrupted_swap, save_run_checkpoint,
+                         step_seed, truncate_log)
 
 logger = logging.getLogger(__name__)
 
@@ -138,16 +145,15 @@ def fit_codec(config: CodecConfig, data: str | os.PathLike | list[str | os.PathL
         raise ValueError("training.freeze_codes fine-tunes the decoder of a trained codec: pass init_from (the codec "
                          "folder to start from), or set freeze_codes to false")
     out = Path(out)
-    # Without cpu=True accelerate ignores a torchrun world on a machine without GPUs (DistributedType.NO).
     # broadcast_buffers=False: EMA codebooks are buffers that the quantizer itself keeps in sync (all-reduced
     # statistics); DDP's default would re-send every buffer from rank 0 before each forward.
-    accelerator = Accelerator(
-        cpu=not torch.cuda.is_available(), mixed_precision=tc.mixed_precision,
-        kwargs_handlers=[DistributedDataParallelKwargs(broadcast_buffers=False)],
-    )
+    accelerator = make_accelerator(tc.mixed_precision,
+                                   kwargs_handlers=[DistributedDataParallelKwargs(broadcast_buffers=False)])
     main = accelerator.is_main_process
     checkpoint = out / CHECKPOINT_DIR
     check_run_folder(out, resume)
+    if resume:
+        check_resume_processes(out, accelerator.num_processes)
     crops = AudioCrops.from_config(config, data)  # bad data fails here, before anything is written
     accelerator.wait_for_everyone()  # every process has looked before the main one changes anything
     if main:
@@ -163,7 +169,7 @@ def fit_codec(config: CodecConfig, data: str | os.PathLike | list[str | os.PathL
         codec.encoder.requires_grad_(False)
         codec.quantizer.requires_grad_(False)
     # A pitch head added to a trained decoder starts from scratch: it learns at a higher rate than the rest.
-    head = list(codec.decoder.pitch_head.parameters()) if codec.pitch_phase else []
+    head = list(codec.decoder.phase.pitch_head.parameters()) if codec.pitch_phase else []
     groups = [{"params": [p for p in codec.parameters() if p.requires_grad and all(p is not q for q in head)]}]
     if head:
         groups.append({"params": head, "lr": tc.learning_rate * _PITCH_HEAD_LR_SCALE})
@@ -220,7 +226,7 @@ def fit_codec(config: CodecConfig, data: str | os.PathLike | list[str | os.PathL
             model.quantizer.levels.eval()
         pitch_target = pitch_targets(wav, config) if model.pitch_phase else None
         teacher = pitch_target if pitch_target is not None and step < tc.pitch_teacher_steps else None
-        res = codec(wav, pitch=teacher)
+        res = _float32(codec(wav, pitch=teacher))
         terms = {
             "mel": mel_loss(res.audio, wav),
             "stft": stft_loss(res.audio, wav),
@@ -321,15 +327,26 @@ def load_initial_weights(codec: RVQCodec, init_from: str | os.PathLike) -> None:
     if diff:
         raise CheckpointError(f"cannot start from {str(init_from)!r}: its codec differs from this config in {diff}")
     # A decoder gaining a pitch head or phase offsets starts them from scratch (the offsets from zero); one losing
-    # its offsets drops them (the source's own phase, as `edge_offsets: false` or `voiced_offsets: false` read
-    # them). Every other weight must be there.
-    offsets = ("decoder.edge_offset.", "decoder.voiced_offset.", "decoder.voiced_offset_mlp.")
+    # its offsets drops them (the source's own phase, as a harmonic-source phase without `edge.offsets` or without
+    # `voiced` reads them). Every other weight must be there.
+    offsets = ("decoder.phase.edge_offset.", "decoder.phase.voiced_offset.", "decoder.phase.voiced_offset_mlp.")
     missing, unexpected = codec.load_state_dict(start.state_dict(), strict=False)
-    missing = [k for k in missing if not k.startswith(("decoder.pitch_head.", *offsets))]
+    missing = [k for k in missing if not k.startswith(("decoder.phase.pitch_head.", *offsets))]
     unexpected = [k for k in unexpected if not k.startswith(offsets)]
     if missing or unexpected:
         raise CheckpointError(f"cannot start from {str(init_from)!r}: missing weights {missing[:5]}, unexpected "
                               f"weights {unexpected[:5]}")
+
+
+def _float32(output):
+    """A codec output (dataclass) with its floating-point tensors in float32, so that the losses are computed in
+    float32: under bf16 autocast they come out bfloat16, and accelerate converts tuples and dicts only."""
+    changes = {}
+    for f in dataclasses.fields(output):
+        value = getattr(output, f.name)
+        if isinstance(value, torch.Tensor) and value.is_floating_point():
+            changes[f.name] = value.float()
+    return dataclasses.replace(output, **changes)
 
 
 def _lr_factor(tc: CodecTrainingConfig, total: int | None = None):
@@ -389,11 +406,7 @@ def _load_checkpoint(accelerator: Accelerator, checkpoint: Path, config: CodecCo
     if changed and accelerator.is_main_process:
         logger.warning("resuming with changed training settings %s: the run will differ from an uninterrupted one",
                        changed)
-    state = TrainState.load(checkpoint / STATE_NAME)
-    if state.num_processes != accelerator.num_processes:
-        raise CheckpointError(
-            f"the checkpoint in {str(checkpoint)!r} was written by {state.num_processes} process(es); resume it "
-            f"with the same number (got {accelerator.num_processes}), since weights are stored as wrapped then")
+    state = TrainState.load(checkpoint / STATE_NAME)  # its num_processes: checked by check_resume_processes
     trained.load(accelerator, checkpoint)
     return state
 

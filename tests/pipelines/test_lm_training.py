@@ -19,7 +19,7 @@ from datasets import Dataset, DatasetDict, Features, List, Value
 from safetensors.torch import load_file
 
 from lm import AudioLM, AudioLMConfig, GenerationConfig, PhonemeTrack, TextTokenizer, split_items
-from lm.phonemes import lay_out, phoneme_ids, phoneme_units, phonemize
+from lm.conditioners.phonemizer import lay_out, phoneme_ids, phoneme_units, phonemize
 from pipelines.defaults import load_lm
 from pipelines.finetune import main as cli_main
 from pipelines.generate import _Request, generate
@@ -473,8 +473,8 @@ def test_finetune_adds_a_phoneme_track_with_each_voices_rate_and_generate_uses_i
     tc = _training(max_steps=2, save_every=1, phoneme_track=True)
     final = finetune(trained / "final", files["speech"], tmp_path / "ph", training=tc)
     base, tuned = load_lm(trained / "final"), load_lm(final)
-    assert tuned.has_phoneme_track and not base.has_phoneme_track
-    assert tuned.model.phoneme_projection.weight.abs().sum() > 0  # the track trained from its zero start
+    assert tuned.has_track("phoneme") and not base.has_track("phoneme")
+    assert tuned.model.tracks["phoneme"].projection.weight.abs().sum() > 0  # the track trained from its zero start
     # Each voice's rate is the median of its rows' frames per phoneme, "" that of all rows.
     rows = datasets.load_from_disk(str(files["speech"]))["train"]
     rates = {}
@@ -573,22 +573,23 @@ def _fails(*args, **kwargs):
 def test_phoneme_input_dropout_hides_only_tracked_items_inputs_in_training(files):
     codec = RVQCodec.from_pretrained(files["codec"])
     lm = AudioLM.from_config(AudioLMConfig.from_preset(files["lm"]), TextTokenizer.train(TEXTS, vocab_size=300),
-                             codec).with_phoneme_track()
+                             codec).with_track("phoneme")
     with torch.no_grad():
-        torch.nn.init.normal_(lm.model.phoneme_projection.weight, std=0.5)
+        torch.nn.init.normal_(lm.model.tracks["phoneme"].projection.weight, std=0.5)
     seen = []
     original = lm.model.logits
 
-    def logits(text_ids, text_mask, inputs, step_mask=None, phonemes=None, beats=None):
+    def logits(text_ids, text_mask, inputs, step_mask=None, tracks=None):
         seen.append(inputs.clone())
-        return original(text_ids, text_mask, inputs, step_mask, phonemes, beats)
+        return original(text_ids, text_mask, inputs, step_mask, tracks)
 
     lm.model.logits = logits
     objective = LMObjective(lm.model, phoneme_input_dropout=0.5)
     text_ids, text_mask = lm.encode_texts(["hello world", "drums and bass"], ["speech", "music"])
     codes = torch.randint(0, codec.codebook_size, (2, codec.num_codebooks, 20))
     args = (text_ids, text_mask, torch.zeros(2, dtype=torch.bool), codes, torch.tensor([20, 20]),
-            torch.zeros(2, dtype=torch.bool), PhonemeTrack(torch.tensor([[5, 6, 7], [0, 0, 0]]), torch.tensor([20, 20])))
+            torch.zeros(2, dtype=torch.bool),
+            {"phoneme": PhonemeTrack(torch.tensor([[5, 6, 7], [0, 0, 0]]), torch.tensor([20, 20]))})
     objective.eval()
     objective(*args)
     objective.train()
@@ -605,7 +606,7 @@ def test_phoneme_input_dropout_hides_only_tracked_items_inputs_in_training(files
 def test_train_lm_with_a_phoneme_track_resumes_to_the_same_weights(files, tmp_path, monkeypatch):
     tc = _training(max_steps=3, save_every=1, eval_every=3, phoneme_track=True)
     whole = train_lm(files["lm"], files["speech"], tmp_path / "whole", codec=files["codec"], training=tc)
-    assert load_lm(whole).has_phoneme_track and load_lm(whole).config.frames_per_phoneme
+    assert load_lm(whole).has_track("phoneme") and load_lm(whole).config.frames_per_phoneme
     monkeypatch.setattr(BatchPlan, "batch", _dies_at(2))
     with pytest.raises(KeyboardInterrupt):
         train_lm(files["lm"], files["speech"], tmp_path / "cut", codec=files["codec"], training=tc)
@@ -629,8 +630,8 @@ def test_finetune_adds_a_beat_track_that_trains_resumes_exactly_and_generate_use
     tc = _training(max_steps=2, save_every=1, beat_track=True, beat_dropout=0.25)
     final = finetune(trained / "final", tmp_path / "music", tmp_path / "beats", training=tc)
     base, tuned = load_lm(trained / "final"), load_lm(final)
-    assert tuned.has_beat_track and not base.has_beat_track and tuned.config.beat_track is True
-    assert tuned.model.beat_projection.weight.abs().sum() > 0  # the track trained from its zero start
+    assert tuned.has_track("beat") and not base.has_track("beat") and tuned.config.beat_track is True
+    assert tuned.model.tracks["beat"].projection.weight.abs().sum() > 0  # the track trained from its zero start
     monkeypatch.setattr(BatchPlan, "batch", _dies_at(1))
     with pytest.raises(KeyboardInterrupt):
         finetune(trained / "final", tmp_path / "music", tmp_path / "cut", training=tc)
@@ -642,7 +643,7 @@ def test_finetune_adds_a_beat_track_that_trains_resumes_exactly_and_generate_use
     original = AudioLM.stream
 
     def stream(self, texts, config, **kwargs):
-        seen.append(kwargs.get("beats"))
+        seen.append(kwargs["tracks"].get("beat"))
         return original(self, texts, config, **kwargs)
 
     monkeypatch.setattr(AudioLM, "stream", stream)
@@ -656,23 +657,23 @@ def test_finetune_adds_a_beat_track_that_trains_resumes_exactly_and_generate_use
 def test_beat_dropout_leaves_out_some_items_tempos_in_training_only(files):
     codec = RVQCodec.from_pretrained(files["codec"])
     lm = AudioLM.from_config(AudioLMConfig.from_preset(files["lm"]), TextTokenizer.train(TEXTS, vocab_size=300),
-                             codec).with_beat_track()
+                             codec).with_track("beat")
     seen = []
     original = lm.model.logits
 
-    def logits(text_ids, text_mask, inputs, step_mask=None, phonemes=None, beats=None):
-        seen.append(beats.bpm.clone())
-        return original(text_ids, text_mask, inputs, step_mask, phonemes, beats)
+    def logits(text_ids, text_mask, inputs, step_mask=None, tracks=None):
+        seen.append(tracks["beat"].bpm.clone())
+        return original(text_ids, text_mask, inputs, step_mask, tracks)
 
     lm.model.logits = logits
-    objective = LMObjective(lm.model, beat_dropout=0.5)
+    objective = LMObjective(lm.model, track_dropout={"beat": 0.5})
     B = 64
     text_ids, text_mask = lm.encode_texts(["drums at 120 bpm"] * B, "music")
     codes = torch.randint(0, codec.codebook_size, (B, codec.num_codebooks, 6))
     drop = torch.zeros(B, dtype=torch.bool)
     drop[0] = True  # a dropped condition loses its tempo in eval mode too
     args = (text_ids, text_mask, drop, codes, torch.full((B,), 6), torch.zeros(B, dtype=torch.bool),
-            None, lm.beat_track(["drums at 120 bpm"] * B, "music"))
+            {"beat": lm.conditioner("beat").track(["drums at 120 bpm"] * B, "music")})
     objective.eval()
     objective(*args)
     objective.train()

@@ -117,7 +117,11 @@ class EMAVectorQuantizer(nn.Module):
 
     def _nearest(self, flat: torch.Tensor) -> torch.Tensor:
         # ||x - e||² = ||x||² - 2 x·e + ||e||²; ||x||² is constant per row and dropped.
-        scores = flat @ self.embed.t() * 2 - self.embed.pow(2).sum(-1)
+        # In float32 even under autocast: a bfloat16 matmul (8-bit mantissa) picked another code for a quarter of a
+        # tiny codec's frames, and these assignments drive the EMA statistics.
+        with torch.autocast(flat.device.type, enabled=False):
+            embed = self.embed.float()  # the buffer itself unless the module was cast to a lower precision
+            scores = flat.float() @ embed.t() * 2 - embed.pow(2).sum(-1)
         return scores.argmax(-1)
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
