@@ -28,7 +28,7 @@ What is written to `out`:
     log.jsonl       one record per `log_every` steps (loss, per-codebook losses, lr, grad_norm, speed) and one
                     per evaluation (eval_loss, eval_codebook_losses, eval_items, eval_source, and per task
                     eval_text_gain and eval_text_gain_codebooks: how much worse the held-out loss is with other
-                    examples' texts, i.e. how much the LM uses its text; see `_evaluation_record`)
+                    examples' texts, i.e. how much the LM uses its text; see `lm_validation.evaluation_record`)
     checkpoint/     every `save_every` steps and at the end, swapped in atomically: accelerate's state (weights,
                     optimizer, scheduler, RNG), train_state.json, training_config.json and lm/ (the LM's config and
                     text tokenizer)
@@ -44,14 +44,12 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
-import hashlib
 import json
 import logging
 import os
 import shutil
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,27 +62,24 @@ from tqdm.auto import tqdm
 from lm import AudioLM, AudioLMConfig, AudioLMModel, TextTokenizer
 from lm.config import CODEC_FIELDS
 from lm.objective import LMObjective
-from lm.conditioners import Track
 from lm.conditioners.phonemizer import VOCAB_SIZE as PHONEME_VOCAB_SIZE
-from lm.conditioners.phonemizer import text_phoneme_ids
 from tokenizer import CheckpointError, RVQCodec
 from tokenizer.extras import require_extra
-from tokenizer.json_config import write_text_atomic
 # The run folder both trainers share: the same folder rules and atomic checkpoint swap.
 from tokenizer.run_folder import (CHECKPOINT_DIR, FINAL_DIR, LOG_NAME, STATE_NAME, Trained, check_resume_processes,
                                   check_run_folder, make_accelerator, prepare, recover_interrupted_swap,
                                   save_run_checkpoint, step_seed, truncate_log)
 
-from .alignment import Alignment, align_examples
 from .defaults import load_lm, resolve_codec, save_lm
-from .lm_data import BatchPlan, LMExamples, check_codec_metadata, collate, eval_batches, eval_subset, open_lm_data, \
-    split_held_out
+from .lm_data import BatchPlan, LMExamples, collate
+from .lm_examples import (ALIGNMENT_NAME, align_phonemes, batch_tracks, examples_digest, fitting_texts, load_examples,
+                          speech_rates)
 from .lm_training_config import LMTrainingConfig, check_global_batch, lr_factor
+from .lm_validation import evaluation_record
 
 logger = logging.getLogger(__name__)
 
 TRAINING_CONFIG_NAME, LM_SUBDIR = "training_config.json", "lm"
-ALIGNMENT_NAME = "phoneme_alignment.json"  # training.phoneme_alignment's alignments and durations
 LORA_TARGETS = ["qkv", "out", "fc", "proj"]  # the attention and MLP linear layers of every block
 
 
@@ -140,7 +135,7 @@ def train_lm(config: str | os.PathLike | AudioLMConfig, data, out: str | os.Path
     if resume:
         check_resume_processes(out, accelerator.num_processes)
     codec = resolve_codec(codec)
-    train, held, source = _load_examples(data, eval_data, codec, task, tc)
+    train, held, source = load_examples(data, eval_data, codec, task, tc)
     _open_run_folder(accelerator, out)
     config = copy.deepcopy(config) if isinstance(config, AudioLMConfig) else AudioLMConfig.from_preset(config)
     if tc.phoneme_track and not config.phoneme_vocab_size:
@@ -164,9 +159,9 @@ def train_lm(config: str | os.PathLike | AudioLMConfig, data, out: str | os.Path
         set_seed(tc.seed)  # the same initial weights on every process
         lm = AudioLM.from_config(config, text_tokenizer, codec)
         if lm.has_track("phoneme"):
-            lm.config.frames_per_phoneme = _speech_rates(train)
+            lm.config.frames_per_phoneme = speech_rates(train)
     if tc.phoneme_alignment:
-        train, held = _align_phonemes(accelerator, lm, codec, train, held, out)
+        train, held = align_phonemes(accelerator, lm, codec, train, held, out)
     return _run(accelerator, lm, codec, train, held, source, tc, out, resume, TrainState(kind="train-lm"))
 
 
@@ -191,7 +186,7 @@ def finetune(model: str | os.PathLike, data, out: str | os.PathLike, *,
         check_resume_processes(out, accelerator.num_processes)
     lm = load_lm(model)
     codec = lm.codec
-    train, held, source = _load_examples(data, eval_data, codec, task, tc)
+    train, held, source = load_examples(data, eval_data, codec, task, tc)
     _open_run_folder(accelerator, out)
     lm.config.voices = sorted(set(getattr(lm.config, "voices", None) or []) | set(train.voices))
     if tc.phoneme_track and not lm.has_track("phoneme"):
@@ -201,9 +196,9 @@ def finetune(model: str | os.PathLike, data, out: str | os.PathLike, *,
         lm = lm.with_track("beat")  # its projection starts at zero: nothing random to agree on
     if lm.has_track("phoneme"):
         lm.config.frames_per_phoneme = {**(getattr(lm.config, "frames_per_phoneme", None) or {}),
-                                        **_speech_rates(train)}
+                                        **speech_rates(train)}
     if tc.phoneme_alignment:
-        train, held = _align_phonemes(accelerator, lm, codec, train, held, out)
+        train, held = align_phonemes(accelerator, lm, codec, train, held, out)
     return _run(accelerator, lm, codec, train, held, source, tc, out, resume, TrainState(kind="finetune", lora=lora))
 
 
@@ -214,7 +209,7 @@ def evaluate_lm(model: str | os.PathLike, data, *, training: LMTrainingConfig | 
 
     `model` is a self-contained LM folder; `data`, `training`, `eval_data` and `task` are those of `train_lm`, and
     pick the same held-out rows (a run's seed, eval_fraction and max_eval_items decide them). Returns `eval_loss`,
-    `eval_codebook_losses`, `eval_text_gain` and `eval_text_gain_codebooks` per task (see `_evaluation_record`),
+    `eval_codebook_losses`, `eval_text_gain` and `eval_text_gain_codebooks` per task (see `lm_validation.evaluation_record`),
     `eval_items`, `eval_tasks` (held-out rows per task), `eval_source` and `model`; written as JSON to `output`.
 
     With `training.phoneme_alignment` the held-out phonemes are placed as the run placed them: read from the
@@ -225,21 +220,21 @@ def evaluate_lm(model: str | os.PathLike, data, *, training: LMTrainingConfig | 
 
     tc = _training_config(training, None)
     lm = load_lm(model)
-    train, held, source = _load_examples(data, eval_data, lm.codec, task, tc)
+    train, held, source = load_examples(data, eval_data, lm.codec, task, tc)
     accelerator = Accelerator()
     if tc.phoneme_alignment:
         with tempfile.TemporaryDirectory() as scratch:
             if run is not None and (Path(run) / ALIGNMENT_NAME).is_file():
-                # _align_phonemes reuses the copy when its digest matches and replaces it, in scratch only, if not.
+                # align_phonemes reuses the copy when its digest matches and replaces it, in scratch only, if not.
                 shutil.copyfile(Path(run) / ALIGNMENT_NAME, Path(scratch) / ALIGNMENT_NAME)
-            _, held = _align_phonemes(accelerator, lm, lm.codec, train, held, Path(scratch))
-    held = _fitting_texts(lm, held, "evaluation")
+            _, held = align_phonemes(accelerator, lm, lm.codec, train, held, Path(scratch))
+    held = fitting_texts(lm, held, "evaluation")
     if len(held) == 0:
         raise ValueError("no held-out rows to evaluate: the data has no evaluation split and eval_fraction or "
                          "max_eval_items leaves none out")
     objective = LMObjective(lm.model.to(accelerator.device))
     max_frames = tc.max_frames or lm.config.max_audio_frames
-    report = {"model": str(model), **_evaluation_record(accelerator, objective, lm, held, tc.batch_size, max_frames),
+    report = {"model": str(model), **evaluation_record(accelerator, objective, lm, held, tc.batch_size, max_frames),
               "eval_items": len(held), "eval_tasks": {t: held.tasks.count(t) for t in sorted(set(held.tasks))},
               "eval_source": source}
     write_report(output, report)
@@ -276,59 +271,12 @@ def _accelerator(tc: LMTrainingConfig) -> Accelerator:
     return accelerator
 
 
-def _load_examples(data, eval_data, codec, task: str | None, tc: LMTrainingConfig) -> tuple[LMExamples, LMExamples, str]:
-    """Open the data (one source, or a list of them, e.g. speech and music), check that `codec` made its codes,
-    read its examples and set the evaluation ones apart (a deterministic share of a source's training rows when it
-    has no evaluation split); before any step runs."""
-    sources = list(data) if isinstance(data, (list, tuple)) else [data]
-    if not sources:
-        raise ValueError("data is an empty list: pass at least one tokenized dataset")
-    if eval_data is not None and len(sources) > 1:
-        raise ValueError("eval_data replaces the held-out rows of a single data source; with several sources, "
-                         "give each its own validation/test split")
-    parts = [_source_examples(source, eval_data, codec, task, tc) for source in sources]
-    train = LMExamples.concatenate([p[0] for p in parts])
-    held = LMExamples.concatenate([p[1] for p in parts])
-    held = held.subset(eval_subset(len(held), tc.max_eval_items, tc.seed))
-    if len(train) == 0:
-        raise ValueError("the training data has no usable rows (each needs a non-empty text and codes)")
-    if len(sources) == 1:
-        return train, held, parts[0][2]
-    return train, held, "; ".join(f"{_source_name(d)}: {p[2]}" for d, p in zip(sources, parts))
-
-
-def _source_examples(data, eval_data, codec, task: str | None, tc: LMTrainingConfig,
-                     ) -> tuple[LMExamples, LMExamples, str]:
-    train_ds, held_ds, source = open_lm_data(data, eval_data)
-    name = _source_name(data)
-    check_codec_metadata(train_ds, codec, f"the training data {name!r}")
-    if held_ds is not None:
-        check_codec_metadata(held_ds, codec, f"the evaluation data of {name!r} ({source})")
-    train = LMExamples.from_dataset(train_ds, task)
-    held = None if held_ds is None else LMExamples.from_dataset(held_ds, task)
-    for kind, examples in (("training", train), ("evaluation", held)):
-        if examples is not None and examples.dropped:
-            logger.warning("left out %s rows of the %s data %r: %s", sum(examples.dropped.values()), kind, name,
-                           ", ".join(f"{n} {why}" for why, n in examples.dropped.items()))
-    if held is None:
-        keep, held_positions = split_held_out(train, tc.eval_fraction, tc.max_eval_items, tc.seed)
-        train, held = train.subset(keep), train.subset(held_positions)
-    return train, held, source
-
-
-def _source_name(data) -> str:
-    return str(data) if isinstance(data, (str, os.PathLike)) else type(data).__name__
-
-
 def _open_run_folder(accelerator: Accelerator, out: Path) -> None:
     accelerator.wait_for_everyone()  # every process has checked the data before the main one writes
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         recover_interrupted_swap(out)
     accelerator.wait_for_everyone()
-
-
-# ----------------------------------------------------------------------------------------- the objective
 
 
 # ----------------------------------------------------------------------------------------- the loop
@@ -343,13 +291,13 @@ def _run(accelerator: Accelerator, lm: AudioLM, codec: RVQCodec, train: LMExampl
     if max_frames > cfg.max_audio_frames:
         raise ValueError(f"training.max_frames={max_frames} is more than the model's max_audio_frames="
                          f"{cfg.max_audio_frames}; lower it, or use a model config with a longer audio range")
-    train, held = _fitting_texts(lm, train, "training"), _fitting_texts(lm, held, "evaluation")
+    train, held = fitting_texts(lm, train, "training"), fitting_texts(lm, held, "evaluation")
     if len(train) == 0:
         raise ValueError(f"no training rows are left: every text is longer than max_text_tokens="
                          f"{cfg.max_text_tokens}")
     from_start = np.asarray([task == "speech" for task in train.tasks]) if tc.speech_crop == "start" else None
     plan = BatchPlan(train.frames, tc.batch_size, max_frames, tc.seed, cfg.condition_dropout, from_start)
-    state = dataclasses.replace(state, num_processes=P, data_digest=_digest(train))
+    state = dataclasses.replace(state, num_processes=P, data_digest=examples_digest(train))
 
     peft_model = None
     if state.lora:
@@ -394,7 +342,7 @@ def _run(accelerator: Accelerator, lm: AudioLM, codec: RVQCodec, train: LMExampl
             with sync:
                 nll, counted = wrapped(text_ids.to(device), text_mask.to(device), part.drop.to(device),
                                        part.codes.to(device), part.code_lengths.to(device), part.cut.to(device),
-                                       _tracks(lm, part))
+                                       batch_tracks(lm, part))
                 expected = int(part.code_lengths.sum() + (~part.cut).sum())
                 if not bool((counted == expected).all()):
                     raise RuntimeError(f"the pattern laid out {counted.tolist()} targets per codebook, expected "
@@ -424,7 +372,7 @@ def _run(accelerator: Accelerator, lm: AudioLM, codec: RVQCodec, train: LMExampl
             steps_done, frames_done, tick = 0, 0, time.perf_counter()
         paused = time.perf_counter()  # evaluation and saving are not counted in seconds_per_step
         if len(held) and (state.step % tc.eval_every == 0 or state.step == tc.max_steps):
-            record = _evaluation_record(accelerator, objective, lm, held, micro, max_frames)
+            record = evaluation_record(accelerator, objective, lm, held, micro, max_frames)
             _append_log(accelerator, out, {"step": state.step, **record, "eval_items": len(held),
                                            "eval_source": source})
         if state.step % tc.save_every == 0 or state.step == tc.max_steps:
@@ -442,131 +390,10 @@ def _run(accelerator: Accelerator, lm: AudioLM, codec: RVQCodec, train: LMExampl
     return final
 
 
-def _tracks(lm: AudioLM, part) -> dict[str, Track]:
-    """The tracks of a collated batch that the LM has: the aligned phoneme track of its transcripts, and the beat
-    track (each music caption's tempo, from its crop's first frame)."""
-    tracks = {}
-    if lm.has_track("phoneme"):
-        tracks["phoneme"] = lm.conditioner("phoneme").track(part.transcripts, part.total_frames, part.frame_offset,
-                                                            part.phoneme_starts)
-    if lm.has_track("beat"):
-        tracks["beat"] = lm.conditioner("beat").track(part.texts, part.tasks, part.frame_offset)
-    return tracks
-
-
-def _align_phonemes(accelerator: Accelerator, lm: AudioLM, codec: RVQCodec, train: LMExamples, held: LMExamples,
-                    out: Path) -> tuple[LMExamples, LMExamples]:
-    """`training.phoneme_alignment`: the examples with forced alignments of their phonemes, and the LM's config
-    with each voice's durations. The main process aligns (minutes on a CPU) and keeps the result in the run
-    folder, which a resumed run reads back when its data are the same; the others wait and read it."""
-    if not lm.has_track("phoneme"):
-        raise ValueError("training.phoneme_alignment needs an LM with a phoneme track: set training.phoneme_track")
-    path = out / ALIGNMENT_NAME
-    digest = f"{_digest(train)}-{_digest(held)}-{codec.fingerprint}"
-    if accelerator.is_main_process:
-        saved = json.loads(path.read_text()) if path.is_file() else {}
-        if saved.get("digest") != digest:
-            aligned, held_aligned, table = align_examples(codec, train, held)
-            encode = lambda rows: [None if a is None else [a.starts, a.end] for a in rows]  # noqa: E731
-            saved = {"digest": digest, "durations": table, "train": encode(aligned), "held": encode(held_aligned)}
-            write_text_atomic(path, json.dumps(saved, separators=(",", ":")) + "\n")
-            logger.info("aligned the phonemes of %d training and %d held-out speech rows (%s)",
-                        sum(a is not None for a in aligned), sum(a is not None for a in held_aligned), path)
-    accelerator.wait_for_everyone()
-    saved = json.loads(path.read_text())
-    decode = lambda rows: [None if a is None else Alignment(a[0], a[1]) for a in rows]  # noqa: E731
-    durations = {**(getattr(lm.config, "phoneme_durations", None) or {}), **saved["durations"]}
-    lm.config.phoneme_durations = durations
-    return (dataclasses.replace(train, alignment=decode(saved["train"])),
-            dataclasses.replace(held, alignment=decode(saved["held"])))
-
-
-def _speech_rates(examples: LMExamples) -> dict[str, float]:
-    """Frames per phoneme of the speech examples: the median of each voice's, and of all ("") for a voice the
-    LM has not heard. Generation spreads a transcript's phonemes over that many frames per phoneme."""
-    where = [i for i, task in enumerate(examples.tasks) if task == "speech"]
-    if not where:
-        return {}
-    transcripts = [examples.transcript(i) for i in where]
-    with ThreadPoolExecutor(max_workers=4) as pool:  # espeak-ng runs in its own process
-        counts = list(pool.map(lambda t: len(text_phoneme_ids(t)), transcripts))
-    rates: dict[str, list[float]] = {"": []}
-    for i, count in zip(where, counts):
-        if count:
-            rate = float(examples.frames[i]) / count
-            rates[""].append(rate)
-            rates.setdefault(examples.voice_of[i] or "", []).append(rate)
-    return {voice: round(float(np.median(values)), 4) for voice, values in sorted(rates.items()) if values}
-
-
-def _fitting_texts(lm: AudioLM, examples: LMExamples, name: str) -> LMExamples:
-    """Leave out (with a warning) examples whose text does not fit the model's max_text_tokens."""
-    limit = lm.config.max_text_tokens
-    fits = [len(lm.text_tokenizer.encode(t, task)) <= limit for t, task in zip(examples.texts, examples.tasks)]
-    if not all(fits):
-        logger.warning("left out %d %s rows whose text is longer than max_text_tokens=%d tokens", fits.count(False),
-                       name, limit)
-        examples = examples.subset(np.flatnonzero(fits))
-    return examples
-
-
-@torch.no_grad()
-def _evaluation_totals(accelerator: Accelerator, objective: LMObjective, lm: AudioLM, held: LMExamples,
-                       batch_size: int, max_frames: int) -> torch.Tensor:
-    """Float64 [2, K]: the held-out examples' nll sums and target counts per codebook (no condition dropout), over
-    all processes' shares."""
-    K, device = lm.config.num_codebooks, accelerator.device
-    totals = torch.zeros(2, K, dtype=torch.float64, device=device)  # nll sums, target counts
-    objective.eval()
-    for part in eval_batches(held, batch_size, max_frames, accelerator.process_index, accelerator.num_processes):
-        text_ids, text_mask = lm.encode_texts(part.texts, part.tasks)
-        with accelerator.autocast():
-            nll, counted = objective(text_ids.to(device), text_mask.to(device), part.drop.to(device),
-                                     part.codes.to(device), part.code_lengths.to(device), part.cut.to(device),
-                                     _tracks(lm, part))
-        totals += torch.stack([nll.double(), counted.double()])
-    totals = accelerator.reduce(totals, reduction="sum").cpu()
-    objective.train()
-    return totals
-
-
-def _evaluation_record(accelerator: Accelerator, objective: LMObjective, lm: AudioLM, held: LMExamples,
-                       batch_size: int, max_frames: int) -> dict:
-    """What an evaluation logs: `eval_loss` and `eval_codebook_losses` [K] of the held-out examples, and per task
-    with at least 2 of them `eval_text_gain` and `eval_text_gain_codebooks` [K]: the loss with each example's text
-    swapped for another's of its task (`LMExamples.with_mismatched_texts`) minus the loss with its own, in nats per
-    code. Near 0, the LM ignores its text; it grows as the LM learns what the words or captions say about the audio.
-    Each task's examples run once with their own texts (their sums make the overall loss) and once with others'."""
-    def loss(totals: torch.Tensor) -> torch.Tensor:
-        return totals[0] / totals[1].clamp(min=1)
-
-    overall = torch.zeros(2, lm.config.num_codebooks, dtype=torch.float64)
-    gains = {}
-    for task in sorted(set(held.tasks)):
-        own = held.subset(np.flatnonzero([t == task for t in held.tasks]))
-        totals = _evaluation_totals(accelerator, objective, lm, own, batch_size, max_frames)
-        overall += totals
-        if len(own) >= 2:
-            swapped = _evaluation_totals(accelerator, objective, lm, own.with_mismatched_texts(), batch_size,
-                                         max_frames)
-            gains[task] = loss(swapped) - loss(totals)
-    losses = loss(overall)
-    return {"eval_loss": float(losses.mean()), "eval_codebook_losses": [round(float(x), 5) for x in losses],
-            "eval_text_gain": {t: round(float(g.mean()), 5) for t, g in gains.items()},
-            "eval_text_gain_codebooks": {t: [round(float(x), 5) for x in g] for t, g in gains.items()}}
-
-
 def _append_log(accelerator: Accelerator, out: Path, record: dict) -> None:
     if accelerator.is_main_process:
         with open(out / LOG_NAME, "a") as f:
             f.write(json.dumps(record) + "\n")
-
-
-def _digest(examples: LMExamples) -> str:
-    h = hashlib.sha256(examples.frames.tobytes())
-    h.update(examples.rows.tobytes())
-    h.update("\n".join(f"{task}:{text}" for task, text in zip(examples.tasks, examples.texts)).encode())
-    return h.hexdigest()[:16]
 
 
 # ----------------------------------------------------------------------------------------- checkpoints

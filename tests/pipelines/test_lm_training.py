@@ -25,7 +25,8 @@ from pipelines.finetune import main as cli_main
 from pipelines.generate import _Request, generate
 from pipelines.lm_data import BatchPlan, LMExamples, collate, split_held_out
 from lm.objective import LMObjective
-from pipelines.lm_training import ALIGNMENT_NAME, TrainState, _load_examples, evaluate_lm, finetune, train_lm
+from pipelines.lm_examples import ALIGNMENT_NAME, load_examples
+from pipelines.lm_training import TrainState, evaluate_lm, finetune, train_lm
 from pipelines.lm_training_config import LMTrainingConfig, lr_factor
 from pipelines.tokenize.storage import codec_metadata, metadata_description
 from tokenizer import CodecConfig, RVQCodec
@@ -241,17 +242,17 @@ def test_mismatched_texts_keep_each_voice_and_task_and_the_text_gain_is_zero_whe
     assert LMExamples.from_dataset(_dataset(codec, 1, 0, ["v1"])).with_mismatched_texts().texts == [f"[v1] {TEXTS[0]}"]
 
     from accelerate import Accelerator
-    from pipelines.lm_training import _evaluation_record
+    from pipelines.lm_validation import evaluation_record
 
     tokenizer = TextTokenizer.train(examples.texts, vocab_size=300, seed=0)
     torch.manual_seed(0)
     lm = AudioLM.from_config(AudioLMConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
                                            intermediate_size=64, max_audio_frames=40), tokenizer, codec)
     objective = LMObjective(lm.model)
-    gains = _evaluation_record(Accelerator(cpu=True), objective, lm, examples, 4, 40)["eval_text_gain_codebooks"]
+    gains = evaluation_record(Accelerator(cpu=True), objective, lm, examples, 4, 40)["eval_text_gain_codebooks"]
     assert set(gains) == {"speech", "music"} and all(len(g) == 4 for g in gains.values())
     same = dataclasses.replace(examples, texts=[f"[{v}] hello" if v else "a song" for v in examples.voice_of])
-    record = _evaluation_record(Accelerator(cpu=True), objective, lm, same, 4, 40)
+    record = evaluation_record(Accelerator(cpu=True), objective, lm, same, 4, 40)
     assert all(g == [0.0] * 4 for g in record["eval_text_gain_codebooks"].values())  # nothing to mismatch
 
 
@@ -455,16 +456,16 @@ def test_speech_and_music_sources_train_together_each_with_its_task_and_held_out
     DatasetDict({"train": _dataset(codec, 10, 3, None), "test": _dataset(codec, 3, 4, None)}).save_to_disk(
         str(tmp_path / "music"))
     tc = _training(max_steps=2)
-    train, held, source = _load_examples([files["speech"], tmp_path / "music"], None, codec, None, tc)
+    train, held, source = load_examples([files["speech"], tmp_path / "music"], None, codec, None, tc)
     assert train.tasks == ["speech"] * 24 + ["music"] * 10 and held.tasks == ["speech"] * 4 + ["music"] * 3
     assert train.voices == sorted(TRAIN_VOICES) and train.texts[-1] == TEXTS[9 % len(TEXTS)]
-    alone, _, _ = _load_examples(tmp_path / "music", None, codec, None, tc)
+    alone, _, _ = load_examples(tmp_path / "music", None, codec, None, tc)
     np.testing.assert_array_equal(train.codes(30), alone.codes(6))  # rows of a later source keep their codes
     assert str(tmp_path / "music") in source and "'test' split" in source
     final = train_lm(files["lm"], [files["speech"], tmp_path / "music"], tmp_path / "run", codec=codec, training=tc)
     assert load_lm(final).config.voices == sorted(TRAIN_VOICES)
     with pytest.raises(ValueError, match="several sources"):
-        _load_examples([files["speech"], tmp_path / "music"], files["speech"], codec, None, tc)
+        load_examples([files["speech"], tmp_path / "music"], files["speech"], codec, None, tc)
 
 
 @pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
@@ -512,7 +513,7 @@ def test_phoneme_alignment_places_the_phonemes_records_durations_and_resumes_fro
     final = finetune(trained / "final", files["speech"], tmp_path / "al", training=tc)
     saved = json.loads((tmp_path / "al" / ALIGNMENT_NAME).read_text())
     rows = datasets.load_from_disk(str(files["speech"]))["train"]
-    train, _, _ = _load_examples(files["speech"], None, RVQCodec.from_pretrained(files["codec"]), None, tc)
+    train, _, _ = load_examples(files["speech"], None, RVQCodec.from_pretrained(files["codec"]), None, tc)
     assert len(saved["train"]) == len(train)
     for i, entry in enumerate(saved["train"]):
         text = train.transcript(i)
@@ -558,7 +559,7 @@ def test_phoneme_alignment_places_the_phonemes_records_durations_and_resumes_fro
     with pytest.raises(KeyboardInterrupt):
         finetune(trained / "final", files["speech"], tmp_path / "cut", training=tc)
     monkeypatch.undo()
-    monkeypatch.setattr("pipelines.lm_training.align_examples", _fails)
+    monkeypatch.setattr("pipelines.lm_examples.align_examples", _fails)
     resumed = finetune(trained / "final", files["speech"], tmp_path / "cut", training=tc, resume=True)
     assert _max_diff(load_lm(resumed).model.state_dict(), tuned.model.state_dict()) == 0.0
     with pytest.raises(ValueError, match="phoneme track"):
