@@ -4,7 +4,8 @@
     .venv/bin/python benchmarks/gpu_check.py --smoke         # the same steps with tiny configs, on any device
 
 Without a CUDA device (and without --smoke) it says so and exits 0. Otherwise it makes a few minutes of synthetic
-audio (harmonic tones with captions), trains `configs/codec_24khz.json` for `--codec-steps` steps, tokenizes the
+audio (harmonic tones with captions), trains `configs/codec_24khz.json` (with the 4 x 2048 codebooks that
+`lm_musicgen_small` is built for) for `--codec-steps` steps, tokenizes the
 audio with it, trains `configs/lm_musicgen_small.json` for `--lm-steps` steps on the codes, both with
 `mixed_precision="bf16"`, and generates `--seconds` of audio from the trained LM. Every result is one line
 `gpu_check <stage> <key>=<value> ...` (fixed keys, so that runs compare with `grep`):
@@ -48,6 +49,14 @@ CAPTIONS = ["a calm tone", "a bright tone", "a low hum", "a high whistle"]
 def report(stage: str, **values) -> None:
     fields = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items())
     print(f"gpu_check {stage} {fields}", flush=True)
+
+
+def lm_code_layout(lm_preset: str) -> dict:
+    """The codebooks (number, size) the LM preset is built for, which the codec trained beside it must make:
+    lm_musicgen_small fixes MusicGen's 4 x 2048 codes, so codec_24khz is trained with that quantizer here (its
+    own 32 x 1024 would not bind). Presets that leave them to the codec keep the codec's."""
+    config = json.loads((ROOT / "configs" / f"{lm_preset}.json").read_text())
+    return {k: config[k] for k in ("num_codebooks", "codebook_size") if k in config}
 
 
 def make_audio(folder: Path, sample_rate: int, clips: int, seconds: float) -> None:
@@ -109,6 +118,7 @@ def main() -> int:
         config = CodecConfig.from_json_file(ROOT / "configs" / f"{codec_preset}.json").to_dict()
         config["training"].update(max_steps=args.codec_steps, mixed_precision=precision, log_every=1,
                                   save_every=args.codec_steps, warmup_steps=0)
+        config["quantizer"].update(lm_code_layout(lm_preset))
         config = CodecConfig.from_dict(config)
         make_audio(work / "audio", config.sample_rate, clips=16 if args.smoke else 96, seconds=4.0)
         tc = config.training
