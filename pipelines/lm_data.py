@@ -253,16 +253,26 @@ def _frame_counts(dataset: Dataset) -> np.ndarray:
 
 
 def _first_list_lengths(rows: pa.Array) -> np.ndarray:
-    """(n,) length of each row's first list (codebook 0: all K have T frames) of a list<list<int>> array; 0 for a
-    row that is null, has no lists, or whose first list is null."""
-    starts = rows.offsets.to_numpy()  # (n + 1,) where each row's lists start in rows.values (the slice applied)
-    inner = rows.values  # every row's lists, the slice not applied: indexed by `starts`
-    ends = inner.offsets.to_numpy()
-    first = starts[:-1]
-    has = (starts[1:] > first) & rows.is_valid().to_numpy(zero_copy_only=False)
+    """(n,) length of each row's first list (codebook 0: all K have T frames) of a list-of-lists array (variable
+    or fixed-size lists at either level); 0 for a row that is null, has no lists, or whose first list is null."""
+    n = len(rows)
+    if pa.types.is_fixed_size_list(rows.type):  # K fixed: row i's lists start at (offset + i) * K in rows.values
+        size = rows.type.list_size
+        first = (np.arange(n, dtype=np.int64) + rows.offset) * size
+        has = np.full(n, size > 0)
+    else:
+        starts = rows.offsets.to_numpy()  # (n + 1,) where each row's lists start in rows.values (the slice applied)
+        first = starts[:-1].astype(np.int64)
+        has = starts[1:] > first
+    has &= rows.is_valid().to_numpy(zero_copy_only=False)
+    inner = rows.values  # every row's lists, the slice not applied: indexed by `first`
     has[has] &= inner.is_valid().to_numpy(zero_copy_only=False)[first[has]]
-    lengths = np.zeros(len(rows), dtype=np.int64)
-    lengths[has] = ends[first[has] + 1] - ends[first[has]]
+    lengths = np.zeros(n, dtype=np.int64)
+    if pa.types.is_fixed_size_list(inner.type):  # T fixed for every row
+        lengths[has] = inner.type.list_size
+    else:
+        ends = inner.offsets.to_numpy()
+        lengths[has] = ends[first[has] + 1] - ends[first[has]]
     return lengths
 
 

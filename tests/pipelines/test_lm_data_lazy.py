@@ -107,3 +107,19 @@ def test_frame_counts_come_from_the_list_offsets_of_any_view_of_the_table():
         examples = LMExamples.from_dataset(view, task="music")
         assert examples.frames.tolist() == [expected[i] for i in examples.rows], name
         assert examples.dropped.get("no frames", 0) == sum(n == 0 for n, t in zip(expected, view["text"]) if t), name
+
+
+@pytest.mark.parametrize("outer, inner", [(2, None), (2, 3), (None, 3)])
+def test_frame_counts_of_fixed_size_list_layouts(outer, inner):
+    """Codes stored with a fixed number of codebooks (e.g. `Sequence(length=K)`) or frames count as variable ones."""
+    inner_type = pa.list_(pa.int64(), inner) if inner else pa.list_(pa.int64())
+    codes_type = pa.list_(inner_type, outer) if outer else pa.list_(inner_type)
+    frames = 3 if inner else None
+    data = [[[i] * (frames or i + 1)] * 2 for i in range(6)]
+    data[2] = None
+    array = pa.array(data, type=codes_type)
+    for view in (array, array.slice(1), array.slice(2, 3)):
+        expected = [0 if row is None else len(row[0]) for row in view.to_pylist()]
+        table = pa.table({"codes": view, "text": pa.array(["a tone"] * len(view))})
+        examples = LMExamples.from_dataset(Dataset(table), task="music")
+        assert examples.frames.tolist() == [expected[i] for i in examples.rows]
