@@ -128,8 +128,16 @@ class AudioLM:
     def device(self) -> torch.device:
         return self.model.device
 
-    def to(self, device: torch.device | str) -> AudioLM:
-        self.model.to(device)
+    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> AudioLM:
+        """Move the model to `device` and/or cast its weights to `dtype` (in place; returns self).
+
+        `dtype=torch.bfloat16` is the reduced-precision inference path: half the bytes of weights read per step,
+        logits sampled in float32. It is off by default: on the bundled LMs it is no faster on a CPU and its
+        greedy codes drift from float32's (`benchmarks/lm_precision.py`). The codec is not cast.
+        """
+        if dtype is not None and dtype not in (torch.float32, torch.bfloat16, torch.float16):
+            raise ValueError(f"dtype must be torch.float32, torch.bfloat16 or torch.float16, got {dtype}")
+        self.model.to(device=device, dtype=dtype)
         return self
 
     # -- conditioning ---------------------------------------------------------------------------------------

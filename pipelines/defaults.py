@@ -160,16 +160,18 @@ def save_lm(lm: AudioLM, codec: RVQCodec, directory: str | os.PathLike) -> Path:
     return Path(directory)
 
 
-def load_lm(directory: str | os.PathLike, device: str | None = None) -> AudioLM:
+def load_lm(directory: str | os.PathLike, device: str | None = None, dtype: torch.dtype | None = None) -> AudioLM:
     """Load a self-contained LM folder: the LM with its text tokenizer and codec (checked to match). A run folder
-    of `train-lm`/`finetune` stands for its `final/`."""
+    of `train-lm`/`finetune` stands for its `final/`. `dtype` casts the LM's weights (`AudioLM.to`; e.g.
+    torch.bfloat16), not the codec's."""
     directory = model_folder(directory, "LM")
     if not (directory / CODEC_SUBDIR / "config.json").is_file():
         raise CheckpointError(
             f"{str(directory)!r} is not a self-contained LM folder: it has no {CODEC_SUBDIR}/ with the codec "
             "whose codes the LM models (write one with pipelines.save_lm, `rvqaudio train-lm` or `finetune`)")
     codec = RVQCodec.from_pretrained(directory / CODEC_SUBDIR, device=device or "cpu")
-    return AudioLM.from_pretrained(directory, codec=codec, device=device)
+    lm = AudioLM.from_pretrained(directory, codec=codec, device=device)
+    return lm if dtype is None else lm.to(dtype=dtype)
 
 
 def install_defaults(codec: str | os.PathLike, models: Mapping[str, str | os.PathLike],

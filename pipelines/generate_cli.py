@@ -7,7 +7,11 @@ import argparse
 import os
 from pathlib import Path
 
-from .defaults import resolve_lm
+import torch
+
+from lm import AudioLM
+
+from .defaults import default_codec, default_lm_dir, load_lm, resolve_lm
 from .generate import check_output_path, default_voice, generate, generate_stream, voices
 
 
@@ -34,6 +38,22 @@ def add_generate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stream", action="store_true",
                         help="write the file while generating (one prompt); it appears at -o when complete")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--dtype", default="float32", choices=sorted(DTYPES),
+                        help="the LM's weights: float32 (default) or bfloat16 (half the bytes; its codes differ "
+                             "from float32's, see benchmarks/lm_precision.py)")
+
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+def lm_in_dtype(model: str | None, task: str, dtype: str) -> AudioLM | str | None:
+    """What `generate(model=...)` gets for --model and --dtype: the folder (or None, the bundled LM) as given for
+    float32, else a copy of that LM of its own, its weights cast to `dtype`."""
+    if dtype == "float32":
+        return model
+    if model is not None:
+        return load_lm(model, dtype=DTYPES[dtype])
+    return AudioLM.from_pretrained(default_lm_dir(task), codec=default_codec(task)).to(dtype=DTYPES[dtype])
 
 
 def run_generate(args: argparse.Namespace) -> None:
@@ -41,7 +61,8 @@ def run_generate(args: argparse.Namespace) -> None:
     outputs = output_paths(args.output, len(args.prompt))  # before generating: a bad path costs nothing
     settings = dict(task=args.task, duration=args.duration, seed=args.seed, temperature=args.temperature,
                     top_k=args.top_k, top_p=args.top_p, guidance_scale=args.guidance_scale, voice=args.voice,
-                    num_codebooks=args.num_codebooks, min_duration=args.min_duration, model=args.model,
+                    num_codebooks=args.num_codebooks, min_duration=args.min_duration,
+                    model=lm_in_dtype(args.model, args.task, args.dtype),
                     audio_prompt=args.audio_prompt,
                     progress=not args.no_progress)
     if args.stream:
