@@ -172,7 +172,7 @@ class AudioLMModel(PreTrainedModel):
     base_model_prefix = "audio_lm"
     main_input_name = "text_ids"
     _no_split_modules = ["Block"]
-    supports_gradient_checkpointing = False
+    supports_gradient_checkpointing = True  # activation_checkpointing_enable(): blocks recomputed in backward
 
     def __init__(self, config: AudioLMConfig) -> None:
         config.require_bound()
@@ -185,6 +185,7 @@ class AudioLMModel(PreTrainedModel):
         self.norm = nn.RMSNorm(D, eps=config.norm_eps)
         self.heads = nn.ModuleList(nn.Linear(D, config.num_logits, bias=False) for _ in range(K))
         self.tracks = build_tracks(config)  # name -> TrackConditioner
+        self.gradient_checkpointing = False  # set by transformers' activation_checkpointing_enable()
         self.post_init()
 
     def _init_weights(self, module: nn.Module) -> None:
@@ -251,8 +252,15 @@ class AudioLMModel(PreTrainedModel):
                 is_causal = True
             else:
                 mask = attention_mask(key_valid, start, S)
+        # Training with gradient checkpointing keeps only each block's input and recomputes the block in backward
+        # (same RNG state, so the same dropout masks): activation memory of one block instead of all of them.
+        recompute = self.gradient_checkpointing and self.training and cache is None and torch.is_grad_enabled()
         for index, layer in enumerate(self.layers):
-            hidden = layer(hidden, cos, sin, mask, is_causal, cache, index)
+            if recompute:
+                hidden = self._gradient_checkpointing_func(layer.__call__, hidden, cos, sin, mask, is_causal, None,
+                                                           index)
+            else:
+                hidden = layer(hidden, cos, sin, mask, is_causal, cache, index)
         if cache is not None:
             cache.length += S
             cache.num_valid += valid.sum(1)

@@ -299,6 +299,8 @@ def _run(accelerator: Accelerator, lm: AudioLM, codec: RVQCodec, train: LMExampl
     plan = BatchPlan(train.frames, tc.batch_size, max_frames, tc.seed, cfg.condition_dropout, from_start)
     state = dataclasses.replace(state, num_processes=P, data_digest=examples_digest(train))
 
+    if tc.gradient_checkpointing:
+        lm.model.activation_checkpointing_enable()
     peft_model = None
     if state.lora:
         from peft import LoraConfig, get_peft_model

@@ -683,3 +683,14 @@ def test_beat_dropout_leaves_out_some_items_tempos_in_training_only(files):
     evaluated, trained_on = seen
     assert evaluated[0] == 0 and bool((evaluated[1:] == 120).all())
     assert trained_on[0] == 0 and (trained_on[1:] == 0).float().mean().item() == pytest.approx(0.5, abs=0.2)
+
+
+def test_gradient_checkpointing_trains_the_same_weights(files, tmp_path):
+    lm_config = AudioLMConfig.from_preset(files["lm"])
+    lm_config.dropout = 0.1  # recomputed blocks must draw the masks they drew in the forward pass
+    plain = train_lm(lm_config, files["speech"], tmp_path / "plain", codec=files["codec"],
+                     training=_training(max_steps=3))
+    recomputed = train_lm(lm_config, files["speech"], tmp_path / "ckpt", codec=files["codec"],
+                          training=_training(max_steps=3, gradient_checkpointing=True))
+    a, b = load_file(plain / "model.safetensors"), load_file(recomputed / "model.safetensors")
+    assert _max_diff(a, b) < 1e-6
