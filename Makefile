@@ -41,7 +41,7 @@ $(STAMP): pyproject.toml Makefile  # a new dependency or Debian package in eithe
 	$(PY) -m pip install -q --upgrade pip
 	# torch first and pinned: the machine's local 2.14.1 wheel, never a second multi-GB download.
 	$(PY) -m pip install -q "torch==2.14.1" "torchaudio==2.11.0"
-	$(PY) -m pip install -q -e ".[test,eval,data,lora,demo]"
+	$(PY) -m pip install -q -e ".[test,eval,data,lora,demo,export]"
 	@touch $(STAMP)
 
 demo: setup

@@ -68,6 +68,17 @@ def _export_codec(args: argparse.Namespace) -> None:
     print(f"wrote the codec of {args.run}/checkpoint to {out}")
 
 
+def _export_onnx(args: argparse.Namespace) -> None:
+    _require("export", "rvqaudio export")
+    from tokenizer.export import export_onnx
+
+    from .defaults import resolve_codec
+
+    codec = None if args.codec == "default" else args.codec
+    out = export_onnx(resolve_codec(codec, variant=args.variant), args.output)
+    print(f"wrote {out}/encoder.onnx, decoder.onnx and onnx.json")
+
+
 def _tokenize(args: argparse.Namespace) -> None:
     from .tokenize import tokenize_dataset
 
@@ -411,6 +422,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fp16", action="store_true", help="store the weights as float16 (half the size)")
     p.set_defaults(func=_export_codec)
 
+    p = sub.add_parser("export", help="write the codec's encoder and decoder as ONNX graphs for onnxruntime "
+                                      "(needs the export extra)")
+    p.add_argument("--codec", default="default", metavar="DIR|default",
+                   help="codec folder, or default: the bundled codec (default)")
+    p.add_argument("--variant", default=None, metavar="NAME", help=_VARIANT_HELP)
+    p.add_argument("-o", "--output", required=True, metavar="FOLDER",
+                   help="folder to write: encoder.onnx, decoder.onnx, onnx.json")
+    p.set_defaults(func=_export_onnx)
+
     p = sub.add_parser("average-decoders",
                        help="the mean of codec folders' decoders that share their codes (a model soup of decoder "
                             "fine-tunes), written as a codec folder")
@@ -424,7 +444,7 @@ def build_parser() -> argparse.ArgumentParser:
 # Commands that write a folder, and the argument naming it: checked before any work, as the file outputs are.
 _OUTPUT_FOLDERS = {"train-codec": "out", "train-pitch-head": "out", "train-lm": "out", "finetune": "out",
                    "tokenize": "output", "data": "output", "export-codec": "output", "average-decoders": "output",
-                   "train-music-classifier": "output"}
+                   "train-music-classifier": "output", "export": "output"}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

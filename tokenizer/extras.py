@@ -4,6 +4,7 @@
     pip install "rvqaudio[data]"   MIDI composition for the synthetic music recipe
     pip install "rvqaudio[lora]"   LoRA fine-tuning (peft)
     pip install "rvqaudio[demo]"   the local web page, `rvqaudio serve` (gradio)
+    pip install "rvqaudio[export]" the codec as ONNX graphs, `rvqaudio export` (onnx, onnxscript, onnxruntime)
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ EXTRAS: dict[str, dict[str, str]] = {
     "data": {"mido": "mido"},
     "lora": {"peft": "peft"},
     "demo": {"gradio": "gradio"},
+    "export": {"onnx": "onnx", "onnxscript": "onnxscript", "onnxruntime": "onnxruntime"},
 }
 
 
