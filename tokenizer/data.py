@@ -1,11 +1,14 @@
 """Training data of the codec: fixed-length random crops of a folder of audio files or of a saved HF dataset.
 
-A batch is a pure function of `(seed, step, rank)`: which clips and which offsets are drawn does not depend on
-what came before, so a resumed run sees exactly the batches an uninterrupted one would, with no sampler state
-to save. wav/flac/ogg are read with soundfile, which seeks, so only the crop is decoded; mp3 and opus go through
-torchcodec (ffmpeg), which decodes from the nearest seek point. The crop is then converted to
+The crops of a training step are one sequence drawn from `(seed, step)`, and process `rank` with a batch of b
+takes items `[rank * b, (rank + 1) * b)` of it: P processes with b crops each train on exactly the batch of one
+process with b x P crops (the global batch). Which clips and which offsets are drawn does not depend on what came
+before, so a resumed run sees exactly the batches an uninterrupted one would, with no sampler state to save.
+wav/flac/ogg are read with soundfile, which seeks, so only the crop is decoded; mp3 and opus go through torchcodec
+(ffmpeg), which decodes from the nearest seek point. The crop is then converted to
 the codec's channels and resampled to its rate. A file that cannot be read is skipped (another clip is drawn in
-its place) and listed in `AudioCrops.skipped`.
+its place, from a stream of that item's own, so the other items and the other processes' shares stay as they were)
+and listed in `AudioCrops.skipped`.
 """
 
 from __future__ import annotations
@@ -80,10 +83,18 @@ class AudioCrops:
     def batch(self, step: int, batch_size: int, rank: int = 0) -> torch.Tensor:
         """The batch of training step `step` on process `rank`: FloatTensor[batch_size, channels, segment_samples].
 
-        The same (seed, step, rank) always gives the same batch.
+        Items `[rank * batch_size, (rank + 1) * batch_size)` of the step's crops, a sequence drawn from (seed, step):
+        the batches of ranks 0..P-1, concatenated in rank order, are the batch of one process with
+        `batch_size * P`, whatever P is. The same (seed, step, rank, batch_size) always gives the same batch.
         """
-        rng = np.random.default_rng([self.seed, step, rank])
-        return torch.stack([self._draw(rng) for _ in range(batch_size)])
+        if rank < 0 or batch_size < 1:
+            raise ValueError(f"need rank >= 0 and batch_size >= 1, got rank={rank}, batch_size={batch_size}")
+        first = rank * batch_size
+        first_draws = np.random.default_rng([self.seed, step, 0])  # item i: the i-th (clip, position) drawn here
+        for _ in range(first):  # the earlier ranks' items: drawn only to move on, never read
+            self._pick(first_draws)
+        return torch.stack([self._draw(step, item, *self._pick(first_draws))
+                            for item in range(first, first + batch_size)])
 
     def crop(self, index: int, position: float) -> torch.Tensor:
         """Clip `index` cropped at `position` in [0, 1) of its free range -> FloatTensor[channels, segment_samples].
@@ -117,20 +128,28 @@ class AudioCrops:
         n = self.segment_samples
         return wav[:, :n] if wav.shape[-1] >= n else torch.nn.functional.pad(wav, (0, n - wav.shape[-1]))
 
-    def _draw(self, rng: np.random.Generator) -> torch.Tensor:
-        # Two draws per attempt whatever happens, and known-bad clips are redrawn exactly as newly found ones:
-        # the sequence of crops depends only on the generator, not on which failures were already seen.
+    def _pick(self, rng: np.random.Generator) -> tuple[int, float]:
+        """A clip index and a crop position in [0, 1): always the same two draws, whatever is read afterwards."""
+        return int(rng.integers(len(self))), float(rng.random())
+
+    def _draw(self, step: int, item: int, index: int, position: float) -> torch.Tensor:
+        """Item `item` of step `step`: clip `index` at `position`, or, while the clip drawn is unreadable, the next
+        draw of the item's own stream (seed, step, 1, item). Every process meets the same unreadable clips in the
+        same items, so a redraw moves no other item, and known-bad clips are redrawn exactly as newly found ones:
+        the crops depend only on the seeds and on which clips are readable, not on which failures were seen."""
+        redraws = None
         for _ in range(10 * len(self) + 100):
-            index, position = int(rng.integers(len(self))), float(rng.random())
-            if index in self._bad:
-                continue
-            try:
-                return self.crop(index, position)
-            except Exception as exc:  # one broken clip must not stop a long training run
-                self._bad.add(index)
-                self.skipped[self.name(index)] = str(exc)
+            if index not in self._bad:
+                try:
+                    return self.crop(index, position)
+                except Exception as exc:  # one broken clip must not stop a long training run
+                    self._bad.add(index)
+                    self.skipped[self.name(index)] = str(exc)
             if len(self._bad) == len(self):
                 break
+            if redraws is None:
+                redraws = np.random.default_rng([self.seed, step, 1, item])
+            index, position = self._pick(redraws)
         examples = "; ".join(f"{k}: {v}" for k, v in list(self.skipped.items())[:3])
         where = ", ".join(repr(str(source.path)) for source in self.sources)
         raise AudioInputError(f"{len(self._bad)} of {len(self)} clips in {where} could not be read "

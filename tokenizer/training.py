@@ -9,8 +9,12 @@ From a shell, on one process or several CPU processes (DDP over gloo):
     accelerate launch --config_file configs/accelerate/cpu_ddp2.yaml -m tokenizer.training CONFIG DATA OUT
 
 (`configs/accelerate/` holds one config per setup; cpu_ddp2.yaml says why two CPU processes need accelerate's
-torchrun path, MULTI_GPU: its CPU launcher starts one process only.) `training.batch_size` is per process: every
-process draws its own crops, so any number of processes works and the effective batch is `batch_size × processes`.
+torchrun path, MULTI_GPU: its CPU launcher starts one process only.) `training.batch_size` is per process, so any
+number of processes works: the global batch is batch_size x processes. A step's crops are drawn once from
+(seed, step) and split in rank order (`AudioCrops.batch`), so P processes with batch_size b train on the crops of
+one process with b x P. Started from initialised codebooks (k-means takes rank 0's crops), with dead-code
+replacement (rank 0's too) and quantizer dropout (per process) off and no adversarial stage (feature matching is
+normalised per process), they end with its weights up to float summation order.
 On a machine with GPUs the same launchers give one GPU per process over NCCL. A resume must use the number of
 processes that wrote the checkpoint (refused otherwise, before anything is built); exact resume also needs the
 same number of intra-op threads (reductions are summed in a different order otherwise).
@@ -44,9 +48,9 @@ What is written to `out`:
 `export_checkpoint(out, dir)` (`rvqaudio export-codec`) writes the latest checkpoint's codec as a codec folder while
 the run goes on, to evaluate it or tokenize with it.
 
-Exact resume: a step's randomness (crops, quantizer dropout, k-means init, dead-code replacement) is seeded from
-(seed, step, rank), so `resume=True` after an interruption ends with the same weights as an uninterrupted run
-with the same number of processes.
+Exact resume: a step's crops are drawn from (seed, step) and its other randomness (quantizer dropout, k-means init,
+dead-code replacement) is seeded from (seed, step, rank), so `resume=True` after an interruption ends with the same
+weights as an uninterrupted run with the same number of processes.
 """
 
 from __future__ import annotations
@@ -219,6 +223,7 @@ def fit_codec(config: CodecConfig, data: str | os.PathLike | list[str | os.PathL
     for step in range(state.step, total):
         # Everything random in this step follows from (seed, step, rank): resume needs no RNG history.
         torch.manual_seed(step_seed(tc.seed, step, rank))
+        # This rank's share of the step's global batch (batch_size x processes crops drawn from (seed, step)).
         wav = crops.batch(step, tc.batch_size, rank).to(accelerator.device)  # (B, C, N)
         codec.train()
         if tc.freeze_codes:  # the quantizer itself stays in train mode: its dropout still picks the bitrate

@@ -131,6 +131,42 @@ def test_batches_are_a_pure_function_of_seed_step_and_rank(corpus):
     assert not torch.equal(AudioCrops(corpus, SR, 1, 0.25, seed=1).batch(5, 4, rank=0), b)
 
 
+def _naive_batch(crops: AudioCrops, step: int, batch_size: int) -> torch.Tensor:
+    """Reference for a corpus of readable clips: `batch_size` (clip, position) pairs drawn in turn from one
+    generator seeded (seed, step, 0), each cropped."""
+    rng = np.random.default_rng([crops.seed, step, 0])
+    return torch.stack([crops.crop(int(rng.integers(len(crops))), float(rng.random())) for _ in range(batch_size)])
+
+
+def test_one_process_batches_are_the_naive_draw_and_ranks_split_the_global_batch(corpus):
+    crops = AudioCrops(corpus, SR, 1, 0.25, seed=3)
+    for step in range(6):
+        for batch_size in (1, 2, 6):
+            assert torch.equal(crops.batch(step, batch_size), _naive_batch(crops, step, batch_size))
+        # Three processes with 2 crops each: rank order, the crops of one process with 6, each rank on its own.
+        shares = [AudioCrops(corpus, SR, 1, 0.25, seed=3).batch(step, 2, rank) for rank in (2, 0, 1)]
+        assert torch.equal(torch.cat([shares[1], shares[2], shares[0]]), crops.batch(step, 6))
+
+
+def test_unreadable_clips_are_redrawn_alike_on_every_rank(tmp_path):
+    for name, f0 in (("a.wav", 110.0), ("b.wav", 190.0)):
+        sf.write(tmp_path / name, harmonic(1.0, f0, seed=int(f0)), SR)
+    (tmp_path / "broken.wav").write_bytes(b"RIFF" + b"\x00" * 100)
+    one = AudioCrops(tmp_path, SR, 1, 0.25)
+    batches = [one.batch(step, 6) for step in range(8)]
+    assert set(one.skipped) == {"broken.wav"}
+    for step, batch in enumerate(batches):
+        # Each rank a fresh sampler (its own process), which meets only its own share's failures.
+        shares = [AudioCrops(tmp_path, SR, 1, 0.25).batch(step, 3, rank) for rank in (0, 1)]
+        assert torch.equal(torch.cat(shares), batch)
+    # A redraw stays within its item: the items drawn readable at once are the naive draw's.
+    rng = np.random.default_rng([0, 0, 0])
+    first = [(int(rng.integers(3)), float(rng.random())) for _ in range(6)]
+    readable = [i for i, (index, _) in enumerate(first) if one.name(index) != "broken.wav"]
+    assert 0 < len(readable) < 6  # the draw of step 0 meets the broken clip
+    assert all(torch.equal(batches[0][i], one.crop(*first[i])) for i in readable)
+
+
 def test_a_crop_is_the_exact_slice_of_the_file_at_the_codec_rate(tmp_path):
     data = np.random.default_rng(0).uniform(-0.5, 0.5, 10_000).astype(np.float32)
     sf.write(tmp_path / "x.wav", data, SR, subtype="FLOAT")
