@@ -558,3 +558,18 @@ def test_spectral_codec_saves_and_loads_bit_identically(tmp_path):
     codec = RVQCodec(spectral_config())
     codec.train()(tone(0.5)[None])
     assert_saved_equals_loaded(codec.eval(), tmp_path / "codec")
+
+
+def test_a_random_ema_codebook_moves_towards_the_data_not_away():
+    """Without k-means init the EMA statistics start consistent with the random codebook: the first updates move
+    each used code part of the way to the mean of its latents (a convex mix), never scale it up."""
+    from tokenizer.quantization import EMAVectorQuantizer
+
+    torch.manual_seed(0)
+    level = EMAVectorQuantizer(8, 16, decay=0.99, kmeans_init=False, dead_code_threshold=0.0).train()
+    start = level.embed.clone()
+    latents = 0.5 * torch.randn(4, 8, 100)
+    for _ in range(3):
+        level(latents)
+    assert level.embed.abs().max() <= max(start.abs().max(), latents.abs().max()) + 1e-5
+    assert (level.embed - start).norm() > 0

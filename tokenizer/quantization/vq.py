@@ -101,7 +101,10 @@ class EMAVectorQuantizer(nn.Module):
         embed = torch.randn(codebook_size, dim) if not kmeans_init else torch.zeros(codebook_size, dim)
         self.register_buffer("initialized", torch.tensor(not kmeans_init))
         self.register_buffer("embed", embed)
-        self.register_buffer("cluster_size", torch.zeros(codebook_size))
+        # The EMA statistics agree with the codebook from the start (embed = embed_sum / cluster_size): a random
+        # codebook counts as seen once per code, so the first update moves it by a weighted mean, not by a division
+        # of its values by the 1 - decay share of their first use. k-means replaces both with its own counts.
+        self.register_buffer("cluster_size", torch.zeros(codebook_size) if kmeans_init else torch.ones(codebook_size))
         self.register_buffer("embed_sum", embed.clone())
         self.register_buffer("dead_fraction", torch.zeros(()))  # codes replaced at the last training step
 
