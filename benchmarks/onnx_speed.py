@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from pipelines.defaults import default_codec
-from tokenizer.export import DECODER_FILE, ENCODER_FILE, check_signal, export_onnx, session
+from tokenizer.export import DECODER_FILE, ENCODER_FILE, check_signal, export_onnx, onnx_runner
 
 
 def _seconds(fn) -> float:
@@ -41,7 +41,7 @@ def main() -> None:
         start = time.perf_counter()
         folder = export_onnx(codec, Path(tmp) / "onnx", check=False)
         export_s = time.perf_counter() - start
-        encoder, decoder = session(folder / ENCODER_FILE, threads=1), session(folder / DECODER_FILE, threads=1)
+        encoder, decoder = onnx_runner(folder / ENCODER_FILE, threads=1), onnx_runner(folder / DECODER_FILE, threads=1)
     codes = codec.encode(wav)
     runs = {
         ("encode", "PyTorch"): lambda: codec.encode(wav),

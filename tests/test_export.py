@@ -14,7 +14,7 @@ import torch
 from pipelines import cli
 from tokenizer import CodecConfig, RVQCodec
 from tokenizer.export import (DECODER_FILE, DESCRIPTION_FILE, ENCODER_FILE, ExportError, check_signal, export_onnx,
-                              session)
+                              onnx_runner)
 
 # Largest |onnxruntime - PyTorch| of a decoded sample (full scale 1). Measured on check_signal: 5.0e-6 for the
 # bundled codec's decoder, 2.7e-6 for its speech decoder, 8e-5 for the tiny pitch-phase codec below (float32 sums
@@ -41,7 +41,7 @@ def _tiny(spectral: bool) -> RVQCodec:
 def _compare(codec: RVQCodec, folder, wav: torch.Tensor) -> float:
     """Codes of `wav` (B, C, N) from encoder.onnx equal to `encode`'s, and the largest difference of decoder.onnx's
     samples from `decode`'s for those codes."""
-    encoder, decoder = session(folder / ENCODER_FILE), session(folder / DECODER_FILE)
+    encoder, decoder = onnx_runner(folder / ENCODER_FILE), onnx_runner(folder / DECODER_FILE)
     codes = codec.encode(wav)
     onnx_codes = torch.from_numpy(encoder.run(None, {"waveform": wav.numpy()})[0])
     frames = math.ceil(wav.shape[-1] / codec.hop_length)

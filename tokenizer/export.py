@@ -187,10 +187,6 @@ def _stft_as_convolution(x: torch.Tensor, n_fft: int, hop: int, window: torch.Te
     return torch.complex(out[:, :bins], out[:, bins:])
 
 
-def _single(value: Any) -> int:
-    return int(value[0]) if isinstance(value, (tuple, list)) else int(value)
-
-
 def export_onnx(codec: RVQCodec, folder: str | os.PathLike, opset: int | None = None,
                 check: bool = True) -> Path:
     """Write `codec`'s encoder and decoder to `folder` as ONNX graphs (`encoder.onnx`, `decoder.onnx`) with
@@ -327,7 +323,7 @@ def check_signal(sample_rate: int, channels: int, seconds: float = CHECK_SECONDS
 
 def _check(codec: RVQCodec, graphs: dict) -> ExportCheck:
     """Run both graphs in onnxruntime (one thread) on `check_signal` and compare them with PyTorch."""
-    encoder, decoder = (session(graphs[name].SerializeToString()) for name in (ENCODER_FILE, DECODER_FILE))
+    encoder, decoder = (onnx_runner(graphs[name].SerializeToString()) for name in (ENCODER_FILE, DECODER_FILE))
     wav = check_signal(codec.sample_rate, codec.channels)
     codes = codec.encode(wav)
     onnx_codes = torch.from_numpy(encoder.run(None, {"waveform": wav.numpy()})[0])
@@ -336,8 +332,8 @@ def _check(codec: RVQCodec, graphs: dict) -> ExportCheck:
                        decoder_max_abs=float((audio - codec.decode(codes)).abs().max()))
 
 
-def session(model: bytes | str | os.PathLike, threads: int = 1):
-    """An onnxruntime CPU session of an exported graph (its bytes or its file) with `threads` intra-op threads;
+def onnx_runner(model: bytes | str | os.PathLike, threads: int = 1):
+    """An onnxruntime CPU InferenceSession of an exported graph (its bytes or its file) with `threads` intra-op threads;
     ExportError when onnxruntime cannot run it (e.g. an operator without a kernel for its type)."""
     ort = import_extra("onnxruntime", "export", "running the exported ONNX graphs")
     options = ort.SessionOptions()

@@ -7,7 +7,7 @@ import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import torch
 import torchaudio.functional as AF
@@ -24,6 +24,9 @@ from .quantization import ResidualVectorQuantizer
 from .threads import cpu_threads
 from .variants import (DECODER_PREFIX, check_code_space, override_config, save_variant, split_decoder,
                        with_variant)
+
+if TYPE_CHECKING:  # the streaming module imports this one
+    from .streaming import StreamDecoder, StreamEncoder
 
 __all__ = ["DECODER_PREFIX", "CodecOutput", "RVQCodec", "split_decoder"]
 
