@@ -2,8 +2,9 @@
 
 Each audio position adds, through a zero-initialised projection, the cosine and sine of the tempo's beat phase at
 its frame at four rates (a bar of 4 beats, 2 beats, the beat, half a beat) and the tempo's octave relative to
-120 bpm. A tempo in the caption's digits is a few text tokens the model must learn to turn into a period; the track
-hands it the period. An LM has this track when its config sets `beat_track`.
+120 bpm. A tempo in the caption's digits ("at 128 bpm"), or failing that a tempo word ("a slow ballad"), is a few
+text tokens the model must learn to turn into a period; the track hands it the period. An LM has this track when
+its config sets `beat_track`.
 """
 
 from __future__ import annotations
@@ -27,9 +28,28 @@ _TEMPO_PATTERNS = (
     re.compile(r"\btempo\s*(?:of\s*|is\s*|at\s*|[:=]\s*)?(\d{2,3}(?:\.\d+)?)(?![\d.])", re.IGNORECASE),
 )
 
+# Tempo words, read when a caption names no tempo in digits: each word's bpm lies inside the tempos the music
+# recipes caption with that feel (calm 60-84, happy 96-126, upbeat 112-140, energetic 126-168 bpm; drums 80-150)
+# and inside the class `eval-music` checks it against (slow < 90, moderate 90-120, fast > 120 bpm).
+# Whole words only ("breakfast" is not "fast", "fast-paced" is); the adverbs listed count as their adjective
+# ("slowly" is slow).
+# Only plain words are read: "not fast" reads as fast. Loudness words ("soft", "loud") are not tempo words.
+_TEMPO_WORD_GROUPS = (
+    (72.0, ("slow", "slowly", "calm", "calmly", "gentle", "gently", "relaxed", "relaxing", "peaceful", "lazy",
+            "leisurely", "unhurried", "tranquil", "serene", "mellow", "soothing", "sleepy")),
+    (104.0, ("moderate", "moderately", "medium", "mid-tempo", "midtempo", "steady", "steadily", "walking")),
+    (128.0, ("lively", "upbeat", "quick", "quickly", "bouncy", "brisk", "briskly", "peppy", "sprightly")),
+    (144.0, ("fast", "urgent", "energetic", "driving", "frantic", "frenetic", "rapid", "rapidly", "racing",
+             "speedy", "hurried")),
+)
+TEMPO_WORDS: dict[str, float] = {word: bpm for bpm, words in _TEMPO_WORD_GROUPS for word in words}
+"""Tempo words and the bpm each stands for (slow 72, moderate 104, lively 128, fast 144)."""
+_TEMPO_WORD = re.compile(r"(?<!\w)(" + "|".join(sorted(map(re.escape, TEMPO_WORDS), key=len, reverse=True))
+                         + r")(?!\w)", re.IGNORECASE)
 
-def tempo_from_text(text: str) -> float | None:
-    """The tempo a caption asks for, in beats per minute, or None when it names none.
+
+def tempo_from_digits(text: str) -> float | None:
+    """The tempo a caption names in digits, in beats per minute, or None when it names none.
 
     Understands "128 bpm", "128 BPM", "96 beats per minute" (or "a minute") and "tempo 128" / "tempo: 128" /
     "tempo of 128"; the first such mention wins. Values outside 20-400 bpm are not tempos and give None.
@@ -39,6 +59,26 @@ def tempo_from_text(text: str) -> float | None:
         return None
     bpm = min(found)[1]
     return bpm if MIN_BPM <= bpm <= MAX_BPM else None
+
+
+def tempo_word(text: str) -> tuple[str, float] | None:
+    """The first tempo word of a caption (`TEMPO_WORDS`, case-insensitive, whole words) and its bpm, or None."""
+    m = _TEMPO_WORD.search(text)
+    return None if m is None else (m.group(1).lower(), TEMPO_WORDS[m.group(1).lower()])
+
+
+def tempo_from_text(text: str) -> float | None:
+    """The tempo a caption asks for, in beats per minute, or None when it names none.
+
+    A tempo in digits (`tempo_from_digits`: "at 128 bpm", "96 beats per minute", "tempo 72") wins; without one
+    (or with one outside 20-400 bpm), the first tempo word (`tempo_word`: "a slow piano ballad" is 72 bpm, "a fast
+    drum groove" 144 bpm).
+    """
+    bpm = tempo_from_digits(text)
+    if bpm is not None:
+        return bpm
+    word = tempo_word(text)
+    return None if word is None else word[1]
 
 
 @dataclass

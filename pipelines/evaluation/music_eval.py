@@ -8,6 +8,8 @@ generated clips lie from real renders.
 - `evaluate_music_generation`: the same for a `generate_fn(captions) -> [(wav, sr)]` over held-out captions.
 - `evaluate_music_references`: the figures of real held-out renders standing in for generations (the upper
   bound a generator can reach under these measures), and two reference Fréchet distances.
+- `evaluate_music_lm` (`eval-music`): both for an LM, and the tempo-word check of `tempo_words` (captions that ask
+  for slow, moderate or fast music in words).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from lm.codec_interface import AudioTokenizer
 from .data import check_count, check_opus_kbps, describe, iter_audio, load_split, opus_roundtrip, write_report
 from .family_classifier import FamilyClassifier, clip_features, family_scores, has_split
 from .metrics import audio_features, estimate_tempo, frechet_distance, tempo_errors
+from .tempo_words import evaluate_tempo_words_lm, format_tempo_word_report, tempo_word_captions
 
 Generated = tuple[torch.Tensor, int, Mapping[str, Any]]  # (wav [C, N] or [N], sample rate in Hz, caption metadata)
 
@@ -238,8 +241,11 @@ def evaluate_music_lm(
 
     Returns `generated` (the `evaluate_music` report of
     the generations, plus `ended_by_itself`, the share of clips that ended before `duration`, and
-    `seconds_generated`), `references` (the `evaluate_music_references` report), `data`, `split`, `model`,
-    `duration`, `seed`, `batch_size`, `sampling` and `markdown` (the table).
+    `seconds_generated`), `references` (the `evaluate_music_references` report), `tempo_words`
+    (`tempo_words.evaluate_tempo_words` of `TEMPO_WORD_CAPTIONS` and any held-out caption with a tempo word and no
+    number, one batch with seed `seed`: per class slow / moderate / fast, the median measured bpm and the share in
+    the class's range), `data`, `split`, `model`, `duration`, `seed`, `batch_size`, `sampling` and `markdown`
+    (the tables).
     """
     from ..defaults import resolve_lm
     from ..generate import generate
@@ -272,9 +278,12 @@ def evaluate_music_lm(
                                           batch_size=batch_size, progress=progress)
     generated["ended_by_itself"] = float(np.mean(ended))
     generated["seconds_generated"] = float(sum(item["seconds"] for item in generated["items"]))
+    tempo_words = evaluate_tempo_words_lm(lm, tempo_word_captions(i["text"] for i in generated["items"] if i["text"]),
+                                          seeds=(seed,), duration=duration, sampling=settings)
     report = {"data": describe(data), "split": split, "model": describe(model, none="bundled music LM"),
               "duration": float(duration), "seed": seed, "batch_size": batch_size, "sampling": settings,
-              "generated": generated, "references": references}
+              "generated": generated, "references": references,
+              "tempo_words": {k: v for k, v in tempo_words.items() if k not in ("duration", "sampling")}}
     report["markdown"] = format_music_report(report)
     write_report(output, report)
     return report
@@ -326,6 +335,8 @@ def format_music_report(report: dict[str, Any]) -> str:
         lines.append(f"{generated['ended_by_itself']:.0%} of the generations ended by themselves before "
                      f"{report['duration']:g} s; {generated['unscorable']} were too short to score "
                      f"(< {MIN_CLIP_SECONDS} s).")
+    if "tempo_words" in report:
+        lines += ["", format_tempo_word_report(report["tempo_words"]).rstrip("\n")]
     return "\n".join(lines) + "\n"
 
 

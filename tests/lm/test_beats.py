@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from lm import AudioLM, AudioLMConfig, BeatTrack, GenerationConfig, PhonemeTrack
-from lm.conditioners.beats import BEAT_FEATURES, BEAT_RATES, tempo_from_text
+from lm.conditioners.beats import (BEAT_FEATURES, BEAT_RATES, TEMPO_WORDS, tempo_from_digits, tempo_from_text,
+                                   tempo_word)
 from lm.conditioners.phonemizer import VOCAB_SIZE
 
 TEXTS = ["a calm piano melody at 120 bpm", "drums and bass"]
@@ -32,13 +33,48 @@ def beat_lm(make_lm, seed: int = 0, **overrides) -> AudioLM:
     ("120bpm techno", 120.0),
     ("96 beats a minute, then at 140 bpm", 96.0),  # the first mention wins
     ("tempo: 90.5", 90.5),
-    ("a calm piano melody", None),
+    ("drums and bass", None),
     ("9 bpm", None),  # not a tempo
     ("1000 bpm", None),
     ("track 12, 3.5 bpm", None),
 ])
 def test_tempo_from_text_reads_the_captions_tempo(text, bpm):
     assert tempo_from_text(text) == bpm
+
+
+@pytest.mark.parametrize("text, bpm", [
+    ("a slow piano ballad", 72.0),
+    ("A CALM guitar piece", 72.0),  # any case
+    ("strings rising slowly", 72.0),  # the adverb counts as its adjective
+    ("a steady rock groove", 104.0),
+    ("a mid-tempo pop track", 104.0),
+    ("a lively brass tune", 128.0),
+    ("a fast-paced drum groove", 144.0),  # a hyphen ends a word
+    ("an energetic, urgent synth line", 144.0),
+    ("a slow intro, then a fast chorus", 72.0),  # the first tempo word wins
+    ("not fast", 144.0),  # only plain words are read
+    ("a slow ballad at 140 bpm", 140.0),  # a number wins
+    ("a fast groove, tempo 80", 80.0),
+    ("breakfast jazz", None),  # whole words only
+    ("a steadfast anthem", None),
+    ("fasten your belts", None),
+    ("a soft piano melody", None),  # loudness, not tempo
+    ("drums and bass", None),
+])
+def test_tempo_words_give_their_bpm_when_no_number_is_named(text, bpm):
+    assert tempo_from_text(text) == bpm
+    assert tempo_from_digits(text) is None or tempo_from_text(text) == tempo_from_digits(text)
+
+
+def test_every_tempo_word_lies_in_its_class_and_in_the_trained_tempos():
+    # eval-music's classes: slow < 90, moderate 90-120, fast > 120 bpm; the music recipes caption 60-168 bpm.
+    assert set(TEMPO_WORDS.values()) == {72.0, 104.0, 128.0, 144.0}
+    assert all(60 <= bpm <= 168 and not 85 <= bpm <= 95 and not 115 <= bpm <= 125 for bpm in TEMPO_WORDS.values())
+    for word, bpm in TEMPO_WORDS.items():
+        assert word == word.lower() and tempo_word(f"a {word.upper()} tune") == (word, bpm)
+    assert {w for w, b in TEMPO_WORDS.items() if b < 90} >= {"slow", "calm", "gentle", "relaxed", "peaceful"}
+    assert {w for w, b in TEMPO_WORDS.items() if 90 <= b <= 120} >= {"moderate", "steady", "walking"}
+    assert {w for w, b in TEMPO_WORDS.items() if b > 120} >= {"lively", "quick", "fast", "urgent", "energetic"}
 
 
 def test_features_are_the_beat_phase_at_each_frame_and_zero_without_a_tempo(make_lm, codec):
@@ -85,8 +121,9 @@ def test_beat_tracks_are_checked_and_a_dropped_condition_drops_the_tempo():
 
 def test_the_lm_reads_each_music_captions_tempo_and_gives_other_tasks_none(make_lm):
     lm = make_lm(beat_track=True)
-    track = lm.conditioner("beat").track(TEXTS + ["hello at 120 bpm"], ["music", "music", "speech"], [3, 0, 0])
-    assert track.bpm.tolist() == [120.0, 0.0, 0.0] and track.frame_offset.tolist() == [3, 0, 0]
+    texts = TEXTS + ["hello at 120 bpm", "a slow ballad", "a slow ballad"]
+    track = lm.conditioner("beat").track(texts, ["music", "music", "speech", "music", "speech"], [3, 0, 0, 0, 0])
+    assert track.bpm.tolist() == [120.0, 0.0, 0.0, 72.0, 0.0] and track.frame_offset.tolist() == [3, 0, 0, 0, 0]
     with pytest.raises(ValueError, match="no beat track"):
         make_lm().conditioner("beat").track(TEXTS, "music")
     with pytest.raises(ValueError, match="no beat track"):

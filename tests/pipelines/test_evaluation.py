@@ -951,3 +951,82 @@ def test_compare_generation_reports_pool_seeds_and_pair_items():
             compare_reports([base[0], new[0]], **kwargs)
     with pytest.raises(ValueError, match="not an eval-tts report"):
         compare_reports([{"rows": []}, {"rows": []}])
+
+
+# ------------------------------------------------------------------------------------------------- tempo words
+def test_clicks_at_each_tempo_words_bpm_measure_in_its_class():
+    from lm.conditioners.beats import TEMPO_WORDS
+    from pipelines.evaluation.tempo_words import tempo_class
+
+    for bpm in sorted(set(TEMPO_WORDS.values())):  # 72, 104, 128, 144
+        measured = estimate_tempo(_clicks(bpm), 22050)
+        assert measured == pytest.approx(bpm, rel=0.04) and tempo_class(measured) == tempo_class(bpm)
+    assert [tempo_class(b) for b in (30.0, 89.9, 90.0, 119.9, 120.0, 300.0)] == [
+        "slow", "slow", "moderate", "moderate", "fast", "fast"]
+
+
+def test_tempo_word_captions_are_those_with_a_word_and_no_number():
+    from pipelines.evaluation.tempo_words import TEMPO_WORD_CAPTIONS, tempo_word_captions, tempo_word_class
+
+    assert [tempo_word_class(c) for c in ("a slow piano ballad", "a steady groove", "a lively tune",
+                                          "a slow ballad at 140 bpm", "breakfast jazz", "organ and bass")] == [
+        "slow", "moderate", "fast", None, None, None]
+    classes = [tempo_word_class(c) for c in TEMPO_WORD_CAPTIONS]
+    assert {name: classes.count(name) for name in classes} == {"slow": 4, "moderate": 4, "fast": 4}
+    held_out = ["a calm piece at 70 bpm", "a gentle harp tune", "organ and bass", "a fast drum groove"]
+    assert tempo_word_captions(held_out) == [*TEMPO_WORD_CAPTIONS, "a gentle harp tune"]  # once each
+
+
+def test_evaluate_tempo_words_reports_each_class_with_a_stand_in_generator(tmp_path):
+    from pipelines.evaluation.tempo_words import evaluate_tempo_words, format_tempo_word_report
+
+    sr = 22050
+    played = {"a slow ballad": 72, "a calm tune": 140, "a steady groove": 104, "a fast groove": 144}
+    captions = [*played, "an urgent line", "an energetic line"]
+    calls = []
+
+    def generate_fn(texts, seed):
+        calls.append((list(texts), seed))
+        clips = [(torch.from_numpy(_clicks(played[t], sr, 6.0)), sr) for t in texts[:4]]
+        return clips + [(torch.zeros(sr * 2), sr), (torch.zeros(sr // 20), sr)]  # silent; too short
+
+    report = evaluate_tempo_words(generate_fn, captions, seeds=(3, 4), output=tmp_path / "tempo_words.json")
+    assert calls == [(captions, 3), (captions, 4)] and report["seeds"] == [3, 4]
+    classes = report["classes"]
+    assert list(classes) == ["slow", "moderate", "fast"]
+    slow, moderate, fast = classes["slow"], classes["moderate"], classes["fast"]
+    assert (slow["n"], slow["in_range"], slow["range"], slow["unmeasured"]) == (4, 0.5, [0.0, 90.0], 0)
+    assert slow["median_bpm"] == pytest.approx((72 + 140) / 2, rel=0.04)
+    assert (moderate["n"], moderate["in_range"], moderate["range"]) == (2, 1.0, [90.0, 120.0])
+    assert moderate["median_bpm"] == pytest.approx(104, rel=0.04)
+    assert (fast["n"], fast["range"], fast["unmeasured"]) == (6, [120.0, None], 4)
+    assert fast["in_range"] == pytest.approx(1 / 3) and fast["median_bpm"] == pytest.approx(144, rel=0.04)  # measured
+    # 140 bpm for "calm" (72) is out of the slow range but twice the word's tempo: octave-tolerant, it counts.
+    assert (slow["word_bpm_octave"], moderate["word_bpm_octave"]) == (1.0, 1.0)
+    assert fast["word_bpm_octave"] == pytest.approx(1 / 3)
+    assert [(i["text"], i["seed"], i["asked"]) for i in report["items"][:2]] == [
+        ("a slow ballad", 3, "slow"), ("a calm tune", 3, "slow")]
+    assert json.loads((tmp_path / "tempo_words.json").read_text()) == json.loads(json.dumps(report))
+    table = format_tempo_word_report(report)
+    assert "| slow | < 90 | 4 | " in table and "| moderate | 90-120 | 2 | 104 | 1.00 | 1.00 |" in table
+    assert "| fast | > 120 | 6 | " in table and "seeds 3, 4" in table
+    for bad in (["a slow ballad at 60 bpm"], ["organ and bass"], []):
+        with pytest.raises(ValueError, match="tempo word|at least one caption"):
+            evaluate_tempo_words(generate_fn, bad)
+
+
+def test_eval_music_reports_the_tempo_words_per_class(classifier, toy_music_dir, lm_dir, tmp_path):
+    from pipelines.evaluation import evaluate_music_lm
+    from pipelines.evaluation.tempo_words import TEMPO_WORD_CAPTIONS
+
+    report = evaluate_music_lm(toy_music_dir, classifier[1], model=lm_dir, max_clips=4, duration=1.0, seed=2,
+                               progress=False, output=tmp_path / "music.json")
+    words = report["tempo_words"]
+    assert words["seeds"] == [2] and [i["text"] for i in words["items"]] == list(TEMPO_WORD_CAPTIONS)
+    assert all(i["seconds"] <= 1.0 for i in words["items"])
+    for name in ("slow", "moderate", "fast"):
+        r = words["classes"][name]
+        assert r["n"] == 4 and 0.0 <= r["in_range"] <= 1.0 and set(r) == {
+            "n", "median_bpm", "in_range", "range", "unmeasured", "word_bpm_octave"}
+    assert "| asked | range (bpm) | n | median measured bpm | in range ↑ |" in report["markdown"]
+    assert json.loads((tmp_path / "music.json").read_text())["tempo_words"] == json.loads(json.dumps(words))
