@@ -13,6 +13,7 @@ from .family_classifier import (FamilyClassifier, FamilyClassifierConfig, evalua
                                 train_family_classifier)
 from .music_eval import (evaluate_music, evaluate_music_generation, evaluate_music_lm, evaluate_music_references,
                          format_music_report)
+from .tempo_words import evaluate_tempo_words_lm, format_tempo_word_report
 from .tts_eval import duration_correlation, evaluate_tts, evaluate_tts_lm, format_tts_report
 from .tts_voices import evaluate_tts_voices, format_voices_report, pooled_ratio
 
@@ -20,9 +21,9 @@ __all__ = [
     "FamilyClassifier", "FamilyClassifierConfig", "OpusResult", "audio_features", "compare_codec_reports",
     "compare_generation_reports", "compare_reports", "duration_correlation",
     "estimate_tempo", "evaluate_codec", "evaluate_family_classifier", "evaluate_music", "evaluate_music_generation",
-    "evaluate_music_lm", "evaluate_music_references", "evaluate_tts", "evaluate_tts_lm", "evaluate_tts_voices",
+    "evaluate_music_lm", "evaluate_music_references", "evaluate_tempo_words_lm", "evaluate_tts", "evaluate_tts_lm", "evaluate_tts_voices",
     "format_codec_report", "format_voices_report", "pooled_ratio",
-    "format_comparison", "format_music_report", "format_tts_report", "frechet_distance", "harmonic_energy_fraction",
+    "format_comparison", "format_music_report", "format_tempo_word_report", "format_tts_report", "frechet_distance", "harmonic_energy_fraction",
     "harmonic_tone", "load_split",
     "mel_distance", "normalize_text", "opus_roundtrip", "pesq_wb", "phase_swap", "si_sdr", "stft_distance", "stoi",
     "steady_tone_fidelity", "tempo_errors", "train_family_classifier", "transcribe", "wer", "word_hits", "word_recall",
