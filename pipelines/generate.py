@@ -12,10 +12,14 @@ training, so a voice means what it meant there. A progress bar counts generated 
 Streaming decodes frames as the LM completes them, through the codec's stream decoder
 (`lm.codec_interface.stream_decoder`; rvqaudio's codec: `tokenizer.streaming`), whose pieces concatenate to the
 samples that decoding all the codes at once gives.
+
+Inputs longer than one generation of the LM go through `pipelines.long_form`: music past the LM's position range
+continues in overlapping windows, and speech of several sentences is spoken sentence by sentence in one voice.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import secrets
 import tempfile
@@ -32,6 +36,7 @@ from lm.codec_interface import stream_decoder
 from lm.conditioners.phonemizer import lay_out, phonemize, text_phoneme_ids
 from tokenizer.audio import load_audio, save_audio
 
+from . import long_form
 from .codec_files import read_codes
 from .conditioning import condition_text, known_voices
 from .defaults import resolve_lm
@@ -49,7 +54,8 @@ class GeneratedAudio:
 
     waveform: FloatTensor[C, N] at `sample_rate` Hz (N = T * hop_length; with an audio prompt, the continuation
         only). prompt: the text as given (without the voice tag). ended_by_itself: the LM sampled end of audio
-        before the requested duration (the clip is then shorter). codes: LongTensor[k, T], the codes decoded.
+        before the requested duration (the clip is then shorter). codes: LongTensor[k, T], the codes decoded
+        (speech spoken in sentences: each sentence's codes, one after another; the waveform adds the pauses).
     seed: the generator seed (drawn when none was given; pass it back to get the same clip). voice: the voice
         spoken with (speech only; the LM's default when none was asked for).
     """
@@ -79,7 +85,7 @@ def generate(prompt: str | list[str], *, task: str | None = "music", duration: f
              temperature: float = 1.0, top_k: int | None = 250, top_p: float = 1.0, guidance_scale: float = 3.0,
              voice: str | None = None, num_codebooks: int | None = None, min_duration: float | None = None,
              model: AudioLM | str | os.PathLike | None = None,
-             audio_prompt: torch.Tensor | str | os.PathLike | None = None,
+             audio_prompt: torch.Tensor | str | os.PathLike | None = None, extend_stride: float | None = None,
              progress: bool = True) -> GeneratedAudio | list[GeneratedAudio]:
     """Generate audio for a text, or for each text of a list (one batch).
 
@@ -90,16 +96,38 @@ def generate(prompt: str | list[str], *, task: str | None = "music", duration: f
     min_duration: seconds before the LM may end the audio. None: music plays for the whole `duration` (as
         MusicGen's does) and speech ends when the LM says the text is spoken, but, with an LM that has a phoneme
         track, not before the phonemes laid out for it are (each text's own). With an LM that has a beat track,
-        music follows the tempo its caption names ("at 128 bpm", "96 beats per minute", "tempo 72").
+        music follows the tempo its caption names ("at 128 bpm", "96 beats per minute", "tempo 72", or a tempo word:
+        "slow", "steady", "lively", "fast", ...; `lm.conditioners.beats.TEMPO_WORDS`).
     voice: task="speech" only; one of the LM's voices (`voices(model)`); None takes `default_voice(model)`.
     model: an `AudioLM` carrying its codec, a self-contained LM folder, or None for the bundled LM of the task.
     audio_prompt: audio to continue, the same for every text: a waveform FloatTensor[C, N] or [N] at the
         codec's sample rate, an audio file (any rate), or a codes file (.npz) from `rvqaudio encode`. The result
         holds only the continuation, decoded with the prompt as left context so that it joins seamlessly.
+    extend_stride: music longer than the LM's window (`max_audio_frames`, 20 s for the bundled LMs, prompt
+        included) is generated in overlapping windows, as MusicGen does: each window after the first continues the
+        last `window - extend_stride` seconds of codes and adds `extend_stride` seconds (0 < extend_stride <
+        window; None: 0.6 of the window, 12 s for the bundled LMs); all the codes are decoded at once at the end.
+        Same seed, same audio.
+    Speech of several sentences (split at . ! ? but not after "Mr." or inside "3.5"; a sentence past the LM's
+    text limit also at words) is spoken sentence by sentence in the same voice, sentence i seeded from `seed`, each
+    one with at most `duration` seconds, and joined with `long_form.SENTENCE_PAUSE` seconds of silence after its
+    trailing near-silence is trimmed (each continues `audio_prompt`, if given). One sentence is generated in one
+    go. Long inputs in a list are generated one by one, each as it would be alone.
     progress: show a tqdm bar of generated frames (on stderr).
     """
     request = _Request(prompt, task, duration, seed, temperature, top_k, top_p, guidance_scale, voice,
-                       num_codebooks, min_duration, model, audio_prompt)
+                       num_codebooks, min_duration, model, audio_prompt, extend_stride)
+    if not request.batched:
+        results = [_generate_one(request, progress)]
+    elif request.one_by_one:
+        results = [_generate_one(request.single(text), progress) for text in request.texts]
+    else:
+        results = _generate_batch(request, progress)
+    return results if request.batched else results[0]
+
+
+def _generate_batch(request: _Request, progress: bool) -> list[GeneratedAudio]:
+    """Every text of `request` in one run of the LM (music windows included: a windowed request has one text)."""
     chunks = list(request.frames(progress))
     codes = torch.cat(chunks, dim=2) if chunks else request.no_frames()  # (B, k, T), PAD_FRAME past an end
     results = []
@@ -107,7 +135,20 @@ def generate(prompt: str | list[str], *, task: str | None = "music", duration: f
         decoder = stream_decoder(request.lm.codec, context=request.prompt_codes)
         waveform = torch.cat([decoder.push(item), decoder.flush()], dim=-1)[0].cpu()  # (C, N)
         results.append(request.result(text, waveform, item[0]))
-    return results if request.batched else results[0]
+    return results
+
+
+def _generate_one(request: _Request, progress: bool) -> GeneratedAudio:
+    """The one text of `request`: in one go, in windows (music), or sentence by sentence (speech)."""
+    if len(request.parts) == 1:
+        return _generate_batch(request, progress)[0]
+    clips = [_generate_batch(part, progress)[0] for part in request.part_requests()]
+    sample_rate = int(request.lm.codec.sample_rate)
+    waveform = torch.cat(list(long_form.joined_speech([c.waveform for c in clips], sample_rate)), dim=-1)
+    return GeneratedAudio(waveform=waveform, sample_rate=sample_rate, prompt=request.texts[0],
+                          ended_by_itself=all(c.ended_by_itself for c in clips),
+                          codes=torch.cat([c.codes for c in clips], dim=1), seed=request.config.seed,
+                          voice=request.voice)
 
 
 def generate_stream(prompt: str, *, task: str | None = "music", duration: float = 10.0, seed: int | None = None,
@@ -115,14 +156,16 @@ def generate_stream(prompt: str, *, task: str | None = "music", duration: float 
                     guidance_scale: float = 3.0, voice: str | None = None, num_codebooks: int | None = None,
                     min_duration: float | None = None,
                     model: AudioLM | str | os.PathLike | None = None,
-                    audio_prompt: torch.Tensor | str | os.PathLike | None = None, progress: bool = True,
+                    audio_prompt: torch.Tensor | str | os.PathLike | None = None,
+                    extend_stride: float | None = None, progress: bool = True,
                     chunk_frames: int | None = None) -> AudioStream:
     """Like `generate` for one text, but yield FloatTensor[C, n] pieces of the waveform as frames complete.
 
     chunk_frames: decode this many new frames at a time and yield pieces of at least this many frames, the last
     apart (None: 1, each frame as soon as it is final). Concatenated, the pieces equal `generate(...).waveform`
-    for the same arguments. Every argument is checked here, before the first
-    frame; the returned `AudioStream` tells the sample rate and, once consumed, `codes` and `ended_by_itself`.
+    for the same arguments (long music: the frames of each window as they come; speech of several sentences: one
+    sentence at a time, the pause before it included). Every argument is checked here, before the first frame;
+    the returned `AudioStream` tells the sample rate and, once consumed, `codes` and `ended_by_itself`.
     """
     if not isinstance(prompt, str):
         raise ValueError(f"generate_stream takes one prompt (a str), got {type(prompt).__name__}; "
@@ -131,7 +174,7 @@ def generate_stream(prompt: str, *, task: str | None = "music", duration: float 
                                      or chunk_frames < 1):
         raise ValueError(f"chunk_frames must be an integer >= 1 or None, got {chunk_frames!r}")
     request = _Request(prompt, task, duration, seed, temperature, top_k, top_p, guidance_scale, voice,
-                       num_codebooks, min_duration, model, audio_prompt)
+                       num_codebooks, min_duration, model, audio_prompt, extend_stride)
     return AudioStream(request, progress, chunk_frames or 1)
 
 
@@ -146,6 +189,7 @@ class AudioStream:
         self._request = request
         self._pieces = self._run(progress, chunk_frames)
         self._codes: list[torch.Tensor] = []
+        self._parts_ended: list[bool] = []  # speech in sentences: whether each sentence ended by itself
         self._started = self._finished = False
 
     def __iter__(self) -> AudioStream:
@@ -158,6 +202,9 @@ class AudioStream:
     def _run(self, progress: bool, chunk_frames: int) -> Iterator[torch.Tensor]:
         # Codes go to the decoder `chunk_frames` at a time, and its samples come out in pieces of at least that
         # many frames (a non-causal decoder holds frames back until their look-ahead has been generated).
+        if len(self._request.parts) > 1:
+            yield from self._run_parts(progress)
+            return
         codec = self._request.lm.codec
         decoder = stream_decoder(codec, context=self._request.prompt_codes)
         least = chunk_frames * round(codec.sample_rate / codec.frame_rate)  # samples
@@ -180,6 +227,19 @@ class AudioStream:
         if piece.shape[-1]:
             yield piece
 
+    def _run_parts(self, progress: bool) -> Iterator[torch.Tensor]:
+        # Speech in sentences: each is generated whole (its trailing silence is only known at its end), then
+        # yielded with the pause before it, exactly as `generate` joins them.
+        def clips() -> Iterator[torch.Tensor]:
+            for part in self._request.part_requests():
+                clip = _generate_batch(part, progress)[0]
+                self._codes.append(clip.codes[None])
+                self._parts_ended.append(clip.ended_by_itself)
+                yield clip.waveform
+
+        yield from long_form.joined_speech(clips(), self.sample_rate)
+        self._finished = True
+
     @property
     def codes(self) -> torch.Tensor:
         """LongTensor[k, T]: the frames generated so far."""
@@ -196,6 +256,8 @@ class AudioStream:
         """Whether the LM sampled end of audio before the requested duration (only known once consumed)."""
         if not self._finished:
             raise RuntimeError("the stream is not finished yet; read it to the end first")
+        if self._parts_ended:
+            return all(self._parts_ended)
         return self.codes.shape[1] < self._request.max_frames
 
     def save(self, path: str | os.PathLike) -> Path:
@@ -259,10 +321,11 @@ def check_output_path(path: str | os.PathLike) -> None:
 
 
 class _Request:
-    """Every argument of a generate call, checked and resolved: texts, settings, LM, voice, prompt codes."""
+    """Every argument of a generate call, checked and resolved: texts, settings, LM, voice, prompt codes, and how
+    a long input is cut (music windows, speech sentences)."""
 
     def __init__(self, prompt, task, duration, seed, temperature, top_k, top_p, guidance_scale, voice,
-                 num_codebooks, min_duration, model, audio_prompt) -> None:
+                 num_codebooks, min_duration, model, audio_prompt, extend_stride=None) -> None:
         self.batched = not isinstance(prompt, str)
         self.texts = _check_prompts(prompt)
         if seed is None:
@@ -281,11 +344,69 @@ class _Request:
         self.voice = _pick_voice(self.lm, voice) if task == "speech" else None
         self.prompt_codes, self.prompt_fingerprint = _prompt_codes(self.lm, audio_prompt)
         self.max_frames = round(duration * self.lm.config.frame_rate)  # as AudioLM counts them
+        self.stride = long_form.stride_frames(self.lm, extend_stride)
+        prompt_frames = 0 if self.prompt_codes is None else self.prompt_codes.shape[2]
+        self.windowed = task != "speech" and long_form.needs_windows(self.lm, prompt_frames, self.max_frames)
+        if self.windowed and prompt_frames >= self.lm.config.max_audio_frames:
+            raise ValueError(f"the audio prompt is {prompt_frames / self.lm.config.frame_rate:g} s, as long as the "
+                             f"LM's window of {long_form.window_seconds(self.lm):g} s or longer; give a shorter one")
+        self.parts = self._parts(self.texts[0])  # what a request for one text is spoken in
+        self.one_by_one = self.batched and (self.windowed or any(len(self._parts(text)) > 1 for text in self.texts))
+
+    def _parts(self, text: str) -> list[str]:
+        return long_form.speech_parts(text, self._fits) if self.config.task == "speech" else [text]
+
+    def _fits(self, text: str) -> bool:
+        """Whether the conditioning text of `text` fits the LM's text limit."""
+        ids = self.lm.text_tokenizer.encode(condition_text(text, self.voice), self.config.task)
+        return len(ids) <= self.lm.config.max_text_tokens
+
+    def single(self, text: str, seed: int | None = None) -> _Request:
+        """This request for `text` alone (seeded `seed`, or as this one)."""
+        request = object.__new__(_Request)
+        request.__dict__.update(self.__dict__)
+        request.batched, request.texts, request.parts, request.one_by_one = False, [text], self._parts(text), False
+        request.config = dataclasses.replace(self.config, seed=self.config.seed if seed is None else seed)
+        return request
+
+    def part_requests(self) -> Iterator[_Request]:
+        """Speech in sentences: one request per sentence, seeded `long_form.part_seed(seed, i)`."""
+        for index, part in enumerate(self.parts):
+            request = self.single(part, long_form.part_seed(self.config.seed, index))
+            request.parts = [part]
+            yield request
 
     def frames(self, progress: bool) -> Iterator[torch.Tensor]:
-        """Run the LM: yield codes LongTensor[B, k, t_new] (on the CPU) as they complete, with a progress bar."""
+        """Run the LM: yield codes LongTensor[B, k, t_new] (on the CPU) as they complete, with a progress bar;
+        music longer than the LM's window in windows (`long_form.windowed`)."""
+        if self.windowed:
+            k = self.config.num_codebooks or self.lm.config.num_codebooks
+            chunks = (chunk[:, :k] for chunk in long_form.windowed(
+                self._window, self.prompt_codes, self.max_frames, self.lm.config.max_audio_frames, self.stride))
+        else:
+            chunks = self._run_lm(self.prompt_codes, self.config, 0)
+        with tqdm(total=self.max_frames, desc="generating", unit="frame", disable=not progress,
+                  dynamic_ncols=True) as bar:
+            for chunk in chunks:
+                bar.update(chunk.shape[2])
+                yield chunk.cpu()
+
+    def _window(self, context: torch.Tensor | None, offset: int, frames: int, index: int) -> Iterator[torch.Tensor]:
+        """One window of long music (see `long_form.windowed`): all K codebooks, the window's own seed, and the part
+        of `min_duration` that falls in it."""
+        rate = self.lm.config.frame_rate
+        prompt_frames = 0 if self.prompt_codes is None else self.prompt_codes.shape[2]
+        made = offset + (0 if context is None else context.shape[2]) - prompt_frames  # new frames so far
+        floor = max(0, min(frames, round(self.config.min_duration * rate) - made))
+        config = dataclasses.replace(self.config, duration=frames / rate, min_duration=floor / rate,
+                                     seed=long_form.part_seed(self.config.seed, index), num_codebooks=None)
+        for chunk in self._run_lm(context, config, offset):
+            yield chunk.cpu()
+
+    def _run_lm(self, prompt: torch.Tensor | None, config: GenerationConfig, offset: int) -> Iterator[torch.Tensor]:
+        """One run of the LM continuing `prompt` [1, K, T_p] (None: nothing), whose first frame is frame `offset`
+        of the audio (for the beat track): yield codes LongTensor[B, k, t_new] as they complete."""
         texts = [condition_text(text, self.voice) for text in self.texts]
-        prompt = self.prompt_codes
         if prompt is not None:
             prompt = prompt.expand(len(texts), -1, -1)  # the same prompt for every text
         track = self.phoneme_track()
@@ -293,15 +414,11 @@ class _Request:
         # (an aligned track) would otherwise now and then end there, before saying anything.
         spoken = track.total_frames if track is not None and self.default_min_duration else None
         tracks = {"phoneme": track}
-        if self.lm.has_track("beat"):  # the tempo each music caption names, its first beat on the first frame
-            tracks["beat"] = self.lm.conditioner("beat").track(texts, self.config.task)
-        chunks = self.lm.stream(texts, self.config, audio_prompt=prompt, prompt_fingerprint=self.prompt_fingerprint,
-                                tracks=tracks, min_frames=spoken)
-        with tqdm(total=self.max_frames, desc="generating", unit="frame", disable=not progress,
-                  dynamic_ncols=True) as bar:
-            for chunk in chunks:
-                bar.update(chunk.shape[2])
-                yield chunk.cpu()
+        if self.lm.has_track("beat"):  # the tempo each music caption names, its first beat on the audio's frame 0
+            tracks["beat"] = self.lm.conditioner("beat").track(texts, config.task,
+                                                               [offset] * len(texts) if offset else None)
+        yield from self.lm.stream(texts, config, audio_prompt=prompt, prompt_fingerprint=self.prompt_fingerprint,
+                                  tracks=tracks, min_frames=spoken)
 
     def phoneme_track(self) -> PhonemeTrack | None:
         """Speech with an LM that has a phoneme track: each text's phonemes laid out after the audio prompt, each

@@ -22,7 +22,12 @@ def add_generate_arguments(parser: argparse.ArgumentParser) -> None:
                         help="file to write (.wav or .flac); with several prompts, a folder (existing, or ending "
                              "in /: files 0.wav, 1.wav, ...) or a name containing {i} (replaced by 0, 1, ...)")
     parser.add_argument("--task", default="music", choices=["music", "speech"])
-    parser.add_argument("--duration", type=float, default=10.0, help="seconds to generate at most (default 10)")
+    parser.add_argument("--duration", type=float, default=10.0,
+                        help="seconds to generate at most (default 10); music longer than the LM's window (20 s for "
+                             "the bundled LMs) continues in overlapping windows")
+    parser.add_argument("--extend-stride", type=float, default=None, metavar="SECONDS",
+                        help="music past the window: seconds of new audio each window after the first adds, "
+                             "continuing the last (window - SECONDS) of the codes (default: 0.6 of the window, 12 s)")
     parser.add_argument("--seed", type=int, default=None, help="same seed and settings, same audio (default: random)")
     parser.add_argument("--temperature", type=float, default=1.0)
     parser.add_argument("--top-k", type=int, default=250, help="sample among the k likeliest codes (1: greedy)")
@@ -63,7 +68,7 @@ def run_generate(args: argparse.Namespace) -> None:
                     top_k=args.top_k, top_p=args.top_p, guidance_scale=args.guidance_scale, voice=args.voice,
                     num_codebooks=args.num_codebooks, min_duration=args.min_duration,
                     model=lm_in_dtype(args.model, args.task, args.dtype),
-                    audio_prompt=args.audio_prompt,
+                    audio_prompt=args.audio_prompt, extend_stride=args.extend_stride,
                     progress=not args.no_progress)
     if args.stream:
         if len(args.prompt) != 1:
