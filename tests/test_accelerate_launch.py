@@ -221,6 +221,18 @@ def test_bad_world_sizes_are_clear_errors_on_every_rank_not_hangs(lm_files, one_
     assert _output(proc).count(message) == 2, _output(proc)[-4000:]
 
 
+@pytest.mark.slow
+def test_an_fsdp_launch_is_refused_before_any_step_not_trained_into_unloadable_checkpoints(lm_files):
+    # On a CPU accelerate runs an FSDP config as plain DDP; the flag it sets for FSDP is what the trainers read.
+    out = lm_files["root"] / "fsdp"
+    proc = subprocess.run(_launch_cmd(*_train_lm_args(lm_files, out)), env={**_env(), "ACCELERATE_USE_FSDP": "true"},
+                          cwd=REPO, capture_output=True, text=True, timeout=LAUNCH_TIMEOUT)
+    assert proc.returncode != 0
+    message = "with 2 processes, but checkpoints and final/ are written from full tensors on the main process"
+    assert _output(proc).count(message) == 2, _output(proc)[-4000:]
+    assert not (out / "checkpoint").exists()
+
+
 # ---- the codec ---------------------------------------------------------------------------------------------
 
 def _codec_corpus(root: Path) -> Path:

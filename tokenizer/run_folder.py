@@ -39,7 +39,8 @@ def make_accelerator(mixed_precision: str, **kwargs) -> Accelerator:
     bf16 autocasts the models' forward passes on a GPU or a CPU (weights, optimizer state, losses and the codec's
     EMA codebooks stay float32). fp16 autocasts on a GPU with accelerate's gradient scaler; without a CUDA device it
     is a ValueError (accelerate would quietly train in float32). An FSDP launch (`configs/accelerate/fsdp.yaml`)
-    with one process is a ValueError too: it shards nothing, and accelerate would quietly run unsharded.
+    is a ValueError too, before any work: with one process it shards nothing (accelerate would quietly run
+    unsharded), with several the checkpoints, written from the main process's full tensors, would be shards.
     """
     if mixed_precision not in MIXED_PRECISIONS:
         raise ValueError(f"mixed_precision must be one of {list(MIXED_PRECISIONS)}, got {mixed_precision!r}")
@@ -53,6 +54,12 @@ def make_accelerator(mixed_precision: str, **kwargs) -> Accelerator:
         raise ValueError("FSDP was requested (accelerate's FSDP config, ACCELERATE_USE_FSDP) with 1 process, which "
                          "shards nothing: set num_processes to the GPU count (accelerate launch --num_processes N), "
                          "or train on one device with configs/accelerate/gpu.yaml or cpu.yaml")
+    if fsdp:
+        raise ValueError(f"FSDP was requested (accelerate's FSDP config, ACCELERATE_USE_FSDP) with "
+                         f"{accelerator.num_processes} processes, but checkpoints and final/ are written from full "
+                         "tensors on the main process, which a sharded model does not hold (they would come out "
+                         "sharded and unloadable): train with configs/accelerate/multi_gpu.yaml, which keeps the whole "
+                         "model on every GPU")
     return accelerator
 
 
