@@ -4,7 +4,8 @@ generated clips lie from real renders.
 - the instrument-family classifier lives in `family_classifier`.
 - `evaluate_music`: for generated clips with the caption metadata they were asked for (`family`, `tempo`):
   requested-family accuracy by the classifier, tempo accuracy of `estimate_tempo` (exact and octave-tolerant),
-  and the Fréchet distance between the generated and the reference clips' feature windows.
+  and the Fréchet distance between the generated and the reference clips' feature windows, and how much of each
+  clip is near-silent (`silence`).
 - `evaluate_music_generation`: the same for a `generate_fn(captions) -> [(wav, sr)]` over held-out captions.
 - `evaluate_music_references`: the figures of real held-out renders standing in for generations (the upper
   bound a generator can reach under these measures), and two reference Fréchet distances.
@@ -31,6 +32,7 @@ from lm.codec_interface import AudioTokenizer
 from .data import check_count, check_opus_kbps, describe, iter_audio, load_split, opus_roundtrip, write_report
 from .family_classifier import FamilyClassifier, clip_features, family_scores, has_split
 from .metrics import audio_features, estimate_tempo, frechet_distance, tempo_errors
+from .silence import SPARSE_WORDS, near_silence, near_silence_summary
 from .tempo_words import evaluate_tempo_words_lm, format_tempo_word_report, tempo_word_captions
 
 Generated = tuple[torch.Tensor, int, Mapping[str, Any]]  # (wav [C, N] or [N], sample rate in Hz, caption metadata)
@@ -61,8 +63,9 @@ def evaluate_music(
     Returns `n`, `family` (accuracy of the classifier's prediction against the requested family, per family),
     `tempo` (`tempo_errors`: mean/median relative error, share within 8%, and octave-tolerant share, plus
     `unmeasured`), `frechet_distance` (generated vs reference feature windows, in audio_features units²; None
-    with fewer than 2 generated windows), `windows` (counts behind it), `unscorable` and `items` (per clip:
-    seconds, requested/predicted family, requested/estimated tempo).
+    with fewer than 2 generated windows), `windows` (counts behind it), `unscorable`, `near_silence`
+    (`silence.near_silence_summary`) and `items` (per clip: seconds, requested/predicted family, requested/estimated
+    tempo, `near_silence` share of near-silent frames and `longest_silence` in seconds).
 
     A clip shorter than `MIN_CLIP_SECONDS` is unscorable: it counts as a wrong family and a missed tempo and
     adds no windows to the Fréchet distance. A clip with no onsets (silence) has no tempo: its estimate is
@@ -89,7 +92,8 @@ def evaluate_music(
                       "predicted_family": None if f is None else
                       classifier.families[int(classifier.clip_log_probs(f).argmax())],
                       "requested_tempo": float(meta["tempo"]),
-                      "estimated_tempo": None if f is None else _tempo_or_none(wav, sr)})
+                      "estimated_tempo": None if f is None else _tempo_or_none(wav, sr)}
+                     | _silence_fields(wav, sr))
     ref_all = np.concatenate(ref_feats)
     gen_all = np.concatenate(gen_feats) if gen_feats else np.zeros((0, ref_all.shape[1]), np.float32)
     estimated = [0.0 if i["estimated_tempo"] is None else i["estimated_tempo"] for i in items]
@@ -101,8 +105,14 @@ def evaluate_music(
         "frechet_distance": frechet_distance(gen_all, ref_all) if len(gen_all) >= 2 else None,
         "windows": {"generated": len(gen_all), "reference": len(ref_all)},
         "unscorable": len(items) - len(gen_feats),
+        "near_silence": near_silence_summary(items),
         "items": items,
     }
+
+
+def _silence_fields(wav: torch.Tensor, sample_rate: int) -> dict[str, float]:
+    silence = near_silence(wav, sample_rate)
+    return {"near_silence": silence["share"], "longest_silence": silence["longest_gap"]}
 
 
 def _tempo_or_none(wav: torch.Tensor | np.ndarray, sample_rate: int) -> float | None:
@@ -245,7 +255,8 @@ def evaluate_music_lm(
     (`tempo_words.evaluate_tempo_words` of `TEMPO_WORD_CAPTIONS` and any held-out caption with a tempo word and no
     number, one batch with seed `seed`: per class slow / moderate / fast, the median measured bpm and the share in
     the class's range), `data`, `split`, `model`, `duration`, `seed`, `batch_size`, `sampling` and `markdown`
-    (the tables).
+    (the tables). Each generated item holds its batch's `seed`, and `generated.near_silence` names it for the
+    clip with the most near-silence.
     """
     from ..defaults import resolve_lm
     from ..generate import generate
@@ -277,6 +288,9 @@ def evaluate_music_lm(
     generated = evaluate_music_generation(compose, data, classifier, split=split, max_items=max_clips,
                                           batch_size=batch_size, progress=progress)
     generated["ended_by_itself"] = float(np.mean(ended))
+    for i, item in enumerate(generated["items"]):  # the seed of its batch, to find the worst clip again
+        item["seed"] = seed + i // batch_size
+    generated["near_silence"] = near_silence_summary(generated["items"])
     generated["seconds_generated"] = float(sum(item["seconds"] for item in generated["items"]))
     tempo_words = evaluate_tempo_words_lm(lm, tempo_word_captions(i["text"] for i in generated["items"] if i["text"]),
                                           seeds=(seed,), duration=duration, sampling=settings)
@@ -335,8 +349,26 @@ def format_music_report(report: dict[str, Any]) -> str:
         lines.append(f"{generated['ended_by_itself']:.0%} of the generations ended by themselves before "
                      f"{report['duration']:g} s; {generated['unscorable']} were too short to score "
                      f"(< {MIN_CLIP_SECONDS} s).")
+    if generated is not None and "near_silence" in generated:
+        lines += ["", format_silence_report(generated["near_silence"]).rstrip("\n")]
     if "tempo_words" in report:
         lines += ["", format_tempo_word_report(report["tempo_words"]).rstrip("\n")]
+    return "\n".join(lines) + "\n"
+
+
+def format_silence_report(summary: dict[str, Any]) -> str:
+    """The markdown table of a `near_silence_summary`: plain captions, and those asking for sparseness."""
+    lines = [f"Near-silence (frames of {summary['frame_seconds'] * 1000:g} ms with RMS < {summary['threshold']:g}); "
+             f"the goal is no clip over {summary['limit']:.0%} unless its caption asks for sparseness "
+             f"({', '.join(sorted(SPARSE_WORDS))}):", "",
+             f"| captions | clips | clips > {summary['limit']:.0%} near-silent ↓ | median share ↓ | worst clip |",
+             "| --- | ---: | ---: | ---: | --- |"]
+    for name, s in (("plain", summary), ("asking for sparseness", summary["sparse_captions"])):
+        w = s["worst"]
+        worst = "–" if w is None else (f"{w['share']:.0%}, gap {w['longest_gap']:.1f} s: \"{w['text']}\""
+                                       + ("" if w.get("seed") is None else f" (seed {w['seed']})"))
+        lines.append(f"| {name} | {s['clips']} | {s['over_limit_clips']} ({s['over_limit']:.0%}) | "
+                     f"{s['median_share']:.2f} | {worst} |")
     return "\n".join(lines) + "\n"
 
 

@@ -1030,3 +1030,47 @@ def test_eval_music_reports_the_tempo_words_per_class(classifier, toy_music_dir,
             "n", "median_bpm", "in_range", "range", "unmeasured", "word_bpm_octave"}
     assert "| asked | range (bpm) | n | median measured bpm | in range ↑ |" in report["markdown"]
     assert json.loads((tmp_path / "music.json").read_text())["tempo_words"] == json.loads(json.dumps(words))
+
+
+def test_evaluate_music_reports_near_silence_per_clip_with_a_stand_in_generator(classifier, toy_music_dir):
+    from pipelines.evaluation.data import iter_audio, load_split
+    from pipelines.evaluation.music_eval import format_silence_report
+
+    audio = {row["text"]: (wav, sr) for wav, sr, row in iter_audio(load_split(toy_music_dir, "test"))}
+    texts = list(audio)
+
+    def generate(captions: list[str]) -> list[tuple[torch.Tensor, int]]:
+        out = []
+        for c in captions:
+            wav, sr = audio[c]
+            if c == texts[1]:  # a clip of the stand-in in which the last 2 s of 4 s are silent
+                wav = torch.cat([wav[..., : 2 * sr], torch.zeros_like(wav[..., 2 * sr:])], dim=-1)
+            out.append((wav, sr))
+        return out
+
+    report = evaluate_music_generation(generate, toy_music_dir, classifier[1], batch_size=4, progress=False)
+    items = report["items"]
+    assert all(0.0 <= i["near_silence"] <= 1.0 and i["longest_silence"] >= 0.0 for i in items)
+    gapped = items[1]
+    assert gapped["near_silence"] >= 0.5 and gapped["longest_silence"] >= 2.0
+    s = report["near_silence"]
+    assert s["clips"] == 6 and s["over_limit_clips"] == sum(i["near_silence"] > 0.1 for i in items) >= 1
+    assert s["worst"]["text"] == texts[1] and s["worst"]["share"] == gapped["near_silence"]
+    assert s["worst"]["seed"] is None and s["sparse_captions"]["clips"] == 0  # no seeds; no caption asks for sparse
+    table = format_silence_report(s)
+    assert "| captions | clips | clips > 10% near-silent ↓ | median share ↓ | worst clip |" in table
+    assert f'"{texts[1]}"' in table and "| asking for sparseness | 0 | 0 (0%) |" in table
+
+
+def test_eval_music_names_the_seed_of_each_clip_and_tables_near_silence(classifier, toy_music_dir, lm_dir):
+    from pipelines.evaluation import evaluate_music_lm
+
+    report = evaluate_music_lm(toy_music_dir, classifier[1], model=lm_dir, max_clips=4, duration=1.0, seed=5,
+                               batch_size=2, progress=False)
+    gen = report["generated"]
+    assert [i["seed"] for i in gen["items"]] == [5, 5, 6, 6]  # seed + batch index
+    s = gen["near_silence"]
+    assert s["clips"] + s["sparse_captions"]["clips"] == 4 and 0.0 <= s["median_share"] <= 1.0
+    assert s["worst"]["seed"] in (5, 6) and s["worst"]["share"] == max(i["near_silence"] for i in gen["items"])
+    assert "| captions | clips | clips > 10% near-silent ↓ |" in report["markdown"]
+    assert "| generated |" in report["markdown"]  # the other tables stay
