@@ -32,12 +32,11 @@ sys.path.insert(0, str(ROOT))
 
 from pipelines import long_form  # noqa: E402
 from pipelines.defaults import default_lm  # noqa: E402
+from pipelines.evaluation.silence import near_silence  # noqa: E402
 from pipelines.generate import generate  # noqa: E402
 
 CAPTIONS = ["a calm piano melody", "an upbeat electronic track with a steady beat at 128 bpm",
             "a cheerful flute tune over soft strings"]  # in no training or evaluation set of the project
-FRAME_SECONDS = 0.046  # RMS frames for near-silence
-SILENCE_RMS = 0.01
 AROUND_SECONDS = 1.0  # near-silence is counted within this of a join
 LEVEL_SECONDS = 0.5  # the level before and after a point
 RANDOM_POINTS = 20
@@ -48,17 +47,10 @@ def join_samples(new_frames: int, window: int, stride: int, hop: int) -> list[in
     return [frame * hop for frame in range(window, new_frames, stride)]
 
 
-def frame_rms(audio: np.ndarray, sample_rate: int) -> np.ndarray:
-    """audio [N] -> RMS of consecutive FRAME_SECONDS frames [N // frame]."""
-    size = round(FRAME_SECONDS * sample_rate)
-    frames = audio[:len(audio) // size * size].reshape(-1, size)
-    return np.sqrt((frames ** 2).mean(axis=1))
-
-
 def silence_near(audio: np.ndarray, sample_rate: int, at: int) -> float:
-    """The share of near-silent frames within AROUND_SECONDS of sample `at`."""
+    """The share of near-silent frames (`near_silence`: 46 ms frames, RMS < 0.01) within AROUND_SECONDS of `at`."""
     half = round(AROUND_SECONDS * sample_rate)
-    return float((frame_rms(audio[max(0, at - half):at + half], sample_rate) < SILENCE_RMS).mean())
+    return near_silence(audio[max(0, at - half):at + half], sample_rate)["share"]
 
 
 def level_jump(audio: np.ndarray, sample_rate: int, at: int) -> float:
@@ -103,7 +95,7 @@ def main() -> None:
             audio = clip.waveform.mean(dim=0).numpy()  # mono (N,)
             sr = clip.sample_rate
             joins = join_samples(clip.codes.shape[1], window, stride, hop)
-            whole = float((frame_rms(audio, sr) < SILENCE_RMS).mean())
+            whole = near_silence(audio, sr)["share"]
             at_joins = [{"second": j / sr, "silence": silence_near(audio, sr, j), "jump_db": level_jump(audio, sr, j)}
                         for j in joins]
             away = [level_jump(audio, sr, p) for p in random_points(len(audio), joins, sr, rng)]

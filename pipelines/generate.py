@@ -350,8 +350,9 @@ class _Request:
         if self.windowed and prompt_frames >= self.lm.config.max_audio_frames:
             raise ValueError(f"the audio prompt is {prompt_frames / self.lm.config.frame_rate:g} s, as long as the "
                              f"LM's window of {long_form.window_seconds(self.lm):g} s or longer; give a shorter one")
-        self.parts = self._parts(self.texts[0])  # what a request for one text is spoken in
-        self.one_by_one = self.batched and (self.windowed or any(len(self._parts(text)) > 1 for text in self.texts))
+        parts = [self._parts(text) for text in self.texts]
+        self.parts = parts[0]  # what a request for one text is spoken in
+        self.one_by_one = self.batched and (self.windowed or any(len(p) > 1 for p in parts))
 
     def _parts(self, text: str) -> list[str]:
         return long_form.speech_parts(text, self._fits) if self.config.task == "speech" else [text]
@@ -361,20 +362,19 @@ class _Request:
         ids = self.lm.text_tokenizer.encode(condition_text(text, self.voice), self.config.task)
         return len(ids) <= self.lm.config.max_text_tokens
 
-    def single(self, text: str, seed: int | None = None) -> _Request:
-        """This request for `text` alone (seeded `seed`, or as this one)."""
+    def single(self, text: str, seed: int | None = None, parts: list[str] | None = None) -> _Request:
+        """This request for `text` alone (seeded `seed`, or as this one), spoken in `parts` (None: as it splits)."""
         request = object.__new__(_Request)
         request.__dict__.update(self.__dict__)
-        request.batched, request.texts, request.parts, request.one_by_one = False, [text], self._parts(text), False
+        parts = self._parts(text) if parts is None else parts
+        request.batched, request.texts, request.parts, request.one_by_one = False, [text], parts, False
         request.config = dataclasses.replace(self.config, seed=self.config.seed if seed is None else seed)
         return request
 
     def part_requests(self) -> Iterator[_Request]:
         """Speech in sentences: one request per sentence, seeded `long_form.part_seed(seed, i)`."""
         for index, part in enumerate(self.parts):
-            request = self.single(part, long_form.part_seed(self.config.seed, index))
-            request.parts = [part]
-            yield request
+            yield self.single(part, long_form.part_seed(self.config.seed, index), parts=[part])
 
     def frames(self, progress: bool) -> Iterator[torch.Tensor]:
         """Run the LM: yield codes LongTensor[B, k, t_new] (on the CPU) as they complete, with a progress bar;

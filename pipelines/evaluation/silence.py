@@ -48,9 +48,9 @@ def near_silence(wav: torch.Tensor | np.ndarray, sample_rate: int, threshold: fl
         return {"share": 1.0, "longest_gap": 0.0, "frames": 0}
     hop = max(1, round(frame_seconds * sample_rate))
     starts = np.arange(0, n, hop)
-    power = np.add.reduceat((x ** 2).sum(axis=0), starts) / (np.diff(np.append(starts, n)) * x.shape[0])
-    silent = np.sqrt(power) < threshold
     lengths = np.diff(np.append(starts, n))  # samples per frame (the last may be partial)
+    power = np.add.reduceat((x ** 2).sum(axis=0), starts) / (lengths * x.shape[0])
+    silent = np.sqrt(power) < threshold
     longest = run = 0
     for is_silent, length in zip(silent, lengths):
         run = run + length if is_silent else 0
