@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -29,6 +28,8 @@ import soundfile as sf
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from memory_probe import run_child  # noqa: E402  (benchmarks/, the script's own folder)
+
 SAMPLE_RATE, SECONDS = 16_000, 4.0
 
 CHILD = r"""
@@ -37,11 +38,8 @@ sys.path.insert(0, sys.argv[1])
 from tokenizer import CodecConfig
 from tokenizer.data import AudioCrops
 
-def anon_mb():
-    for line in open("/proc/self/status"):
-        if line.startswith("RssAnon:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
+sys.path.insert(0, sys.argv[1] + "/benchmarks")
+from memory_probe import anon_mb
 
 config = CodecConfig.from_json_file(sys.argv[3])
 start = time.perf_counter()
@@ -80,10 +78,7 @@ def write_dataset(corpus: Path, out: Path) -> None:
 
 
 def measure(source: Path, batches: int) -> dict:
-    config = ROOT / "pipelines" / "assets" / "codec" / "config.json"
-    out = subprocess.run([sys.executable, "-c", CHILD, str(ROOT), str(source), str(config), str(batches)],
-                         capture_output=True, text=True, check=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return run_child(CHILD, ROOT, source, ROOT / "pipelines" / "assets" / "codec" / "config.json", batches)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,6 +1,6 @@
 """Peak memory of one epoch of LM training batches, for a tokenized dataset of S rows and of 10 x S rows.
 
-    .venv/bin/python benchmarks/lm_data_memory.py                    # S = 4000 rows: 32 MB and 320 MB of codes
+    .venv/bin/python benchmarks/lm_data_memory.py                    # S = 4000 rows: about 30 and 305 MiB of codes
     .venv/bin/python benchmarks/lm_data_memory.py --rows 1000 --scale 10 --no-eager
 
 The datasets are random codes in `rvqaudio tokenize`'s output format (a `tokenize_config.json` folder of shards and
@@ -21,8 +21,6 @@ what a loader that materializes the table would hold: the contrast shows that th
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -31,6 +29,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from memory_probe import run_child  # noqa: E402  (benchmarks/, the script's own folder)
 
 K, CODEBOOK_SIZE, FRAMES, PART_ROWS = 8, 1024, (250, 750), 2000
 
@@ -41,10 +41,8 @@ import torch
 from pipelines.lm_data import BatchPlan, LMExamples, collate, open_lm_data
 mode, path = sys.argv[2], sys.argv[3]
 
-def anon_mb():
-    for line in open("/proc/self/status"):
-        if line.startswith("RssAnon:"):
-            return int(line.split()[1]) / 1024
+sys.path.insert(0, sys.argv[1] + "/benchmarks")
+from memory_probe import anon_mb
 
 start = time.perf_counter()
 train, _, _ = open_lm_data(path)
@@ -102,10 +100,7 @@ def write_dataset(output: Path, rows: int, seed: int) -> float:
 
 
 def measure(mode: str, path: Path) -> dict:
-    result = subprocess.run([sys.executable, "-c", CHILD, str(ROOT), mode, str(path)], capture_output=True, text=True)
-    if result.returncode != 0:
-        raise RuntimeError(f"the {mode} measurement of {path.name} failed:\n{result.stderr[-3000:]}")
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    return run_child(CHILD, ROOT, mode, path)
 
 
 def main() -> None:

@@ -29,8 +29,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from lm import AudioLM  # noqa: E402
-from pipelines.defaults import default_codec, default_lm_dir  # noqa: E402
+from pipelines.defaults import read_default_lm  # noqa: E402
 from pipelines.generate import generate  # noqa: E402
 
 TEXTS = {  # in no training or evaluation set of the project
@@ -43,7 +42,7 @@ VARIANTS = ("fp32", "bf16", "int8")
 
 
 def load_variant(task: str, variant: str):
-    lm = AudioLM.from_pretrained(default_lm_dir(task), codec=default_codec(task))  # a copy of its own
+    lm = read_default_lm(task)  # a copy of its own
     if variant == "bf16":
         lm.to(dtype=torch.bfloat16)
     if variant == "int8":

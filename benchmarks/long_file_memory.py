@@ -12,7 +12,6 @@ by sox (a wav: 1.9 MB a minute). Also printed: the wall time of each, and whethe
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 import tempfile
@@ -23,6 +22,8 @@ from safetensors.numpy import load_file
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from memory_probe import run_child  # noqa: E402  (benchmarks/, the script's own folder)
 
 from pipelines import read_codes  # noqa: E402
 
@@ -47,9 +48,7 @@ print(json.dumps({"peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss 
 
 
 def measure(mode: str, path: Path, out: Path) -> dict:
-    result = subprocess.run([sys.executable, "-c", CHILD, str(ROOT), mode, str(path), str(out)], check=True,
-                            capture_output=True, text=True)
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    return run_child(CHILD, ROOT, mode, path, out)
 
 
 def main() -> None:

@@ -115,9 +115,11 @@ def main() -> None:
         jumps = [j["jump_db"] for j in joins_all]
         print(f"joins: {len(jumps)}; near-silence within 1 s: mean {np.mean([j['silence'] for j in joins_all]):.1%} "
               f"(whole clips: mean {np.mean([r['silence_whole'] for r in rows]):.1%}); level jump: median "
-              f"{np.median(jumps):.2f} dB, max {max(jumps):.2f} dB")
+              f"{np.median(jumps):.2f} dB, mean {np.mean(jumps):.2f} dB, max {max(jumps):.2f} dB, "
+              f"{np.mean(np.array(jumps) > 3):.0%} over 3 dB")
         print(f"away from joins ({len(points_all)} points): level jump median {np.median(points_all):.2f} dB, "
-              f"95th percentile {np.percentile(points_all, 95):.2f} dB, max {max(points_all):.2f} dB")
+              f"mean {np.mean(points_all):.2f} dB, 95th percentile {np.percentile(points_all, 95):.2f} dB, "
+              f"max {max(points_all):.2f} dB, {np.mean(np.array(points_all) > 3):.0%} over 3 dB")
     if args.json:
         args.json.write_text(json.dumps({"seconds": args.seconds, "clips": rows}, indent=1))
 

@@ -95,7 +95,13 @@ def default_lm(task: str = "music") -> AudioLM:
 
 @lru_cache(maxsize=len(LM_TASKS))
 def _load_default_lm(task: str) -> AudioLM:
-    directory = DEFAULT_LM_DIR / task  # a task default_lm has checked
+    return read_default_lm(task)
+
+
+def read_default_lm(task: str = "music") -> AudioLM:
+    """A copy of its own of the bundled LM for `task` (uncached, unlike `default_lm`): for changing it in place,
+    e.g. casting its weights (`AudioLM.to(dtype=...)`)."""
+    directory = DEFAULT_LM_DIR / _check_task(task)
     if not (directory / "config.json").is_file():
         raise CheckpointError(
             f"no bundled LM for task={task!r} at {directory}: this build of rvqaudio ships none yet. Pass a model "

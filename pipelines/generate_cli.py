@@ -11,7 +11,7 @@ import torch
 
 from lm import AudioLM
 
-from .defaults import default_codec, default_lm_dir, load_lm, resolve_lm
+from .defaults import load_lm, read_default_lm, resolve_lm
 from .generate import check_output_path, default_voice, generate, generate_stream, voices
 
 
@@ -58,7 +58,7 @@ def lm_in_dtype(model: str | None, task: str, dtype: str) -> AudioLM | str | Non
         return model
     if model is not None:
         return load_lm(model, dtype=DTYPES[dtype])
-    return AudioLM.from_pretrained(default_lm_dir(task), codec=default_codec(task)).to(dtype=DTYPES[dtype])
+    return read_default_lm(task).to(dtype=DTYPES[dtype])
 
 
 def run_generate(args: argparse.Namespace) -> None:

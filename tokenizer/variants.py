@@ -190,10 +190,10 @@ def merge_codec_settings(base: dict, new: dict) -> dict:
     """Codec config dict `base` with `new`'s entries, dicts merged into nested dicts. A phase model in `new`
     (`spectral.phase`) merges into `base`'s when of the same kind and replaces it otherwise; phase flags of the
     older form (`spectral.edge_phase`, ...) apply over `base`'s phase model in either form."""
-    merged = merge_config_dicts(base, {k: v for k, v in new.items() if k != "spectral"})
     theirs, ours = new.get("spectral"), base.get("spectral")
     if not (isinstance(theirs, dict) and isinstance(ours, dict) and "phase" in theirs):
         return merge_config_dicts(base, new)
+    merged = merge_config_dicts(base, {k: v for k, v in new.items() if k != "spectral"})
     ours = {k: v for k, v in ours.items() if k not in LEGACY_PHASE_FLAGS} | {
         "phase": SpectralConfig.from_dict(ours).phase.to_dict()}
     phase = theirs["phase"]
@@ -226,7 +226,7 @@ def _digest(text: str) -> str:
 def _check_pair(path: Path, metadata: dict[str, str]) -> None:
     """Refuse a variant's tensors and JSON file that were not saved together."""
     expected = metadata.get(VARIANT_CONFIG_DIGEST_KEY)
-    config_path = path.with_name(path.name.removesuffix(".safetensors") + ".json")
+    config_path = path.with_suffix(".json")  # decoder.<name>.json beside decoder.<name>.safetensors
     if expected is not None and expected != _digest(config_path.read_text()):
         raise CheckpointError(f"{config_path.name} in {str(path.parent)!r} was not saved with {path.name} (its "
                               "sha256 is not the one the tensors' file records); save the variant again with "

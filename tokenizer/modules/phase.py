@@ -25,6 +25,7 @@ from torch import nn
 
 from ..config import CodecConfig, FrequencyInvariantPhaseConfig, HarmonicSourcePhaseConfig, PhaseConfig
 from ..pitch import PITCH_BINS, PITCH_RANGE_HZ, f0_from_logits, harmonic_source
+from .stft import same_stft
 
 PITCH_PHASE_MAX_HZ = 5000.0  # harmonic-source decoders: voiced bins below this take the source's phase
 _SOURCE_MAX_HZ = 6000.0  # the source's partials reach past that band, so bins at its edge see whole peaks
@@ -180,10 +181,8 @@ class HarmonicSourcePhase(nn.Module):
         frame, start = (0, None) if anchor is None else (anchor[0], anchor[1].reshape(-1))
         source, source_phase = harmonic_source(f0, self.hop, self.sample_rate,
                                                min(_SOURCE_MAX_HZ, self.sample_rate / 2), frame, start)
-        pad = (self.n_fft - self.hop) // 2  # "same" framing, as the encoder's STFT: frame t centred on hop t
-        spec = torch.stft(F.pad(source, (pad, pad)), self.n_fft, self.hop, window=self.window.double(),
-                          center=False, return_complex=True)
-        source_angle = spec.angle().to(phase.dtype)
+        # "same" framing, as the encoder's STFT: frame t centred on hop t
+        source_angle = same_stft(source, self.n_fft, self.hop, self.window.double()).angle().to(phase.dtype)
         low = self.low_band[None, :, None]
         voiced_phase = source_angle
         if voiced_offset is not None:

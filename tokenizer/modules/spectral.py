@@ -22,6 +22,7 @@ from torch import nn
 
 from ..config import CodecConfig, SpectralConfig
 from .phase import HarmonicSourcePhase, build_phase_model, rename_phase_tensors
+from .stft import same_padding, same_stft
 
 
 class ConvNeXtBlock(nn.Module):
@@ -58,16 +59,6 @@ class ConvNeXtStack(nn.Module):
         return self.norm(x.transpose(1, 2))
 
 
-def _same_padding(n_fft: int, hop: int) -> int:
-    return (n_fft - hop) // 2
-
-
-def _stft(wav: torch.Tensor, n_fft: int, hop: int, window: torch.Tensor) -> torch.Tensor:
-    """(M, N) samples, N a multiple of hop -> complex (M, bins, N / hop), frame t centred on hop t."""
-    pad = _same_padding(n_fft, hop)
-    return torch.stft(F.pad(wav, (pad, pad)), n_fft, hop, window=window, center=False, return_complex=True)
-
-
 class SpectralEncoder(nn.Module):
     """Waveform (B, channels, N) with N a multiple of hop -> latent (B, dimension, N / hop).
 
@@ -89,7 +80,7 @@ class SpectralEncoder(nn.Module):
 
     def stft(self, wav: torch.Tensor) -> torch.Tensor:
         """(M, N) samples, N a multiple of hop -> complex (M, bins, N / hop), frame t centred on hop t."""
-        return _stft(wav, self.n_fft, self.hop, self.window)
+        return same_stft(wav, self.n_fft, self.hop, self.window)
 
     def forward(self, wav: torch.Tensor) -> torch.Tensor:
         b, c, n = wav.shape
@@ -166,7 +157,7 @@ class SpectralDecoder(nn.Module):
         """Complex (M, bins, T) -> (M, T * hop) samples; the exact inverse of `SpectralEncoder.stft`."""
         t = spec.shape[-1]
         frames = torch.fft.irfft(spec, n=self.n_fft, dim=1) * self.window[:, None]  # (M, n_fft, T)
-        start = _same_padding(self.n_fft, self.hop)
+        start = same_padding(self.n_fft, self.hop)
         keep = slice(start, start + t * self.hop)
         # Trimmed before dividing: the envelope is 0 at the outer edges, where 0 / 0 would poison the gradients.
         envelope = self._overlap_add(self.window.pow(2)[None, :, None].expand(1, -1, t))[..., keep]
