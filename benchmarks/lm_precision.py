@@ -47,10 +47,23 @@ def load_variant(task: str, variant: str):
         lm.to(dtype=torch.bfloat16)
     if variant == "int8":
         for name in ("layers", "heads"):  # the transformer and the output heads: every per-step matrix product
-            quantized = torch.ao.quantization.quantize_dynamic(getattr(lm.model, name), {torch.nn.Linear},
-                                                               dtype=torch.qint8)
+            quantized = torch.ao.quantization.quantize_dynamic(plain_linears(getattr(lm.model, name)),
+                                                               {torch.nn.Linear}, dtype=torch.qint8)
             setattr(lm.model, name, quantized)
     return lm
+
+
+def plain_linears(module: torch.nn.Module) -> torch.nn.Module:
+    """The module with each `lm.layers.Linear` swapped for an `nn.Linear` on the same weights: torch's dynamic
+    quantization converts only layers whose type is exactly `nn.Linear`."""
+    for name, child in module.named_children():
+        if isinstance(child, torch.nn.Linear) and type(child) is not torch.nn.Linear:
+            plain = torch.nn.Linear(child.in_features, child.out_features, bias=child.bias is not None)
+            plain.weight, plain.bias = child.weight, child.bias
+            setattr(module, name, plain)
+        else:
+            plain_linears(child)
+    return module
 
 
 def codes(lm, task: str, text: str, seconds: float, greedy: bool) -> torch.Tensor:

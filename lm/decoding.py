@@ -75,6 +75,7 @@ class Decoding:
         self.steps = torch.full((B, K, self.num_steps), cfg.empty_id, dtype=torch.long, device=device)
         seed = secrets.randbits(63) if config.seed is None else config.seed
         self.generator = torch.Generator(device=device).manual_seed(seed)
+        self._layouts_of: list[int] | None = None  # the lengths that `_layouts` / `_end_frames` were made for
         self.ended = [False] * B  # codebook 0 has placed end of audio
         self.done = [False] * B  # every frame is complete
 
@@ -82,11 +83,15 @@ class Decoding:
 
     def _slot_frames(self, step: int) -> torch.Tensor:
         """LongTensor[B, K]: the frame each slot of `step` holds for each item, -1 where empty."""
-        columns = []
-        for length in self.lengths:
-            layout = self.pattern.layout(length)
-            columns.append(layout[:, step] if step < layout.shape[1] else torch.full((self.num_codebooks,), -1))
-        return torch.stack(columns).to(self.frames.device)
+        if self._layouts_of != self.lengths:  # an item's length changed: lay out the batch again
+            layouts = torch.full((self.batch_size, self.num_codebooks, self.num_steps), -1, dtype=torch.long)
+            for b, length in enumerate(self.lengths):
+                layout = self.pattern.layout(length)  # (K, num_steps(length)), never longer than the full length's
+                layouts[b, :, :layout.shape[1]] = layout
+            self._layouts = layouts.to(self.frames.device)  # (B, K, num_steps)
+            self._end_frames = torch.tensor(self.lengths, device=self.frames.device).unsqueeze(1) - 1  # (B, 1)
+            self._layouts_of = list(self.lengths)
+        return self._layouts[:, :, step]
 
     def _force(self, step: int, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Overwrite the known slots of `values` [B, K] at `step`; returns (values, slot frames [B, K])."""
@@ -97,8 +102,7 @@ class Decoding:
             in_prompt = (slot_frames >= 0) & (slot_frames < self.prompt_frames)
             prompt_values = self.prompt.gather(2, slot_frames.clamp(0, self.prompt_frames - 1).unsqueeze(2))[:, :, 0]
             values = torch.where(in_prompt, prompt_values, values)
-        end_frame = torch.tensor(self.lengths, device=values.device).unsqueeze(1) - 1  # (B, 1)
-        values = torch.where(slot_frames == end_frame, cfg.eos_id, values)
+        values = torch.where(slot_frames == self._end_frames, cfg.eos_id, values)
         return values, slot_frames
 
     def _take_step(self, step: int, sampled: torch.Tensor) -> torch.Tensor:
@@ -114,8 +118,7 @@ class Decoding:
                     self.ended[b] = True
                     self.lengths[b] = int(slot_frames[b, 0]) + 1
             values, slot_frames = self._force(step, sampled)
-        end_frame = torch.tensor(self.lengths, device=values.device).unsqueeze(1) - 1  # (B, 1)
-        new = (slot_frames >= self.prompt_frames) & (slot_frames < end_frame)  # (B, K)
+        new = (slot_frames >= self.prompt_frames) & (slot_frames < self._end_frames)  # (B, K)
         if bool(new.any()):
             b, k = new.nonzero(as_tuple=True)
             self.frames[b, k, slot_frames[b, k]] = values[b, k]

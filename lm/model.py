@@ -17,7 +17,8 @@ cache preallocated for the whole generation. Positions count only real tokens, s
 null condition whose dropped tokens are masked) gives the same numbers as the unpadded sequence.
 
 `AudioLMModel` is a `transformers.PreTrainedModel`: `save_pretrained`/`from_pretrained` write and read
-config.json + model.safetensors, and accelerate and peft see ordinary `nn.Linear`/`nn.Embedding` modules.
+config.json + model.safetensors, and accelerate and peft see ordinary `nn.Linear`/`nn.Embedding` modules (the linear
+layers are `lm.layers.Linear`, an `nn.Linear` with a faster product for the few rows of a decoding step on a CPU).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from transformers.utils import ModelOutput
 
 from .conditioners.base import Tracks, build_tracks
 from .config import AudioLMConfig
+from .layers import Linear, StackedHeads
 from .objective import drop_conditions, target_terms, teacher_forcing
 
 
@@ -47,9 +49,10 @@ def rotary_cos_sin(positions: torch.Tensor, head_dim: int, theta: float) -> tupl
 
 
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate pairs (x[..., i], x[..., i + Dh/2]) of x [B, H, S, Dh] by the angles in cos/sin [B, 1, S, Dh/2]."""
+    """Rotate pairs (x[..., i], x[..., i + Dh/2]) of x [..., B, H, S, Dh] by the angles in cos/sin [B, 1, S, Dh/2]."""
     x1, x2 = x.chunk(2, dim=-1)
-    cos, sin = cos.to(x.dtype), sin.to(x.dtype)
+    if cos.dtype != x.dtype:
+        cos, sin = cos.to(x.dtype), sin.to(x.dtype)
     return torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)
 
 
@@ -70,6 +73,7 @@ class KVCache:
         self.values = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.num_hidden_layers)]
         self.valid = torch.zeros(batch_size, max_length, dtype=torch.bool, device=device)  # (B, max_length)
         self.num_valid = torch.zeros(batch_size, dtype=torch.long, device=device)  # (B,)
+        self.padded = False  # whether any position so far is not a real token (then attention needs a mask)
         self.length = 0
         self.max_length = max_length
 
@@ -90,14 +94,15 @@ class Attention(nn.Module):
         self.num_heads = config.num_attention_heads
         self.head_dim = config.head_dim
         self.dropout = config.dropout
-        self.qkv = nn.Linear(config.hidden_size, 3 * config.hidden_size, bias=False)
-        self.out = nn.Linear(config.hidden_size, config.hidden_size, bias=False)
+        self.qkv = Linear(config.hidden_size, 3 * config.hidden_size, bias=False)
+        self.out = Linear(config.hidden_size, config.hidden_size, bias=False)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | None,
                 is_causal: bool, cache: KVCache | None, layer: int) -> torch.Tensor:
         B, S, D = x.shape
-        q, k, v = self.qkv(x).view(B, S, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)  # 3 x (B, H, S, Dh)
-        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        qkv = self.qkv(x).view(B, S, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)  # (3, B, H, S, Dh)
+        q, k = apply_rotary(qkv[:2], cos, sin).unbind(0)  # queries and keys rotated in one go: 2 x (B, H, S, Dh)
+        v = qkv[2]
         if cache is not None:
             k, v = cache.update(layer, k, v)  # (B, H, S_past + S, Dh)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal,
@@ -108,8 +113,8 @@ class Attention(nn.Module):
 class MLP(nn.Module):
     def __init__(self, config: AudioLMConfig) -> None:
         super().__init__()
-        self.fc = nn.Linear(config.hidden_size, config.intermediate_size, bias=False)
-        self.proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=False)
+        self.fc = Linear(config.hidden_size, config.intermediate_size, bias=False)
+        self.proj = Linear(config.intermediate_size, config.hidden_size, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.proj(F.gelu(self.fc(x), approximate="tanh"))
@@ -128,7 +133,11 @@ class Block(nn.Module):
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | None,
                 is_causal: bool, cache: KVCache | None, layer: int) -> torch.Tensor:
-        x = x + self.dropout(self.attention(self.attention_norm(x), cos, sin, mask, is_causal, cache, layer))
+        attended = self.attention(self.attention_norm(x), cos, sin, mask, is_causal, cache, layer)
+        if not self.training:  # no dropout module calls per step while decoding
+            x = x + attended
+            return x + self.mlp(self.mlp_norm(x))
+        x = x + self.dropout(attended)
         return x + self.dropout(self.mlp(self.mlp_norm(x)))
 
 
@@ -183,7 +192,8 @@ class AudioLMModel(PreTrainedModel):
         self.code_embeddings = nn.ModuleList(nn.Embedding(config.input_vocab_size, D) for _ in range(K))
         self.layers = nn.ModuleList(Block(config) for _ in range(config.num_hidden_layers))
         self.norm = nn.RMSNorm(D, eps=config.norm_eps)
-        self.heads = nn.ModuleList(nn.Linear(D, config.num_logits, bias=False) for _ in range(K))
+        self.heads = nn.ModuleList(Linear(D, config.num_logits, bias=False) for _ in range(K))
+        self.stacked_heads = StackedHeads()  # the K heads as one product while decoding on a CPU
         self.tracks = build_tracks(config)  # name -> TrackConditioner
         self.gradient_checkpointing = False  # set by transformers' activation_checkpointing_enable()
         self.post_init()
@@ -197,7 +207,10 @@ class AudioLMModel(PreTrainedModel):
 
     def embed_steps(self, steps: torch.Tensor) -> torch.Tensor:
         """steps LongTensor[B, K, S] (codes or special ids) -> FloatTensor[B, S, D], the sum of K embeddings."""
-        return sum(embedding(steps[:, k]) for k, embedding in enumerate(self.code_embeddings))
+        hidden = self.code_embeddings[0](steps[:, 0])
+        for k in range(1, len(self.code_embeddings)):
+            hidden = hidden + self.code_embeddings[k](steps[:, k])
+        return hidden
 
     def start_step(self, batch_size: int) -> torch.Tensor:
         """LongTensor[B, K, 1]: the step fed before the first audio step (every slot empty)."""
@@ -229,23 +242,30 @@ class AudioLMModel(PreTrainedModel):
                 features = feature if features is None else features + feature
         return features
 
-    def _run(self, hidden: torch.Tensor, valid: torch.Tensor, cache: KVCache | None) -> torch.Tensor:
-        """hidden [B, S, D] with valid [B, S] (False = padding) through all blocks; returns normed [B, S, D]."""
-        S = hidden.shape[1]
+    def _run(self, hidden: torch.Tensor, valid: torch.Tensor | None, cache: KVCache | None) -> torch.Tensor:
+        """hidden [B, S, D] with valid [B, S] (False = padding; None: every position real) through all blocks;
+        returns normed [B, S, D]."""
+        B, S = hidden.shape[:2]
         start = 0 if cache is None else cache.length
-        seen = torch.zeros_like(valid[:, 0], dtype=torch.long) if cache is None else cache.num_valid
-        positions = (seen.unsqueeze(1) + valid.long().cumsum(1) - 1).clamp(min=0)  # (B, S)
+        seen = torch.zeros(B, dtype=torch.long, device=hidden.device) if cache is None else cache.num_valid
+        if valid is None:  # a decoding step: no padding to skip in the positions
+            positions = seen.unsqueeze(1) + torch.arange(S, device=hidden.device)  # (B, S)
+            padded = False
+        else:
+            positions = (seen.unsqueeze(1) + valid.long().cumsum(1) - 1).clamp(min=0)  # (B, S)
+            padded = not bool(valid.all())
         cos, sin = rotary_cos_sin(positions, self.config.head_dim, self.config.rope_theta)
+        key_valid = valid
         if cache is not None:
             if start + S > cache.max_length:
                 raise ValueError(f"KV cache holds {cache.max_length} positions, asked for {start + S}")
-            cache.valid[:, start:start + S] = valid
+            cache.valid[:, start:start + S] = True if valid is None else valid
+            cache.padded = cache.padded or padded
+            padded = cache.padded
             key_valid = cache.valid[:, :start + S]
-        else:
-            key_valid = valid
         # Fast paths: SDPA's own causal mask, or no mask for one query over a padding-free past.
         mask, is_causal = None, False
-        if not bool(key_valid.all()):
+        if padded:
             mask = attention_mask(key_valid, start, S)
         elif S > 1:
             if start == 0:
@@ -263,12 +283,12 @@ class AudioLMModel(PreTrainedModel):
                 hidden = layer(hidden, cos, sin, mask, is_causal, cache, index)
         if cache is not None:
             cache.length += S
-            cache.num_valid += valid.sum(1)
+            cache.num_valid += S if valid is None else valid.sum(1)
         return self.norm(hidden)
 
     def _heads(self, hidden: torch.Tensor) -> torch.Tensor:
         """hidden [B, S, D] -> logits [B, K, S, codebook_size + 1]."""
-        return torch.stack([head(hidden) for head in self.heads], dim=1)
+        return self.stacked_heads(self.heads, hidden)
 
     # -- uncached: whole sequences -------------------------------------------------------------------------
 
@@ -338,8 +358,7 @@ class AudioLMModel(PreTrainedModel):
         hidden = self.embed_steps(step.unsqueeze(2))  # (B, 1, D)
         if step_features is not None:
             hidden = hidden + step_features
-        valid = torch.ones(step.shape[0], 1, dtype=torch.bool, device=step.device)
-        hidden = self._run(hidden, valid, cache)
+        hidden = self._run(hidden, None, cache)
         return self._heads(hidden)[:, :, 0]
 
 

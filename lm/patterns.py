@@ -25,6 +25,7 @@ codebook 0 of frame n - 1 is placed.
 
 from __future__ import annotations
 
+import bisect
 from functools import lru_cache
 
 import torch
@@ -98,8 +99,7 @@ class CodebookPattern:
 
     def frames_complete(self, num_steps: int, num_frames: int) -> int:
         """How many leading frames have all K codebooks filled once steps 0..num_steps-1 are known."""
-        ready = _ready_steps(self, num_frames)  # (T,) step after which frames 0..t are all whole
-        return int(torch.searchsorted(ready, torch.tensor(num_steps), right=True))
+        return bisect.bisect_right(_ready_steps_list(self, num_frames), num_steps)
 
     def _check_codes(self, codes: torch.Tensor) -> tuple[int, int, int]:
         if codes.dim() != 3 or codes.shape[1] != self.num_codebooks:
@@ -123,6 +123,12 @@ def _ready_steps(pattern: CodebookPattern, num_frames: int) -> torch.Tensor:
     filled = layout >= 0
     last.scatter_reduce_(0, layout[filled], step[filled], reduce="amax")
     return torch.cummax(last + 1, dim=0).values if num_frames else last
+
+
+@lru_cache(maxsize=256)
+def _ready_steps_list(pattern: CodebookPattern, num_frames: int) -> tuple[int, ...]:
+    """`_ready_steps` as a tuple: decoding asks after every step, and a bisection over it costs no tensor ops."""
+    return tuple(_ready_steps(pattern, num_frames).tolist())
 
 
 class ParallelPattern(CodebookPattern):

@@ -104,12 +104,15 @@ def _finetune(args: argparse.Namespace) -> None:
 
 def _eval_codec(args: argparse.Namespace) -> None:
     _require("eval", "rvqaudio eval-codec")
-    from .evaluation import evaluate_codec
+    from .evaluation import InputLevel, evaluate_codec
 
+    level = None
+    if args.level_dbfs is not None or args.clip_db is not None:
+        level = InputLevel(level_dbfs=args.level_dbfs, clip_db=args.clip_db)
     report = evaluate_codec(args.data, codec=args.codec, variant=args.variant, split=args.split,
                             max_clips=args.max_clips, num_codebooks=args.num_codebooks, opus_kbps=args.opus_kbps,
                             output=args.output, domain=args.domain, by=args.by, asr=args.asr,
-                            phase_oracle=args.phase_oracle)
+                            phase_oracle=args.phase_oracle, level=level)
     print(report["markdown"])
 
 
@@ -308,6 +311,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--phase-oracle", action="store_true",
                    help="also score the codec's output (largest k) with the reference's STFT phase, and the "
                         "reference with the codec's phase: does the codec lose more in magnitude or in phase?")
+    p.add_argument("--level-dbfs", type=float, default=None, metavar="DB",
+                   help="bring every clip to this RMS level in dBFS (e.g. -30, -20, -10) before coding: how the "
+                        "systems fare on quiet or loud files (default: the clips' own level)")
+    p.add_argument("--clip-db", type=float, default=None, metavar="DB",
+                   help="then add this gain in dB and clip at full scale: how they fare on clipped files")
     p.add_argument("-o", "--output", default=None, help="report.json (a .md table is written beside it)")
     p.set_defaults(func=_eval_codec)
 

@@ -6,6 +6,7 @@ from .asr import transcribe
 from .codec_eval import evaluate_codec, format_codec_report, steady_tone_fidelity
 from .compare import compare_codec_reports, compare_generation_reports, compare_reports, format_comparison
 from .data import OpusResult, load_split, opus_roundtrip
+from .input_level import InputLevel
 from .metrics import (audio_features, estimate_tempo, frechet_distance, harmonic_energy_fraction, harmonic_tone,
                       mel_distance, normalize_text, pesq_wb, phase_swap, si_sdr, stft_distance, stoi, tempo_errors,
                       wer, word_hits, word_recall)
@@ -19,7 +20,7 @@ from .tts_eval import duration_correlation, evaluate_tts, evaluate_tts_lm, forma
 from .tts_voices import evaluate_tts_voices, format_voices_report, pooled_ratio
 
 __all__ = [
-    "FamilyClassifier", "FamilyClassifierConfig", "OpusResult", "audio_features", "compare_codec_reports",
+    "FamilyClassifier", "FamilyClassifierConfig", "InputLevel", "OpusResult", "audio_features", "compare_codec_reports",
     "compare_generation_reports", "compare_reports", "duration_correlation",
     "estimate_tempo", "evaluate_codec", "evaluate_family_classifier", "evaluate_music", "evaluate_music_generation",
     "evaluate_music_lm", "evaluate_music_references", "evaluate_tempo_words_lm", "evaluate_tts", "evaluate_tts_lm", "evaluate_tts_voices",

@@ -30,6 +30,7 @@ from tokenizer.audio import resample, to_channels
 from ..defaults import resolve_codec
 from .asr import RECOGNISER, transcribe
 from .data import check_opus_kbps, describe, iter_audio, load_split, opus_roundtrip, write_report
+from .input_level import InputLevel
 from .metrics import (harmonic_energy_fraction, harmonic_tone, mel_distance, pesq_wb, phase_swap, si_sdr,
                       stft_distance, stoi, wer, word_recall)
 
@@ -60,6 +61,7 @@ def evaluate_codec(
     by: str | None = None,
     asr: bool = False,
     phase_oracle: bool = False,
+    level: InputLevel | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Mean reconstruction metrics of `codec` at each bitrate and of Opus, on the held-out `split` of `data`.
@@ -87,6 +89,9 @@ def evaluate_codec(
         phase_oracle: also score two oracles of the codec at the largest k evaluated (kind "oracle", kbps None):
             its output's STFT magnitudes with the reference's phases, and the reference's magnitudes with its
             output's phases (`metrics.phase_swap`). Not codecs: they use the reference.
+        level: bring every clip to this input level (`InputLevel`: an RMS in dBFS, optionally driven into
+            clipping) before any system codes it; that version is the reference. The report gains `input_level`
+            (its settings and the mean share of clipped samples). None: the clips as stored.
         progress: show a progress bar over clips.
 
     Returns the report: `systems`, a list of `{name, kind, kbps, num_codebooks | target_kbps, metrics}` where
@@ -97,6 +102,8 @@ def evaluate_codec(
     {column, labels (each scored clip's value, in the order of values), means ({value: {system: {metric: mean |
     None, n}}})}`.
     """
+    if level is not None and not isinstance(level, InputLevel):
+        raise ValueError(f"level must be an InputLevel or None, got {type(level).__name__}")
     codec = resolve_codec(codec, variant)
     ds = load_split(data, split)
     if domain is None:
@@ -129,11 +136,15 @@ def evaluate_codec(
     sr = codec.sample_rate
     clips, seconds, skipped = 0, 0.0, 0
     labels: list[str] = []  # the `by` value of each scored clip
+    clipped: list[float] = []  # with level: each scored clip's share of samples cut off at full scale
     total = len(ds) if max_clips is None else min(len(ds), max_clips)
     for wav, clip_sr, row in tqdm(iter_audio(ds, max_clips), total=total, desc=f"eval-codec {split}",
                                 disable=not progress, unit="clip"):
         ref = resample(to_channels(wav, codec.channels), clip_sr, sr)  # (C, N) at the codec's rate
         n = ref.shape[-1]
+        if level is not None and n >= max(_MIN_SAMPLES, codec.hop_length):
+            ref, share = level.apply(ref)
+            clipped.append(share)
         if n < max(_MIN_SAMPLES, codec.hop_length):
             skipped += 1
             continue
@@ -179,6 +190,8 @@ def evaluate_codec(
             "kbps": "codec: nominal frame_rate * k * log2(codebook_size); opus: measured file bytes * 8 / seconds; "
                     "oracles: none (null)"},
     }
+    if level is not None:
+        report["input_level"] = level.to_json() | {"clipped_samples": float(np.mean(clipped))}
     if by is not None:
         report["groups"] = {"column": by, "labels": labels, "means": _group_means(systems, labels)}
     if asr:
@@ -196,6 +209,9 @@ def format_codec_report(report: dict[str, Any]) -> str:
     arrows = {m: "↑" if METRICS[m][1] else "↓" for m in names}
     lines = [f"Codec evaluation on {report['data']} [{report['split']}]: {report['clips']} {report['domain']} clips, "
              f"{report['seconds']:.1f} s at {report['sample_rate']} Hz", "",
+             *([f"Input level: {report['input_level']['name']} ({report['input_level']['clipped_samples']:.2%} of "
+                "samples clipped); every system codes, and is scored against, that version.", ""]
+               if "input_level" in report else []),
              "| system | kbps | " + " | ".join(f"{m} {arrows[m]}" for m in names) + " |",
              "| --- | ---: | " + " | ".join("---:" for _ in names) + " |"]
     for s in report["systems"]:

@@ -5,6 +5,7 @@ alignment, the family classifier's round trip, the TTS/music evaluations with st
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 from pathlib import Path
 
@@ -1074,3 +1075,63 @@ def test_eval_music_names_the_seed_of_each_clip_and_tables_near_silence(classifi
     assert s["worst"]["seed"] in (5, 6) and s["worst"]["share"] == max(i["near_silence"] for i in gen["items"])
     assert "| captions | clips | clips > 10% near-silent ↓ |" in report["markdown"]
     assert "| generated |" in report["markdown"]  # the other tables stay
+
+
+# ---- input level ------------------------------------------------------------------------------------------
+
+
+def test_input_level_scales_to_the_rms_asked_and_clips_at_full_scale():
+    from pipelines.evaluation import InputLevel
+
+    torch.manual_seed(0)
+    wav = 0.1 * torch.randn(1, 16000)
+    for dbfs in (-30.0, -20.0):
+        out, clipped = InputLevel(level_dbfs=dbfs).apply(wav)
+        assert 20 * math.log10(float(out.pow(2).mean().sqrt())) == pytest.approx(dbfs, abs=0.01)
+        assert clipped == 0.0  # full scale is 10 and more standard deviations away
+    out, clipped = InputLevel(level_dbfs=-10.0).apply(wav)  # full scale at 3.2 standard deviations
+    assert 0.0 < clipped < 0.005 and 20 * math.log10(float(out.pow(2).mean().sqrt())) == pytest.approx(-10, abs=0.05)
+    out, clipped = InputLevel(level_dbfs=-20.0, clip_db=20.0).apply(wav)
+    assert out.abs().max() == 1.0 and 0.2 < clipped < 0.4  # RMS at 0 dBFS: |x| > 1 for a third of the samples
+    assert clipped == pytest.approx(float((out.abs() == 1.0).float().mean()), abs=1e-4)
+    assert torch.equal(InputLevel().apply(wav)[0], wav)  # as recorded
+    silent, share = InputLevel(level_dbfs=-20.0).apply(torch.zeros(1, 100))
+    assert torch.equal(silent, torch.zeros(1, 100)) and share == 0.0
+    assert InputLevel(level_dbfs=-20.0, clip_db=12.0).name == "-20 dBFS +12 dB clipped"
+
+
+@pytest.mark.parametrize("fields, message", [
+    (dict(level_dbfs=3.0), r"level_dbfs must be <= 0 dBFS .* got 3.0"),
+    (dict(level_dbfs=float("nan")), r"level_dbfs must be a finite number of dB or None, got nan"),
+    (dict(clip_db=0.0), r"clip_db must be > 0 dB of gain into clipping, got 0.0"),
+    (dict(clip_db="6"), r"clip_db must be a finite number of dB or None, got '6'"),
+])
+def test_bad_input_levels(fields, message):
+    from pipelines.evaluation import InputLevel
+
+    with pytest.raises(ValueError, match=message):
+        InputLevel(**fields)
+
+
+def test_evaluate_codec_at_an_input_level_scores_every_system_on_that_version(speech_dir, tmp_path, capsys):
+    from pipelines.evaluation import InputLevel
+    from pipelines.evaluation.data import iter_audio, load_split
+    from tokenizer.audio import resample
+
+    codec = _codec()
+    level = InputLevel(level_dbfs=-30.0)
+    report = evaluate_codec(speech_dir, codec, max_clips=1, num_codebooks=[4], opus_kbps=(6,), level=level,
+                            progress=False)
+    wav, sr, _ = next(iter_audio(load_split(speech_dir, "test")))
+    ref, _ = level.apply(resample(wav, sr, 8000))
+    est = codec.decode(codec.encode(ref[None]))[0, :, : ref.shape[-1]]
+    assert report["systems"][0]["metrics"]["si_sdr"]["mean"] == pytest.approx(si_sdr(ref, est), abs=1e-4)
+    assert report["input_level"] == {"level_dbfs": -30.0, "clip_db": None, "name": "-30 dBFS",
+                                     "clipped_samples": 0.0}
+    assert "Input level: -30 dBFS (0.00% of samples clipped)" in report["markdown"]
+    codec_dir = codec.save_pretrained(tmp_path / "codec")
+    assert main(["eval-codec", "--data", str(speech_dir), "--codec", str(codec_dir), "--num-codebooks", "4",
+                 "--opus-kbps", "--max-clips", "1", "--level-dbfs", "-20", "--clip-db", "12"]) == 0
+    assert "Input level: -20 dBFS +12 dB clipped (" in capsys.readouterr().out
+    assert main(["eval-codec", "--data", str(speech_dir), "--level-dbfs", "6"]) == 2
+    assert "level_dbfs must be <= 0 dBFS" in capsys.readouterr().err
