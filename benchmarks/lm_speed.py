@@ -32,6 +32,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from code_shape import CodeShape  # noqa: E402  (benchmarks/, the script's own folder)
 from lm import AudioLM, AudioLMConfig, GenerationConfig, TextTokenizer  # noqa: E402
 
 PROMPT = "an upbeat electronic track with a driving bass line"
@@ -44,24 +45,7 @@ CORPUS = [
 ] * 20
 
 
-class BenchCodec:
-    """The codec shape the LM is bound to (no audio is made): the project's default codec unless changed."""
-
-    channels = 1
-
-    def __init__(self, num_codebooks: int, codebook_size: int, frame_rate: float, sample_rate: int) -> None:
-        self.num_codebooks, self.codebook_size = num_codebooks, codebook_size
-        self.frame_rate, self.sample_rate = frame_rate, sample_rate
-        self.fingerprint = f"bench-{num_codebooks}x{codebook_size}@{frame_rate:g}"
-
-    def encode(self, wav, sample_rate=None, num_codebooks=None):
-        raise NotImplementedError
-
-    def decode(self, codes):
-        raise NotImplementedError
-
-
-def build_ours(preset: AudioLMConfig, codec: BenchCodec, max_frames: int) -> AudioLM:
+def build_ours(preset: AudioLMConfig, codec: CodeShape, max_frames: int) -> AudioLM:
     tokenizer = TextTokenizer.train(CORPUS, vocab_size=1024, seed=0)
     preset.max_audio_frames = max(preset.max_audio_frames, max_frames)
     lm = AudioLM.from_config(preset, tokenizer, codec)
@@ -151,7 +135,7 @@ def main() -> None:
     torch.manual_seed(0)
 
     preset = AudioLMConfig.from_preset(args.config)
-    codec = BenchCodec(preset.num_codebooks or args.num_codebooks, preset.codebook_size or args.codebook_size,
+    codec = CodeShape(preset.num_codebooks or args.num_codebooks, preset.codebook_size or args.codebook_size,
                        args.frame_rate, args.sample_rate)
     frames = round(args.duration * codec.frame_rate)
     lm = build_ours(preset, codec, frames)

@@ -77,34 +77,13 @@ from tokenizer import CodecConfig, RVQCodec  # noqa: E402
 from tokenizer.audio import load_audio, to_channels  # noqa: E402
 from tokenizer.data import AudioCrops  # noqa: E402
 from tokenizer.discriminator import CodecDiscriminator  # noqa: E402
+from code_shape import CodeShape  # noqa: E402  (benchmarks/, the script's own folder)
 from tokenizer.losses import (MultiResolutionSTFTLoss, MultiScaleMelLoss, discriminator_hinge_loss,  # noqa: E402
                               feature_matching_loss, generator_hinge_loss)
 
 DEFAULT_CODECS = [("bundled codec", "pipelines/assets/codec/config.json"), ("codec_24khz", "configs/codec_24khz.json")]
 DEFAULT_LMS = [("bundled music LM", "pipelines/assets/lm/music/config.json"), ("lm_small", "configs/lm_small.json"),
                ("lm_musicgen_small", "configs/lm_musicgen_small.json")]
-
-
-@dataclasses.dataclass(frozen=True)
-class CodeShape:
-    """The codes an LM is bound to: K codebooks of `codebook_size` codes at `frame_rate` Hz. It honours the
-    `lm.codec_interface.AudioTokenizer` protocol's attributes, which is all `AudioLMConfig.bound_to` reads."""
-
-    num_codebooks: int
-    codebook_size: int
-    frame_rate: float
-    sample_rate: int
-    channels: int = 1
-
-    @property
-    def fingerprint(self) -> str:
-        return f"bench-{self.num_codebooks}x{self.codebook_size}@{self.frame_rate:g}"
-
-    def encode(self, wav, sample_rate=None, num_codebooks=None):
-        raise NotImplementedError("a code shape makes no audio")
-
-    def decode(self, codes):
-        raise NotImplementedError("a code shape makes no audio")
 
 
 BUNDLED_SHAPE = CodeShape(8, 1024, 75.0, 24000)
