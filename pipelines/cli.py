@@ -9,6 +9,9 @@ from collections.abc import Callable, Sequence
 
 _VARIANT_HELP = ("decode with this decoder variant of the codec folder, e.g. speech (the bundled codec's speech "
                  "decoder, which generate uses for task=speech); default: the codec's own decoder")
+_DECODE_VARIANT_HELP = ("decode with this decoder variant of the codec folder, e.g. speech, or 'own' for its own "
+                        "decoder; default: the folder's decoder choice picks one from the codes (the bundled codec: "
+                        "its speech decoder for speech, its own decoder for music), else its own decoder")
 
 
 def _require(extra: str, command: str) -> None:
@@ -31,6 +34,17 @@ def _decode(args: argparse.Namespace) -> None:
 
     out = decode_file(args.input, args.output, codec=args.codec, variant=args.variant)
     print(f"wrote {out}")
+
+
+def _fit_decoder_choice(args: argparse.Namespace) -> None:
+    from .decoder_choice import fit_decoder_choice
+
+    result = fit_decoder_choice(args.codec, args.speech, args.music, speech_variant=args.variant,
+                                window_seconds=args.window_seconds, max_clips=args.max_clips)
+    for name, figures in result["test"].items():
+        print(f"{name} ({figures['label']}): right on {figures['window_accuracy']:.3f} of {figures['windows']} "
+              f"windows of {result['window_seconds']:g} s, {figures['clip_accuracy']:.3f} of {figures['clips']} clips")
+    print(f"wrote the decoder choice into {args.codec}")
 
 
 def _train_codec(args: argparse.Namespace) -> None:
@@ -221,11 +235,22 @@ def build_parser() -> argparse.ArgumentParser:
                         "encoding its readable part with a warning")
     p.set_defaults(func=_encode)
 
+    p = sub.add_parser("fit-decoder-choice",
+                       help="fit which decoder of a codec folder decodes given codes (speech variant or its own), "
+                            "measured per dataset; `decode` then picks it itself")
+    p.add_argument("--codec", required=True, help="codec folder with a decoder variant for speech")
+    p.add_argument("--speech", required=True, nargs="+", help="speech datasets (`rvqaudio data speech/real-speech`)")
+    p.add_argument("--music", required=True, nargs="+", help="music datasets (`rvqaudio data music/real-music`)")
+    p.add_argument("--variant", default="speech", help="the variant chosen for speech (default: speech)")
+    p.add_argument("--window-seconds", type=float, default=3.0, help="windows of codes fitted on (default 3 s)")
+    p.add_argument("--max-clips", type=int, default=600, help="clips per dataset and split (default 600)")
+    p.set_defaults(func=_fit_decoder_choice)
+
     p = sub.add_parser("decode", help="decode a codes file (.npz) to a wav file")
     p.add_argument("input", help="codes file written by `rvqaudio encode`")
     p.add_argument("-o", "--output", required=True, help="audio file to write (.wav or .flac)")
     p.add_argument("--codec", default=None, help="codec folder (default: the bundled codec)")
-    p.add_argument("--variant", default=None, metavar="NAME", help=_VARIANT_HELP)
+    p.add_argument("--variant", default=None, metavar="NAME", help=_DECODE_VARIANT_HELP)
     p.set_defaults(func=_decode)
 
     from .generate_cli import add_generate_arguments, add_voices_arguments, run_generate, run_voices
@@ -297,7 +322,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval-codec", help="codec vs Opus on a held-out split: mel, STFT, SI-SDR, PESQ, STOI")
     p.add_argument("--data", required=True, help="dataset folder written by `rvqaudio data`")
     p.add_argument("--codec", default=None, help="codec folder (default: the bundled codec)")
-    p.add_argument("--variant", default=None, metavar="NAME", help=_VARIANT_HELP)
+    p.add_argument("--variant", default=None, metavar="NAME",
+                   help=_VARIANT_HELP + "; auto: per clip, the decoder the folder's decoder choice picks from the "
+                        "codes, as `rvqaudio decode` does")
     p.add_argument("--split", default="test")
     p.add_argument("--max-clips", type=int, default=None)
     p.add_argument("--num-codebooks", type=int, nargs="+", default=None, help="bitrates to test (default: every k)")

@@ -13,14 +13,16 @@ import torch
 
 from tokenizer import CodesError, RVQCodec
 from tokenizer.audio import save_audio
+from tokenizer.decoder_choice import DecoderChoice
 from tokenizer.long_audio import encode_audio_file
 
 from lm.codec_interface import same_code_space
 
-from .defaults import resolve_codec
+from .defaults import DEFAULT_CODEC_DIR, model_folder, resolve_codec
 from .outputs import check_output_file
 
 CODES_FORMAT_VERSION = 1
+OWN_DECODER = "own"  # decode_file's variant for the codec folder's own decoder, whatever its decoder choice says
 
 
 def encode_file(src: str | os.PathLike, out: str | os.PathLike, codec: RVQCodec | str | os.PathLike | None = None,
@@ -118,12 +120,14 @@ def decode_file(src: str | os.PathLike, out: str | os.PathLike,
     """Decode a codes file to a wav file of the original length, atomically.
 
     The codes must come from `codec` (same fingerprint); otherwise decoding would produce garbage. `variant` names
-    a decoder variant of the codec folder to decode with (e.g. "speech"; any variant reads the same codes).
+    a decoder variant of the codec folder to decode with (e.g. "speech"; any variant reads the same codes), or
+    OWN_DECODER ("own") for the folder's own decoder. None: the folder's decoder choice picks one from the codes
+    (`tokenizer.decoder_choice`; the bundled codec's picks its speech decoder for speech), else its own decoder.
     The file's metadata must agree with the codec (rate, codebook size, length): CodesError names the field.
     """
     out = check_output_file(out, "output audio file")
     codes, meta = read_codes(src)
-    codec = resolve_codec(codec, variant)
+    codec = resolve_codec(codec, chosen_decoder(codes, codec, variant))
     if not same_code_space(meta["fingerprint"], codec, repr(str(src))):
         raise CodesError(
             f"{str(src)!r} was encoded by a codec with fingerprint {meta['fingerprint']}, but the codec given "
@@ -142,6 +146,18 @@ def decode_file(src: str | os.PathLike, out: str | os.PathLike,
     wav = codec.decode(codes)[0, :, : int(meta["num_samples"])]
     save_audio(out, wav, codec.sample_rate)
     return Path(out)
+
+
+def chosen_decoder(codes: torch.Tensor, codec: RVQCodec | str | os.PathLike | None, variant: str | None) -> str | None:
+    """The decoder variant that decodes `codes` [B, K, T] (None: the codec's own): `variant` when given (OWN_DECODER
+    for the own decoder), else what the codec folder's decoder choice picks for the first item, else None. A loaded
+    RVQCodec has no folder to hold a choice: its own decoder decodes."""
+    if variant == OWN_DECODER:
+        return None
+    if variant is not None or isinstance(codec, RVQCodec):
+        return variant
+    choice = DecoderChoice.load(DEFAULT_CODEC_DIR if codec is None else model_folder(codec, "codec"))
+    return None if choice is None else choice.choose(codes[:1])[0]
 
 
 def _write_atomic(path: Path, payload: bytes) -> Path:

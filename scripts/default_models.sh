@@ -30,6 +30,9 @@
 #   lm-beats         1500 more with a beat track (36 min)
 #   lm-beats2        its last stage: 1500 more at a lower peak LR (33 min)
 #   install          the codec, its speech decoder and both LMs into pipelines/assets, in float16
+#   decoder-choice   which decoder `rvqaudio decode` uses for given codes (speech decoder or the codec's own), fitted
+#                    on synthetic (2 h speech, 1 h music) and real recordings (Asterisk's prompts; the game and
+#                    demo music packages): the datasets (about 12 min), the fit (about 10 min)
 #   eval             the codec on speech and music (5 and 6 min), TTS (17 min), music (3 min, and 3-5 min for the
 #                    instrument classifier it needs)
 set -euo pipefail
@@ -69,7 +72,7 @@ LM_MUSIC_STEPS=${LM_MUSIC_STEPS:-1000} # from lm-phonemes on music alone: config
 LM_BEATS_STEPS=${LM_BEATS_STEPS:-1500} # from lm-music with a beat track added: configs/lm_train_beats.json
 LM_BEATS2_STEPS=${LM_BEATS2_STEPS:-1500} # and again at a lower peak LR: configs/lm_train_beats_continue.json
 NUM_PROC=${NUM_PROC:-2}
-all_stages="data codec decoder decoder-periods pitch-head decoder-pitch decoder-edge decoder-speech tokenize lm lm-more lm-more2 lm-phonemes lm-aligned lm-aligned2 lm-music lm-beats lm-beats2 install eval"
+all_stages="data codec decoder decoder-periods pitch-head decoder-pitch decoder-edge decoder-speech tokenize lm lm-more lm-more2 lm-phonemes lm-aligned lm-aligned2 lm-music lm-beats lm-beats2 install decoder-choice eval"
 stages=${1:-$all_stages}
 
 for stage in $stages; do
@@ -244,6 +247,16 @@ RVQCodec.from_pretrained(sys.argv[1], spectral={"phase": {"edge": {"offsets": Fa
       $PYTHON -m pipelines.defaults --codec "$RUNS/codec_edge" --music-model "$RUNS/lm_beats2/final" \
         --speech-model "$RUNS/lm_aligned2/final" --speech-decoder "$RUNS/codec_speech/final" --codec-fp16 \
         --lm-fp16 music speech ;;
+    decoder-choice)
+      # After install, which writes the codec folder anew: the choice is saved into pipelines/assets/codec.
+      [ -f "$RUNS/data/choice_speech/recipe.json" ] || $RVQ data speech --hours 2 -o "$RUNS/data/choice_speech"
+      [ -f "$RUNS/data/choice_music/recipe.json" ] || $RVQ data music --hours 1 -o "$RUNS/data/choice_music"
+      [ -f "$RUNS/data/real_speech/recipe.json" ] || $RVQ data real-speech --hours 10 --num-proc "$NUM_PROC" \
+        -o "$RUNS/data/real_speech"
+      [ -f "$RUNS/data/real_music/recipe.json" ] || $RVQ data real-music --hours 10 -o "$RUNS/data/real_music"
+      $RVQ fit-decoder-choice --codec pipelines/assets/codec \
+        --speech "$RUNS/data/choice_speech" "$RUNS/data/real_speech" \
+        --music "$RUNS/data/choice_music" "$RUNS/data/real_music" ;;
     eval)
       mkdir -p "$RUNS/eval"
       # Speech as the speech LM decodes it (the codec's speech decoder); music through the codec's own decoder.

@@ -25,9 +25,10 @@ from datasets import Dataset, DatasetDict
 from tqdm.auto import tqdm
 
 from tokenizer import RVQCodec
+from tokenizer.decoder_choice import DecoderChoice
 from tokenizer.audio import resample, to_channels
 
-from ..defaults import resolve_codec
+from ..defaults import DEFAULT_CODEC_DIR, model_folder, resolve_codec
 from .asr import RECOGNISER, transcribe
 from .data import check_opus_kbps, describe, iter_audio, load_split, opus_roundtrip, write_report
 from .input_level import InputLevel
@@ -45,6 +46,7 @@ METRICS = {
 SPEECH_METRICS = ("pesq_wb", "stoi")
 # Pitches of the steady-tone probe: 24 log-spaced from 90 to 350 Hz (voices' and low notes' fundamentals).
 STEADY_TONE_F0S = tuple(round(90 * (350 / 90) ** (i / 23), 1) for i in range(24))
+AUTO = "auto"  # evaluate_codec's variant for the decoder the folder's choice picks per clip
 _MIN_SAMPLES = 1025  # the 2048-sample windows of the spectral distances need more than 1024 samples
 
 
@@ -69,7 +71,9 @@ def evaluate_codec(
     Args:
         data: a dataset folder written by `save_to_disk` (e.g. `rvqaudio data`), a DatasetDict or a Dataset.
         codec: an RVQCodec, a codec folder, or None for the bundled default.
-        variant: a decoder variant of that folder (or of the bundled codec) to decode with, e.g. "speech".
+        variant: a decoder variant of that folder (or of the bundled codec) to decode with, e.g. "speech"; AUTO
+            ("auto"): per clip, the decoder that the folder's decoder choice picks from the clip's codes, as
+            `rvqaudio decode` does by default (the report counts each decoder's clips in `decoders_chosen`).
         split: which split to evaluate (the held-out "test" by default).
         max_clips: evaluate only the first N clips.
         num_codebooks: the codebook counts k to evaluate (default every k in 1..K).
@@ -104,7 +108,17 @@ def evaluate_codec(
     """
     if level is not None and not isinstance(level, InputLevel):
         raise ValueError(f"level must be an InputLevel or None, got {type(level).__name__}")
-    codec = resolve_codec(codec, variant)
+    decoders, choice = None, None  # with AUTO: variant -> codec, and the folder's choice between them
+    if variant == AUTO:
+        folder = DEFAULT_CODEC_DIR if codec is None else codec
+        if isinstance(folder, RVQCodec) or (choice := DecoderChoice.load(model_folder(folder, "codec"))) is None:
+            raise ValueError("variant='auto' needs a codec folder with a decoder choice (decoder_choice.json; "
+                             "`rvqaudio fit-decoder-choice`)")
+        decoders = {None: resolve_codec(codec, None), choice.speech_variant: resolve_codec(codec, choice.speech_variant)}
+        codec = decoders[None]
+    else:
+        codec = resolve_codec(codec, variant)
+    chosen: dict[str, int] = {}
     ds = load_split(data, split)
     if domain is None:
         domain = "speech" if "voice" in ds.column_names else "music"
@@ -154,8 +168,13 @@ def evaluate_codec(
             labels.append(str(row[by]))
         outputs = {}  # system name -> its (C, N) output
         codes = codec.encode(ref[None])  # (1, K, T)
+        decoder = codec
+        if choice is not None:
+            name = choice.choose(codes)[0]
+            chosen[str(name or "own")] = chosen.get(str(name or "own"), 0) + 1
+            decoder = decoders[name]
         for k in ks:
-            outputs[f"codec k={k}"] = codec.decode(codes[:, :k])[0, :, :n].float()
+            outputs[f"codec k={k}"] = decoder.decode(codes[:, :k])[0, :, :n].float()
         for b in opus_kbps:
             result = opus_roundtrip(ref, sr, b)
             opus_bytes[b] += result.num_bytes
@@ -190,6 +209,8 @@ def evaluate_codec(
             "kbps": "codec: nominal frame_rate * k * log2(codebook_size); opus: measured file bytes * 8 / seconds; "
                     "oracles: none (null)"},
     }
+    if choice is not None:
+        report["decoders_chosen"] = chosen
     if level is not None:
         report["input_level"] = level.to_json() | {"clipped_samples": float(np.mean(clipped))}
     if by is not None:
@@ -212,6 +233,9 @@ def format_codec_report(report: dict[str, Any]) -> str:
              *([f"Input level: {report['input_level']['name']} ({report['input_level']['clipped_samples']:.2%} of "
                 "samples clipped); every system codes, and is scored against, that version.", ""]
                if "input_level" in report else []),
+             *(["Decoder chosen per clip from its codes (the folder's decoder choice): " + ", ".join(
+                 f"{name} {n}" for name, n in sorted(report["decoders_chosen"].items())) + " clips.", ""]
+               if "decoders_chosen" in report else []),
              "| system | kbps | " + " | ".join(f"{m} {arrows[m]}" for m in names) + " |",
              "| --- | ---: | " + " | ".join("---:" for _ in names) + " |"]
     for s in report["systems"]:

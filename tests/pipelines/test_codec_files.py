@@ -107,3 +107,68 @@ def test_without_a_bundled_codec_the_error_says_what_to_pass(tmp_path, wav_file,
     defaults.default_codec.cache_clear()
     with pytest.raises(ValueError, match="--codec DIR"):
         encode_file(wav_file, tmp_path / "c.npz")
+
+
+# ---- the folder's decoder choice ------------------------------------------------------------------------------
+
+
+def _leaning_choice(codebook_size: int, towards_speech: bool):
+    """A decoder choice whose answer does not depend on the codes: a bias far to one side."""
+    from tokenizer.decoder_choice import FEATURE_CODEBOOKS, DecoderChoice
+
+    return DecoderChoice(torch.zeros(FEATURE_CODEBOOKS * codebook_size), 20.0 if towards_speech else -20.0,
+                         codebook_size, "speech")
+
+
+@pytest.mark.parametrize("towards_speech", [True, False])
+def test_decode_follows_the_folder_s_decoder_choice_unless_told(tmp_path, codec_dir, wav_file, towards_speech):
+    from pipelines.codec_files import OWN_DECODER
+
+    other = RVQCodec.from_pretrained(codec_dir)
+    with torch.no_grad():
+        for p in other.decoder.parameters():
+            p.mul_(1.5)
+    other.save_decoder_variant(codec_dir, "speech")
+    encode_file(wav_file, tmp_path / "c.npz", codec=codec_dir)
+
+    def decoded(variant=None):
+        return sf.read(decode_file(tmp_path / "c.npz", tmp_path / f"{variant}.wav", codec=codec_dir,
+                                   variant=variant))[0]
+
+    own, speech = decoded(OWN_DECODER), decoded("speech")
+    assert np.array_equal(decoded(), own)  # no choice in the folder: its own decoder
+    _leaning_choice(32, towards_speech).save(codec_dir)
+    assert np.array_equal(decoded(), speech if towards_speech else own)
+    assert np.array_equal(decoded(OWN_DECODER), own) and np.array_equal(decoded("speech"), speech)
+
+
+def test_decoder_choice_fits_separable_codes_and_round_trips(tmp_path):
+    from tokenizer.decoder_choice import DecoderChoice, code_shares
+
+    generator = torch.Generator().manual_seed(0)
+    speech = [torch.randint(0, 16, (4, 40), generator=generator) for _ in range(30)]  # low codes
+    music = [torch.randint(12, 32, (4, 40), generator=generator) for _ in range(50)]  # high codes, some overlap
+    choice = DecoderChoice.fit(speech, music, 32, "speech")
+    tests = [torch.randint(0, 16, (1, 4, 25), generator=generator), torch.randint(12, 32, (1, 4, 25),
+                                                                                    generator=generator)]
+    assert [choice.choose(codes)[0] for codes in tests] == ["speech", None]
+    choice.save(tmp_path)
+    loaded = DecoderChoice.load(tmp_path)
+    both = torch.cat(tests)
+    assert torch.equal(loaded.speech_probability(both), choice.speech_probability(both))
+    padded = torch.cat([tests[0], torch.full((1, 4, 10), -1)], dim=2)  # generated codes past an item's end
+    assert torch.allclose(code_shares(padded, 32), code_shares(tests[0], 32))
+    assert torch.allclose(code_shares(both, 32).view(2, 2, 32).sum(dim=2), torch.ones(2, 2))
+    assert DecoderChoice.load(tmp_path / "nothing") is None
+
+
+def test_a_damaged_decoder_choice_is_refused_by_name(tmp_path):
+    from tokenizer import CheckpointError
+    from tokenizer.decoder_choice import CHOICE_WEIGHTS, DecoderChoice
+
+    _leaning_choice(32, True).save(tmp_path)
+    (tmp_path / CHOICE_WEIGHTS).write_bytes(b"not safetensors")
+    with pytest.raises(CheckpointError, match=r"decoder choice in .* cannot be read"):
+        DecoderChoice.load(tmp_path)
+    with pytest.raises(ValueError, match=r"weight must have shape \[64\]"):
+        DecoderChoice(torch.zeros(10), 0.0, 32, "speech")

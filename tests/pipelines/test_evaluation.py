@@ -10,6 +10,7 @@ import subprocess
 from pathlib import Path
 
 import numpy as np
+import soundfile as sf
 import pytest
 import torch
 from datasets import Audio, Dataset, DatasetDict
@@ -1135,3 +1136,56 @@ def test_evaluate_codec_at_an_input_level_scores_every_system_on_that_version(sp
     assert "Input level: -20 dBFS +12 dB clipped (" in capsys.readouterr().out
     assert main(["eval-codec", "--data", str(speech_dir), "--level-dbfs", "6"]) == 2
     assert "level_dbfs must be <= 0 dBFS" in capsys.readouterr().err
+
+
+def test_evaluate_codec_auto_decodes_each_clip_with_the_folder_s_choice(speech_dir, tmp_path):
+    from tokenizer.decoder_choice import FEATURE_CODEBOOKS, DecoderChoice
+
+    codec = _codec()
+    codec_dir = codec.save_pretrained(tmp_path / "codec")
+    with torch.no_grad():
+        for p in codec.decoder.parameters():
+            p.mul_(0.5)
+    codec.save_decoder_variant(codec_dir, "speech")
+    with pytest.raises(ValueError, match="variant='auto' needs a codec folder with a decoder choice"):
+        evaluate_codec(speech_dir, codec_dir, variant="auto", max_clips=1, num_codebooks=[4], opus_kbps=(),
+                       progress=False)
+    DecoderChoice(torch.zeros(FEATURE_CODEBOOKS * 32), 20.0, 32, "speech").save(codec_dir)  # always speech
+    auto = evaluate_codec(speech_dir, codec_dir, variant="auto", max_clips=1, num_codebooks=[4], opus_kbps=(),
+                          progress=False)
+    speech = evaluate_codec(speech_dir, codec_dir, variant="speech", max_clips=1, num_codebooks=[4], opus_kbps=(),
+                            progress=False)
+    assert auto["systems"] == speech["systems"] and auto["decoders_chosen"] == {"speech": 1}
+    assert "Decoder chosen per clip from its codes (the folder's decoder choice): speech 1 clips." in auto["markdown"]
+
+
+def test_fit_decoder_choice_command_measures_each_dataset_and_writes_the_choice(speech_dir, tmp_path, capsys):
+    from tokenizer.decoder_choice import DecoderChoice
+
+    t = np.arange(8000) / 8000
+    tones = [0.3 * np.sin(2 * np.pi * f * t) + 0.2 * np.sin(2 * np.pi * 1.5 * f * t) for f in (220, 330, 440)]
+    music = tmp_path / "music"
+    music.mkdir()
+    for i, wav in enumerate(tones):
+        sf.write(music / f"{i}.wav", wav, 8000)
+
+    def split(idx):
+        return Dataset.from_dict({"audio": [str(music / f"{i}.wav") for i in idx]}).cast_column("audio", Audio())
+
+    DatasetDict({"train": split([0, 1]), "test": split([2])}).save_to_disk(str(tmp_path / "music_ds"))
+    codec = _codec()
+    codec_dir = codec.save_pretrained(tmp_path / "codec")
+    args = ["fit-decoder-choice", "--codec", str(codec_dir), "--speech", str(speech_dir), "--music",
+            str(tmp_path / "music_ds"), "--window-seconds", "0.25"]
+    assert main(args) == 2 and "has no decoder variant 'speech' to choose" in capsys.readouterr().err
+    codec.save_decoder_variant(codec_dir, "speech")
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    choice = DecoderChoice.load(codec_dir)
+    assert choice.speech_variant == "speech" and choice.info["window_seconds"] == 0.25
+    test = choice.info["test"]
+    assert [figures["label"] for figures in test.values()] == ["speech", "music"]
+    assert test[str(speech_dir)]["clips"] == 2 and test[str(tmp_path / "music_ds")]["clips"] == 1
+    assert all(0.0 <= figures["clip_accuracy"] <= 1.0 and figures["windows"] >= figures["clips"]
+               for figures in test.values())
+    assert f"{tmp_path / 'music_ds'} (music): right on" in out
