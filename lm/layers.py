@@ -2,9 +2,9 @@
 
 A decoding step multiplies one row per sequence (two with guidance) by every weight of the model. `F.linear`
 multiplies by the transpose of the stored [out, in] weight, and for a handful of rows on a CPU that product runs
-about 2.3x slower than one with the weight laid out [in, out] (lm_base's 24 step products, one thread: 5.1 ms
-against 2.2 ms for two rows). So at inference on a CPU, for at most `FEW_ROWS` rows, these layers multiply by a
-transposed copy made on first use and kept until the weight changes. Training, larger batches and other devices
+about 1.45x slower than one with the weight laid out [in, out], 1.65x with the heads stacked into one product
+(`benchmarks/step_products.py`, lm_base, one thread). So at inference on a CPU, for at most `FEW_ROWS` rows, these
+layers multiply by a transposed copy made on first use and kept until the weight changes. Training, larger batches and other devices
 use `F.linear` unchanged; parameters and checkpoint names are `nn.Linear`'s, so accelerate and peft see ordinary
 linear layers (peft's adapters wrap the layer and add their own term).
 """

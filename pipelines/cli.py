@@ -149,7 +149,7 @@ def _train_music_classifier(args: argparse.Namespace) -> None:
 def _add_sampling_args(p: argparse.ArgumentParser) -> None:
     """The sampling flags of the eval commands; each left out keeps generate's default."""
     p.add_argument("--temperature", type=float, default=None, help="default 1.0")
-    p.add_argument("--top-k", type=int, default=None, help="default 250 (1: greedy)")
+    p.add_argument("--top-k", type=int, default=None, help="default 50 for speech, 250 for music (1: greedy)")
     p.add_argument("--top-p", type=float, default=None, help="default 1.0 (off)")
     p.add_argument("--guidance-scale", type=float, default=None, help="classifier-free guidance, default 3.0 (1: none)")
 

@@ -42,6 +42,25 @@ from .conditioning import condition_text, known_voices
 from .defaults import resolve_lm
 from .outputs import check_output_file
 
+class _TaskDefault:
+    """The value of a sampling setting that depends on the task (see `task_top_k`)."""
+
+    def __repr__(self) -> str:
+        return "TASK_DEFAULT"
+
+
+TASK_DEFAULT = _TaskDefault()
+# Top-k per task. Speech samples among the 50 likeliest codes: over its two flite/festival voices, 18 held-out
+# sentences each and 3 seeds, pocketsphinx found +0.057 [+0.020, +0.094] more of the words than with 250 (the
+# default voice's WER 0.65 -> 0.53); 0.7 for the temperature changed nothing. Music keeps MusicGen's 250.
+TASK_TOP_K = {"music": 250, "speech": 50}
+
+
+def task_top_k(task: str | None) -> int:
+    """The top-k a task samples with when the caller names none (250 for a task the table does not list)."""
+    return TASK_TOP_K.get(task, 250)
+
+
 # What `GeneratedAudio.save` and `AudioStream.save` write: lossless formats, whose bytes a seed fixes.
 AUDIO_SUFFIXES = (".wav", ".flac")
 _FORMATS = {".wav": "WAV", ".flac": "FLAC"}
@@ -82,7 +101,8 @@ class GeneratedAudio:
 
 
 def generate(prompt: str | list[str], *, task: str | None = "music", duration: float = 10.0, seed: int | None = None,
-             temperature: float = 1.0, top_k: int | None = 250, top_p: float = 1.0, guidance_scale: float = 3.0,
+             temperature: float = 1.0, top_k: int | None | _TaskDefault = TASK_DEFAULT, top_p: float = 1.0,
+             guidance_scale: float = 3.0,
              voice: str | None = None, num_codebooks: int | None = None, min_duration: float | None = None,
              model: AudioLM | str | os.PathLike | None = None,
              audio_prompt: torch.Tensor | str | os.PathLike | None = None, extend_stride: float | None = None,
@@ -92,7 +112,8 @@ def generate(prompt: str | list[str], *, task: str | None = "music", duration: f
     prompt: a caption (music) or a transcript (speech); a list gives a list of results, each trimmed to its own
         length. In a batch, one generator serves all items, so an item's audio depends on its place in it.
     task, duration (seconds of new audio, at most), seed, temperature, top_k, top_p, guidance_scale,
-        num_codebooks: as in `lm.GenerationConfig`. seed=None draws one (kept in the result).
+        num_codebooks: as in `lm.GenerationConfig`. seed=None draws one (kept in the result). top_k=TASK_DEFAULT
+        takes the task's (`TASK_TOP_K`: 50 for speech, 250 for music).
     min_duration: seconds before the LM may end the audio. None: music plays for the whole `duration` (as
         MusicGen's does) and speech ends when the LM says the text is spoken, but, with an LM that has a phoneme
         track, not before the phonemes laid out for it are (each text's own). With an LM that has a beat track,
@@ -152,7 +173,7 @@ def _generate_one(request: _Request, progress: bool) -> GeneratedAudio:
 
 
 def generate_stream(prompt: str, *, task: str | None = "music", duration: float = 10.0, seed: int | None = None,
-                    temperature: float = 1.0, top_k: int | None = 250, top_p: float = 1.0,
+                    temperature: float = 1.0, top_k: int | None | _TaskDefault = TASK_DEFAULT, top_p: float = 1.0,
                     guidance_scale: float = 3.0, voice: str | None = None, num_codebooks: int | None = None,
                     min_duration: float | None = None,
                     model: AudioLM | str | os.PathLike | None = None,
@@ -334,6 +355,8 @@ class _Request:
         self.default_min_duration = min_duration is None
         if min_duration is None:
             min_duration = duration if task == "music" else 0.0
+        if top_k is TASK_DEFAULT:
+            top_k = task_top_k(task)
         self.config = GenerationConfig(duration=duration, temperature=temperature, top_k=top_k, top_p=top_p,
                                        guidance_scale=guidance_scale, seed=seed, task=task,
                                        num_codebooks=num_codebooks, min_duration=min_duration)

@@ -12,7 +12,7 @@ import torch
 from lm import AudioLM
 
 from .defaults import load_lm, read_default_lm, resolve_lm
-from .generate import check_output_path, default_voice, generate, generate_stream, voices
+from .generate import TASK_DEFAULT, check_output_path, default_voice, generate, generate_stream, voices
 
 
 def add_generate_arguments(parser: argparse.ArgumentParser) -> None:
@@ -30,7 +30,8 @@ def add_generate_arguments(parser: argparse.ArgumentParser) -> None:
                              "continuing the last (window - SECONDS) of the codes (default: 0.6 of the window, 12 s)")
     parser.add_argument("--seed", type=int, default=None, help="same seed and settings, same audio (default: random)")
     parser.add_argument("--temperature", type=float, default=1.0)
-    parser.add_argument("--top-k", type=int, default=250, help="sample among the k likeliest codes (1: greedy)")
+    parser.add_argument("--top-k", type=int, default=None,
+                        help="sample among the k likeliest codes (1: greedy; default: 50 for speech, 250 for music)")
     parser.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling in (0, 1] (1: off)")
     parser.add_argument("--guidance-scale", type=float, default=3.0, help="classifier-free guidance (1: none)")
     parser.add_argument("--voice", default=None, help="speech only: a voice of the LM (see `rvqaudio voices`)")
@@ -65,7 +66,7 @@ def run_generate(args: argparse.Namespace) -> None:
     """`rvqaudio generate`: calls `generate` (or `generate_stream` with --stream) with the same arguments."""
     outputs = output_paths(args.output, len(args.prompt))  # before generating: a bad path costs nothing
     settings = dict(task=args.task, duration=args.duration, seed=args.seed, temperature=args.temperature,
-                    top_k=args.top_k, top_p=args.top_p, guidance_scale=args.guidance_scale, voice=args.voice,
+                    top_k=TASK_DEFAULT if args.top_k is None else args.top_k, top_p=args.top_p, guidance_scale=args.guidance_scale, voice=args.voice,
                     num_codebooks=args.num_codebooks, min_duration=args.min_duration,
                     model=lm_in_dtype(args.model, args.task, args.dtype),
                     audio_prompt=args.audio_prompt, extend_stride=args.extend_stride,

@@ -266,7 +266,7 @@ def evaluate_music_lm(
         raise ValueError(f"duration must be a positive number of seconds, got {duration!r}")
     check_count("seed", seed, low=0)
     check_count("batch_size", batch_size)
-    settings = resolve_sampling(sampling)
+    settings = resolve_sampling(sampling, "music")
     if not isinstance(classifier, FamilyClassifier):
         classifier = FamilyClassifier.from_pretrained(classifier)
     lm = resolve_lm(model, task="music")  # loaded once, not once per batch

@@ -161,7 +161,7 @@ def evaluate_tempo_words_lm(
     from ..generate import generate
     from .tts_eval import resolve_sampling
 
-    settings = resolve_sampling(sampling)
+    settings = resolve_sampling(sampling, "music")
     lm = resolve_lm(model, task="music")
 
     def compose(texts: list[str], seed: int) -> list[tuple[torch.Tensor, int]]:

@@ -31,13 +31,16 @@ from .metrics import wer, word_recall
 
 MAX_DURATION_RATIO = 2.0  # a generation "ends by itself" if it stops within this multiple of the reference's duration
 # The sampling settings of `evaluate_tts_lm`: `generate`'s defaults, stated here so that the report can name them.
-SAMPLING = {"temperature": 1.0, "top_k": 250, "top_p": 1.0, "guidance_scale": 3.0}
+SAMPLING = {"temperature": 1.0, "top_k": 250, "top_p": 1.0, "guidance_scale": 3.0}  # top_k: the task's, see below
 GenerateFn = Callable[[list[str], list[float]], Sequence[tuple[torch.Tensor, int, bool]]]
 
 
-def resolve_sampling(sampling: Mapping[str, Any] | None) -> dict[str, Any]:
-    """`SAMPLING` with the settings of `sampling` (any of its keys) put over it, checked before any work starts."""
-    chosen = dict(SAMPLING)
+def resolve_sampling(sampling: Mapping[str, Any] | None, task: str) -> dict[str, Any]:
+    """`SAMPLING`, with the task's top-k (`generate.task_top_k`), and the settings of `sampling` (any of its keys)
+    put over it, checked before any work starts."""
+    from ..generate import task_top_k
+
+    chosen = dict(SAMPLING) | {"top_k": task_top_k(task)}
     if sampling is not None:
         unknown = sorted(set(sampling) - set(SAMPLING))
         if unknown:
@@ -200,7 +203,7 @@ def evaluate_tts_lm(
 
     check_count("batch_size", batch_size)
     check_count("seed", seed, low=0)
-    settings = resolve_sampling(sampling)
+    settings = resolve_sampling(sampling, "speech")
     lm = resolve_lm(model, task="speech")  # loaded once, not once per batch
     known = lm_voices(lm)
     if voice is not None and voices is not None:

@@ -6,9 +6,10 @@ from __future__ import annotations
 import math
 
 import pytest
+import soundfile as sf
 import torch
 
-from pipelines import default_codec, default_lm, default_voice, generate, voices
+from pipelines import decode_file, default_codec, default_lm, default_voice, encode_file, generate, voices
 from pipelines.cli import main as cli_main
 from pipelines.defaults import DEFAULT_CODEC_DIR, DEFAULT_LM_DIR, LM_TASKS, default_lm_dir
 from pipelines.evaluation.metrics import mel_distance
@@ -69,6 +70,27 @@ def test_speech_decodes_with_the_bundled_speech_decoder_from_the_same_codes(spee
     assert torch.isfinite(decoded).all() and not torch.allclose(decoded, codec.decode(codes)[0, :, :speech.shape[-1]])
     assert mel_distance(speech, decoded, codec.sample_rate) < 0.5 * mel_distance(speech, torch.zeros_like(speech),
                                                                                  codec.sample_rate)
+
+
+def test_the_bundled_decoder_choice_picks_the_speech_decoder_for_speech_only(speech, tmp_path):
+    from pipelines.codec_files import OWN_DECODER
+    from tokenizer.decoder_choice import DecoderChoice
+
+    choice = DecoderChoice.load(DEFAULT_CODEC_DIR)
+    codec = default_codec()
+    assert choice.speech_variant == "speech"
+    assert all(figures["clip_accuracy"] >= 0.95 for figures in choice.info["test"].values())  # as measured when fitted
+    t = torch.arange(3 * codec.sample_rate) / codec.sample_rate
+    chord = sum(0.1 * torch.sin(2 * math.pi * f * t) for f in (261.6, 329.6, 392.0, 523.3))  # C major, held
+    codes = {"speech": codec.encode(speech.unsqueeze(0)), "chord": codec.encode(chord[None, None])}
+    assert choice.choose(codes["speech"]) == ["speech"] and choice.choose(codes["chord"]) == [None]
+    # `rvqaudio decode` without --variant decodes the sentence with the speech decoder
+    sf.write(tmp_path / "speech.wav", speech.numpy()[0], codec.sample_rate)
+    encode_file(tmp_path / "speech.wav", tmp_path / "speech.npz")
+    chosen, speech_decoder, own = (sf.read(decode_file(tmp_path / "speech.npz", tmp_path / f"{name}.wav",
+                                                       variant=variant))[0]
+                                   for name, variant in (("chosen", None), ("speech", "speech"), ("own", OWN_DECODER)))
+    assert (chosen == speech_decoder).all() and not (chosen == own).all()
 
 
 def test_the_bundled_lms_speak_the_bundled_codec_and_the_speech_lm_has_voices():

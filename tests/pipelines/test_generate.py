@@ -415,3 +415,20 @@ def test_music_plays_for_the_whole_duration_unless_asked_otherwise(lm):
     assert not whole.ended_by_itself and whole.codes.shape == (4, FRAMES)
     assert early.ended_by_itself and early.codes.shape == (4, 2)
     assert speech.ended_by_itself and speech.codes.shape == (4, 2)  # speech ends when the LM says so
+
+
+def test_each_task_samples_with_its_own_top_k_unless_given(lm, monkeypatch):
+    from pipelines.generate import TASK_TOP_K
+
+    seen = []
+    stream = lm.stream
+
+    def recording(texts, config, **kwargs):
+        seen.append(config.top_k)
+        return stream(texts, config, **kwargs)
+
+    monkeypatch.setattr(lm, "stream", recording)
+    generate(PROMPT, duration=0.1, seed=0, model=lm, progress=False)
+    generate(PROMPT, duration=0.1, seed=0, model=lm, progress=False, top_k=7)
+    generate(PROMPT, duration=0.1, seed=0, model=lm, progress=False, top_k=None)
+    assert seen == [TASK_TOP_K["music"], 7, None] and TASK_TOP_K == {"music": 250, "speech": 50}
