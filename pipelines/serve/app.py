@@ -19,7 +19,7 @@ from pathlib import Path
 import soundfile as sf
 import torch
 
-from ..generate import generate_stream
+from ..generate import generate_stream, task_top_k
 from . import limits, plots
 from .models import Models, about_markdown
 
@@ -137,7 +137,7 @@ def build_app(models: Models, workdir: str | os.PathLike):
                     seed_box = gr.Number(-1, precision=0, label="Seed (-1: random)", elem_id="seed")
                     with gr.Accordion("Sampling", open=False):
                         temperature_box = gr.Slider(0.1, 2.0, value=1.0, step=0.05, label="Temperature")
-                        top_k_box = gr.Number(250, precision=0, label="Top-k (0: off)")
+                        top_k_box = gr.Number(task_top_k(tasks[0]), precision=0, label="Top-k (0: off)")
                         top_p_box = gr.Slider(0.05, 1.0, value=1.0, step=0.05, label="Top-p")
                         guidance_box = gr.Slider(1.0, 6.0, value=3.0, step=0.25, label="Guidance scale")
                     prompt_audio = gr.Audio(sources=["upload", "microphone"], type="filepath",
@@ -153,6 +153,7 @@ def build_app(models: Models, workdir: str | os.PathLike):
                                            elem_id="spectrogram")
                     download = gr.DownloadButton("Download (wav)", elem_id="download")
             task_box.change(lambda t: gr.update(visible=t == "speech"), task_box, voice_box)
+            task_box.change(lambda t: gr.update(value=task_top_k(t)), task_box, top_k_box)  # each task's default
             go.click(generate, [task_box, prompt_box, voice_box, duration_box, seed_box, temperature_box, top_k_box,
                                 top_p_box, guidance_box, prompt_audio],
                      [live, result, download, wave, spectrogram, info], concurrency_limit=1,
