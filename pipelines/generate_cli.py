@@ -66,7 +66,8 @@ def run_generate(args: argparse.Namespace) -> None:
     """`rvqaudio generate`: calls `generate` (or `generate_stream` with --stream) with the same arguments."""
     outputs = output_paths(args.output, len(args.prompt))  # before generating: a bad path costs nothing
     settings = dict(task=args.task, duration=args.duration, seed=args.seed, temperature=args.temperature,
-                    top_k=TASK_DEFAULT if args.top_k is None else args.top_k, top_p=args.top_p, guidance_scale=args.guidance_scale, voice=args.voice,
+                    top_k=TASK_DEFAULT if args.top_k is None else args.top_k, top_p=args.top_p,
+                    guidance_scale=args.guidance_scale, voice=args.voice,
                     num_codebooks=args.num_codebooks, min_duration=args.min_duration,
                     model=lm_in_dtype(args.model, args.task, args.dtype),
                     audio_prompt=args.audio_prompt, extend_stride=args.extend_stride,

@@ -22,7 +22,8 @@ from lm import AudioLM, AudioLMConfig, GenerationConfig, PhonemeTrack, TextToken
 from lm.conditioners.phonemizer import lay_out, phoneme_ids, phoneme_units, phonemize
 from pipelines.defaults import load_lm
 from pipelines.finetune import main as cli_main
-from pipelines.generate import _Request, generate
+from pipelines.generate import generate
+from pipelines.generation_request import GenerationRequest
 from pipelines.lm_data import BatchPlan, LMExamples, collate, split_held_out
 from lm.objective import LMObjective
 from pipelines.lm_examples import ALIGNMENT_NAME, load_examples
@@ -498,11 +499,11 @@ def test_finetune_adds_a_phoneme_track_with_each_voices_rate_and_generate_uses_i
     clip = generate("hello world", task="speech", voice="flite-rms", model=final, duration=0.03, seed=0,
                     progress=False)
     assert clip.waveform.shape[-1] > 0 and torch.isfinite(clip.waveform).all()
-    request = _Request("hello world", "speech", 0.03, 0, 1.0, 250, 1.0, 3.0, "flite-rms", None, None, tuned, None)
+    request = GenerationRequest("hello world", "speech", 0.03, 0, 1.0, 250, 1.0, 3.0, "flite-rms", None, None, tuned, None)
     track = request.phoneme_track()
     count = len(phoneme_ids(phonemize("hello world")))
     assert track.total_frames.tolist() == [max(1, round(count * expected["flite-rms"]))]
-    assert _Request("drums", "music", 0.03, 0, 1.0, 250, 1.0, 3.0, None, None, None, tuned, None).phoneme_track() \
+    assert GenerationRequest("drums", "music", 0.03, 0, 1.0, 250, 1.0, 3.0, None, None, None, tuned, None).phoneme_track() \
         is None
 
 
@@ -539,18 +540,18 @@ def test_phoneme_alignment_places_the_phonemes_records_durations_and_resumes_fro
     assert all(frames >= 0 for table in durations.values() for frames in table.values())
     # Generation lays the sentence out with the voice's durations.
     tuned = load_lm(final)
-    request = _Request("hello world", "speech", 0.03, 0, 1.0, 250, 1.0, 3.0, "flite-rms", None, None, tuned, None)
+    request = GenerationRequest("hello world", "speech", 0.03, 0, 1.0, 250, 1.0, 3.0, "flite-rms", None, None, tuned, None)
     track = request.phoneme_track()
     starts, end = lay_out(phonemize("hello world"), {**durations[""], **durations["flite-rms"]})
     assert track.starts[0].tolist() == starts and track.total_frames.tolist() == [end]
     # ...and does not let the LM end the audio before that layout's end (unless min_duration says otherwise).
     seen = []
     monkeypatch.setattr(tuned, "stream", lambda texts, config, **kwargs: seen.append(kwargs["min_frames"]) or iter(()))
-    list(_Request(["hello world", "hello"], "speech", 9.0, 0, 1.0, 250, 1.0, 3.0, "flite-rms", None, None, tuned,
+    list(GenerationRequest(["hello world", "hello"], "speech", 9.0, 0, 1.0, 250, 1.0, 3.0, "flite-rms", None, None, tuned,
                   None).frames(progress=False))
     short = lay_out(phonemize("hello"), {**durations[""], **durations["flite-rms"]})[1]
     assert seen[-1].tolist() == [end, short]  # each text's own layout
-    list(_Request("hello world", "speech", 9.0, 0, 1.0, 250, 1.0, 3.0, "flite-rms", None, 0.0, tuned,
+    list(GenerationRequest("hello world", "speech", 9.0, 0, 1.0, 250, 1.0, 3.0, "flite-rms", None, 0.0, tuned,
                   None).frames(progress=False))
     assert seen[-1] is None  # an explicit min_duration is the only floor
     monkeypatch.undo()
