@@ -16,11 +16,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipelines.defaults import DEFAULT_CODEC_DIR, resolve_codec  # noqa: E402
+from pipelines.defaults import resolve_codec, resolve_decoder_choice  # noqa: E402
 from pipelines.evaluation import InputLevel  # noqa: E402
 from pipelines.evaluation.data import iter_audio, load_split  # noqa: E402
 from tokenizer.audio import resample, to_channels  # noqa: E402
-from tokenizer.decoder_choice import DecoderChoice  # noqa: E402
 
 LEVELS = (InputLevel(), InputLevel(-30.0), InputLevel(-20.0), InputLevel(-10.0), InputLevel(-20.0, 12.0))
 
@@ -32,8 +31,7 @@ def main() -> None:
     parser.add_argument("--music", nargs="+", default=[], help="music datasets")
     parser.add_argument("--max-clips", type=int, default=150)
     args = parser.parse_args()
-    codec = resolve_codec(args.codec)
-    choice = DecoderChoice.load(DEFAULT_CODEC_DIR if args.codec is None else args.codec)
+    codec, choice = resolve_codec(args.codec), resolve_decoder_choice(args.codec)
     if choice is None:
         raise SystemExit("the codec folder has no decoder choice (rvqaudio fit-decoder-choice)")
     print(f"{'dataset':<28}{'clips':>6}" + "".join(f"{level.name:>26}" for level in LEVELS))

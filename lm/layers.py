@@ -20,9 +20,12 @@ from torch import nn
 FEW_ROWS = 16  # above this many rows a matrix product amortises the transpose itself (prefill, training)
 
 
-def few_rows(x: torch.Tensor, in_features: int) -> bool:
-    """Whether x [..., in_features] takes the transposed-weight path: CPU, no autograd, at most FEW_ROWS rows."""
-    return x.device.type == "cpu" and not torch.is_grad_enabled() and x.numel() <= FEW_ROWS * in_features
+def transposable(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    """Whether x [..., in] times weight [out, in] takes the transposed-weight path: on a CPU, without autograd, at most
+    FEW_ROWS rows, the same dtype, and a weight with a version counter (an inference tensor has none, so a copy of it
+    could go stale unseen)."""
+    return (x.device.type == "cpu" and not torch.is_grad_enabled() and x.numel() <= FEW_ROWS * weight.shape[1]
+            and x.dtype == weight.dtype and not weight.is_inference())
 
 
 class TransposedWeights:
@@ -41,14 +44,6 @@ class TransposedWeights:
             self._key = key
         return self._value
 
-    def clear(self) -> None:
-        self._key, self._value = None, None
-
-
-def cacheable(weight: torch.Tensor) -> bool:
-    """Inference tensors have no version counter, so a copy of one could go stale unseen: they take `F.linear`."""
-    return not weight.is_inference()
-
 
 def hooked(module: nn.Module) -> bool:
     """Whether a forward hook or pre-hook is registered on `module`: it must then run its own forward."""
@@ -63,7 +58,7 @@ class Linear(nn.Linear):
         self.transposed = TransposedWeights()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if few_rows(x, self.in_features) and x.dtype == self.weight.dtype and cacheable(self.weight):
+        if transposable(x, self.weight):
             y = x @ self.transposed.get([self.weight])  # (..., out)
             return y if self.bias is None else y + self.bias
         return F.linear(x, self.weight, self.bias)
@@ -81,9 +76,8 @@ class StackedHeads:
         self.transposed = TransposedWeights()
 
     def __call__(self, heads: Sequence[nn.Module], hidden: torch.Tensor) -> torch.Tensor:
-        plain = all(type(head) is Linear and head.bias is None and cacheable(head.weight) and not hooked(head)
-                    for head in heads)
-        if plain and few_rows(hidden, hidden.shape[-1]) and hidden.dtype == heads[0].weight.dtype:
+        if all(type(head) is Linear and head.bias is None and not hooked(head) and transposable(hidden, head.weight)
+               for head in heads):
             B, S, _ = hidden.shape
             logits = hidden @ self.transposed.get([head.weight for head in heads])  # (B, S, len(heads) * out)
             return logits.view(B, S, len(heads), -1).transpose(1, 2)

@@ -13,12 +13,11 @@ import torch
 
 from tokenizer import CodesError, RVQCodec
 from tokenizer.audio import save_audio
-from tokenizer.decoder_choice import DecoderChoice
 from tokenizer.long_audio import encode_audio_file
 
 from lm.codec_interface import same_code_space
 
-from .defaults import DEFAULT_CODEC_DIR, model_folder, resolve_codec
+from .defaults import resolve_codec, resolve_decoder_choice
 from .outputs import check_output_file
 
 CODES_FORMAT_VERSION = 1
@@ -154,9 +153,9 @@ def chosen_decoder(codes: torch.Tensor, codec: RVQCodec | str | os.PathLike | No
     RVQCodec has no folder to hold a choice: its own decoder decodes."""
     if variant == OWN_DECODER:
         return None
-    if variant is not None or isinstance(codec, RVQCodec):
+    if variant is not None:
         return variant
-    choice = DecoderChoice.load(DEFAULT_CODEC_DIR if codec is None else model_folder(codec, "codec"))
+    choice = resolve_decoder_choice(codec)
     return None if choice is None else choice.choose(codes[:1])[0]
 
 

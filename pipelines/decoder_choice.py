@@ -72,8 +72,10 @@ def fit_decoder_choice(codec: str | os.PathLike, speech: Sequence[str | os.PathL
     test = {}
     for data, label in labelled:
         windows, clips = _windows(model, data, "test", max_clips, clip_seconds, window_frames)
-        right = lambda items: [(choice.choose(c.unsqueeze(0))[0] == speech_variant) == (label == "speech")  # noqa: E731
-                               for c in items]
+
+        def right(items: list[torch.Tensor]) -> list[bool]:  # each item [K, T] decoded by its label's decoder?
+            return [(choice.choose(c.unsqueeze(0))[0] == speech_variant) == (label == "speech") for c in items]
+
         test[describe(data)] = {"label": label, "windows": len(windows), "window_accuracy": _share(right(windows)),
                                 "clips": len(clips), "clip_accuracy": _share(right(clips))}
     choice.info = {"window_seconds": window_seconds, "fitted_on": fitted_on, "test": test}

@@ -38,6 +38,7 @@ import torch
 from lm import AudioLM
 from tokenizer import CheckpointError, RVQCodec
 from tokenizer.checkpoint import atomic_folder
+from tokenizer.decoder_choice import DecoderChoice
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 DEFAULT_CODEC_DIR = ASSETS / "codec"
@@ -143,6 +144,14 @@ def resolve_codec(codec: RVQCodec | str | os.PathLike | None, variant: str | Non
     if codec is None:
         return _load_default_codec(variant)
     return RVQCodec.from_pretrained(model_folder(codec, "codec"), variant=variant)
+
+
+def resolve_decoder_choice(codec: RVQCodec | str | os.PathLike | None) -> DecoderChoice | None:
+    """The decoder choice of a codec folder (None: the bundled codec's), or None when it has none; a loaded
+    RVQCodec has no folder to hold one."""
+    if isinstance(codec, RVQCodec):
+        return None
+    return DecoderChoice.load(DEFAULT_CODEC_DIR if codec is None else model_folder(codec, "codec"))
 
 
 def resolve_lm(model: AudioLM | str | os.PathLike | None, task: str = "music") -> AudioLM:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -25,10 +26,9 @@ from datasets import Dataset, DatasetDict
 from tqdm.auto import tqdm
 
 from tokenizer import RVQCodec
-from tokenizer.decoder_choice import DecoderChoice
 from tokenizer.audio import resample, to_channels
 
-from ..defaults import DEFAULT_CODEC_DIR, model_folder, resolve_codec
+from ..defaults import resolve_codec, resolve_decoder_choice
 from .asr import RECOGNISER, transcribe
 from .data import check_opus_kbps, describe, iter_audio, load_split, opus_roundtrip, write_report
 from .input_level import InputLevel
@@ -110,15 +110,15 @@ def evaluate_codec(
         raise ValueError(f"level must be an InputLevel or None, got {type(level).__name__}")
     decoders, choice = None, None  # with AUTO: variant -> codec, and the folder's choice between them
     if variant == AUTO:
-        folder = DEFAULT_CODEC_DIR if codec is None else codec
-        if isinstance(folder, RVQCodec) or (choice := DecoderChoice.load(model_folder(folder, "codec"))) is None:
+        choice = resolve_decoder_choice(codec)
+        if choice is None:
             raise ValueError("variant='auto' needs a codec folder with a decoder choice (decoder_choice.json; "
                              "`rvqaudio fit-decoder-choice`)")
         decoders = {None: resolve_codec(codec, None), choice.speech_variant: resolve_codec(codec, choice.speech_variant)}
         codec = decoders[None]
     else:
         codec = resolve_codec(codec, variant)
-    chosen: dict[str, int] = {}
+    chosen: Counter[str] = Counter()  # with AUTO: clips per decoder ("own" for the codec's own)
     ds = load_split(data, split)
     if domain is None:
         domain = "speech" if "voice" in ds.column_names else "music"
@@ -156,12 +156,12 @@ def evaluate_codec(
                                 disable=not progress, unit="clip"):
         ref = resample(to_channels(wav, codec.channels), clip_sr, sr)  # (C, N) at the codec's rate
         n = ref.shape[-1]
-        if level is not None and n >= max(_MIN_SAMPLES, codec.hop_length):
-            ref, share = level.apply(ref)
-            clipped.append(share)
         if n < max(_MIN_SAMPLES, codec.hop_length):
             skipped += 1
             continue
+        if level is not None:
+            ref, share = level.apply(ref)
+            clipped.append(share)
         clips += 1
         seconds += n / sr
         if by is not None:
@@ -171,7 +171,7 @@ def evaluate_codec(
         decoder = codec
         if choice is not None:
             name = choice.choose(codes)[0]
-            chosen[str(name or "own")] = chosen.get(str(name or "own"), 0) + 1
+            chosen[name or "own"] += 1
             decoder = decoders[name]
         for k in ks:
             outputs[f"codec k={k}"] = decoder.decode(codes[:, :k])[0, :, :n].float()
@@ -210,7 +210,7 @@ def evaluate_codec(
                     "oracles: none (null)"},
     }
     if choice is not None:
-        report["decoders_chosen"] = chosen
+        report["decoders_chosen"] = dict(chosen)
     if level is not None:
         report["input_level"] = level.to_json() | {"clipped_samples": float(np.mean(clipped))}
     if by is not None:

@@ -38,7 +38,7 @@ GenerateFn = Callable[[list[str], list[float]], Sequence[tuple[torch.Tensor, int
 def resolve_sampling(sampling: Mapping[str, Any] | None, task: str) -> dict[str, Any]:
     """`SAMPLING`, with the task's top-k (`generate.task_top_k`), and the settings of `sampling` (any of its keys)
     put over it, checked before any work starts."""
-    from ..generate import task_top_k
+    from ..generation_request import task_top_k
 
     chosen = dict(SAMPLING) | {"top_k": task_top_k(task)}
     if sampling is not None:

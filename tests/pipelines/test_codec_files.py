@@ -39,14 +39,20 @@ def test_cli_encode_then_decode_restores_length_and_rate(tmp_path, codec_dir, wa
     assert info.samplerate == 8000 and info.frames == 4000 and info.channels == 1
 
 
-def test_decode_with_a_decoder_variant_reads_the_same_codes_file(tmp_path, codec_dir, wav_file):
-    from tokenizer import CheckpointError
-
+def _add_speech_variant(codec_dir):
+    """Save the folder's codec with its decoder weights x 1.5 as its variant "speech"; return that codec."""
     other = RVQCodec.from_pretrained(codec_dir)
     with torch.no_grad():
         for p in other.decoder.parameters():
             p.mul_(1.5)
     other.save_decoder_variant(codec_dir, "speech")
+    return other
+
+
+def test_decode_with_a_decoder_variant_reads_the_same_codes_file(tmp_path, codec_dir, wav_file):
+    from tokenizer import CheckpointError
+
+    other = _add_speech_variant(codec_dir)
     assert main(["encode", str(wav_file), "-o", str(tmp_path / "c.npz"), "--codec", str(codec_dir)]) == 0
     for variant in ([], ["--variant", "speech"]):
         assert main(["decode", str(tmp_path / "c.npz"), "-o", str(tmp_path / f"out{len(variant)}.wav"),
@@ -124,11 +130,7 @@ def _leaning_choice(codebook_size: int, towards_speech: bool):
 def test_decode_follows_the_folder_s_decoder_choice_unless_told(tmp_path, codec_dir, wav_file, towards_speech):
     from pipelines.codec_files import OWN_DECODER
 
-    other = RVQCodec.from_pretrained(codec_dir)
-    with torch.no_grad():
-        for p in other.decoder.parameters():
-            p.mul_(1.5)
-    other.save_decoder_variant(codec_dir, "speech")
+    _add_speech_variant(codec_dir)
     encode_file(wav_file, tmp_path / "c.npz", codec=codec_dir)
 
     def decoded(variant=None):

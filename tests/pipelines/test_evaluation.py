@@ -381,13 +381,19 @@ def test_eval_codec_command_end_to_end(speech_dir, tmp_path, capsys):
     assert "asr=True needs speech with a 'text' column" in capsys.readouterr().err
 
 
-def test_eval_codec_scores_the_decoder_variant_it_is_given(speech_dir, tmp_path):
+def _codec_with_speech_variant(tmp_path):
+    """(a codec whose decoder weights are halved, the folder of the original codec with it as variant "speech")."""
     codec = _codec()
     codec_dir = codec.save_pretrained(tmp_path / "codec")
     with torch.no_grad():
         for p in codec.decoder.parameters():
             p.mul_(0.5)
     codec.save_decoder_variant(codec_dir, "speech")
+    return codec, codec_dir
+
+
+def test_eval_codec_scores_the_decoder_variant_it_is_given(speech_dir, tmp_path):
+    codec, codec_dir = _codec_with_speech_variant(tmp_path)
     reports = [evaluate_codec(speech_dir, codec_dir, variant=variant, max_clips=1, num_codebooks=[4], opus_kbps=(),
                               progress=False) for variant in (None, "speech")]
     assert [r["codec"]["variant"] for r in reports] == [None, "speech"]
@@ -1141,12 +1147,7 @@ def test_evaluate_codec_at_an_input_level_scores_every_system_on_that_version(sp
 def test_evaluate_codec_auto_decodes_each_clip_with_the_folder_s_choice(speech_dir, tmp_path):
     from tokenizer.decoder_choice import FEATURE_CODEBOOKS, DecoderChoice
 
-    codec = _codec()
-    codec_dir = codec.save_pretrained(tmp_path / "codec")
-    with torch.no_grad():
-        for p in codec.decoder.parameters():
-            p.mul_(0.5)
-    codec.save_decoder_variant(codec_dir, "speech")
+    _, codec_dir = _codec_with_speech_variant(tmp_path)
     with pytest.raises(ValueError, match="variant='auto' needs a codec folder with a decoder choice"):
         evaluate_codec(speech_dir, codec_dir, variant="auto", max_clips=1, num_codebooks=[4], opus_kbps=(),
                        progress=False)
