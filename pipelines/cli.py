@@ -44,6 +44,7 @@ def _fit_decoder_choice(args: argparse.Namespace) -> None:
     for name, figures in result["test"].items():
         print(f"{name} ({figures['label']}): right on {figures['window_accuracy']:.3f} of {figures['windows']} "
               f"windows of {result['window_seconds']:g} s, {figures['clip_accuracy']:.3f} of {figures['clips']} clips")
+    print(f"fitted with train clips at these input levels in turn: {', '.join(result['levels'])}")
     print(f"wrote the decoder choice into {args.codec}")
 
 

@@ -452,6 +452,14 @@ def estimate_tempo(wav: ArrayLike, sample_rate: int) -> float:
     return float(bpm[i])
 
 
+
+def tempo_or_none(wav: ArrayLike, sample_rate: int) -> float | None:
+    """`estimate_tempo`, or None where a clip has no onsets (silence, a constant signal): no tempo to measure."""
+    try:
+        return estimate_tempo(wav, sample_rate)
+    except ValueError:
+        return None
+
 # Factors of the octave-tolerant tempo accuracy ("Accuracy 2" of Gouyon et al., 2006).
 TEMPO_FACTORS = (1.0, 2.0, 0.5, 3.0, 1.0 / 3.0)
 

@@ -31,7 +31,7 @@ from lm.codec_interface import AudioTokenizer
 
 from .data import check_count, check_opus_kbps, describe, iter_audio, load_split, opus_roundtrip, write_report
 from .family_classifier import FamilyClassifier, clip_features, family_scores, has_split
-from .metrics import audio_features, estimate_tempo, frechet_distance, tempo_errors
+from .metrics import audio_features, frechet_distance, tempo_errors, tempo_or_none
 from .silence import SPARSE_WORDS, near_silence, near_silence_summary
 from .tempo_words import evaluate_tempo_words_lm, format_tempo_word_report, tempo_word_captions
 
@@ -92,7 +92,7 @@ def evaluate_music(
                       "predicted_family": None if f is None else
                       classifier.families[int(classifier.clip_log_probs(f).argmax())],
                       "requested_tempo": float(meta["tempo"]),
-                      "estimated_tempo": None if f is None else _tempo_or_none(wav, sr)}
+                      "estimated_tempo": None if f is None else tempo_or_none(wav, sr)}
                      | _silence_fields(wav, sr))
     ref_all = np.concatenate(ref_feats)
     gen_all = np.concatenate(gen_feats) if gen_feats else np.zeros((0, ref_all.shape[1]), np.float32)
@@ -113,13 +113,6 @@ def evaluate_music(
 def _silence_fields(wav: torch.Tensor, sample_rate: int) -> dict[str, float]:
     silence = near_silence(wav, sample_rate)
     return {"near_silence": silence["share"], "longest_silence": silence["longest_gap"]}
-
-
-def _tempo_or_none(wav: torch.Tensor | np.ndarray, sample_rate: int) -> float | None:
-    try:
-        return estimate_tempo(wav, sample_rate)
-    except ValueError:  # no onsets (silence, or a constant signal): there is no tempo to measure
-        return None
 
 
 def evaluate_music_generation(

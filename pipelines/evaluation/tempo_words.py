@@ -20,7 +20,7 @@ from lm import AudioLM
 from lm.conditioners.beats import tempo_from_digits, tempo_word
 
 from .data import check_count, write_report
-from .metrics import estimate_tempo, tempo_errors
+from .metrics import tempo_errors, tempo_or_none
 
 # Measured-tempo ranges (bpm) of the classes, lower bound inclusive, upper exclusive.
 TEMPO_CLASSES: dict[str, tuple[float, float]] = {"slow": (0.0, 90.0), "moderate": (90.0, 120.0),
@@ -95,12 +95,7 @@ def score_tempo_words(items: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
 def _measured_bpm(wav: torch.Tensor, sample_rate: int) -> float | None:
     from .music_eval import MIN_CLIP_SECONDS
 
-    if wav.shape[-1] / sample_rate < MIN_CLIP_SECONDS:
-        return None
-    try:
-        return estimate_tempo(wav, sample_rate)
-    except ValueError:  # silence: no tempo to measure
-        return None
+    return None if wav.shape[-1] / sample_rate < MIN_CLIP_SECONDS else tempo_or_none(wav, sample_rate)
 
 
 def evaluate_tempo_words(

@@ -18,14 +18,15 @@ from datasets import Audio, Dataset, DatasetDict
 from lm import AudioLM, TextTokenizer
 from pipelines.cli import main
 from pipelines.defaults import save_lm
-from pipelines.evaluation import (FamilyClassifier, audio_features, compare_codec_reports, compare_reports,
+from pipelines.decoder_choice import FIT_LEVELS, fit_decoder_choice
+from pipelines.evaluation import (FamilyClassifier, InputLevel, audio_features, compare_codec_reports, compare_reports,
                                   duration_correlation, estimate_tempo, evaluate_codec, evaluate_music,
                                   evaluate_music_generation, evaluate_music_references, evaluate_tts, evaluate_tts_lm,
                                   format_music_report, frechet_distance, mel_distance, normalize_text, opus_roundtrip,
                                   pesq_wb, phase_swap, si_sdr, stft_distance, stoi, tempo_errors,
                                   train_family_classifier, transcribe, wer, word_hits, word_recall)
 from pipelines.evaluation.metrics import (FEATURE_DIM, FEATURE_N_MELS, harmonic_energy_fraction, harmonic_tone,
-                                          tempo_within)
+                                          tempo_or_none, tempo_within)
 from pipelines.generate import generate
 from tokenizer import RVQCodec
 
@@ -200,6 +201,12 @@ def test_frechet_distance_zero_for_a_set_with_itself_and_mean_shift_squared():
 @pytest.mark.parametrize("bpm", [90, 120, 140])
 def test_tempo_of_a_click_track(bpm):
     assert estimate_tempo(_clicks(bpm), 22050) == pytest.approx(bpm, rel=0.04)
+
+
+def test_tempo_or_none_is_the_estimate_or_none_for_silence():
+    clicks = _clicks(120.0)
+    assert tempo_or_none(clicks, 22050) == estimate_tempo(clicks, 22050)
+    assert tempo_or_none(np.zeros(22050 * 4, np.float32), 22050) is None
 
 
 def test_tempo_on_rendered_music_and_tempo_errors(tmp_path):
@@ -1160,6 +1167,24 @@ def test_evaluate_codec_auto_decodes_each_clip_with_the_folder_s_choice(speech_d
     assert "Decoder chosen per clip from its codes (the folder's decoder choice): speech 1 clips." in auto["markdown"]
 
 
+def test_decoder_choice_fit_encodes_each_clip_at_the_next_level(speech_dir):
+    from pipelines.decoder_choice import _windows
+    from pipelines.evaluation.data import iter_audio, load_split
+    from tokenizer.audio import resample, to_channels
+
+    codec = _codec().eval()
+    levels = (InputLevel(-30.0), InputLevel(-20.0, 12.0))
+    _, clips = _windows(codec, speech_dir, "test", 3, 12.0, 100, levels)
+    assert len(clips) == 2
+    for i, (wav, sr, _) in enumerate(iter_audio(load_split(speech_dir, "test"), 3)):
+        audio = resample(to_channels(wav, codec.channels), sr, codec.sample_rate)
+        with torch.no_grad():
+            expected = codec.encode(levels[i % 2].apply(audio)[0][None])[0]
+        assert torch.equal(clips[i], expected)
+    with pytest.raises(ValueError, match="at least one input level"):
+        fit_decoder_choice(speech_dir, [speech_dir], [speech_dir], levels=(), save=False)
+
+
 def test_fit_decoder_choice_command_measures_each_dataset_and_writes_the_choice(speech_dir, tmp_path, capsys):
     from tokenizer.decoder_choice import DecoderChoice
 
@@ -1184,6 +1209,7 @@ def test_fit_decoder_choice_command_measures_each_dataset_and_writes_the_choice(
     out = capsys.readouterr().out
     choice = DecoderChoice.load(codec_dir)
     assert choice.speech_variant == "speech" and choice.info["window_seconds"] == 0.25
+    assert choice.info["levels"] == [level.name for level in FIT_LEVELS]
     test = choice.info["test"]
     assert [figures["label"] for figures in test.values()] == ["speech", "music"]
     assert test[str(speech_dir)]["clips"] == 2 and test[str(tmp_path / "music_ds")]["clips"] == 1
