@@ -30,6 +30,9 @@
 #   lm-beats         1500 more with a beat track (36 min)
 #   lm-beats2        its last stage: 1500 more at a lower peak LR (33 min)
 #   install          the codec, its speech decoder and both LMs into pipelines/assets, in float16
+#   decoder-speech-real  the installed speech decoder on real speech too: 600 steps on Asterisk's prompts (train
+#                    split) pooled with 2 h of synthetic speech, codes fixed, and the mean of the two decoders
+#                    installed in its place (data about 10 min if missing, training 29 min)
 #   decoder-choice   which decoder `rvqaudio decode` uses for given codes (speech decoder or the codec's own), fitted
 #                    on synthetic (2 h speech, 1 h music) and real recordings (Asterisk's prompts; the game and
 #                    demo music packages): the datasets (about 12 min), the fit (about 10 min)
@@ -72,7 +75,7 @@ LM_MUSIC_STEPS=${LM_MUSIC_STEPS:-1000} # from lm-phonemes on music alone: config
 LM_BEATS_STEPS=${LM_BEATS_STEPS:-1500} # from lm-music with a beat track added: configs/lm_train_beats.json
 LM_BEATS2_STEPS=${LM_BEATS2_STEPS:-1500} # and again at a lower peak LR: configs/lm_train_beats_continue.json
 NUM_PROC=${NUM_PROC:-2}
-all_stages="data codec decoder decoder-periods pitch-head decoder-pitch decoder-edge decoder-speech tokenize lm lm-more lm-more2 lm-phonemes lm-aligned lm-aligned2 lm-music lm-beats lm-beats2 install decoder-choice eval"
+all_stages="data codec decoder decoder-periods pitch-head decoder-pitch decoder-edge decoder-speech tokenize lm lm-more lm-more2 lm-phonemes lm-aligned lm-aligned2 lm-music lm-beats lm-beats2 install decoder-speech-real decoder-choice eval"
 stages=${1:-$all_stages}
 
 for stage in $stages; do
@@ -247,6 +250,25 @@ RVQCodec.from_pretrained(sys.argv[1], spectral={"phase": {"edge": {"offsets": Fa
       $PYTHON -m pipelines.defaults --codec "$RUNS/codec_edge" --music-model "$RUNS/lm_beats2/final" \
         --speech-model "$RUNS/lm_aligned2/final" --speech-decoder "$RUNS/codec_speech/final" --codec-fp16 \
         --lm-fp16 music speech ;;
+    decoder-speech-real)
+      # After install: the speech decoder that install wrote, fine-tuned on real recordings (Asterisk's prompts) and
+      # synthetic speech with its codes fixed (the LMs' codes stay valid); the mean of the installed decoder and the
+      # fine-tuned one replaces the installed one (it loses less on synthetic speech than the fine-tuned one alone).
+      [ -f "$RUNS/data/choice_speech/recipe.json" ] || $RVQ data speech --hours 2 -o "$RUNS/data/choice_speech"
+      [ -f "$RUNS/data/real_speech/recipe.json" ] || $RVQ data real-speech --hours 10 --num-proc "$NUM_PROC" \
+        -o "$RUNS/data/real_speech"
+      # The installed speech decoder as a codec folder of its own, copied once (a rerun starts from the same one).
+      [ -f "$RUNS/codec_speech_installed/final/config.json" ] || $PYTHON -c 'import sys; from tokenizer import RVQCodec
+RVQCodec.from_pretrained(sys.argv[1], variant="speech").float().save_pretrained(sys.argv[2])' \
+        pipelines/assets/codec "$RUNS/codec_speech_installed/final"
+      resume=$([ -d "$RUNS/codec_speech_real/checkpoint" ] && echo --resume || true)
+      $RVQ train-codec --config configs/codec_spectral_small_decoder_speech_real.json \
+        --init-from "$RUNS/codec_speech_installed/final" --data "$RUNS/data/real_speech" "$RUNS/data/choice_speech" \
+        --out "$RUNS/codec_speech_real" $resume
+      $RVQ average-decoders "$RUNS"/codec_speech_{installed,real}/final -o "$RUNS/codec_speech_real_mean/final"
+      $PYTHON -c 'import sys, torch; from tokenizer import RVQCodec
+RVQCodec.from_pretrained(sys.argv[1]).save_decoder_variant(sys.argv[2], "speech", dtype=torch.float16)' \
+        "$RUNS/codec_speech_real_mean/final" pipelines/assets/codec ;;
     decoder-choice)
       # After install, which writes the codec folder anew: the choice is saved into pipelines/assets/codec.
       [ -f "$RUNS/data/choice_speech/recipe.json" ] || $RVQ data speech --hours 2 -o "$RUNS/data/choice_speech"

@@ -17,8 +17,9 @@ float32 `Atan` refined by one Newton step in float64, as exact as float64's own.
 How close: the encoder gives the same codes (a code could differ only where two codes are within float32 rounding
 of a tie). The decoder's samples are within ~1e-5 of PyTorch's, except after a frame where float32 rounding, summed
 in another order, moves a pitch-phase decoder's f0 across a step of its 1/16 Hz grid: the harmonic source's phase
-is then ~0.02 rad off from there on and samples up to a few 1e-2 (measured on 10 s of `check_signal`: 3.6e-2
-for the bundled decoder, 7.3e-4 for its speech decoder; 5e-6 and 3e-6 on the 2 s that `export_onnx` checks).
+is then ~0.02 rad off from there on and samples up to a few 1e-2 (measured on `check_signal`: the bundled decoder
+1e-5 on 1 to 3 s, 3.6e-2 on 10 s; its speech decoder 4e-6 on 1.5 s, 1.2e-2 on the 2 s that `export_onnx` checks,
+where one frame's f0 steps, and 4e-4 to 2e-3 on 1.75 to 3 s, where the voiced residual carries the sums' rounding).
 """
 
 from __future__ import annotations

@@ -46,6 +46,8 @@ EXTENDED = {
         {"spectral": {"phase": {"voiced": {"hidden": 512}}}}),
     "codec_spectral_small_decoder_speech_pesq.json": ("codec_spectral_small_decoder_speech_voiced_wide.json", {
         "training": {"max_steps": 600, "perceptual_weight": 1.0}}),
+    "codec_spectral_small_decoder_speech_real.json": ("codec_spectral_small_decoder_speech_pesq.json", {
+        "training": {"seed": 7}}),
     "lm_train_base_continue.json": ("lm_train_base.json", {"lr": 0.0005, "warmup_steps": 50}),
     "lm_train_base_continue2.json": ("lm_train_base_continue.json", {"max_steps": 2000, "speech_crop": "start"}),
     "lm_train_phonemes.json": ("lm_train_base_continue2.json", {
@@ -68,6 +70,7 @@ RECIPE_DIGESTS = {
     "codec_spectral_small_decoder_mpd.json": "8d0eab2f03445373",
     "codec_spectral_small_decoder_pitch.json": "2af94792681b2f03",
     "codec_spectral_small_decoder_speech_pesq.json": "6c0d07f189f38404",
+    "codec_spectral_small_decoder_speech_real.json": "0e200cf96a7fc14b",
     "codec_spectral_small_decoder_speech_phase.json": "13aeb06ace0ef0a2",
     "codec_spectral_small_decoder_speech_phase_offsets.json": "ba2d2d50aa341bdd",
     "codec_spectral_small_decoder_speech_voiced_offsets.json": "0218020eeef9ced2",

@@ -244,15 +244,15 @@ def test_from_pretrained_overrides_the_phase_model_in_the_new_form(tmp_path):
         RVQCodec.from_pretrained(folder, spectral={"phase": {"kind": "frame"}})
 
 
-def test_the_bundled_speech_decoder_describes_itself_as_its_older_metadata_does():
+def test_the_bundled_speech_decoder_describes_itself():
     described = json.loads((BUNDLED / "decoder.speech.json").read_text())
     with safe_open(str(BUNDLED / "decoder.speech.safetensors"), "pt") as f:
-        settings = json.loads(f.metadata()["decoder_settings"])
-    folder = json.loads((BUNDLED / "config.json").read_text())
-    older = CodecConfig.from_dict({**folder, "spectral": {**folder["spectral"], **settings["spectral"]}})
-    assert CodecConfig.from_dict(described["config"]).spectral == older.spectral
-    assert older.spectral.phase == HarmonicSourcePhaseConfig(edge=EdgePhaseConfig(offsets=True),
-                                                             voiced=VoicedPhaseConfig(hidden=512))
+        assert "decoder_settings" not in f.metadata()  # the current form: its config is in decoder.speech.json
+    folder = CodecConfig.from_dict(json.loads((BUNDLED / "config.json").read_text()))
+    spectral = CodecConfig.from_dict(described["config"]).spectral
+    assert spectral.phase == HarmonicSourcePhaseConfig(edge=EdgePhaseConfig(offsets=True),
+                                                       voiced=VoicedPhaseConfig(hidden=512))
+    assert spectral.n_fft == folder.spectral.n_fft and spectral.phase != folder.spectral.phase
     own_config, decoder, code_space = load_decoder_variant(BUNDLED, "speech")
     assert code_space == RVQCodec.from_pretrained(BUNDLED).fingerprint == described["code_space"]
     assert type(decoder.phase) is HarmonicSourcePhase and decoder.phase.voiced_offset_mlp is not None
