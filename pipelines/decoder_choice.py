@@ -5,8 +5,8 @@
 Each dataset's "train" split gives windows of codes (the clips encoded by the codec, cut into windows of
 `window_seconds`) to fit on, each clip first brought to one of `FIT_LEVELS` in turn (as recorded, quiet, loud,
 clipped) so that the choice holds for files at any level; its "test" split measures, as recorded, per dataset, the
-share of windows and of whole clips whose choice is right. The choice and those figures are written into the codec folder (`decoder_choice.json` +
-`.safetensors`), after which `rvqaudio decode` picks the decoder itself.
+share of windows and of whole clips whose choice is right. The choice and those figures are written into the codec
+folder (`decoder_choice.json` + `.safetensors`), after which `rvqaudio decode` picks the decoder itself.
 """
 
 from __future__ import annotations
