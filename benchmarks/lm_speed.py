@@ -15,8 +15,10 @@ heads, MLP size and codebooks, with a one-layer T5 text encoder and a small EnCo
 the end is not timed: the clock stops at the last decoder step, seen through a forward hook). Its first frame
 is its K-th generated step (delay pattern). Ours is timed through `AudioLM.stream`.
 
-Random weights can sample end of audio early; the benchmark tries seeds until our LM runs the full duration,
-so both models generate the same number of frames.
+Ours runs twice: with its stored float32 weights and with generation's default int8 inference weights
+(`AudioLM.set_inference_weights("int8")`, `lm.layers`). Random weights can sample end of audio early, so ours holds
+it back until the duration (`min_duration`), as `generate` does for music: every model generates the same number
+of frames.
 """
 
 from __future__ import annotations
@@ -88,7 +90,8 @@ def _factor(hop: int) -> list[int]:
 
 
 def time_ours(lm: AudioLM, frames: int, guidance: float, seed: int) -> tuple[float, float, int]:
-    config = GenerationConfig(duration=frames / lm.config.frame_rate, top_k=250, guidance_scale=guidance,
+    seconds = frames / lm.config.frame_rate
+    config = GenerationConfig(duration=seconds, min_duration=seconds, top_k=250, guidance_scale=guidance,
                               task="music", seed=seed)
     start = time.perf_counter()
     first, total = None, 0
@@ -146,16 +149,13 @@ def main() -> None:
           f"{frames} frames ({args.duration:g} s) per run, median of {args.runs}; torch threads "
           f"{torch.get_num_threads()}; load average {os.getloadavg()[0]:.2f}", flush=True)
 
-    # Seeds whose samples run the full duration (random weights may sample end of audio early).
-    seeds = {}
-    for guidance in (3.0, 1.0):
-        seed = 0
-        while time_ours(lm, frames, guidance, seed)[2] < frames:
-            seed += 1
-        seeds[guidance] = seed
-
     rows = []
-    models = [("ours", lambda g: time_ours(lm, frames, g, seeds[g]), decoder_params)]
+    # Ours with its stored float32 weights and with generation's default int8 inference weights (lm.layers).
+    int8 = build_ours(AudioLMConfig.from_preset(args.config), codec, frames)
+    int8.model.load_state_dict(lm.model.state_dict())
+    int8.set_inference_weights("int8")
+    models = [("ours", lambda g: time_ours(lm, frames, g, seed=0), decoder_params),
+              ("ours, int8 weights", lambda g: time_ours(int8, frames, g, seed=0), decoder_params)]
     if not args.skip_musicgen:
         musicgen = build_musicgen(cfg, frames + cfg.num_codebooks)
         musicgen_params = sum(p.numel() for p in musicgen.decoder.parameters())
@@ -177,7 +177,7 @@ def main() -> None:
             total = statistics.median(r[0] for r in results[name])
             first = statistics.median(r[1] for r in results[name])
             rows.append((name, guidance, params, frames / cfg.frame_rate / total, first, total))
-    rows.sort(key=lambda row: row[0] != "ours")
+    rows.sort(key=lambda row: not row[0].startswith("ours"))
     print(f"load average after the runs {os.getloadavg()[0]:.2f}")
 
     print(f"\n{'model':<26}{'guidance':>9}{'params':>10}{'x realtime':>12}{'first frame':>13}{'wall':>9}")
@@ -186,10 +186,10 @@ def main() -> None:
     if not args.skip_musicgen:
         print()
         for guidance in (3.0, 1.0):
-            ours = next(r for r in rows if r[0] == "ours" and r[1] == guidance)
-            theirs = next(r for r in rows if r[0] != "ours" and r[1] == guidance)
-            print(f"guidance {guidance:g}: ours / musicgen speed = {ours[3] / theirs[3]:.2f}, "
-                  f"first frame {ours[4] * 1000:.0f} ms vs {theirs[4] * 1000:.0f} ms")
+            theirs = next(r for r in rows if not r[0].startswith("ours") and r[1] == guidance)
+            for ours in (r for r in rows if r[0].startswith("ours") and r[1] == guidance):
+                print(f"guidance {guidance:g}: {ours[0]} / musicgen speed = {ours[3] / theirs[3]:.2f}, "
+                      f"first frame {ours[4] * 1000:.0f} ms vs {theirs[4] * 1000:.0f} ms")
 
 
 if __name__ == "__main__":

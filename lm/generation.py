@@ -140,6 +140,18 @@ class AudioLM:
         self.model.to(device=device, dtype=dtype)
         return self
 
+    def set_inference_weights(self, kind: str) -> AudioLM:
+        """How the LM multiplies at inference on a CPU (in place; returns self): 'float', its stored weights, or
+        'int8', weight-only int8 copies of its linear layers and heads (a quarter of float32's bytes per step;
+        speed and held-out loss in `benchmarks/lm_precision.py`). Training and other devices use the stored
+        weights either way, and nothing saved changes."""
+        self.model.set_inference_weights(kind)
+        return self
+
+    @property
+    def inference_weights(self) -> str:
+        return self.model.inference_weights
+
     # -- conditioning ---------------------------------------------------------------------------------------
 
     def encode_texts(self, texts: list[str], task: str | list[str] | None = None) -> tuple[torch.Tensor, torch.Tensor]:

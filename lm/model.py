@@ -18,7 +18,8 @@ null condition whose dropped tokens are masked) gives the same numbers as the un
 
 `AudioLMModel` is a `transformers.PreTrainedModel`: `save_pretrained`/`from_pretrained` write and read
 config.json + model.safetensors, and accelerate and peft see ordinary `nn.Linear`/`nn.Embedding` modules (the linear
-layers are `lm.layers.Linear`, an `nn.Linear` with a faster product for the few rows of a decoding step on a CPU).
+layers are `lm.layers.Linear`, an `nn.Linear` with a faster product for the few rows of a decoding step on a CPU,
+and, with `set_inference_weights("int8")`, weight-only int8 products at inference on a CPU).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from transformers.utils import ModelOutput
 
 from .conditioners.base import Tracks, build_tracks
 from .config import AudioLMConfig
-from .layers import Linear, StackedHeads
+from .layers import DerivedWeights, Linear, StackedHeads, hooked, products_for
 from .objective import drop_conditions, target_terms, teacher_forcing
 
 
@@ -76,6 +77,16 @@ class KVCache:
         self.padded = False  # whether any position so far is not a real token (then attention needs a mask)
         self.length = 0
         self.max_length = max_length
+        self._rotary: tuple[torch.Tensor, torch.Tensor] | None = None  # cos, sin of every position, on first use
+
+    def rotary(self, positions: torch.Tensor, head_dim: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """`rotary_cos_sin(positions, ...)` looked up in a table of positions 0..max_length-1, made once per cache
+        (a decoding step then indexes two rows instead of computing them)."""
+        if self._rotary is None:
+            table = torch.arange(self.max_length, device=positions.device).unsqueeze(0)  # (1, max_length)
+            self._rotary = tuple(t[0, 0] for t in rotary_cos_sin(table, head_dim, theta))  # 2 x (max_length, Dh/2)
+        cos, sin = self._rotary
+        return cos[positions].unsqueeze(1), sin[positions].unsqueeze(1)  # 2 x (B, 1, S, Dh/2)
 
     def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Store k, v [B, H, S, Dh] at positions length..length+S-1; return all keys/values so far [B, H, length+S, Dh]."""
@@ -194,9 +205,21 @@ class AudioLMModel(PreTrainedModel):
         self.norm = nn.RMSNorm(D, eps=config.norm_eps)
         self.heads = nn.ModuleList(Linear(D, config.num_logits, bias=False) for _ in range(K))
         self.stacked_heads = StackedHeads()  # the K heads as one product while decoding on a CPU
+        self.code_tables = DerivedWeights(lambda tables: tables)  # the K code embeddings as one table at inference
         self.tracks = build_tracks(config)  # name -> TrackConditioner
         self.gradient_checkpointing = False  # set by transformers' activation_checkpointing_enable()
+        self.inference_weights = "float"  # how linear layers multiply at inference on a CPU (set_inference_weights)
         self.post_init()
+
+    def set_inference_weights(self, kind: str) -> None:
+        """How the linear layers and heads multiply at inference on a CPU (`lm.layers`): 'float' (the stored
+        weights) or 'int8' (weight-only int8 copies, made on first use and remade when a weight changes).
+        Training, autograd and other devices always use the stored weights; nothing saved changes."""
+        self.stacked_heads.products = products_for(kind)  # ValueError naming the kinds
+        for module in self.modules():
+            if isinstance(module, Linear):
+                module.products = products_for(kind)
+        self.inference_weights = kind
 
     def _init_weights(self, module: nn.Module) -> None:
         super()._init_weights(module)
@@ -206,10 +229,23 @@ class AudioLMModel(PreTrainedModel):
     # -- pieces ---------------------------------------------------------------------------------------------
 
     def embed_steps(self, steps: torch.Tensor) -> torch.Tensor:
-        """steps LongTensor[B, K, S] (codes or special ids) -> FloatTensor[B, S, D], the sum of K embeddings."""
-        hidden = self.code_embeddings[0](steps[:, 0])
-        for k in range(1, len(self.code_embeddings)):
-            hidden = hidden + self.code_embeddings[k](steps[:, k])
+        """steps LongTensor[B, K, S] (codes or special ids) -> FloatTensor[B, S, D], the sum of K embeddings.
+
+        At inference the K tables are read as one (a concatenated copy, `lm.layers.DerivedWeights`): one lookup
+        per decoding step instead of K module calls, the same sum in the same order."""
+        tables = [embedding.weight for embedding in self.code_embeddings]
+        if (torch.is_grad_enabled() or tables[0].is_inference()
+                or not all(type(e) is nn.Embedding and not hooked(e) for e in self.code_embeddings)):
+            hidden = self.code_embeddings[0](steps[:, 0])
+            for k in range(1, len(self.code_embeddings)):
+                hidden = hidden + self.code_embeddings[k](steps[:, k])
+            return hidden
+        vocab = self.config.input_vocab_size
+        offsets = torch.arange(0, vocab * len(tables), vocab, device=steps.device).view(1, -1, 1)  # (1, K, 1)
+        embedded = F.embedding(steps + offsets, self.code_tables.get(tables))  # (B, K, S, D)
+        hidden = embedded[:, 0]
+        for k in range(1, len(tables)):
+            hidden = hidden + embedded[:, k]
         return hidden
 
     def start_step(self, batch_size: int) -> torch.Tensor:
@@ -254,7 +290,10 @@ class AudioLMModel(PreTrainedModel):
         else:
             positions = (seen.unsqueeze(1) + valid.long().cumsum(1) - 1).clamp(min=0)  # (B, S)
             padded = not bool(valid.all())
-        cos, sin = rotary_cos_sin(positions, self.config.head_dim, self.config.rope_theta)
+        if cache is None:
+            cos, sin = rotary_cos_sin(positions, self.config.head_dim, self.config.rope_theta)
+        else:
+            cos, sin = cache.rotary(positions, self.config.head_dim, self.config.rope_theta)
         key_valid = valid
         if cache is not None:
             if start + S > cache.max_length:
@@ -265,7 +304,9 @@ class AudioLMModel(PreTrainedModel):
             key_valid = cache.valid[:, :start + S]
         # Fast paths: SDPA's own causal mask, or no mask for one query over a padding-free past.
         mask, is_causal = None, False
-        if padded:
+        if padded and S == 1 and valid is None:
+            mask = key_valid[:, None, None, :]  # one real query after the cache: it sees every real key, itself too
+        elif padded:
             mask = attention_mask(key_valid, start, S)
         elif S > 1:
             if start == 0:

@@ -153,6 +153,8 @@ def _add_sampling_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--top-k", type=int, default=None, help="default 50 for speech, 250 for music (1: greedy)")
     p.add_argument("--top-p", type=float, default=None, help="default 1.0 (off)")
     p.add_argument("--guidance-scale", type=float, default=None, help="classifier-free guidance, default 3.0 (1: none)")
+    p.add_argument("--weights", choices=["int8", "float"], default=None,
+                   help="how the LM multiplies on a CPU (default: generate's, int8; float: its stored weights)")
 
 
 def _sampling(args: argparse.Namespace) -> dict[str, float | int]:
@@ -185,7 +187,7 @@ def _eval_music(args: argparse.Namespace) -> None:
     report = evaluate_music_lm(args.data, args.classifier, model=args.model, split=args.split,
                                max_clips=args.max_clips, duration=args.duration, seed=args.seed,
                                batch_size=args.batch_size, sampling=sampling, output=args.output,
-                               progress=not args.no_progress)
+                               progress=not args.no_progress, weights=args.weights)
     print(report["markdown"])
 
 
@@ -196,7 +198,8 @@ def _eval_tts(args: argparse.Namespace) -> None:
     report = evaluate_tts_lm(args.data, model=args.model, voice=args.voice, voices=args.voices,
                              references=args.references, split=args.split,
                              max_clips=args.max_clips, seed=args.seed, batch_size=args.batch_size,
-                             sampling=_sampling(args), output=args.output, progress=not args.no_progress)
+                             sampling=_sampling(args), output=args.output, progress=not args.no_progress,
+                             weights=args.weights)
     print(report["markdown"])
 
 

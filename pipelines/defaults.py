@@ -38,6 +38,11 @@ import torch
 from lm import AudioLM
 from tokenizer import CheckpointError, RVQCodec
 from tokenizer.checkpoint import atomic_folder
+
+# How the LMs that generation loads multiply on a CPU (`AudioLM.set_inference_weights`): the int8 inference path
+# is faster and its held-out loss and intelligibility match float32's (benchmarks/lm_precision.py, the model card).
+# Training and eval-lm load the stored weights ('float').
+GENERATION_WEIGHTS = "int8"
 from tokenizer.decoder_choice import DecoderChoice
 
 ASSETS = Path(__file__).resolve().parent / "assets"
@@ -88,15 +93,16 @@ def default_lm_dir(task: str = "music") -> Path:
     return DEFAULT_LM_DIR / _check_task(task)
 
 
-def default_lm(task: str = "music") -> AudioLM:
+def default_lm(task: str = "music", weights: str = GENERATION_WEIGHTS) -> AudioLM:
     """The LM for `task` ("music" or "speech") that ships inside the package (`pipelines/assets/lm/<task>`), with
-    the bundled codec (and its decoder variant for `task`, where one ships: `default_codec(task)`), loaded once."""
-    return _load_default_lm(_check_task(task))
+    the bundled codec (and its decoder variant for `task`, where one ships: `default_codec(task)`), loaded once per
+    `weights` (how it multiplies on a CPU, `AudioLM.set_inference_weights`; default GENERATION_WEIGHTS)."""
+    return _load_default_lm(_check_task(task), weights)
 
 
-@lru_cache(maxsize=len(LM_TASKS))
-def _load_default_lm(task: str) -> AudioLM:
-    return read_default_lm(task)
+@lru_cache(maxsize=2 * len(LM_TASKS))
+def _load_default_lm(task: str, weights: str) -> AudioLM:
+    return read_default_lm(task).set_inference_weights(weights)
 
 
 def read_default_lm(task: str = "music") -> AudioLM:
@@ -154,16 +160,19 @@ def resolve_decoder_choice(codec: RVQCodec | str | os.PathLike | None) -> Decode
     return DecoderChoice.load(DEFAULT_CODEC_DIR if codec is None else model_folder(codec, "codec"))
 
 
-def resolve_lm(model: AudioLM | str | os.PathLike | None, task: str = "music") -> AudioLM:
-    """An `AudioLM` (which must carry its codec), a self-contained LM folder, or (None) the bundled LM for `task`."""
+def resolve_lm(model: AudioLM | str | os.PathLike | None, task: str = "music",
+               weights: str = GENERATION_WEIGHTS) -> AudioLM:
+    """An `AudioLM` (which must carry its codec), a self-contained LM folder, or (None) the bundled LM for `task`,
+    for generating: a folder or the bundled LM multiply with `weights` on a CPU (`AudioLM.set_inference_weights`);
+    an `AudioLM` keeps its own setting."""
     if model is None:
-        return default_lm(task)
+        return default_lm(task, weights)
     if isinstance(model, AudioLM):
         if model.codec is None:
             raise ValueError("this AudioLM carries no codec; build it with AudioLM(model, text_tokenizer, codec) "
                              "or load a self-contained folder with pipelines.load_lm")
         return model
-    return load_lm(model)
+    return load_lm(model, weights=weights)
 
 
 def save_lm(lm: AudioLM, codec: RVQCodec, directory: str | os.PathLike) -> Path:
@@ -175,17 +184,18 @@ def save_lm(lm: AudioLM, codec: RVQCodec, directory: str | os.PathLike) -> Path:
     return Path(directory)
 
 
-def load_lm(directory: str | os.PathLike, device: str | None = None, dtype: torch.dtype | None = None) -> AudioLM:
+def load_lm(directory: str | os.PathLike, device: str | None = None, dtype: torch.dtype | None = None,
+            weights: str = "float") -> AudioLM:
     """Load a self-contained LM folder: the LM with its text tokenizer and codec (checked to match). A run folder
     of `train-lm`/`finetune` stands for its `final/`. `dtype` casts the LM's weights (`AudioLM.to`; e.g.
-    torch.bfloat16), not the codec's."""
+    torch.bfloat16), not the codec's; `weights` is how it multiplies on a CPU (`AudioLM.set_inference_weights`)."""
     directory = model_folder(directory, "LM")
     if not (directory / CODEC_SUBDIR / "config.json").is_file():
         raise CheckpointError(
             f"{str(directory)!r} is not a self-contained LM folder: it has no {CODEC_SUBDIR}/ with the codec "
             "whose codes the LM models (write one with pipelines.save_lm, `rvqaudio train-lm` or `finetune`)")
     codec = RVQCodec.from_pretrained(directory / CODEC_SUBDIR, device=device or "cpu")
-    lm = AudioLM.from_pretrained(directory, codec=codec, device=device)
+    lm = AudioLM.from_pretrained(directory, codec=codec, device=device).set_inference_weights(weights)
     return lm if dtype is None else lm.to(dtype=dtype)
 
 

@@ -82,6 +82,8 @@ def add_eval_lm_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--run", default=None,
                         help="the run's output folder: with training.phoneme_alignment its kept alignment is reused "
                              "(read only) instead of aligning again")
+    parser.add_argument("--weights", choices=["float", "int8"], default="float",
+                        help="the LM's products on a CPU: its stored weights, or the int8 inference path")
     parser.add_argument("-o", "--output", default=None, help="report.json")
 
 
@@ -90,7 +92,7 @@ def run_eval_lm(args: argparse.Namespace) -> None:
     from .lm_training import evaluate_lm
 
     report = evaluate_lm(args.model, args.data, training=args.training_config, eval_data=args.eval_data,
-                         task=args.task, run=args.run, output=args.output)
+                         task=args.task, run=args.run, output=args.output, weights=args.weights)
     print(f"held-out loss {report['eval_loss']:.4f} nats/code over {report['eval_items']} rows "
           f"({report['eval_tasks']}); per codebook {report['eval_codebook_losses']}")
     for task, gain in report["eval_text_gain"].items():

@@ -11,7 +11,7 @@ import torch
 
 from lm import AudioLM
 
-from .defaults import load_lm, read_default_lm, resolve_lm
+from .defaults import GENERATION_WEIGHTS, load_lm, read_default_lm, resolve_lm
 from .generate import TASK_DEFAULT, check_output_path, default_voice, generate, generate_stream, voices
 
 
@@ -47,19 +47,22 @@ def add_generate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", default="float32", choices=sorted(DTYPES),
                         help="the LM's weights: float32 (default) or bfloat16 (half the bytes; its codes differ "
                              "from float32's, see benchmarks/lm_precision.py)")
+    parser.add_argument("--weights", default=GENERATION_WEIGHTS, choices=["int8", "float"],
+                        help=f"how the LM multiplies on a CPU: int8 weight copies (faster, the same held-out loss) or "
+                             f"its stored weights (default: {GENERATION_WEIGHTS}; see benchmarks/lm_precision.py)")
 
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
-def lm_in_dtype(model: str | None, task: str, dtype: str) -> AudioLM | str | None:
-    """What `generate(model=...)` gets for --model and --dtype: the folder (or None, the bundled LM) as given for
-    float32, else a copy of that LM of its own, its weights cast to `dtype`."""
-    if dtype == "float32":
+def lm_as_asked(model: str | None, task: str, dtype: str, weights: str = GENERATION_WEIGHTS) -> AudioLM | str | None:
+    """What `generate(model=...)` gets for --model, --dtype and --weights: the folder (or None, the bundled LM) as
+    given for the defaults, else a copy of that LM of its own, its weights cast to `dtype`, multiplying with
+    `weights`."""
+    if dtype == "float32" and weights == GENERATION_WEIGHTS:
         return model
-    if model is not None:
-        return load_lm(model, dtype=DTYPES[dtype])
-    return read_default_lm(task).to(dtype=DTYPES[dtype])
+    lm = read_default_lm(task) if model is None else load_lm(model)
+    return lm.to(dtype=DTYPES[dtype]).set_inference_weights(weights)
 
 
 def run_generate(args: argparse.Namespace) -> None:
@@ -69,7 +72,7 @@ def run_generate(args: argparse.Namespace) -> None:
                     top_k=TASK_DEFAULT if args.top_k is None else args.top_k, top_p=args.top_p,
                     guidance_scale=args.guidance_scale, voice=args.voice,
                     num_codebooks=args.num_codebooks, min_duration=args.min_duration,
-                    model=lm_in_dtype(args.model, args.task, args.dtype),
+                    model=lm_as_asked(args.model, args.task, args.dtype, args.weights),
                     audio_prompt=args.audio_prompt, extend_stride=args.extend_stride,
                     progress=not args.no_progress)
     if args.stream:

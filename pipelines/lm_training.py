@@ -204,7 +204,7 @@ def finetune(model: str | os.PathLike, data, out: str | os.PathLike, *,
 
 def evaluate_lm(model: str | os.PathLike, data, *, training: LMTrainingConfig | str | os.PathLike | None = None,
                 eval_data=None, task: str | None = None, run: str | os.PathLike | None = None,
-                output: str | os.PathLike | None = None) -> dict:
+                output: str | os.PathLike | None = None, weights: str = "float") -> dict:
     """The held-out loss and text gain of a trained LM, as a training run with these arguments would log them.
 
     `model` is a self-contained LM folder; `data`, `training`, `eval_data` and `task` are those of `train_lm`, and
@@ -215,11 +215,14 @@ def evaluate_lm(model: str | os.PathLike, data, *, training: LMTrainingConfig | 
     With `training.phoneme_alignment` the held-out phonemes are placed as the run placed them: read from the
     alignment that `run` (the run's output folder) kept when it was made from the same data and codec, else aligned
     again (minutes on a CPU). The run folder is only read.
+
+    `weights` is how the LM multiplies on a CPU (`AudioLM.set_inference_weights`): 'int8' measures the loss of the
+    int8 inference path, as generation with it computes (on other devices the stored weights serve either way).
     """
     from .evaluation.data import write_report
 
     tc = _training_config(training, None)
-    lm = load_lm(model)
+    lm = load_lm(model, weights=weights)
     train, held, source = load_examples(data, eval_data, lm.codec, task, tc)
     accelerator = Accelerator()
     if tc.phoneme_alignment:
@@ -234,7 +237,7 @@ def evaluate_lm(model: str | os.PathLike, data, *, training: LMTrainingConfig | 
                          "max_eval_items leaves none out")
     objective = LMObjective(lm.model.to(accelerator.device))
     max_frames = tc.max_frames or lm.config.max_audio_frames
-    report = {"model": str(model), **evaluation_record(accelerator, objective, lm, held, tc.batch_size, max_frames),
+    report = {"model": str(model), "weights": weights, **evaluation_record(accelerator, objective, lm, held, tc.batch_size, max_frames),
               "eval_items": len(held), "eval_tasks": {t: held.tasks.count(t) for t in sorted(set(held.tasks))},
               "eval_source": source}
     write_report(output, report)

@@ -4,7 +4,7 @@
 
 For every codec preset in `configs/` (weights filled deterministically from each tensor's name, so that the
 order in which modules are built does not matter), the bundled codec with each of its decoders, and the bundled
-LMs (two seeds per task): the input, the codes and the decoded samples, one safetensors file each. A refactor
+LMs (two seeds per task, with their stored weights and with generation's int8 inference weights): the input, the codes and the decoded samples, one safetensors file each. A refactor
 that claims to change no behaviour regenerates nothing: the test compares the current code with these files.
 """
 
@@ -103,14 +103,18 @@ def bundled_codec_references() -> dict[str, tuple[dict[str, torch.Tensor], dict[
 
 
 def lm_references() -> dict[str, tuple[dict[str, torch.Tensor], dict[str, str]]]:
+    """The bundled LMs' generations with their stored weights (float) and with generation's int8 weights."""
+    from pipelines.defaults import default_lm
     from pipelines.generate import generate
 
     out = {}
-    for task, text, seed in LM_CASES:
-        clip = generate(text, task=task, duration=LM_SECONDS, seed=seed, progress=False)
-        out[f"bundled_lm_{task}_seed{seed}"] = ({"codes": clip.codes, "audio": clip.waveform},
-                                                {"kind": "bundled_lm", "task": task, "text": text,
-                                                 "seed": str(seed), "seconds": str(LM_SECONDS)})
+    for weights, prefix in (("float", "bundled_lm"), ("int8", "bundled_lm_int8")):
+        for task, text, seed in LM_CASES:
+            clip = generate(text, task=task, duration=LM_SECONDS, seed=seed, progress=False,
+                            model=default_lm(task, weights))
+            out[f"{prefix}_{task}_seed{seed}"] = ({"codes": clip.codes, "audio": clip.waveform},
+                                                  {"kind": "bundled_lm", "task": task, "text": text, "weights": weights,
+                                                   "seed": str(seed), "seconds": str(LM_SECONDS)})
     return out
 
 

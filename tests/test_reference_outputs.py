@@ -2,8 +2,8 @@
 
 Refactors that change no behaviour keep these equal: for every codec preset (weights filled from each tensor's
 name as written then, so the names of that time must still load), the bundled codec with each of its decoders,
-and the bundled LMs' generations for two seeds per task. Codes must be identical; samples equal to float
-rounding.
+and the bundled LMs' generations for two seeds per task, with their stored weights and with generation's int8
+inference weights. Codes must be identical; samples equal to float rounding.
 """
 
 from __future__ import annotations
@@ -79,9 +79,11 @@ def test_bundled_codec_unchanged(path):
 
 @pytest.mark.parametrize("path", _files("bundled_lm"), ids=lambda p: p.stem)
 def test_bundled_generations_unchanged(path):
+    from pipelines.defaults import default_lm
     from pipelines.generate import generate
 
     ref, meta = _read(path)
+    weights = meta.get("weights", "float")  # how the LM multiplied (AudioLM.set_inference_weights)
     clip = generate(meta["text"], task=meta["task"], duration=float(meta["seconds"]), seed=int(meta["seed"]),
-                    progress=False)
+                    progress=False, model=default_lm(meta["task"], weights))
     _assert_same(path.stem, ref, clip.codes, clip.waveform)

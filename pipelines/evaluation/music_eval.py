@@ -226,6 +226,7 @@ def evaluate_music_lm(
     sampling: Mapping[str, Any] | None = None,
     output: str | os.PathLike | None = None,
     progress: bool = True,
+    weights: str | None = None,
 ) -> dict[str, Any]:
     """`evaluate_music_generation` of an LM, next to `evaluate_music_references` of the same held-out clips.
 
@@ -241,13 +242,15 @@ def evaluate_music_lm(
         sampling: any of `temperature`, `top_k`, `top_p`, `guidance_scale`, replacing `tts_eval.SAMPLING`
             (generate's defaults).
         output: where to write the JSON report; a markdown table is written beside it (same name, `.md`).
+        weights: how a folder or the bundled LM multiplies on a CPU ('int8' or 'float', `AudioLM.set_inference_weights`;
+            None: generate's default); an `AudioLM` keeps its own.
 
     Returns `generated` (the `evaluate_music` report of
     the generations, plus `ended_by_itself`, the share of clips that ended before `duration`, and
     `seconds_generated`), `references` (the `evaluate_music_references` report), `tempo_words`
     (`tempo_words.evaluate_tempo_words` of `TEMPO_WORD_CAPTIONS` and any held-out caption with a tempo word and no
     number, one batch with seed `seed`: per class slow / moderate / fast, the median measured bpm and the share in
-    the class's range), `data`, `split`, `model`, `duration`, `seed`, `batch_size`, `sampling` and `markdown`
+    the class's range), `data`, `split`, `model`, `weights`, `duration`, `seed`, `batch_size`, `sampling` and `markdown`
     (the tables). Each generated item holds its batch's `seed`, and `generated.near_silence` names it for the
     clip with the most near-silence.
     """
@@ -262,7 +265,7 @@ def evaluate_music_lm(
     settings = resolve_sampling(sampling, "music")
     if not isinstance(classifier, FamilyClassifier):
         classifier = FamilyClassifier.from_pretrained(classifier)
-    lm = resolve_lm(model, task="music")  # loaded once, not once per batch
+    lm = resolve_lm(model, task="music", **({} if weights is None else {"weights": weights}))  # loaded once
     if duration > lm.config.max_duration:
         raise ValueError(f"duration={duration} s is more than this LM can generate ({lm.config.max_duration:g} s, "
                          f"max_audio_frames); pass --duration {lm.config.max_duration:g} or less")
@@ -288,6 +291,7 @@ def evaluate_music_lm(
     tempo_words = evaluate_tempo_words_lm(lm, tempo_word_captions(i["text"] for i in generated["items"] if i["text"]),
                                           seeds=(seed,), duration=duration, sampling=settings)
     report = {"data": describe(data), "split": split, "model": describe(model, none="bundled music LM"),
+              "weights": lm.inference_weights,
               "duration": float(duration), "seed": seed, "batch_size": batch_size, "sampling": settings,
               "generated": generated, "references": references,
               "tempo_words": {k: v for k, v in tempo_words.items() if k not in ("duration", "sampling")}}

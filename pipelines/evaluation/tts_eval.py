@@ -162,6 +162,7 @@ def evaluate_tts_lm(
     sampling: Mapping[str, Any] | None = None,
     output: str | os.PathLike | None = None,
     progress: bool = True,
+    weights: str | None = None,
 ) -> dict[str, Any]:
     """`evaluate_tts` of an LM: speak each held-out sentence with `pipelines.generate.generate(task="speech")`.
 
@@ -186,6 +187,8 @@ def evaluate_tts_lm(
         sampling: any of `temperature`, `top_k`, `top_p`, `guidance_scale`, replacing `SAMPLING` (generate's
             defaults); the report names the settings used.
         output: where to write the JSON report; a markdown table is written beside it (same name, `.md`).
+        weights: how a folder or the bundled LM multiplies on a CPU ('int8' or 'float', `AudioLM.set_inference_weights`;
+            None: generate's default); an `AudioLM` keeps its own. The report names it (`weights`).
 
     Each sentence may run for `MAX_DURATION_RATIO` (2) times its reference's duration, or the LM's
     `max_duration` if that is shorter; a batch is generated for its longest limit and each sentence is cut to
@@ -204,7 +207,7 @@ def evaluate_tts_lm(
     check_count("batch_size", batch_size)
     check_count("seed", seed, low=0)
     settings = resolve_sampling(sampling, "speech")
-    lm = resolve_lm(model, task="speech")  # loaded once, not once per batch
+    lm = resolve_lm(model, task="speech", **({} if weights is None else {"weights": weights}))  # loaded once
     known = lm_voices(lm)
     if voice is not None and voices is not None:
         raise ValueError(f"voice={voice!r} and voices={voices!r}: give one (voices= evaluates each voice on its own "
@@ -239,7 +242,8 @@ def evaluate_tts_lm(
             outs.append((clip.waveform[:, :frames * samples_per_frame], clip.sample_rate, ended))
         return outs
 
-    common = {"data": describe(data), "model": describe(model, none="bundled speech LM"), "seed": seed,
+    common = {"data": describe(data), "model": describe(model, none="bundled speech LM"),
+              "weights": lm.inference_weights, "seed": seed,
               "batch_size": batch_size, "sampling": settings}
     if voices is not None:
         if not known:

@@ -75,6 +75,30 @@ def test_cache_prefill_and_steps_equal_full_recomputation(make_lm):
     assert torch.allclose(torch.stack(got, dim=2), full[:, :, 2:], atol=1e-5)
 
 
+
+def test_int8_inference_weights_stay_near_float_keep_the_cache_exact_and_save_nothing(make_lm):
+    lm = make_lm()
+    ids, mask = text_batch(lm, ["hello world", "the quick brown fox jumps over the lazy dog"])
+    steps = random_steps(lm.model, 2, 10)
+    state = {name: value.clone() for name, value in lm.model.state_dict().items()}
+    with torch.no_grad():
+        exact = lm.model.logits(ids, mask, steps)
+        lm.set_inference_weights("int8")
+        full = lm.model.logits(ids, mask, steps)
+        cache = KVCache(lm.config, 2, ids.shape[1] + 10)
+        got = [lm.model.prefill(ids, mask, steps[:, :, :3], cache)]
+        for s in range(3, 10):
+            got.append(lm.model.decode_step(steps[:, :, s], cache))
+    assert lm.inference_weights == "int8" and lm.model.stacked_heads.products.quantized._value is not None
+    scale = float(exact.abs().max())
+    assert float((full - exact).abs().max()) <= 0.03 * scale  # int8 weights, bfloat16 activations
+    assert float((torch.stack(got, dim=2) - full[:, :, 2:]).abs().max()) <= 1e-3 * scale  # cache = no cache
+    assert all(torch.equal(value, state[name]) for name, value in lm.model.state_dict().items())
+    with torch.no_grad():
+        assert torch.equal(lm.set_inference_weights("float").model.logits(ids, mask, steps), exact)
+    with pytest.raises(ValueError, match="int8"):
+        lm.set_inference_weights("int4")
+
 def test_loss_is_cross_entropy_of_filled_slots_only(make_lm):
     lm = make_lm()
     cfg = lm.config
