@@ -24,7 +24,7 @@ from collections.abc import Iterator
 
 import torch
 
-from tokenizer.threads import torch_threads
+from tokenizer.threads import free_threads, torch_threads
 
 from .conditioners import Tracks
 from .model import AudioLMModel, KVCache
@@ -166,7 +166,9 @@ class Decoding:
         The model is in eval mode while this runs (its previous mode is restored at the end).
         """
         was_training = self.model.training
-        self.model.eval()
+        if was_training:
+            self.model.eval()
+        self._prefill_threads = self._threads(prefill=True)  # read before the steps' setting is in force
         steps, threads = self._run(), self._threads()
         try:
             while True:
@@ -177,17 +179,38 @@ class Decoding:
                 yield ready
         finally:
             steps.close()
-            self.model.train(was_training)
+            if was_training:
+                self.model.train()
 
-    def _threads(self) -> int:
-        """CPU threads for a step (`lm.threads`): ~2 FLOPs per weight per row of the batch (guidance doubles it)."""
+    def _threads(self, prefill: bool = False) -> int:
+        """CPU threads for a step (`lm.threads`): ~2 FLOPs per weight per row of the batch (guidance doubles it).
+        The prefill (the tracks' features and the text through the model, once) uses the cores free now
+        (`tokenizer.threads.free_threads`: torch's setting, fewer beside other busy processes): on an idle 2-core
+        machine two threads bring the bundled speech LM's first frame from about 30 to 27 ms."""
         if self.model.device.type != "cpu":
             return torch.get_num_threads()
+        if prefill:
+            return self.config.num_threads or free_threads()
         rows = self.batch_size * (2 if self.config.uses_guidance else 1)
         weights = sum(p.numel() for name, p in self.model.named_parameters() if "embedding" not in name)
         return step_threads(2.0 * rows * weights, self.config.num_threads)
 
     def _run(self) -> Iterator[int]:
+        model = self.model
+        with torch_threads(self._prefill_threads):
+            cache, logits, features, first = self._prefill()
+        rows = cache.keys[0].shape[0]
+        for step in range(first, self.num_steps):
+            values = self._take_step(step, self._sample(self._guided(logits, step)))
+            yield self._ready(step + 1)
+            if all(self.done):
+                return
+            logits = model.decode_step(values.repeat(rows // self.batch_size, 1), cache,
+                                       None if features is None else features[:, step + 1:step + 2])
+
+    def _prefill(self) -> tuple[KVCache, torch.Tensor, torch.Tensor | None, int]:
+        """The tracks' features and one pass of the text and the steps before the first to sample into a new cache:
+        (cache, logits of that step [R, K, V], features [R, num_steps + 1, D] or None, that step's index)."""
         model, cfg = self.model, self.model.config
         B = self.batch_size
         text_ids, text_mask = self.text_ids, self.text_mask
@@ -209,13 +232,7 @@ class Decoding:
         inputs = torch.cat([model.start_step(B), self.steps[:, :, :first]], dim=2)  # (B, K, first + 1)
         logits = model.prefill(text_ids, text_mask, inputs.repeat(rows // B, 1, 1), cache,
                                None if features is None else features[:, :first + 1])  # (R, K, V)
-        for step in range(first, self.num_steps):
-            values = self._take_step(step, self._sample(self._guided(logits, step)))
-            yield self._ready(step + 1)
-            if all(self.done):
-                return
-            logits = model.decode_step(values.repeat(rows // B, 1), cache,
-                                       None if features is None else features[:, step + 1:step + 2])
+        return cache, logits, features, first
 
 
 def split_items(codes: torch.Tensor) -> list[torch.Tensor]:

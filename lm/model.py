@@ -70,8 +70,9 @@ class KVCache:
     def __init__(self, config: AudioLMConfig, batch_size: int, max_length: int,
                  device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> None:
         shape = (batch_size, config.num_attention_heads, max_length, config.head_dim)
-        self.keys = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.num_hidden_layers)]
-        self.values = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.num_hidden_layers)]
+        # Uninitialised: attention reads only the positions written so far (`update` returns [:length + S]).
+        self.keys = [torch.empty(shape, device=device, dtype=dtype) for _ in range(config.num_hidden_layers)]
+        self.values = [torch.empty(shape, device=device, dtype=dtype) for _ in range(config.num_hidden_layers)]
         self.valid = torch.zeros(batch_size, max_length, dtype=torch.bool, device=device)  # (B, max_length)
         self.num_valid = torch.zeros(batch_size, dtype=torch.long, device=device)  # (B,)
         self.padded = False  # whether any position so far is not a real token (then attention needs a mask)
