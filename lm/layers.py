@@ -108,10 +108,18 @@ class Int8Products:
 PRODUCTS = {products.name: products for products in (FloatProducts, Int8Products)}
 
 
+def int8_kernel_available() -> bool:
+    """Whether this torch has the int8-weight CPU kernel that `Int8Products` multiplies with."""
+    return hasattr(torch.ops.aten, "_weight_int8pack_mm")
+
+
 def products_for(name: str):
     """A new products object of the kind `name` ('float' or 'int8')."""
     if name not in PRODUCTS:
         raise ValueError(f"inference weights must be one of {sorted(PRODUCTS)}, got {name!r}")
+    if name == "int8" and not int8_kernel_available():
+        raise ValueError(f"inference weights 'int8' need torch's int8-weight kernel (aten._weight_int8pack_mm), "
+                         f"which torch {torch.__version__} lacks; use 'float'")
     return PRODUCTS[name]()
 
 

@@ -36,13 +36,14 @@ from pathlib import Path
 import torch
 
 from lm import AudioLM
+from lm.layers import int8_kernel_available
 from tokenizer import CheckpointError, RVQCodec
 from tokenizer.checkpoint import atomic_folder
 
 # How the LMs that generation loads multiply on a CPU (`AudioLM.set_inference_weights`): the int8 inference path
-# is faster and its held-out loss and intelligibility match float32's (benchmarks/lm_precision.py, the model card).
-# Training and eval-lm load the stored weights ('float').
-GENERATION_WEIGHTS = "int8"
+# is faster and its held-out loss and intelligibility match float32's (benchmarks/lm_precision.py, the model card);
+# a torch without the int8 kernel keeps the stored weights. Training and eval-lm load the stored weights ('float').
+GENERATION_WEIGHTS = "int8" if int8_kernel_available() else "float"
 from tokenizer.decoder_choice import DecoderChoice
 
 ASSETS = Path(__file__).resolve().parent / "assets"
