@@ -168,8 +168,8 @@ class Decoding:
         was_training = self.model.training
         if was_training:
             self.model.eval()
-        self._prefill_threads = self._threads(prefill=True)  # read before the steps' setting is in force
-        steps, threads = self._run(), self._threads()
+        # The prefill's threads are read before the steps' setting is in force.
+        steps, threads = self._run(self._prefill_threads()), self._threads()
         try:
             while True:
                 with torch_threads(threads):  # only while this computes: not while the caller works
@@ -182,22 +182,25 @@ class Decoding:
             if was_training:
                 self.model.train()
 
-    def _threads(self, prefill: bool = False) -> int:
-        """CPU threads for a step (`lm.threads`): ~2 FLOPs per weight per row of the batch (guidance doubles it).
-        The prefill (the tracks' features and the text through the model, once) uses the cores free now
-        (`tokenizer.threads.free_threads`: torch's setting, fewer beside other busy processes): on an idle 2-core
-        machine two threads bring the bundled speech LM's first frame from about 30 to 27 ms."""
+    def _prefill_threads(self) -> int:
+        """CPU threads for the prefill (the tracks' features and the text through the model, once): the cores free
+        now (`tokenizer.threads.free_threads`: torch's setting, fewer beside other busy processes); on an idle
+        2-core machine two threads bring the bundled speech LM's first frame from about 30 to 27 ms."""
         if self.model.device.type != "cpu":
             return torch.get_num_threads()
-        if prefill:
-            return self.config.num_threads or free_threads()
+        return self.config.num_threads or free_threads()
+
+    def _threads(self) -> int:
+        """CPU threads for a step (`lm.threads`): ~2 FLOPs per weight per row of the batch (guidance doubles it)."""
+        if self.model.device.type != "cpu":
+            return torch.get_num_threads()
         rows = self.batch_size * (2 if self.config.uses_guidance else 1)
         weights = sum(p.numel() for name, p in self.model.named_parameters() if "embedding" not in name)
         return step_threads(2.0 * rows * weights, self.config.num_threads)
 
-    def _run(self) -> Iterator[int]:
+    def _run(self, prefill_threads: int) -> Iterator[int]:
         model = self.model
-        with torch_threads(self._prefill_threads):
+        with torch_threads(prefill_threads):
             cache, logits, features, first = self._prefill()
         rows = cache.keys[0].shape[0]
         for step in range(first, self.num_steps):

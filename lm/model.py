@@ -237,16 +237,14 @@ class AudioLMModel(PreTrainedModel):
         tables = [embedding.weight for embedding in self.code_embeddings]
         if (torch.is_grad_enabled() or tables[0].is_inference()
                 or not all(type(e) is nn.Embedding and not hooked(e) for e in self.code_embeddings)):
-            hidden = self.code_embeddings[0](steps[:, 0])
-            for k in range(1, len(self.code_embeddings)):
-                hidden = hidden + self.code_embeddings[k](steps[:, k])
-            return hidden
-        vocab = self.config.input_vocab_size
-        offsets = torch.arange(0, vocab * len(tables), vocab, device=steps.device).view(1, -1, 1)  # (1, K, 1)
-        embedded = F.embedding(steps + offsets, self.code_tables.get(tables))  # (B, K, S, D)
-        hidden = embedded[:, 0]
-        for k in range(1, len(tables)):
-            hidden = hidden + embedded[:, k]
+            parts = [embedding(steps[:, k]) for k, embedding in enumerate(self.code_embeddings)]  # K x (B, S, D)
+        else:
+            vocab = self.config.input_vocab_size
+            offsets = torch.arange(0, vocab * len(tables), vocab, device=steps.device).view(1, -1, 1)  # (1, K, 1)
+            parts = F.embedding(steps + offsets, self.code_tables.get(tables)).unbind(1)  # K x (B, S, D)
+        hidden = parts[0]
+        for part in parts[1:]:
+            hidden = hidden + part
         return hidden
 
     def start_step(self, batch_size: int) -> torch.Tensor:
@@ -291,14 +289,13 @@ class AudioLMModel(PreTrainedModel):
         else:
             positions = (seen.unsqueeze(1) + valid.long().cumsum(1) - 1).clamp(min=0)  # (B, S)
             padded = not bool(valid.all())
+        key_valid = valid
         if cache is None:
             cos, sin = rotary_cos_sin(positions, self.config.head_dim, self.config.rope_theta)
         else:
-            cos, sin = cache.rotary(positions, self.config.head_dim, self.config.rope_theta)
-        key_valid = valid
-        if cache is not None:
-            if start + S > cache.max_length:
+            if start + S > cache.max_length:  # checked before the positions index the cache's rotary table
                 raise ValueError(f"KV cache holds {cache.max_length} positions, asked for {start + S}")
+            cos, sin = cache.rotary(positions, self.config.head_dim, self.config.rope_theta)
             cache.valid[:, start:start + S] = True if valid is None else valid
             cache.padded = cache.padded or padded
             padded = cache.padded

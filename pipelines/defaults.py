@@ -39,14 +39,15 @@ from lm import AudioLM
 from lm.layers import int8_kernel_available
 from tokenizer import CheckpointError, RVQCodec
 from tokenizer.checkpoint import atomic_folder
+from tokenizer.decoder_choice import DecoderChoice
+
+ASSETS = Path(__file__).resolve().parent / "assets"
 
 # How the LMs that generation loads multiply on a CPU (`AudioLM.set_inference_weights`): the int8 inference path
 # is faster and its held-out loss and intelligibility match float32's (benchmarks/lm_precision.py, the model card);
 # a torch without the int8 kernel keeps the stored weights. Training and eval-lm load the stored weights ('float').
 GENERATION_WEIGHTS = "int8" if int8_kernel_available() else "float"
-from tokenizer.decoder_choice import DecoderChoice
 
-ASSETS = Path(__file__).resolve().parent / "assets"
 DEFAULT_CODEC_DIR = ASSETS / "codec"
 DEFAULT_LM_DIR = ASSETS / "lm"  # one folder per task in LM_TASKS
 LM_TASKS = ("music", "speech")
@@ -162,10 +163,11 @@ def resolve_decoder_choice(codec: RVQCodec | str | os.PathLike | None) -> Decode
 
 
 def resolve_lm(model: AudioLM | str | os.PathLike | None, task: str = "music",
-               weights: str = GENERATION_WEIGHTS) -> AudioLM:
+               weights: str | None = None) -> AudioLM:
     """An `AudioLM` (which must carry its codec), a self-contained LM folder, or (None) the bundled LM for `task`,
-    for generating: a folder or the bundled LM multiply with `weights` on a CPU (`AudioLM.set_inference_weights`);
-    an `AudioLM` keeps its own setting."""
+    for generating: a folder or the bundled LM multiply with `weights` on a CPU (`AudioLM.set_inference_weights`;
+    None: GENERATION_WEIGHTS); an `AudioLM` keeps its own setting."""
+    weights = GENERATION_WEIGHTS if weights is None else weights
     if model is None:
         return default_lm(task, weights)
     if isinstance(model, AudioLM):

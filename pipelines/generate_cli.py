@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from lm import AudioLM
+from lm.layers import PRODUCTS
 
 from .defaults import GENERATION_WEIGHTS, load_lm, read_default_lm, resolve_lm
 from .generate import TASK_DEFAULT, check_output_path, default_voice, generate, generate_stream, voices
@@ -47,7 +48,7 @@ def add_generate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", default="float32", choices=sorted(DTYPES),
                         help="the LM's weights: float32 (default) or bfloat16 (half the bytes; its codes differ "
                              "from float32's, see benchmarks/lm_precision.py)")
-    parser.add_argument("--weights", default=GENERATION_WEIGHTS, choices=["int8", "float"],
+    parser.add_argument("--weights", default=GENERATION_WEIGHTS, choices=sorted(PRODUCTS),
                         help=f"how the LM multiplies on a CPU: int8 weight copies (faster, the same held-out loss) or "
                              f"its stored weights (default: {GENERATION_WEIGHTS}; see benchmarks/lm_precision.py)")
 

@@ -265,7 +265,7 @@ def evaluate_music_lm(
     settings = resolve_sampling(sampling, "music")
     if not isinstance(classifier, FamilyClassifier):
         classifier = FamilyClassifier.from_pretrained(classifier)
-    lm = resolve_lm(model, task="music", **({} if weights is None else {"weights": weights}))  # loaded once
+    lm = resolve_lm(model, task="music", weights=weights)  # loaded once
     if duration > lm.config.max_duration:
         raise ValueError(f"duration={duration} s is more than this LM can generate ({lm.config.max_duration:g} s, "
                          f"max_audio_frames); pass --duration {lm.config.max_duration:g} or less")

@@ -207,7 +207,7 @@ def evaluate_tts_lm(
     check_count("batch_size", batch_size)
     check_count("seed", seed, low=0)
     settings = resolve_sampling(sampling, "speech")
-    lm = resolve_lm(model, task="speech", **({} if weights is None else {"weights": weights}))  # loaded once
+    lm = resolve_lm(model, task="speech", weights=weights)  # loaded once
     known = lm_voices(lm)
     if voice is not None and voices is not None:
         raise ValueError(f"voice={voice!r} and voices={voices!r}: give one (voices= evaluates each voice on its own "

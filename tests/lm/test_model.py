@@ -76,6 +76,17 @@ def test_cache_prefill_and_steps_equal_full_recomputation(make_lm):
 
 
 
+
+def test_a_full_cache_refuses_more_positions_by_name(make_lm):
+    lm = make_lm()
+    ids, mask = text_batch(lm, ["hello world"])
+    steps = random_steps(lm.model, 1, 3)
+    with torch.no_grad():
+        cache = KVCache(lm.config, 1, ids.shape[1] + 2)
+        lm.model.prefill(ids, mask, steps[:, :, :2], cache)
+        with pytest.raises(ValueError, match="KV cache holds"):
+            lm.model.decode_step(steps[:, :, 2], cache)
+
 def test_int8_inference_weights_stay_near_float_keep_the_cache_exact_and_save_nothing(make_lm):
     lm = make_lm()
     ids, mask = text_batch(lm, ["hello world", "the quick brown fox jumps over the lazy dog"])
