@@ -1,6 +1,7 @@
 """Write the reference outputs that `tests/test_reference_outputs.py` holds the code to.
 
     python scripts/reference_outputs.py tests/data/reference
+    python scripts/reference_outputs.py tests/data/reference --only bundled_codec bundled_lm   # new bundled weights
 
 For every codec preset in `configs/` (weights filled deterministically from each tensor's name, so that the
 order in which modules are built does not matter), the bundled codec with each of its decoders, and the bundled
@@ -31,6 +32,7 @@ LM_CASES = (("music", "a calm piano melody", 0), ("music", "a calm piano melody"
             ("speech", "The quick brown fox jumps over the lazy dog.", 0),
             ("speech", "The quick brown fox jumps over the lazy dog.", 1))
 LM_SECONDS = 1.0
+KINDS = ("preset", "bundled_codec", "bundled_lm")  # the files' name prefixes
 
 
 def named_fill(name: str, like: torch.Tensor) -> torch.Tensor:
@@ -121,12 +123,20 @@ def lm_references() -> dict[str, tuple[dict[str, torch.Tensor], dict[str, str]]]
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("folder", type=Path)
+    parser.add_argument("--only", nargs="+", choices=KINDS, default=list(KINDS),
+                        help="write only these kinds (e.g. after new bundled weights: bundled_codec bundled_lm); a "
+                             "preset file records the tensor names it was filled by, so rewriting it under newer "
+                             "names changes its values, not what it tests")
     args = parser.parse_args(argv)
     args.folder.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(1)
-    refs = {f"preset_{p.stem}": preset_reference(p) for p in preset_paths()}
-    refs.update(bundled_codec_references())
-    refs.update(lm_references())
+    refs = {}
+    if "preset" in args.only:
+        refs.update({f"preset_{p.stem}": preset_reference(p) for p in preset_paths()})
+    if "bundled_codec" in args.only:
+        refs.update(bundled_codec_references())
+    if "bundled_lm" in args.only:
+        refs.update(lm_references())
     for name, (tensors, metadata) in refs.items():
         tensors = {k: v.contiguous() for k, v in tensors.items()}
         save_file(tensors, str(args.folder / f"{name}.safetensors"), metadata=metadata)
