@@ -31,8 +31,9 @@
 #   lm-beats2        its last stage: 1500 more at a lower peak LR (33 min)
 #   install          the codec, its speech decoder and both LMs into pipelines/assets, in float16
 #   decoder-speech-real  the installed speech decoder on real speech too: 600 steps on Asterisk's prompts (train
-#                    split) pooled with 2 h of synthetic speech, codes fixed, and the mean of the two decoders
-#                    installed in its place (data about 10 min if missing, training 29 min)
+#                    split) pooled with 2 h of synthetic speech, codes fixed, resumed to 1200 and 1800 steps, and
+#                    the mean of the two decoders installed in its place (data about 10 min if missing, training
+#                    29 + 27 + 27 min)
 #   decoder-choice   which decoder `rvqaudio decode` uses for given codes (speech decoder or the codec's own), fitted
 #                    on synthetic (2 h speech, 1 h music) and real recordings (Asterisk's prompts; the game and
 #                    demo music packages): the datasets (about 12 min), the fit (about 10 min)
@@ -63,6 +64,8 @@ SPEECH_DECODER5_STEPS=${SPEECH_DECODER5_STEPS:-1000} # then with learned residua
                                      # that mean with a wider voiced residual (seeds 7-10), their mean
 SPEECH_DECODER6_STEPS=${SPEECH_DECODER6_STEPS:-600} # then four runs from that mean with PESQ's loudness
                                      # disturbance as a loss (seeds 7-10); their mean is the speech decoder
+SPEECH_REAL_STEPS=${SPEECH_REAL_STEPS:-"600 1200 1800"} # the installed speech decoder on real and synthetic speech:
+                                     # 600 steps, resumed to 1200, then to 1800
 EXTRA_HOURS=${EXTRA_HOURS:-3}        # hours of speech by the extra voice set (the speech decoder's last runs)
 EXTRA2_HOURS=${EXTRA2_HOURS:-1}      # hours by the extra2 voice set (three more speakers, some of those runs)
 LM_STEPS=${LM_STEPS:-900}           # of configs/lm_train_base.json
@@ -252,23 +255,23 @@ RVQCodec.from_pretrained(sys.argv[1], spectral={"phase": {"edge": {"offsets": Fa
         --lm-fp16 music speech ;;
     decoder-speech-real)
       # After install: the speech decoder that install wrote, fine-tuned on real recordings (Asterisk's prompts) and
-      # synthetic speech with its codes fixed (the LMs' codes stay valid); the mean of the installed decoder and the
-      # fine-tuned one replaces the installed one (it loses less on synthetic speech than the fine-tuned one alone).
+      # synthetic speech with its codes fixed (the LMs' codes stay valid), resumed to each of SPEECH_REAL_STEPS (each
+      # resume re-warms the LR and cools it down again); the mean of the installed decoder and the fine-tuned one
+      # replaces the installed one (it loses less on synthetic speech than the fine-tuned one alone).
       [ -f "$RUNS/data/choice_speech/recipe.json" ] || $RVQ data speech --hours 2 -o "$RUNS/data/choice_speech"
       [ -f "$RUNS/data/real_speech/recipe.json" ] || $RVQ data real-speech --hours 10 --num-proc "$NUM_PROC" \
         -o "$RUNS/data/real_speech"
       # The installed speech decoder as a codec folder of its own, copied once (a rerun starts from the same one).
-      [ -f "$RUNS/codec_speech_installed/final/config.json" ] || $PYTHON -c 'import sys; from tokenizer import RVQCodec
-RVQCodec.from_pretrained(sys.argv[1], variant="speech").float().save_pretrained(sys.argv[2])' \
-        pipelines/assets/codec "$RUNS/codec_speech_installed/final"
-      resume=$([ -d "$RUNS/codec_speech_real/checkpoint" ] && echo --resume || true)
-      $RVQ train-codec --config configs/codec_spectral_small_decoder_speech_real.json \
-        --init-from "$RUNS/codec_speech_installed/final" --data "$RUNS/data/real_speech" "$RUNS/data/choice_speech" \
-        --out "$RUNS/codec_speech_real" $resume
+      [ -f "$RUNS/codec_speech_installed/final/config.json" ] ||
+        $PYTHON scripts/decoder_variant.py extract pipelines/assets/codec speech "$RUNS/codec_speech_installed/final"
+      for steps in $SPEECH_REAL_STEPS; do
+        resume=$([ -d "$RUNS/codec_speech_real/checkpoint" ] && echo --resume || true)
+        $RVQ train-codec --config configs/codec_spectral_small_decoder_speech_real.json \
+          --init-from "$RUNS/codec_speech_installed/final" --data "$RUNS/data/real_speech" "$RUNS/data/choice_speech" \
+          --out "$RUNS/codec_speech_real" --max-steps "$steps" $resume
+      done
       $RVQ average-decoders "$RUNS"/codec_speech_{installed,real}/final -o "$RUNS/codec_speech_real_mean/final"
-      $PYTHON -c 'import sys, torch; from tokenizer import RVQCodec
-RVQCodec.from_pretrained(sys.argv[1]).save_decoder_variant(sys.argv[2], "speech", dtype=torch.float16)' \
-        "$RUNS/codec_speech_real_mean/final" pipelines/assets/codec ;;
+      $PYTHON scripts/decoder_variant.py install "$RUNS/codec_speech_real_mean/final" pipelines/assets/codec speech ;;
     decoder-choice)
       # After install, which writes the codec folder anew: the choice is saved into pipelines/assets/codec.
       [ -f "$RUNS/data/choice_speech/recipe.json" ] || $RVQ data speech --hours 2 -o "$RUNS/data/choice_speech"

@@ -18,8 +18,8 @@ How close: the encoder gives the same codes (a code could differ only where two 
 of a tie). The decoder's samples are within ~1e-5 of PyTorch's, except after a frame where float32 rounding, summed
 in another order, moves a pitch-phase decoder's f0 across a step of its 1/16 Hz grid: the harmonic source's phase
 is then ~0.02 rad off from there on and samples up to a few 1e-2 (measured on `check_signal`: the bundled decoder
-1e-5 on 1 to 3 s, 3.6e-2 on 10 s; its speech decoder 4e-6 on 1.5 s, 1.2e-2 on the 2 s that `export_onnx` checks,
-where one frame's f0 steps, and 4e-4 to 2e-3 on 1.75 to 3 s, where the voiced residual carries the sums' rounding).
+1e-5 on 1 to 3 s, 3.6e-2 on 10 s; its speech decoder 1e-6 to 1e-5 on 1, 1.25 and 2 s (the length `export_onnx`
+checks) and 7e-4 to 2e-3 on 1.5, 1.75 and 3 s, in a few frames where its voiced residual carries the sums' rounding).
 """
 
 from __future__ import annotations
