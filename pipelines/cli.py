@@ -22,10 +22,16 @@ def _require(extra: str, command: str) -> None:
 
 
 def _encode(args: argparse.Namespace) -> None:
+    from tokenizer.level import CodecLevel
+
     from .codec_files import encode_file
 
+    if args.keep_level and args.level_dbfs is not None:
+        raise SystemExit("rvqaudio encode: --keep-level and --level-dbfs exclude each other; give one")
+    level = None if args.keep_level else CodecLevel(**({} if args.level_dbfs is None else
+                                                        {"target_dbfs": args.level_dbfs}))
     out = encode_file(args.input, args.output, codec=args.codec, num_codebooks=args.num_codebooks,
-                      strict=args.strict)
+                      strict=args.strict, level=level)
     print(f"wrote {out}")
 
 
@@ -124,10 +130,16 @@ def _eval_codec(args: argparse.Namespace) -> None:
     level = None
     if args.level_dbfs is not None or args.clip_db is not None:
         level = InputLevel(level_dbfs=args.level_dbfs, clip_db=args.clip_db)
+    codec_level = None
+    if args.codec_level is not None:
+        from tokenizer.level import CodecLevel
+
+        codec_level = CodecLevel(target_dbfs=args.codec_level)
     report = evaluate_codec(args.data, codec=args.codec, variant=args.variant, split=args.split,
                             max_clips=args.max_clips, num_codebooks=args.num_codebooks, opus_kbps=args.opus_kbps,
                             output=args.output, domain=args.domain, by=args.by, asr=args.asr,
-                            phase_oracle=args.phase_oracle, level=level)
+                            phase_oracle=args.phase_oracle, level=level,
+                            codec_level=codec_level)
     print(report["markdown"])
 
 
@@ -237,6 +249,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--strict", action="store_true",
                    help="refuse an input that decodes to less than its header states (truncated), instead of "
                         "encoding its readable part with a warning")
+    p.add_argument("--level-dbfs", type=float, default=None, metavar="DB",
+                   help="RMS level the file is brought to before encoding; the gain is stored in the codes file "
+                        "and `decode` undoes it (default: -18, the level the bundled codec codes best)")
+    p.add_argument("--keep-level", action="store_true",
+                   help="encode the file at its own level (gain 1): the codes of `RVQCodec.encode` on it")
     p.set_defaults(func=_encode)
 
     p = sub.add_parser("fit-decoder-choice",
@@ -347,6 +364,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "systems fare on quiet or loud files (default: the clips' own level)")
     p.add_argument("--clip-db", type=float, default=None, metavar="DB",
                    help="then add this gain in dB and clip at full scale: how they fare on clipped files")
+    p.add_argument("--codec-level", type=float, default=None, metavar="DB",
+                   help="the codec codes each clip brought to this RMS level in dBFS and its output is brought back, "
+                        "as `rvqaudio encode` (-18) and `decode` do (default: the codec codes the clip as it is)")
     p.add_argument("-o", "--output", default=None, help="report.json (a .md table is written beside it)")
     p.set_defaults(func=_eval_codec)
 

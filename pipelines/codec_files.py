@@ -13,7 +13,8 @@ import torch
 
 from tokenizer import CodesError, RVQCodec
 from tokenizer.audio import save_audio
-from tokenizer.long_audio import encode_audio_file
+from tokenizer.level import CodecLevel
+from tokenizer.long_audio import audio_file_rms, encode_audio_file
 
 from lm.codec_interface import same_code_space
 
@@ -25,17 +26,23 @@ OWN_DECODER = "own"  # decode_file's variant for the codec folder's own decoder,
 
 
 def encode_file(src: str | os.PathLike, out: str | os.PathLike, codec: RVQCodec | str | os.PathLike | None = None,
-                num_codebooks: int | None = None, strict: bool = False) -> Path:
+                num_codebooks: int | None = None, strict: bool = False,
+                level: CodecLevel | None = CodecLevel()) -> Path:
     """Encode an audio file (wav/flac/ogg/mp3/opus, any rate) to `out` (.npz), atomically.
 
     The file holds `codes` (K, T) and the metadata needed to decode them: the codec's fingerprint,
-    sample rate, frame rate, codebook size, and the original length in samples at the codec's rate.
-    A truncated input (shorter than its header states) is encoded with a warning, or refused with `strict`.
+    sample rate, frame rate, codebook size, the original length in samples at the codec's rate, and `gain`: the
+    file is encoded brought to `level`'s RMS level (-18 dBFS by default), and `decode_file` divides by that gain
+    (`level=None`: encoded at its own level, gain 1). A truncated input (shorter than its header states) is
+    encoded with a warning, or refused with `strict`.
     """
     out = check_output_file(out, "codes file")
+    if level is not None and not isinstance(level, CodecLevel):
+        raise ValueError(f"level must be a CodecLevel or None, got {type(level).__name__}")
     codec = resolve_codec(codec)
+    gain = 1.0 if level is None else level.gain(audio_file_rms(src, codec.channels))  # a first pass over the file
     # read, resampled and encoded block by block: a 1-hour file takes the memory of a minute
-    codes, num_samples = encode_audio_file(codec, src, num_codebooks=num_codebooks, strict=strict)
+    codes, num_samples = encode_audio_file(codec, src, num_codebooks=num_codebooks, strict=strict, gain=gain)
     codes = codes[0]  # (K, T)
     dtype = np.int16 if codec.codebook_size <= 2**15 else np.int32
     fields = {
@@ -47,6 +54,7 @@ def encode_file(src: str | os.PathLike, out: str | os.PathLike, codec: RVQCodec 
         "codebook_size": np.array(codec.codebook_size),
         "channels": np.array(codec.channels),
         "num_samples": np.array(num_samples),
+        "gain": np.array(gain, dtype=np.float64),
     }
     buffer = io.BytesIO()
     np.savez_compressed(buffer, **fields)
@@ -63,6 +71,7 @@ _FIELDS = {
     "codebook_size": ("iu", "a positive integer"),
     "channels": ("iu", "a positive integer"),
     "num_samples": ("iu", "a non-negative integer"),
+    "gain": ("iuf", "a positive number (the factor the audio was encoded at; decoding divides by it)"),
 }
 _REQUIRED = ("codes", "fingerprint", "sample_rate", "num_samples")
 
@@ -102,6 +111,8 @@ def read_codes(src: str | os.PathLike) -> tuple[torch.Tensor, dict]:
     for name in ("sample_rate", "frame_rate", "codebook_size", "channels"):
         if name in meta and not (np.isfinite(meta[name]) and meta[name] > 0):
             raise CodesError(f"codes file {str(src)!r}: field {name!r} must be positive, got {meta[name]!r}")
+    if "gain" in meta and not (np.isfinite(meta["gain"]) and meta["gain"] > 0):
+        raise CodesError(f"codes file {str(src)!r}: field 'gain' must be a finite number > 0, got {meta['gain']!r}")
     if meta["num_samples"] < 0:
         raise CodesError(f"codes file {str(src)!r}: field 'num_samples' must be >= 0, got {meta['num_samples']}")
     if codes.shape[0] == 0 or codes.shape[1] == 0:
@@ -122,7 +133,8 @@ def decode_file(src: str | os.PathLike, out: str | os.PathLike,
     a decoder variant of the codec folder to decode with (e.g. "speech"; any variant reads the same codes), or
     OWN_DECODER ("own") for the folder's own decoder. None: the folder's decoder choice picks one from the codes
     (`tokenizer.decoder_choice`; the bundled codec's picks its speech decoder for speech), else its own decoder.
-    The file's metadata must agree with the codec (rate, codebook size, length): CodesError names the field.
+    The file's metadata must agree with the codec (rate, codebook size, length): CodesError names the field. The
+    audio is divided by the file's `gain` (the level `encode_file` brought it to), so it comes back at its level.
     """
     out = check_output_file(out, "output audio file")
     codes, meta = read_codes(src)
@@ -142,7 +154,7 @@ def decode_file(src: str | os.PathLike, out: str | os.PathLike,
     if meta["num_samples"] > most:
         raise CodesError(f"codes file {str(src)!r}: field 'num_samples' is {meta['num_samples']}, more than its "
                          f"{codes.shape[-1]} frames can hold ({most} samples)")
-    wav = codec.decode(codes)[0, :, : int(meta["num_samples"])]
+    wav = codec.decode(codes)[0, :, : int(meta["num_samples"])] / float(meta.get("gain", 1.0))
     save_audio(out, wav, codec.sample_rate)
     return Path(out)
 

@@ -102,7 +102,9 @@ def generate(prompt: str | list[str], *, task: str | None = "music", duration: f
     model: an `AudioLM` carrying its codec, a self-contained LM folder, or None for the bundled LM of the task.
     audio_prompt: audio to continue, the same for every text: a waveform FloatTensor[C, N] or [N] at the
         codec's sample rate, an audio file (any rate), or a codes file (.npz) from `rvqaudio encode`. The result
-        holds only the continuation, decoded with the prompt as left context so that it joins seamlessly.
+        holds only the continuation, decoded with the prompt as left context so that it joins seamlessly. Audio is
+        encoded at its level; a codes file holds the codes of its file brought to `rvqaudio encode`'s level (its
+        `gain`), and the continuation keeps that level.
     extend_stride: music longer than the LM's window (`max_audio_frames`, 20 s for the bundled LMs, prompt
         included) is generated in overlapping windows, as MusicGen does: each window after the first continues the
         last `window - extend_stride` seconds of codes and adds `extend_stride` seconds (0 < extend_stride <

@@ -28,14 +28,17 @@ _FILTER_WIDTH, _ROLLOFF = 6, 0.99
 
 
 def encode_audio_file(codec, path: str | os.PathLike, num_codebooks: int | None = None, block_seconds: float = 60.0,
-                      strict: bool = False, span_frames: int | None = None) -> tuple[torch.Tensor, int]:
+                      strict: bool = False, span_frames: int | None = None, gain: float = 1.0
+                      ) -> tuple[torch.Tensor, int]:
     """Codes LongTensor (1, K, T) of the audio file at `path` and its length in samples at the codec's rate.
 
-    Equal (to float rounding) to `codec.encode(load_audio(path, codec.sample_rate, codec.channels)[0][None])`, in
-    memory that depends on `block_seconds`, not on the file's length. A truncated file warns or, `strict`, fails
+    Equal (to float rounding) to `codec.encode(gain * load_audio(path, codec.sample_rate, codec.channels)[0][None])`,
+    in memory that depends on `block_seconds`, not on the file's length. A truncated file warns or, `strict`, fails
     as `load_audio` does; AudioInputError names the file when it cannot be read. `span_frames`: frames encoded per
-    call (default: a codec chunk less its context).
+    call (default: a codec chunk less its context). `gain`: a factor on every sample (`tokenizer.level.CodecLevel`).
     """
+    if isinstance(gain, bool) or not isinstance(gain, (int, float)) or not math.isfinite(gain) or gain <= 0:
+        raise ValueError(f"gain must be a finite number > 0, got {gain!r}")
     path = Path(path)
     check_exists(path)
     rate, blocks, stated = _open_blocks(path, block_seconds)
@@ -45,12 +48,32 @@ def encode_audio_file(codec, path: str | os.PathLike, num_codebooks: int | None 
     read = 0
     for block in blocks:
         read += block.shape[-1]
-        encoder.push(to_channels(resampler.push(block), codec.channels))
+        encoder.push(_scaled(to_channels(resampler.push(block), codec.channels), gain))
     if read == 0:
         raise AudioInputError(f"{str(path)!r} holds no audio samples")
     check_complete(path, read / rate, stated, strict)
-    encoder.push(to_channels(resampler.finish(), codec.channels))
+    encoder.push(_scaled(to_channels(resampler.finish(), codec.channels), gain))
     return encoder.finish(), resampler.produced
+
+
+def _scaled(wav: torch.Tensor, gain: float) -> torch.Tensor:
+    return wav if gain == 1 else wav * gain
+
+
+def audio_file_rms(path: str | os.PathLike, channels: int, block_seconds: float = 60.0) -> float:
+    """The RMS (full scale 1) of the audio file at `path` as `channels` channels (`to_channels`), at its own rate, read
+    block by block. AudioInputError names the file when it cannot be read or holds no samples."""
+    path = Path(path)
+    check_exists(path)
+    _, blocks, _ = _open_blocks(path, block_seconds)
+    total, count = 0.0, 0
+    for block in blocks:
+        block = to_channels(block, channels).double()
+        total += float(block.pow(2).sum())
+        count += block.numel()
+    if count == 0:
+        raise AudioInputError(f"{str(path)!r} holds no audio samples")
+    return math.sqrt(total / count)
 
 
 def _open_blocks(path: Path, block_seconds: float) -> tuple[int, Iterator[torch.Tensor], float | None]:

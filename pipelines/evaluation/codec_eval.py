@@ -14,6 +14,7 @@ decoded phase. They say whether the codec loses more in its magnitudes or in its
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from collections import Counter
@@ -27,6 +28,7 @@ from tqdm.auto import tqdm
 
 from tokenizer import RVQCodec
 from tokenizer.audio import resample, to_channels
+from tokenizer.level import CodecLevel
 
 from ..defaults import resolve_codec, resolve_decoder_choice
 from .asr import RECOGNISER, transcribe
@@ -64,6 +66,7 @@ def evaluate_codec(
     asr: bool = False,
     phase_oracle: bool = False,
     level: InputLevel | None = None,
+    codec_level: CodecLevel | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Mean reconstruction metrics of `codec` at each bitrate and of Opus, on the held-out `split` of `data`.
@@ -96,6 +99,9 @@ def evaluate_codec(
         level: bring every clip to this input level (`InputLevel`: an RMS in dBFS, optionally driven into
             clipping) before any system codes it; that version is the reference. The report gains `input_level`
             (its settings and the mean share of clipped samples). None: the clips as stored.
+        codec_level: the codec codes each clip brought to this level (`tokenizer.level.CodecLevel`), its output
+            divided by the gain, as `rvqaudio encode` and `decode` do (the report gains `codec_level`); other
+            systems code the clip as it is. None: the codec codes the clip at its own level, as `RVQCodec.encode`.
         progress: show a progress bar over clips.
 
     Returns the report: `systems`, a list of `{name, kind, kbps, num_codebooks | target_kbps, metrics}` where
@@ -108,6 +114,8 @@ def evaluate_codec(
     """
     if level is not None and not isinstance(level, InputLevel):
         raise ValueError(f"level must be an InputLevel or None, got {type(level).__name__}")
+    if codec_level is not None and not isinstance(codec_level, CodecLevel):
+        raise ValueError(f"codec_level must be a CodecLevel or None, got {type(codec_level).__name__}")
     decoders, choice = None, None  # with AUTO: variant -> codec, and the folder's choice between them
     if variant == AUTO:
         choice = resolve_decoder_choice(codec)
@@ -167,14 +175,15 @@ def evaluate_codec(
         if by is not None:
             labels.append(str(row[by]))
         outputs = {}  # system name -> its (C, N) output
-        codes = codec.encode(ref[None])  # (1, K, T)
+        gain = 1.0 if codec_level is None else codec_level.gain_for(ref)
+        codes = codec.encode(ref[None] * gain)  # (1, K, T)
         decoder = codec
         if choice is not None:
             name = choice.choose(codes)[0]
             chosen[name or "own"] += 1
             decoder = decoders[name]
         for k in ks:
-            outputs[f"codec k={k}"] = decoder.decode(codes[:, :k])[0, :, :n].float()
+            outputs[f"codec k={k}"] = decoder.decode(codes[:, :k])[0, :, :n].float() / gain
         for b in opus_kbps:
             result = opus_roundtrip(ref, sr, b)
             opus_bytes[b] += result.num_bytes
@@ -213,6 +222,8 @@ def evaluate_codec(
         report["decoders_chosen"] = dict(chosen)
     if level is not None:
         report["input_level"] = level.to_json() | {"clipped_samples": float(np.mean(clipped))}
+    if codec_level is not None:
+        report["codec_level"] = dataclasses.asdict(codec_level)
     if by is not None:
         report["groups"] = {"column": by, "labels": labels, "means": _group_means(systems, labels)}
     if asr:
@@ -233,6 +244,9 @@ def format_codec_report(report: dict[str, Any]) -> str:
              *([f"Input level: {report['input_level']['name']} ({report['input_level']['clipped_samples']:.2%} of "
                 "samples clipped); every system codes, and is scored against, that version.", ""]
                if "input_level" in report else []),
+             *([f"The codec codes each clip brought to {report['codec_level']['target_dbfs']:g} dBFS RMS and its "
+                "output is brought back, as `rvqaudio encode` and `decode` do.", ""]
+               if "codec_level" in report else []),
              *(["Decoder chosen per clip from its codes (the folder's decoder choice): " + ", ".join(
                  f"{name} {n}" for name, n in sorted(report["decoders_chosen"].items())) + " clips.", ""]
                if "decoders_chosen" in report else []),

@@ -58,8 +58,8 @@ def test_decode_with_a_decoder_variant_reads_the_same_codes_file(tmp_path, codec
         assert main(["decode", str(tmp_path / "c.npz"), "-o", str(tmp_path / f"out{len(variant)}.wav"),
                      "--codec", str(codec_dir), *variant]) == 0
     own, speech = (sf.read(tmp_path / f"out{n}.wav")[0] for n in (0, 2))
-    codes = read_codes(tmp_path / "c.npz")[0]
-    expected = other.decode(codes)[0, 0, :4000].numpy()
+    codes, meta = read_codes(tmp_path / "c.npz")
+    expected = other.decode(codes)[0, 0, :4000].numpy() / meta["gain"]
     assert np.allclose(speech, expected, atol=1e-4) and not np.allclose(own, speech, atol=1e-3)
     with pytest.raises(CheckpointError, match=r"no decoder variant 'music'.*it has \['speech'\]"):
         decode_file(tmp_path / "c.npz", tmp_path / "x.wav", codec=codec_dir, variant="music")
@@ -72,7 +72,7 @@ def test_codes_in_the_file_equal_encode(tmp_path, codec_dir, wav_file):
     from tokenizer.audio import load_audio
 
     codec = RVQCodec.from_pretrained(codec_dir)
-    encode_file(wav_file, tmp_path / "c.npz", codec=codec)
+    encode_file(wav_file, tmp_path / "c.npz", codec=codec, level=None)
     wav, _ = load_audio(wav_file, sample_rate=8000, channels=1)
     assert torch.equal(read_codes(tmp_path / "c.npz")[0], codec.encode(wav[None]))
 
@@ -174,3 +174,38 @@ def test_a_damaged_decoder_choice_is_refused_by_name(tmp_path):
         DecoderChoice.load(tmp_path)
     with pytest.raises(ValueError, match=r"weight must have shape \[64\]"):
         DecoderChoice(torch.zeros(10), 0.0, 32, "speech")
+
+
+def test_a_file_is_encoded_at_the_codec_s_level_and_decoded_back_at_its_own(tmp_path, codec_dir, wav_file):
+    from tokenizer.audio import load_audio
+    from tokenizer.level import CodecLevel, rms_of
+
+    codec = RVQCodec.from_pretrained(codec_dir)
+    wav, _ = load_audio(wav_file, sample_rate=8000, channels=1)
+    for level in (CodecLevel(), CodecLevel(-30.0)):
+        encode_file(wav_file, tmp_path / "c.npz", codec=codec, level=level)
+        codes, meta = read_codes(tmp_path / "c.npz")
+        gain = meta["gain"]
+        # the gain of the file's own RMS (read at its rate, mixed to the codec's channels), close to the decoded one
+        assert gain == pytest.approx(level.gain(rms_of(wav)), rel=0.02)
+        assert torch.equal(codes, codec.encode(wav[None] * gain))
+        decode_file(tmp_path / "c.npz", tmp_path / "out.wav", codec=codec)
+        out = torch.from_numpy(sf.read(tmp_path / "out.wav", dtype="float32")[0])
+        expected = codec.decode(codes)[0, 0, :out.shape[-1]] / gain
+        assert torch.allclose(out, expected.clamp(-1, 1), atol=1 / 2**15)  # a 16-bit file
+
+
+def test_keep_level_encodes_the_file_as_it_is(tmp_path, codec_dir, wav_file):
+    from tokenizer.audio import load_audio
+
+    codec = RVQCodec.from_pretrained(codec_dir)
+    assert main(["encode", str(wav_file), "-o", str(tmp_path / "c.npz"), "--codec", str(codec_dir),
+                 "--keep-level"]) == 0
+    codes, meta = read_codes(tmp_path / "c.npz")
+    wav, _ = load_audio(wav_file, sample_rate=8000, channels=1)
+    assert meta["gain"] == 1.0 and torch.equal(codes, codec.encode(wav[None]))
+    assert main(["encode", str(wav_file), "-o", str(tmp_path / "d.npz"), "--codec", str(codec_dir),
+                 "--level-dbfs", "-30"]) == 0
+    assert read_codes(tmp_path / "d.npz")[1]["gain"] < 1  # the file (about -13 dBFS) is lowered to -30
+    with pytest.raises(SystemExit, match="exclude each other"):
+        main(["encode", str(wav_file), "-o", str(tmp_path / "e.npz"), "--keep-level", "--level-dbfs", "-20"])

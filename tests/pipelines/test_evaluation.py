@@ -1151,6 +1151,26 @@ def test_evaluate_codec_at_an_input_level_scores_every_system_on_that_version(sp
     assert "level_dbfs must be <= 0 dBFS" in capsys.readouterr().err
 
 
+def test_evaluate_codec_at_the_codec_s_level_codes_the_clip_scaled_and_scores_it_scaled_back(speech_dir, capsys):
+    from pipelines.evaluation.data import iter_audio, load_split
+    from tokenizer.audio import resample
+    from tokenizer.level import CodecLevel
+
+    codec = _codec()
+    level = CodecLevel(-18.0)
+    report = evaluate_codec(speech_dir, codec, max_clips=1, num_codebooks=[4], opus_kbps=(), codec_level=level,
+                            progress=False)
+    wav, sr, _ = next(iter_audio(load_split(speech_dir, "test")))
+    ref = resample(wav, sr, 8000)
+    gain = level.gain_for(ref)
+    est = codec.decode(codec.encode(ref[None] * gain))[0, :, : ref.shape[-1]] / gain
+    assert report["systems"][0]["metrics"]["si_sdr"]["mean"] == pytest.approx(si_sdr(ref, est), abs=1e-4)
+    assert report["codec_level"] == {"target_dbfs": -18.0, "max_gain_db": 30.0}
+    assert "brought to -18 dBFS RMS" in report["markdown"]
+    assert main(["eval-codec", "--data", str(speech_dir), "--codec-level", "3"]) == 2
+    assert "target_dbfs must be <= 0" in capsys.readouterr().err
+
+
 def test_evaluate_codec_auto_decodes_each_clip_with_the_folder_s_choice(speech_dir, tmp_path):
     from tokenizer.decoder_choice import FEATURE_CODEBOOKS, DecoderChoice
 

@@ -268,7 +268,7 @@ def test_without_a_bundled_lm_the_error_says_what_to_pass(tmp_path, monkeypatch)
 
 
 def test_audio_prompt_as_waveform_or_codes_file(no_early_end, tmp_path):
-    from pipelines import encode_file
+    from pipelines import encode_file, read_codes
 
     lm = no_early_end
     wav = torch.sin(torch.arange(2400) / 8000 * 2 * torch.pi * 440)[None] * 0.3  # (1, N): 15 frames
@@ -280,10 +280,18 @@ def test_audio_prompt_as_waveform_or_codes_file(no_early_end, tmp_path):
     whole = lm.codec.decode(torch.cat([prompt, codes], dim=2))[0, :, 15 * HOP:]
     assert torch.allclose(clip.waveform, whole, atol=1e-5)
     sf.write(tmp_path / "p.wav", wav[0].numpy(), 8000, subtype="FLOAT")
-    encode_file(tmp_path / "p.wav", tmp_path / "p.npz", codec=lm.codec)
+    encode_file(tmp_path / "p.wav", tmp_path / "p.npz", codec=lm.codec, level=None)  # the file at its own level
     for source in (tmp_path / "p.wav", str(tmp_path / "p.npz")):
         assert torch.equal(generate(PROMPT, duration=0.2, seed=0, model=lm, audio_prompt=source,
                                     progress=False).codes, clip.codes)
+    # at `rvqaudio encode`'s level (the default): the codes in the file are the prompt, whatever its gain
+    encode_file(tmp_path / "p.wav", tmp_path / "q.npz", codec=lm.codec)
+    scaled, meta = read_codes(tmp_path / "q.npz")
+    assert meta["gain"] != 1.0
+    assert torch.equal(generate(PROMPT, duration=0.2, seed=0, model=lm, audio_prompt=tmp_path / "q.npz",
+                                progress=False).codes,
+                       lm.generate([PROMPT], GenerationConfig(duration=0.2, seed=0, task="music"),
+                                   audio_prompt=scaled)[0])
 
 
 @pytest.mark.parametrize("kind", ["causal", "non-causal", "spectral", "spectral-fi", "spectral-pitch", "spectral-edge"])
