@@ -4,9 +4,10 @@
     .venv/bin/python benchmarks/long_file_memory.py --minutes 1 10
 
 Each measurement runs in a fresh process (peak resident memory, `ru_maxrss`, of that process alone) with the
-bundled codec: `blocks` is `pipelines.encode_file` (read, resample to 24 kHz and encode in 60 s blocks), `whole`
-is `codec.encode(load_audio(...))`, the whole file decoded and resampled at once. The input is pink noise written
-by sox (a wav: 1.9 MB a minute). Also printed: the wall time of each, and whether both give the same codes.
+bundled codec: `blocks` is `pipelines.encode_file` (a pass over the file for its level, then read, resample to
+24 kHz and encode in 60 s blocks), `whole` is `codec.encode(gain * load_audio(...))`, the whole file decoded and
+resampled at once and brought to the same level. The input is pink noise written by sox (a wav: 1.9 MB a minute).
+Also printed: the wall time of each, and whether both give the same codes.
 """
 
 from __future__ import annotations
@@ -34,14 +35,17 @@ import torch
 from safetensors.numpy import save_file
 from pipelines import default_codec, encode_file
 from tokenizer.audio import load_audio
+from tokenizer.level import CodecLevel
+from tokenizer.long_audio import audio_file_rms
 mode, path, out = sys.argv[2], sys.argv[3], sys.argv[4]
 codec = default_codec()
 start = time.perf_counter()
 if mode == "blocks":
     encode_file(path, out)
-else:
+else:  # the same level as encode_file brings the file to
+    gain = CodecLevel().gain(audio_file_rms(path, codec.channels))
     wav, _ = load_audio(path, sample_rate=codec.sample_rate, channels=codec.channels)
-    save_file({"codes": codec.encode(wav[None])[0].numpy()}, out)
+    save_file({"codes": codec.encode(wav[None] * gain)[0].numpy()}, out)
 seconds = time.perf_counter() - start
 print(json.dumps({"peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "seconds": seconds}))
 """
