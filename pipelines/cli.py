@@ -28,8 +28,10 @@ def _encode(args: argparse.Namespace) -> None:
 
     if args.keep_level and args.level_dbfs is not None:
         raise SystemExit("rvqaudio encode: --keep-level and --level-dbfs exclude each other; give one")
-    level = None if args.keep_level else CodecLevel(**({} if args.level_dbfs is None else
-                                                        {"target_dbfs": args.level_dbfs}))
+    if args.keep_level:
+        level = None
+    else:
+        level = CodecLevel() if args.level_dbfs is None else CodecLevel(target_dbfs=args.level_dbfs)
     out = encode_file(args.input, args.output, codec=args.codec, num_codebooks=args.num_codebooks,
                       strict=args.strict, level=level)
     print(f"wrote {out}")

@@ -108,11 +108,9 @@ def read_codes(src: str | os.PathLike) -> tuple[torch.Tensor, dict]:
                              f"{value.dtype} with shape {value.shape}")
     codes = fields["codes"]
     meta = {k: v.item() if v.ndim == 0 else v.tolist() for k, v in fields.items() if k != "codes"}
-    for name in ("sample_rate", "frame_rate", "codebook_size", "channels"):
+    for name in ("sample_rate", "frame_rate", "codebook_size", "channels", "gain"):
         if name in meta and not (np.isfinite(meta[name]) and meta[name] > 0):
             raise CodesError(f"codes file {str(src)!r}: field {name!r} must be positive, got {meta[name]!r}")
-    if "gain" in meta and not (np.isfinite(meta["gain"]) and meta["gain"] > 0):
-        raise CodesError(f"codes file {str(src)!r}: field 'gain' must be a finite number > 0, got {meta['gain']!r}")
     if meta["num_samples"] < 0:
         raise CodesError(f"codes file {str(src)!r}: field 'num_samples' must be >= 0, got {meta['num_samples']}")
     if codes.shape[0] == 0 or codes.shape[1] == 0:
